@@ -1,0 +1,422 @@
+"""The imperative shell: one method per job, each read -> compute -> commit -> effects.
+
+A job reads the state from the database, asks the pure core (``ccx_agent.licensing``) what
+follows, commits the new state together with the alerts and outbox rows it implies in one
+transaction, and only then performs the effects: emit the alerts, talk to SSM. A crash at
+any instant therefore leaves the previous or the next state; an effect that is lost in a
+crash (an alert not yet emitted, a report not yet acknowledged) is retried from the
+database, never invented twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from ccx_agent.config import CommonConfig
+from ccx_agent.licensing import interval, lifecycle
+from ccx_agent.licensing.alerts import Alert, AlertFormat, lines
+from ccx_agent.licensing.catalogue import tags_of
+from ccx_agent.licensing.interval import IntervalRecord
+from ccx_agent.licensing.lifecycle import Due, Identity, ProductState, Timers
+from ccx_agent.licensing.timeutil import EPOCH, floor_to, iso
+from ccx_agent.ssm.port import Authorized, IdRenewed, SsmError, SsmPort, SsmUnreachable, Udi
+from ccx_agent.store import AlertRow, OpenInterval, Store, Tx
+
+#: How many interval reports go in one REPORT_USAGE message.
+REPORT_BATCH = 96
+#: Missed intervals recorded one by one after a long stop; older gaps are summarised.
+MAX_BACKFILL = 96 * 31
+
+Emit = Callable[[Sequence[AlertRow]], None]
+
+
+class LicenseTypeChanged(Exception):
+    """``license.type`` differs from the registered instance's: deregister first."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a user-facing action (register, renew …) did, for a one-line CLI answer."""
+
+    ok: bool
+    message: str
+
+
+def _discard(_: Sequence[AlertRow]) -> None:
+    return None
+
+
+class Agent:
+    def __init__(
+        self,
+        cfg: CommonConfig,
+        store: Store,
+        ssm: SsmPort | None,
+        *,
+        udi: Udi | None = None,
+        emit: Emit = _discard,
+        fmt: AlertFormat | None = None,
+        origin: datetime = EPOCH,
+    ) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.ssm = ssm
+        self.udi = udi or Udi("CCX-SL", "UNKNOWN", str(uuid.uuid4()))
+        self.emit = emit
+        self.fmt = fmt or cfg.alerts.format()
+        #: Intervals are aligned to this instant: the epoch (wall-clock quarter hours) in the daemon.
+        self.origin = origin
+        self.timers: Timers = cfg.timers()
+        self.rules = cfg.rules()
+        self.step = cfg.report.interval
+
+    # --- plumbing -------------------------------------------------------------------
+
+    def _load(self, tx: Tx) -> ProductState:
+        state = tx.load_product()
+        if state is None:
+            return ProductState(self.cfg.license.type)
+        if state.license_type is not self.cfg.license.type:
+            if state.identity is not None:
+                raise LicenseTypeChanged(
+                    f"license.type is {self.cfg.license.type.value!r} but this instance is "
+                    f"registered as {state.license_type.value!r}: run 'ccx-agent deregister' "
+                    "first, then change the license type"
+                )
+            state = replace(state, license_type=self.cfg.license.type, tags={}, entitlements={})
+        return state
+
+    def _record(self, tx: Tx, now: datetime, alerts: Sequence[Alert]) -> None:
+        for alert in alerts:
+            tx.add_alert(now, alert, lines(alert, self.fmt))
+
+    def _emit_pending(self) -> None:
+        """Emit alerts committed but not yet emitted (also those a crash left behind)."""
+        with self.store.transaction() as tx:
+            rows = tx.alerts(pending_only=True)
+        if not rows:
+            return
+        self.emit(rows)
+        with self.store.transaction() as tx:
+            tx.mark_emitted([r.id for r in rows])
+
+    def state(self) -> ProductState:
+        with self.store.transaction() as tx:
+            return self._load(tx)
+
+    def interval_start(self, now: datetime) -> datetime:
+        return floor_to(now, self.step, self.origin)
+
+    # --- sampling ---------------------------------------------------------------------
+
+    def sample(
+        self,
+        times: Sequence[datetime],
+        usage: Mapping[str, int] | None,
+        *,
+        error: str | None = None,
+        unlicensed: Sequence[str] = (),
+    ) -> None:
+        """Record good samples (``usage`` per tag) or one failed sample (``usage`` None).
+
+        Several instants may share one transaction when the usage is the same for all of
+        them (the what-if simulator); the daemon passes one.
+        """
+        with self.store.transaction() as tx:
+            state = self._load(tx)
+            opened = {o.start: o for o in tx.open_intervals()}
+            alerts: list[Alert] = []
+            for now in times:
+                start = self.interval_start(now)
+                cur = opened.get(start) or OpenInterval(start, {}, 0, 0)
+                if usage is None:
+                    state, more = lifecycle.sample_failed(
+                        state, now, error or "unknown", self.timers
+                    )
+                    opened[start] = replace(cur, failures=cur.failures + 1)
+                else:
+                    state, more = lifecycle.sample(state, now, usage, self.timers, unlicensed)
+                    peaks = dict(cur.peaks)
+                    for tag, n in usage.items():
+                        peaks[tag] = max(peaks.get(tag, 0), n)
+                    opened[start] = OpenInterval(start, peaks, cur.samples + 1, cur.failures)
+                alerts += more
+                self._record(tx, now, more)
+            for item in opened.values():
+                tx.put_open_interval(item)
+            tx.save_product(state, times[-1])
+        if alerts:
+            self._emit_pending()
+
+    # --- reporting --------------------------------------------------------------------
+
+    def close_intervals(self, now: datetime) -> list[IntervalRecord]:
+        """Close every interval that ended by ``now``, each in its own transaction.
+
+        An interval with no good sample is recorded as NO_DATA: nothing is invented and
+        no countdown moves.
+        """
+        closed: list[IntervalRecord] = []
+        while True:
+            with self.store.transaction() as tx:
+                state = self._load(tx)
+                opened = tx.open_intervals()
+                last_end = tx.last_interval_end()
+                if last_end is not None:
+                    start = last_end
+                elif opened:
+                    start = opened[0].start
+                else:
+                    break
+                if start + self.step > now:
+                    break
+                if last_end is not None and now - start > self.step * MAX_BACKFILL:
+                    # A very long stop: keep the newest gap only, the rest is not worth a row each.
+                    start = self.interval_start(now - self.step * MAX_BACKFILL)
+                end = start + self.step
+                row = next((o for o in opened if o.start == start), None)
+                usage = row.peaks if row is not None and row.samples > 0 else None
+                if usage is not None:
+                    usage = {t: usage.get(t, 0) for t in tags_of(state.license_type)}
+                state, record, alerts = interval.close(
+                    state,
+                    start,
+                    end,
+                    usage,
+                    self.rules,
+                    self.timers,
+                    allow_overage=self.cfg.license.allow_overage,
+                )
+                tx.add_interval(record)
+                if record.queued and state.identity is not None:
+                    piid = state.identity.piid
+                    report_id = f"{piid}:{iso(start)}"
+                    tx.enqueue(report_id, piid, start, _payload(report_id, record), end)
+                if row is not None:
+                    tx.drop_open_interval(start)
+                # Open rows older than this one can only exist after a clock jump backwards.
+                for o in opened:
+                    if o.start < start:
+                        tx.drop_open_interval(o.start)
+                tx.save_product(state, now)
+                self._record(tx, end, alerts)
+            closed.append(record)
+        self._emit_pending()
+        return closed
+
+    def flush(self, now: datetime) -> int:
+        """Send queued reports oldest first, in batches; returns how many were acknowledged."""
+        sent = 0
+        if self.ssm is None:
+            return 0
+        while True:
+            with self.store.transaction() as tx:
+                batch = tx.outbox_batch(REPORT_BATCH)
+            if not batch:
+                break
+            piid = batch[0].piid
+            batch = [b for b in batch if b.piid == piid]
+            try:
+                ack = self.ssm.report(piid, [b.payload for b in batch], now)
+            except SsmError as exc:
+                self._report_failed(now, [b.report_id for b in batch], exc)
+                break
+            with self.store.transaction() as tx:
+                state = self._load(tx)
+                acked = set(ack.acked)
+                ids = [b.report_id for b in batch if b.report_id in acked]
+                tx.outbox_ack(ids)
+                state, alerts = lifecycle.communication(state, True)
+                if ack.entitlements:
+                    state = lifecycle.entitlements_received(state, ack.entitlements)
+                tx.save_product(state, now)
+                self._record(tx, now, alerts)
+            sent += len(ids)
+            self._emit_pending()
+            if not ids:
+                break
+        return sent
+
+    def _report_failed(self, now: datetime, ids: list[str], exc: SsmError) -> None:
+        reason = str(exc) or type(exc).__name__
+        with self.store.transaction() as tx:
+            state = self._load(tx)
+            tx.outbox_failed(ids, reason)
+            alerts: list[Alert] = []
+            if isinstance(exc, SsmUnreachable):
+                state, alerts = lifecycle.communication(state, False, reason)
+            state, more = interval.report_failed(state, now, tx.outbox_count(), reason, self.timers)
+            tx.save_product(state, now)
+            self._record(tx, now, alerts + more)
+        self._emit_pending()
+
+    # --- timers -----------------------------------------------------------------------
+
+    def housekeeping(self, now: datetime) -> None:
+        """Expiries and warnings, then every renewal that is due, each failing on its own."""
+        with self.store.transaction() as tx:
+            before = self._load(tx)
+            state, alerts = lifecycle.evaluate(before, now, self.timers)
+            todo = lifecycle.due(state, now, self.timers)
+            if state != before or alerts:
+                tx.save_product(state, now)
+                self._record(tx, now, alerts)
+        if alerts:
+            self._emit_pending()
+        for item in todo:
+            if item is Due.RENEW_ID:
+                self.renew_id(now)
+            elif item is Due.AUTHORIZE:
+                self.renew_auth(now)
+
+    def _talk(
+        self,
+        now: datetime,
+        call: Callable[[ProductState], object],
+        on_ok: Callable[[ProductState, object], lifecycle.Result],
+        on_fail: Callable[[ProductState, str], lifecycle.Result],
+    ) -> Outcome:
+        """One request to SSM: commit its outcome and the communication state, then emit."""
+        with self.store.transaction() as tx:
+            state = self._load(tx)
+        error: SsmError | None = None
+        result: object = None
+        try:
+            result = call(state)
+        except SsmError as exc:
+            error = exc
+        with self.store.transaction() as tx:
+            state = self._load(tx)
+            if error is None:
+                state, comm = lifecycle.communication(state, True)
+                state, alerts = on_ok(state, result)
+            else:
+                reason = str(error) or type(error).__name__
+                comm = []
+                if isinstance(error, SsmUnreachable):
+                    state, comm = lifecycle.communication(state, False, reason)
+                state, alerts = on_fail(state, reason)
+            tx.save_product(state, now)
+            self._record(tx, now, comm + alerts)
+        self._emit_pending()
+        if error is None:
+            return Outcome(True, alerts[0].detail if alerts else "done")
+        return Outcome(False, str(error) or type(error).__name__)
+
+    def _ssm(self) -> SsmPort:
+        if self.ssm is None:
+            raise SsmUnreachable("no SSM transport is configured")
+        return self.ssm
+
+    def renew_id(self, now: datetime) -> Outcome:
+        def call(state: ProductState) -> object:
+            if state.identity is None:
+                raise SsmError("this instance is not registered")
+            return self._ssm().renew_id(state.identity.piid, now)
+
+        def ok(state: ProductState, res: object) -> lifecycle.Result:
+            assert isinstance(res, IdRenewed)
+            return lifecycle.id_renewed(
+                state, now, res.cert_issued_at, res.cert_expires_at, self.timers
+            )
+
+        return self._talk(
+            now, call, ok, lambda s, r: lifecycle.id_renew_failed(s, now, r, self.timers)
+        )
+
+    def renew_auth(self, now: datetime) -> Outcome:
+        sent: dict[str, frozenset[str]] = {}
+
+        def call(state: ProductState) -> object:
+            if state.identity is None:
+                raise SsmError("this instance is not registered")
+            with self.store.transaction() as tx:
+                opened = tx.open_intervals()
+            usage = {t: 0 for t in tags_of(state.license_type)}
+            for o in opened[-1:]:
+                usage.update(o.peaks)
+            sent["tags"] = state.tags_in_use
+            return self._ssm().authorize(state.identity.piid, usage, now)
+
+        def ok(state: ProductState, res: object) -> lifecycle.Result:
+            assert isinstance(res, Authorized)
+            return lifecycle.authorized(state, now, res.entitlements, sent["tags"], self.timers)
+
+        return self._talk(now, call, ok, lambda s, r: lifecycle.auth_failed(s, now, r, self.timers))
+
+    # --- registration -----------------------------------------------------------------
+
+    def register(self, token: str, now: datetime, *, force: bool = False) -> Outcome:
+        with self.store.transaction() as tx:
+            state = self._load(tx)
+        if state.identity is not None and not force:
+            return Outcome(
+                False,
+                f"already registered as PIID {state.identity.piid}; use --force to register again",
+            )
+        try:
+            res = self._ssm().register(token, self.udi, self.cfg.license.type.value, now)
+        except SsmError as exc:
+            reason = str(exc) or type(exc).__name__
+            with self.store.transaction() as tx:
+                state = self._load(tx)
+                comm: list[Alert] = []
+                if isinstance(exc, SsmUnreachable):
+                    state, comm = lifecycle.communication(state, False, reason)
+                tx.save_product(state, now)
+                self._record(tx, now, [*comm, Alert("REGISTER_FAILED", reason)])
+            self._emit_pending()
+            return Outcome(False, f"registration failed: {reason}")
+        ident = Identity(res.piid, now, res.cert_issued_at, res.cert_expires_at)
+        with self.store.transaction() as tx:
+            state = self._load(tx)
+            if state.identity is not None:
+                tx.outbox_drop_piid(state.identity.piid)
+            state, comm = lifecycle.communication(state, True)
+            state, alerts = lifecycle.registered(state, now, ident, res.entitlements, self.timers)
+            tx.save_product(state, now)
+            self._record(tx, now, comm + alerts)
+        self._emit_pending()
+        return Outcome(
+            True,
+            f"registered: PIID {res.piid}, ID certificate valid until {iso(res.cert_expires_at)}",
+        )
+
+    def deregister(self, now: datetime) -> Outcome:
+        with self.store.transaction() as tx:
+            state = self._load(tx)
+        if state.identity is None:
+            return Outcome(False, "this instance is not registered")
+        piid = state.identity.piid
+        told = True
+        reason = ""
+        try:
+            self._ssm().deregister(piid, now)
+        except SsmError as exc:
+            told = False
+            reason = str(exc) or type(exc).__name__
+        with self.store.transaction() as tx:
+            state = self._load(tx)
+            dropped = tx.outbox_drop_piid(piid)
+            state, alerts = lifecycle.deregistered(state, now, self.timers, told_server=told)
+            tx.save_product(state, now)
+            self._record(tx, now, alerts)
+        self._emit_pending()
+        note = f" ({dropped} unsent report(s) dropped)" if dropped else ""
+        if told:
+            return Outcome(True, f"deregistered PIID {piid}{note}")
+        return Outcome(
+            True, f"deregistered PIID {piid} locally; the server was not told: {reason}{note}"
+        )
+
+
+def _payload(report_id: str, record: IntervalRecord) -> dict[str, object]:
+    return {
+        "id": report_id,
+        "start": iso(record.start),
+        "end": iso(record.end),
+        "usage": {t: r.reported for t, r in record.tags.items() if r.reported is not None},
+    }

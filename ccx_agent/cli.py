@@ -1,0 +1,61 @@
+"""Argument parsing only: each command is a function in :mod:`ccx_agent.commands`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ccx_agent import __version__, commands
+from ccx_agent.config import default_path
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ccx-agent",
+        description="Smart Licensing agent of a Cisco Unified Contact Center Express instance.",
+    )
+    p.add_argument("--version", action="version", version=f"ccx-agent {__version__}")
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="the YAML config file (default: $CCX_AGENT_CONFIG or /etc/ccx-agent/ccx-agent.yaml)",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("check-config", help="validate the config file: OK, or one line per problem")
+    u = sub.add_parser("usage", help="compute license consumption now, from the configured source")
+    u.add_argument("--json", action="store_true", help="machine-readable output")
+    s = sub.add_parser("simulate", help="run a what-if scenario on a simulated clock")
+    s.add_argument("scenario", type=Path, help="the scenario YAML file")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    path: Path = args.config or default_path()
+    if args.command == "check-config":
+        return commands.check_config(path)
+    if args.command == "usage":
+        return commands.usage(path, args.json)
+    if args.command == "simulate":
+        return commands.simulate(args.scenario, args.json)
+    raise AssertionError(args.command)  # pragma: no cover - argparse enforces the choices
+
+
+def entry() -> None:
+    """The console script: a closed pipe (``ccx-agent usage --json | head``) is not an error."""
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
+    sys.exit(code)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    entry()

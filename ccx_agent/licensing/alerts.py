@@ -1,0 +1,219 @@
+"""The alert catalogue (DESIGN §3) and its two line formats, MCVD and UC.
+
+The seed document's three lines must come out byte for byte with the default strings:
+operators' existing log searches key on them. Texts of the other alerts are ours, in the
+same voice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import StrEnum
+
+
+class Style(StrEnum):
+    MCVD = "mcvd"
+    UC = "uc"
+
+
+@dataclass(frozen=True, slots=True)
+class AlertSpec:
+    severity: int
+    #: The bracketed operation in an MCVD line, e.g. ``[REPORT_ENTITLE]``.
+    context: str
+    description: str
+
+
+_OOC_SOON = (
+    "This Product Instance will enter Out of Compliance state because of insufficient licenses."
+)
+_OOC_SHORTLY = (
+    "The time required for the Product to be in compliance is about to expire. "
+    "Else, you will have to procure more licenses."
+)
+_IN_OOC = "This Product Instance is currently in Out of Compliance state because of insufficient licenses."
+
+CATALOGUE: dict[str, AlertSpec] = {
+    "AGENT_READY": AlertSpec(6, "AGENT", "The Smart Licensing agent has started and is ready."),
+    "AGENT_INIT_FAILED": AlertSpec(2, "AGENT", "The Smart Licensing agent failed to initialize."),
+    "REGISTER_SUCCESS": AlertSpec(
+        6, "REGISTER", "This Product Instance is registered with Cisco Smart Software Manager."
+    ),
+    "REGISTER_FAILED": AlertSpec(
+        3,
+        "REGISTER",
+        "Registration of this Product Instance with Cisco Smart Software Manager failed.",
+    ),
+    "DEREGISTER_SUCCESS": AlertSpec(
+        6, "DEREGISTER", "This Product Instance is deregistered from Cisco Smart Software Manager."
+    ),
+    "DEREGISTER_FAILED": AlertSpec(
+        3,
+        "DEREGISTER",
+        "Cisco Smart Software Manager could not be told of the deregistration; "
+        "the local identity was removed.",
+    ),
+    "ID_CERT_RENEW_SUCCESS": AlertSpec(
+        6, "RENEW_ID", "The ID certificate of this Product Instance was renewed."
+    ),
+    "ID_CERT_RENEW_FAILED": AlertSpec(
+        3, "RENEW_ID", "Renewal of the ID certificate of this Product Instance failed."
+    ),
+    "REGISTRATION_EXPIRING_SOON": AlertSpec(
+        4, "RENEW_ID", "The registration of this Product Instance will expire soon."
+    ),
+    "REGISTRATION_EXPIRED": AlertSpec(
+        1,
+        "RENEW_ID",
+        "The registration of this Product Instance has expired. Register the Product Instance again.",
+    ),
+    "AUTH_RENEW_SUCCESS": AlertSpec(
+        6, "AUTH_RENEW", "The license authorization of this Product Instance was renewed."
+    ),
+    "AUTH_RENEW_FAILED": AlertSpec(
+        3, "AUTH_RENEW", "Renewal of the license authorization of this Product Instance failed."
+    ),
+    "AUTHORIZATION_EXPIRING_SOON": AlertSpec(
+        4, "AUTH_RENEW", "The license authorization of this Product Instance will expire soon."
+    ),
+    "AUTHORIZATION_EXPIRED": AlertSpec(
+        1,
+        "AUTH_RENEW",
+        "The license authorization of this Product Instance has expired because it has not "
+        "communicated with Cisco Smart Software Manager.",
+    ),
+    "EVAL_START": AlertSpec(
+        5, "EVALUATION", "This Product Instance is using the evaluation period."
+    ),
+    "EVAL_EXPIRY_WARNING": AlertSpec(
+        4,
+        "EVALUATION",
+        "The evaluation period of this Product Instance will expire soon. "
+        "Register the Product Instance with Cisco Smart Software Manager.",
+    ),
+    "EVAL_EXPIRED": AlertSpec(
+        1,
+        "EVALUATION",
+        "The evaluation period of this Product Instance has expired. "
+        "Register the Product Instance with Cisco Smart Software Manager.",
+    ),
+    "SYSTEM_TO_ENTER_OOC_STATE": AlertSpec(1, "REPORT_ENTITLE", _OOC_SOON),
+    "SYSTEM_TO_ENTER_OOC_STATE_SHORTLY": AlertSpec(0, "REPORT_ENTITLE", _OOC_SHORTLY),
+    "SYSTEM_IN_OOC_STATE": AlertSpec(1, "REPORT_ENTITLE", _IN_OOC),
+    "SYSTEM_BACK_IN_COMPLIANCE": AlertSpec(
+        5, "REPORT_ENTITLE", "This Product Instance is back in compliance."
+    ),
+    "ENFORCEMENT_MODE": AlertSpec(
+        0,
+        "ENFORCEMENT",
+        "This Product Instance is in Enforcement mode. Changes to agents are not synchronized "
+        "until the licensing condition is corrected.",
+    ),
+    "ENTITLEMENT_REPORT_FAILED": AlertSpec(
+        3,
+        "REPORT_ENTITLE",
+        "The license usage report could not be sent; it is kept and will be re-sent.",
+    ),
+    "COMM_FAILED": AlertSpec(3, "COMM", "Communication with Cisco Smart Software Manager failed."),
+    "COMM_RESTORED": AlertSpec(
+        5, "COMM", "Communication with Cisco Smart Software Manager is restored."
+    ),
+    "LICENSE_COMPUTATION_FAILED": AlertSpec(
+        3,
+        "LICENSE_COMPUTE",
+        "License consumption could not be computed; no usage was recorded for this sample.",
+    ),
+    "FEATURE_NOT_LICENSED": AlertSpec(
+        4,
+        "LICENSE_COMPUTE",
+        "Agents are configured with features that the license type of this Product Instance does not include.",
+    ),
+    "LICENSE_LIMIT_REACHED": AlertSpec(
+        2,
+        "LICENSE_CONTROL",
+        "License usage has reached the purchased quantity; overage is not allowed.",
+    ),
+    "SYSTEM_CLOCK_CHANGED": AlertSpec(
+        5, "CLOCK", "The system clock changed; licensing timers are computed from the new time."
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One alert instance. ``params`` lead the UC line; ``detail`` ends the MCVD line."""
+
+    mnemonic: str
+    detail: str
+    params: tuple[tuple[str, str], ...] = ()
+    tags: tuple[str, ...] = ()
+    #: Extra structured context for the log, never printed in the syslog lines.
+    data: dict[str, object] = field(default_factory=dict, compare=False)
+
+    @property
+    def spec(self) -> AlertSpec:
+        return CATALOGUE[self.mnemonic]
+
+    @property
+    def severity(self) -> int:
+        return self.spec.severity
+
+
+@dataclass(frozen=True, slots=True)
+class AlertFormat:
+    """The configurable strings of the two line styles (config ``alerts.*``)."""
+
+    styles: tuple[Style, ...] = (Style.MCVD, Style.UC)
+    node_id: str = ""
+    cluster_id: str = ""
+    app_id: str = "Cisco Unified CCX Cluster View Daemon"
+    mcvd_source: str = "com.cisco.smartlicense.util.SmartLicenseUtil"
+
+
+def mcvd_line(alert: Alert, fmt: AlertFormat) -> str:
+    spec = alert.spec
+    return (
+        f"%MCVD-LIB_LICENSE-{spec.severity}-{alert.mnemonic}: [{spec.context}] "
+        f"{fmt.mcvd_source} {spec.description}: {alert.detail}"
+    )
+
+
+def uc_line(alert: Alert, fmt: AlertFormat) -> str:
+    spec = alert.spec
+    params = "".join(f"[{k}={v}]" for k, v in alert.params)
+    return (
+        f"%UC_LIB_LICENSE-{spec.severity}-{alert.mnemonic}: %{params}[AppID={fmt.app_id}]"
+        f"[ClusterID={fmt.cluster_id}][NodeID={fmt.node_id}]: {spec.description}"
+    )
+
+
+def lines(alert: Alert, fmt: AlertFormat) -> list[str]:
+    """The alert in every configured style, in the configured order."""
+    out = []
+    for style in fmt.styles:
+        out.append(mcvd_line(alert, fmt) if style is Style.MCVD else uc_line(alert, fmt))
+    return out
+
+
+def human_duration(span: timedelta) -> str:
+    """The countdown wording: whole minutes as minutes (as UCCX writes them), else seconds."""
+    seconds = int(span.total_seconds())
+    if seconds % 86400 == 0 and seconds >= 2 * 86400:
+        return f"{seconds // 86400} days"
+    if seconds % 60 == 0 and seconds > 0:
+        minutes = seconds // 60
+        return f"{minutes} minute" if minutes == 1 else f"{minutes} minutes"
+    return f"{seconds} second" if seconds == 1 else f"{seconds} seconds"
+
+
+def ooc_countdown(remaining: timedelta, tags: Iterable[str], is_last: bool) -> Alert:
+    """SYSTEM_TO_ENTER_OOC_STATE(_SHORTLY): the countdown before irreversible OOC."""
+    left = human_duration(remaining)
+    return Alert(
+        "SYSTEM_TO_ENTER_OOC_STATE_SHORTLY" if is_last else "SYSTEM_TO_ENTER_OOC_STATE",
+        f"This Product Instance will enter Out of Compliance state in ={left}",
+        params=(("The time remaining to enter OOC state", left),),
+        tags=tuple(tags),
+    )

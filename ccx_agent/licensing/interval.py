@@ -1,0 +1,184 @@
+"""Closing one reporting interval: compliance per tag, what to report, which alerts fire."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from ccx_agent.licensing.alerts import Alert, ooc_countdown
+from ccx_agent.licensing.catalogue import CATALOGUE
+from ccx_agent.licensing.compliance import ComplianceRules, Event, Step, step
+from ccx_agent.licensing.lifecycle import (
+    ProductState,
+    Result,
+    Timers,
+    evaluate,
+    in_ooc_alert,
+    standing,
+)
+
+
+class IntervalStatus:
+    #: Registered: the interval is queued for SSM.
+    REPORTED = "REPORTED"
+    #: Evaluation / unregistered: kept locally, nothing to send.
+    LOCAL = "LOCAL"
+    #: No good sample in the interval (source down, daemon stopped): no usage is invented.
+    NO_DATA = "NO_DATA"
+
+
+@dataclass(frozen=True, slots=True)
+class TagRecord:
+    usage: int | None
+    entitlement: int
+    reported: int | None
+    state: str
+    overage_count: int
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "usage": self.usage,
+            "entitlement": self.entitlement,
+            "reported": self.reported,
+            "state": self.state,
+            "overage_count": self.overage_count,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class IntervalRecord:
+    start: datetime
+    end: datetime
+    status: str
+    registration: str
+    authorization: str
+    enforcement: str | None
+    tags: dict[str, TagRecord]
+
+    @property
+    def queued(self) -> bool:
+        return self.status == IntervalStatus.REPORTED
+
+
+def _group(steps: Mapping[str, Step], rules: ComplianceRules, state: ProductState) -> list[Alert]:
+    """One alert per distinct message, listing every tag it concerns.
+
+    ``state`` already holds the tags' new compliance, so locked usage is read from it.
+    """
+    countdown: dict[timedelta, list[str]] = defaultdict(list)
+    entered: list[str] = []
+    back: list[Step] = []
+    back_tags: list[str] = []
+    for tag, s in steps.items():
+        if s.event is Event.COUNTDOWN and s.remaining is not None:
+            countdown[s.remaining].append(tag)
+        elif s.event is Event.ENTERED_OOC:
+            entered.append(tag)
+        elif s.event is Event.BACK_IN_COMPLIANCE:
+            back.append(s)
+            back_tags.append(tag)
+    alerts: list[Alert] = []
+    for remaining in sorted(countdown, reverse=True):
+        alerts.append(ooc_countdown(remaining, countdown[remaining], remaining <= rules.interval))
+    if entered:
+        alerts.append(in_ooc_alert(state, entered))
+    if back:
+        parts = [
+            f"{t} usage={s.usage} entitlement={s.entitlement}"
+            for t, s in zip(back_tags, back, strict=True)
+        ]
+        alerts.append(Alert("SYSTEM_BACK_IN_COMPLIANCE", "; ".join(parts), tags=tuple(back_tags)))
+    return alerts
+
+
+def close(
+    state: ProductState,
+    start: datetime,
+    end: datetime,
+    usage: Mapping[str, int] | None,
+    rules: ComplianceRules,
+    timers: Timers,
+    *,
+    allow_overage: bool = True,
+) -> tuple[ProductState, IntervalRecord, list[Alert]]:
+    """Close ``[start, end)`` whose peak usage per tag was ``usage`` (None: no good sample).
+
+    Compliance is evaluated only while registered: in evaluation the instance may use
+    any number of licenses, and an interval without data changes no countdown.
+    """
+    tt = CATALOGUE[state.license_type]
+    new, alerts = evaluate(state, end, timers)
+    records: dict[str, TagRecord] = {}
+    if usage is None:
+        status = IntervalStatus.NO_DATA
+        for tag in tt.all:
+            c = new.tag(tag)
+            records[tag] = TagRecord(
+                None, new.entitlements.get(tag, 0), None, c.state.value, c.overage_count
+            )
+    elif not new.registered:
+        status = IntervalStatus.LOCAL
+        for tag in tt.all:
+            c = new.tag(tag)
+            records[tag] = TagRecord(
+                usage.get(tag, 0),
+                new.entitlements.get(tag, 0),
+                None,
+                c.state.value,
+                c.overage_count,
+            )
+    else:
+        status = IntervalStatus.REPORTED
+        steps: dict[str, Step] = {}
+        for tag in tt.all:
+            steps[tag] = step(
+                new.tag(tag),
+                usage.get(tag, 0),
+                new.entitlements.get(tag, 0),
+                end,
+                rules,
+                enforced=tt.compliance_enforced,
+            )
+        new = replace(new, tags={t: s.after for t, s in steps.items()})
+        compliance_alerts = _group(steps, rules, new)
+        if any(a.mnemonic == "SYSTEM_IN_OOC_STATE" for a in compliance_alerts):
+            new = replace(new, marks={**new.marks, "SYSTEM_IN_OOC_STATE": end})
+        alerts += compliance_alerts
+        if not allow_overage:
+            over = [t for t, s in steps.items() if s.usage > s.entitlement]
+            if over:
+                new, fire = standing(new, "LICENSE_LIMIT_REACHED", end, timers)
+                if fire:
+                    detail = "; ".join(
+                        f"{t} usage={steps[t].usage} entitlement={steps[t].entitlement}"
+                        for t in over
+                    )
+                    alerts.append(Alert("LICENSE_LIMIT_REACHED", detail, tags=tuple(over)))
+        new, more = evaluate(new, end, timers)
+        alerts += more
+        for tag, s in steps.items():
+            records[tag] = TagRecord(
+                s.usage, s.entitlement, s.reported, s.after.state.value, s.after.overage_count
+            )
+    record = IntervalRecord(
+        start,
+        end,
+        status,
+        new.registration.value,
+        new.authorization.value,
+        new.enforcement.value if new.enforcement else None,
+        records,
+    )
+    return new, record, alerts
+
+
+def report_failed(
+    state: ProductState, now: datetime, pending: int, reason: str, timers: Timers
+) -> Result:
+    """ENTITLEMENT_REPORT_FAILED, at most once per repeat period while reports wait."""
+    new, fire = standing(state, "ENTITLEMENT_REPORT_FAILED", now, timers)
+    if not fire:
+        return new, []
+    return new, [Alert("ENTITLEMENT_REPORT_FAILED", f"{pending} report(s) waiting; {reason}")]

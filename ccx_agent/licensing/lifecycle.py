@@ -1,0 +1,490 @@
+"""Product-level licensing state and its timers (DESIGN §2.3).
+
+Registration, evaluation, authorization and the ID certificate are all decided here from
+persisted timestamps and an injected ``now``: a restart, a crash or a long suspend never
+resets or skips a timer, because nothing here knows how long a process has been up.
+
+Every function returns a new :class:`ProductState` plus the alerts it raised; the shell
+commits the state first and emits the alerts after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from ccx_agent.licensing.alerts import Alert, human_duration
+from ccx_agent.licensing.catalogue import LicenseType
+from ccx_agent.licensing.compliance import TagCompliance, TagState
+from ccx_agent.licensing.timeutil import iso
+
+
+class Registration(StrEnum):
+    UNREGISTERED = "UNREGISTERED"
+    REGISTERED = "REGISTERED"
+    REGISTRATION_EXPIRED = "REGISTRATION_EXPIRED"
+
+
+class Authorization(StrEnum):
+    NO_LICENSES_IN_USE = "NO_LICENSES_IN_USE"
+    EVALUATION = "EVALUATION"
+    EVALUATION_EXPIRED = "EVALUATION_EXPIRED"
+    AUTHORIZED = "AUTHORIZED"
+    OUT_OF_COMPLIANCE = "OUT_OF_COMPLIANCE"
+    AUTHORIZATION_EXPIRED = "AUTHORIZATION_EXPIRED"
+
+
+class Enforcement(StrEnum):
+    """Why the instance is in enforcement (None in the state: it is not)."""
+
+    OUT_OF_COMPLIANCE = "OUT_OF_COMPLIANCE"
+    EVALUATION_EXPIRED = "EVALUATION_EXPIRED"
+    AUTHORIZATION_EXPIRED = "AUTHORIZATION_EXPIRED"
+
+
+class Due(StrEnum):
+    RENEW_ID = "RENEW_ID"
+    AUTHORIZE = "AUTHORIZE"
+
+
+@dataclass(frozen=True, slots=True)
+class Timers:
+    """Every period of DESIGN §2.3; the config supplies them, these are the defaults."""
+
+    evaluation_period: timedelta = timedelta(days=90)
+    evaluation_warning_days: tuple[int, ...] = (30, 14, 7, 1)
+    #: A gap between two samples longer than this is charged to evaluation as this.
+    evaluation_max_sample_gap: timedelta = timedelta(minutes=15)
+    id_cert_lifetime: timedelta = timedelta(days=365)
+    id_cert_renew_after: timedelta = timedelta(days=180)
+    id_cert_expiry_warning: timedelta = timedelta(days=30)
+    id_cert_retry: timedelta = timedelta(hours=1)
+    auth_renew_after: timedelta = timedelta(days=30)
+    auth_validity: timedelta = timedelta(days=90)
+    auth_expiry_warning: timedelta = timedelta(days=30)
+    auth_grace: timedelta = timedelta(days=90)
+    auth_retry: timedelta = timedelta(hours=1)
+    #: A standing condition (expiring soon, still out of compliance …) repeats at most this often.
+    alert_repeat: timedelta = timedelta(days=1)
+    #: A forward wall-clock jump larger than this between samples raises SYSTEM_CLOCK_CHANGED.
+    clock_jump: timedelta = timedelta(days=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    piid: str
+    registered_at: datetime
+    cert_issued_at: datetime
+    cert_expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ProductState:
+    license_type: LicenseType
+    identity: Identity | None = None
+    registration: Registration = Registration.UNREGISTERED
+    authorization: Authorization = Authorization.NO_LICENSES_IN_USE
+    enforcement: Enforcement | None = None
+    last_auth_at: datetime | None = None
+    authorized_tags: frozenset[str] = frozenset()
+    entitlements: Mapping[str, int] = field(default_factory=dict)
+    tags: Mapping[str, TagCompliance] = field(default_factory=dict)
+    id_next_attempt: datetime | None = None
+    auth_next_attempt: datetime | None = None
+    evaluation_used: timedelta = timedelta(0)
+    evaluation_warned: frozenset[int] = frozenset()
+    #: Tags with non-zero usage at the last good sample.
+    tags_in_use: frozenset[str] = frozenset()
+    last_sample_at: datetime | None = None
+    comm_ok: bool = True
+    last_comm_error: str | None = None
+    #: When each standing alert last fired, so it repeats at most every ``alert_repeat``.
+    marks: Mapping[str, datetime] = field(default_factory=dict)
+
+    @property
+    def registered(self) -> bool:
+        return self.registration is Registration.REGISTERED
+
+    @property
+    def in_use(self) -> bool:
+        return bool(self.tags_in_use)
+
+    def tag(self, name: str) -> TagCompliance:
+        return self.tags.get(name, TagCompliance())
+
+
+Result = tuple[ProductState, list[Alert]]
+
+
+def evaluation_left(state: ProductState, timers: Timers) -> timedelta:
+    return max(timedelta(0), timers.evaluation_period - state.evaluation_used)
+
+
+def _days(span: timedelta) -> str:
+    days = span.total_seconds() / 86400
+    return f"{days:.0f} days" if days >= 1 else human_duration(span)
+
+
+def standing(
+    state: ProductState, key: str, now: datetime, timers: Timers
+) -> tuple[ProductState, bool]:
+    """Whether a standing alert keyed ``key`` may fire now; if so, record that it did."""
+    last = state.marks.get(key)
+    if last is not None and last <= now < last + timers.alert_repeat:
+        return state, False
+    return replace(state, marks={**state.marks, key: now}), True
+
+
+def _derive(state: ProductState, now: datetime, timers: Timers) -> ProductState:
+    """Recompute registration, authorization and enforcement from the stored timestamps."""
+    registration = state.registration
+    ident = state.identity
+    if (
+        ident is not None
+        and registration is Registration.REGISTERED
+        and now >= ident.cert_expires_at
+    ):
+        registration = Registration.REGISTRATION_EXPIRED
+
+    if registration is Registration.REGISTERED:
+        anchor = state.last_auth_at or (ident.registered_at if ident else now)
+        if now >= anchor + timers.auth_validity:
+            authorization = Authorization.AUTHORIZATION_EXPIRED
+        elif any(t.is_locked for t in state.tags.values()):
+            authorization = Authorization.OUT_OF_COMPLIANCE
+        elif state.in_use:
+            authorization = Authorization.AUTHORIZED
+        else:
+            authorization = Authorization.NO_LICENSES_IN_USE
+    elif evaluation_left(state, timers) <= timedelta(0):
+        authorization = Authorization.EVALUATION_EXPIRED
+    elif state.in_use:
+        authorization = Authorization.EVALUATION
+    else:
+        authorization = Authorization.NO_LICENSES_IN_USE
+
+    enforcement: Enforcement | None = None
+    if authorization is Authorization.EVALUATION_EXPIRED:
+        enforcement = Enforcement.EVALUATION_EXPIRED
+    elif registration is Registration.REGISTERED:
+        anchor = state.last_auth_at or (ident.registered_at if ident else now)
+        if now >= anchor + timers.auth_validity + timers.auth_grace:
+            enforcement = Enforcement.AUTHORIZATION_EXPIRED
+        elif any(t.state is TagState.ENFORCEMENT for t in state.tags.values()):
+            enforcement = Enforcement.OUT_OF_COMPLIANCE
+    return replace(
+        state, registration=registration, authorization=authorization, enforcement=enforcement
+    )
+
+
+def evaluate(state: ProductState, now: datetime, timers: Timers) -> Result:
+    """Bring the product state up to ``now`` and raise every alert that is due.
+
+    Transitions fire once; standing conditions (expiring soon, still out of compliance,
+    still in enforcement) repeat at most every ``timers.alert_repeat``.
+    """
+    new = _derive(state, now, timers)
+    alerts: list[Alert] = []
+    ident = new.identity
+
+    expired_now = new.registration is not state.registration and ident is not None
+    if expired_now and new.registration is Registration.REGISTRATION_EXPIRED and ident:
+        alerts.append(
+            Alert(
+                "REGISTRATION_EXPIRED",
+                f"The ID certificate expired at {iso(ident.cert_expires_at)}; "
+                "register this Product Instance again with a new token",
+            )
+        )
+    if new.authorization is not state.authorization:
+        if new.authorization is Authorization.EVALUATION:
+            new, fire = standing(new, "EVAL_START", now, timers)
+            if fire:
+                left = evaluation_left(new, timers)
+                alerts.append(Alert("EVAL_START", f"Evaluation period remaining ={_days(left)}"))
+        elif new.authorization is Authorization.EVALUATION_EXPIRED:
+            alerts.append(Alert("EVAL_EXPIRED", "Evaluation period remaining =0 days"))
+        elif new.authorization is Authorization.AUTHORIZATION_EXPIRED:
+            anchor = new.last_auth_at or (ident.registered_at if ident else now)
+            alerts.append(
+                Alert(
+                    "AUTHORIZATION_EXPIRED",
+                    f"No successful authorization since {iso(anchor)}; enforcement begins at "
+                    f"{iso(anchor + timers.auth_validity + timers.auth_grace)}",
+                )
+            )
+
+    # Evaluation countdown warnings: each threshold fires once, ever (evaluation only shrinks).
+    if not new.registered:
+        left = evaluation_left(new, timers)
+        crossed = {
+            d
+            for d in timers.evaluation_warning_days
+            if left <= timedelta(days=d) and d not in new.evaluation_warned
+        }
+        if crossed and left > timedelta(0):
+            new = replace(new, evaluation_warned=new.evaluation_warned | crossed)
+            alerts.append(
+                Alert("EVAL_EXPIRY_WARNING", f"Evaluation period remaining ={_days(left)}")
+            )
+
+    reason = new.enforcement
+    if reason is not None:
+        key = "ENFORCEMENT_MODE"
+        if reason is not state.enforcement:
+            new = replace(new, marks={**new.marks, key: now})
+            fire = True
+        else:
+            new, fire = standing(new, key, now, timers)
+        if fire:
+            alerts.append(Alert("ENFORCEMENT_MODE", f"Enforcement reason ={reason.value}"))
+
+    if new.registered and ident is not None:
+        warn_from = ident.cert_expires_at - timers.id_cert_expiry_warning
+        if warn_from <= now < ident.cert_expires_at:
+            new, fire = standing(new, "REGISTRATION_EXPIRING_SOON", now, timers)
+            if fire:
+                alerts.append(
+                    Alert(
+                        "REGISTRATION_EXPIRING_SOON",
+                        f"The ID certificate expires at {iso(ident.cert_expires_at)} "
+                        f"(in {_days(ident.cert_expires_at - now)})",
+                    )
+                )
+        anchor = new.last_auth_at or ident.registered_at
+        expires = anchor + timers.auth_validity
+        if expires - timers.auth_expiry_warning <= now < expires:
+            new, fire = standing(new, "AUTHORIZATION_EXPIRING_SOON", now, timers)
+            if fire:
+                alerts.append(
+                    Alert(
+                        "AUTHORIZATION_EXPIRING_SOON",
+                        f"The authorization expires at {iso(expires)} (in {_days(expires - now)})",
+                    )
+                )
+        locked = sorted(t for t, c in new.tags.items() if c.is_locked)
+        if locked:
+            new, fire = standing(new, "SYSTEM_IN_OOC_STATE", now, timers)
+            if fire:
+                alerts.append(in_ooc_alert(new, locked))
+    return new, alerts
+
+
+def in_ooc_alert(state: ProductState, tags: list[str]) -> Alert:
+    """SYSTEM_IN_OOC_STATE naming the locked usage of each tag (the detail is ours)."""
+    parts = [
+        f"{t} locked usage={state.tag(t).locked} entitlement={state.entitlements.get(t, 0)}"
+        for t in tags
+    ]
+    return Alert("SYSTEM_IN_OOC_STATE", "; ".join(parts), tags=tuple(tags))
+
+
+def sample(
+    state: ProductState,
+    now: datetime,
+    usage: Mapping[str, int],
+    timers: Timers,
+    unlicensed_agents: Sequence[str] = (),
+) -> Result:
+    """Account for one good sample: clock sanity, evaluation time, tags in use."""
+    alerts: list[Alert] = []
+    charge = timedelta(0)
+    last = state.last_sample_at
+    if last is not None:
+        gap = now - last
+        if gap < timedelta(0) or gap > timers.clock_jump:
+            alerts.append(
+                Alert(
+                    "SYSTEM_CLOCK_CHANGED",
+                    f"The clock moved from {iso(last)} to {iso(now)}; "
+                    "evaluation is not charged for the jump",
+                )
+            )
+        else:
+            charge = min(gap, timers.evaluation_max_sample_gap)
+    in_use = frozenset(t for t, n in usage.items() if n > 0)
+    used = state.evaluation_used
+    # Evaluation counts only while unregistered (or expired) and something is in use.
+    if not state.registered and in_use:
+        used = min(timers.evaluation_period, used + charge)
+    # After a backwards jump the new time is the baseline, so the next gap is honest.
+    marks = state.marks
+    if "LICENSE_COMPUTATION_FAILED" in marks:
+        marks = {k: v for k, v in marks.items() if k != "LICENSE_COMPUTATION_FAILED"}
+    new = replace(state, tags_in_use=in_use, evaluation_used=used, last_sample_at=now, marks=marks)
+    if unlicensed_agents:
+        new, fire = standing(new, "FEATURE_NOT_LICENSED", now, timers)
+        if fire:
+            shown = ", ".join(unlicensed_agents[:10])
+            extra = len(unlicensed_agents) - 10
+            tail = f" and {extra} more" if extra > 0 else ""
+            alerts.append(
+                Alert(
+                    "FEATURE_NOT_LICENSED",
+                    f"{len(unlicensed_agents)} agent(s) with premium features: {shown}{tail}",
+                )
+            )
+    new, more = evaluate(new, now, timers)
+    return new, alerts + more
+
+
+def sample_failed(state: ProductState, now: datetime, error: str, timers: Timers) -> Result:
+    """A sample the source could not give: an error, never a sample of zero agents."""
+    new, fire = standing(state, "LICENSE_COMPUTATION_FAILED", now, timers)
+    if not fire:
+        return new, []
+    return new, [Alert("LICENSE_COMPUTATION_FAILED", error)]
+
+
+def due(state: ProductState, now: datetime, timers: Timers) -> list[Due]:
+    """Which renewals to attempt now; failed ones wait for their retry time."""
+    out: list[Due] = []
+    ident = state.identity
+    if not state.registered or ident is None:
+        return out
+    if now >= ident.cert_issued_at + timers.id_cert_renew_after and (
+        state.id_next_attempt is None or now >= state.id_next_attempt
+    ):
+        out.append(Due.RENEW_ID)
+    anchor = state.last_auth_at or ident.registered_at
+    new_tags = not state.tags_in_use <= state.authorized_tags
+    if (now >= anchor + timers.auth_renew_after or new_tags) and (
+        state.auth_next_attempt is None or now >= state.auth_next_attempt
+    ):
+        out.append(Due.AUTHORIZE)
+    return out
+
+
+def next_due_at(state: ProductState, timers: Timers) -> datetime | None:
+    """The earliest instant at which :func:`due` may return something (for ``status``)."""
+    ident = state.identity
+    if not state.registered or ident is None:
+        return None
+    candidates = [
+        max(
+            ident.cert_issued_at + timers.id_cert_renew_after,
+            state.id_next_attempt or ident.cert_issued_at,
+        ),
+        max(
+            (state.last_auth_at or ident.registered_at) + timers.auth_renew_after,
+            state.auth_next_attempt or ident.registered_at,
+        ),
+    ]
+    return min(candidates)
+
+
+# --- outcomes of talking to SSM ------------------------------------------------------
+
+
+def communication(state: ProductState, ok: bool, error: str | None = None) -> Result:
+    """COMM_FAILED on the first failure of a run, COMM_RESTORED on the first success after."""
+    if ok and not state.comm_ok:
+        return replace(state, comm_ok=True, last_comm_error=None), [
+            Alert("COMM_RESTORED", "Cisco Smart Software Manager answered again")
+        ]
+    if not ok and state.comm_ok:
+        detail = error or "no answer"
+        return replace(state, comm_ok=False, last_comm_error=detail), [Alert("COMM_FAILED", detail)]
+    if not ok:
+        return replace(state, last_comm_error=error or state.last_comm_error), []
+    return state, []
+
+
+def registered(
+    state: ProductState,
+    now: datetime,
+    identity: Identity,
+    entitlements: Mapping[str, int],
+    timers: Timers,
+) -> Result:
+    """A successful REGISTER: the registration also counts as the first authorization."""
+    new = replace(
+        state,
+        identity=identity,
+        registration=Registration.REGISTERED,
+        last_auth_at=now,
+        authorized_tags=frozenset(),
+        entitlements=dict(entitlements),
+        tags={},
+        id_next_attempt=None,
+        auth_next_attempt=None,
+    )
+    new, alerts = evaluate(new, now, timers)
+    return new, [Alert("REGISTER_SUCCESS", f"PIID={identity.piid}"), *alerts]
+
+
+def deregistered(
+    state: ProductState, now: datetime, timers: Timers, *, told_server: bool
+) -> Result:
+    """Wipe the identity whether or not the server heard; evaluation resumes if any is left."""
+    new = replace(
+        state,
+        identity=None,
+        registration=Registration.UNREGISTERED,
+        last_auth_at=None,
+        authorized_tags=frozenset(),
+        entitlements={},
+        tags={},
+        id_next_attempt=None,
+        auth_next_attempt=None,
+    )
+    new, alerts = evaluate(new, now, timers)
+    piid = state.identity.piid if state.identity else "-"
+    first = (
+        Alert("DEREGISTER_SUCCESS", f"PIID={piid}")
+        if told_server
+        else Alert("DEREGISTER_FAILED", f"PIID={piid}; the local identity was removed anyway")
+    )
+    return new, [first, *alerts]
+
+
+def id_renewed(
+    state: ProductState, now: datetime, issued: datetime, expires: datetime, timers: Timers
+) -> Result:
+    if state.identity is None:
+        return state, []
+    ident = replace(state.identity, cert_issued_at=issued, cert_expires_at=expires)
+    new = replace(state, identity=ident, id_next_attempt=None)
+    new, alerts = evaluate(new, now, timers)
+    return new, [
+        Alert("ID_CERT_RENEW_SUCCESS", f"The new ID certificate expires at {iso(expires)}"),
+        *alerts,
+    ]
+
+
+def id_renew_failed(state: ProductState, now: datetime, reason: str, timers: Timers) -> Result:
+    nxt = now + timers.id_cert_retry
+    new = replace(state, id_next_attempt=nxt)
+    return new, [Alert("ID_CERT_RENEW_FAILED", f"{reason}; next attempt at {iso(nxt)}")]
+
+
+def authorized(
+    state: ProductState,
+    now: datetime,
+    entitlements: Mapping[str, int],
+    tags: frozenset[str],
+    timers: Timers,
+) -> Result:
+    new = replace(
+        state,
+        last_auth_at=now,
+        auth_next_attempt=None,
+        authorized_tags=tags,
+        entitlements=dict(entitlements),
+    )
+    new, alerts = evaluate(new, now, timers)
+    expires = now + timers.auth_validity
+    return new, [Alert("AUTH_RENEW_SUCCESS", f"Authorized until {iso(expires)}"), *alerts]
+
+
+def auth_failed(state: ProductState, now: datetime, reason: str, timers: Timers) -> Result:
+    nxt = now + timers.auth_retry
+    new = replace(state, auth_next_attempt=nxt)
+    return new, [Alert("AUTH_RENEW_FAILED", f"{reason}; next attempt at {iso(nxt)}")]
+
+
+def entitlements_received(state: ProductState, entitlements: Mapping[str, int]) -> ProductState:
+    """Any signed response carries the current counts; the next report uses them."""
+    return replace(state, entitlements=dict(entitlements))

@@ -1,0 +1,1 @@
+"""``ccx-agent simulate``: the what-if tool, the real core and store on a simulated clock."""

@@ -1,0 +1,204 @@
+"""Run a scenario: the real agent jobs and store on a simulated clock.
+
+The order of things at one instant is fixed and documented, because it decides what an
+operator reads: first the scenario's events (the world changes), then the report of the
+interval that just ended (computed with what the agent knew), then the sample, then
+renewals. A purchase therefore takes effect at the next report, as with a real SSM.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from ccx_agent.agent import Agent
+from ccx_agent.licensing.catalogue import tags_of
+from ccx_agent.licensing.interval import IntervalRecord
+from ccx_agent.licensing.lifecycle import evaluation_left
+from ccx_agent.licensing.timeutil import iso
+from ccx_agent.scenario.model import LoadedScenario, ScenarioEvent
+from ccx_agent.scenario.standin import StandinSsm
+from ccx_agent.ssm.port import Udi
+from ccx_agent.store import DB_NAME, AlertRow, Store
+
+SCENARIO_TOKEN = "scenario-token"  # noqa: S105 - a label for the in-process stand-in, not a secret
+
+
+@dataclass
+class SimulationResult:
+    intervals: list[IntervalRecord]
+    alerts: list[AlertRow]
+    final: dict[str, Any]
+    tags: tuple[str, ...] = field(default=())
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "intervals": [
+                {
+                    "start": iso(r.start),
+                    "end": iso(r.end),
+                    "registration": r.registration,
+                    "authorization": r.authorization,
+                    "enforcement": r.enforcement,
+                    "tags": {t: v.as_json() for t, v in r.tags.items()},
+                }
+                for r in self.intervals
+            ],
+            "alerts": [
+                {
+                    "time": iso(a.time),
+                    "mnemonic": a.mnemonic,
+                    "severity": a.severity,
+                    "tags": list(a.tags),
+                    "lines": list(a.lines),
+                }
+                for a in self.alerts
+            ],
+            "final": self.final,
+        }
+
+
+def _timeline(start: datetime, end: datetime, step: timedelta) -> Iterator[datetime]:
+    t = start
+    while t <= end:
+        yield t
+        t += step
+
+
+def run(loaded: LoadedScenario, workdir: Path | None = None) -> SimulationResult:
+    """Run ``loaded`` to its end in a throw-away database and return what happened."""
+    if workdir is None:
+        with tempfile.TemporaryDirectory(prefix="ccx-simulate-") as tmp:
+            return run(loaded, Path(tmp))
+    sc = loaded.scenario
+    cfg = loaded.config
+    emitted: list[AlertRow] = []
+    ssm = StandinSsm(dict(sc.entitlements), cfg.id_certificate.lifetime)
+    store = Store(workdir / DB_NAME, durable=False)
+    try:
+        agent = Agent(
+            cfg,
+            store,
+            ssm,
+            udi=Udi("CCX-SIM", "SIM0001", "00000000-0000-4000-8000-000000000001"),
+            emit=emitted.extend,
+            origin=sc.start,
+        )
+        _drive(agent, ssm, sc.start, sc.duration, sc.events, sc.registered)
+        with store.transaction() as tx:
+            intervals = tx.intervals()
+            outbox = tx.outbox_count()
+        state = agent.state()
+        final = {
+            "registration": state.registration.value,
+            "authorization": state.authorization.value,
+            "enforcement": state.enforcement.value if state.enforcement else None,
+            "evaluation_seconds_left": int(evaluation_left(state, agent.timers).total_seconds()),
+            "outbox": outbox,
+        }
+        return SimulationResult(intervals, emitted, final, tags_of(cfg.license.type))
+    finally:
+        store.close()
+
+
+def _drive(
+    agent: Agent,
+    ssm: StandinSsm,
+    start: datetime,
+    duration: timedelta,
+    events: Sequence[ScenarioEvent],
+    registered: bool,
+) -> None:
+    end = start + duration
+    report_step = agent.cfg.report.interval
+    sample_step = agent.cfg.sample.interval
+    usage: dict[str, int] = dict.fromkeys(tags_of(agent.cfg.license.type), 0)
+    pending = list(events)
+    batch: list[datetime] = []
+
+    def flush_samples() -> None:
+        if batch:
+            agent.sample(list(batch), dict(usage))
+            batch.clear()
+
+    if registered:
+        agent.register(SCENARIO_TOKEN, start)
+
+    # Every instant at which something happens, in order; samples between them are batched.
+    instants = sorted(
+        {
+            *(_timeline(start, end, sample_step)),
+            *(_timeline(start, end, report_step)),
+            *(start + e.at for e in events),
+        }
+    )
+    for now in instants:
+        due_events = []
+        while pending and start + pending[0].at <= now:
+            due_events.append(pending.pop(0))
+        is_report = (now - start) % report_step == timedelta(0)
+        if due_events or is_report:
+            flush_samples()
+        for ev in due_events:
+            _apply(agent, ssm, ev, now, usage)
+        if is_report and now > start:
+            agent.close_intervals(now)
+            agent.flush(now)
+        if now < end and (now - start) % sample_step == timedelta(0):
+            batch.append(now)
+        if is_report:
+            flush_samples()
+            agent.housekeeping(now)
+            agent.flush(now)
+    flush_samples()
+
+
+def _apply(
+    agent: Agent, ssm: StandinSsm, ev: ScenarioEvent, now: datetime, usage: dict[str, int]
+) -> None:
+    if ev.usage is not None:
+        usage.update(ev.usage)
+    if ev.purchase is not None:
+        ssm.purchase(ev.purchase)
+    if ev.ssm is not None:
+        ssm.reachable = ev.ssm == "reachable"
+    if ev.deregister:
+        agent.deregister(now)
+    if ev.register_:
+        agent.register(SCENARIO_TOKEN, now, force=True)
+
+
+def format_text(result: SimulationResult) -> str:
+    """Alert lines prefixed by their simulated time, then one table row per interval."""
+    out: list[str] = []
+    for alert in result.alerts:
+        for line in alert.lines:
+            out.append(f"{iso(alert.time)} {line}")
+    out.append("")
+    header = ["start", "registration", "authorization", "enforcement", *result.tags]
+    rows = [header]
+    for r in result.intervals:
+        cells = [iso(r.start), r.registration, r.authorization, r.enforcement or "-"]
+        for tag in result.tags:
+            v = r.tags.get(tag)
+            if v is None or v.usage is None:
+                cells.append("no data")
+                continue
+            reported = "-" if v.reported is None else str(v.reported)
+            cells.append(f"{v.usage}/{v.entitlement} rep={reported} {v.state}({v.overage_count})")
+        rows.append(cells)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for row in rows:
+        out.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    f = result.final
+    out.append("")
+    out.append(
+        f"final: registration={f['registration']} authorization={f['authorization']} "
+        f"enforcement={f['enforcement'] or '-'} evaluation_seconds_left={f['evaluation_seconds_left']} "
+        f"outbox={f['outbox']}"
+    )
+    return "\n".join(out)

@@ -1,0 +1,75 @@
+"""An in-process stand-in for SSM, for ``simulate`` until the real protocol lands.
+
+It keeps what a server keeps (entitlements, instances, acknowledged report ids) and
+refuses what a server refuses (unknown instance, deregistered instance), but signs
+nothing: the signed protocol and its simulator are a later piece of work, after which
+``simulate`` drives that simulator in process instead of this class.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from ccx_agent.ssm.port import (
+    Acknowledged,
+    Authorized,
+    IdRenewed,
+    Registered,
+    SsmError,
+    SsmUnreachable,
+    Udi,
+)
+
+
+@dataclass
+class StandinSsm:
+    entitlements: dict[str, int]
+    cert_lifetime: timedelta = timedelta(days=365)
+    reachable: bool = True
+    instances: dict[str, Udi] = field(default_factory=dict)
+    #: Every acknowledged report by id, in arrival order (a re-sent id is not counted twice).
+    reports: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def _check(self, piid: str | None = None) -> None:
+        if not self.reachable:
+            raise SsmUnreachable("SSM is unreachable (scenario)")
+        if piid is not None and piid not in self.instances:
+            raise SsmError(f"unknown or deregistered instance {piid}")
+
+    def purchase(self, counts: Mapping[str, int]) -> None:
+        for tag, n in counts.items():
+            self.entitlements[tag] = max(0, self.entitlements.get(tag, 0) + n)
+
+    def register(self, token: str, udi: Udi, license_type: str, now: datetime) -> Registered:
+        self._check()
+        if not token:
+            raise SsmError("empty registration token")
+        piid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"ccx-sim:{udi.uuid}:{len(self.instances)}"))
+        self.instances[piid] = udi
+        return Registered(piid, now, now + self.cert_lifetime, dict(self.entitlements))
+
+    def renew_id(self, piid: str, now: datetime) -> IdRenewed:
+        self._check(piid)
+        return IdRenewed(now, now + self.cert_lifetime)
+
+    def authorize(self, piid: str, usage: Mapping[str, int], now: datetime) -> Authorized:
+        self._check(piid)
+        return Authorized(dict(self.entitlements))
+
+    def report(
+        self, piid: str, reports: Sequence[Mapping[str, Any]], now: datetime
+    ) -> Acknowledged:
+        self._check(piid)
+        acked = []
+        for rep in reports:
+            self.reports.setdefault(str(rep["id"]), rep)
+            acked.append(str(rep["id"]))
+        return Acknowledged(acked, dict(self.entitlements))
+
+    def deregister(self, piid: str, now: datetime) -> None:
+        self._check(piid)
+        del self.instances[piid]

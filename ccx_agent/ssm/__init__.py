@@ -1,0 +1,1 @@
+"""Talking to Cisco Smart Software Manager (direct or On-Prem)."""

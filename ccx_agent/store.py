@@ -1,0 +1,428 @@
+"""The SQLite database: the single source of truth of an instance (DESIGN §6).
+
+WAL with ``synchronous=FULL``: every job's transaction is durable when it returns, and a
+crash at any instant leaves the previous or the next state, never a mix. The CLI may open
+the same file while the daemon runs; ``BEGIN IMMEDIATE`` serialises writers and a busy
+timeout makes the second one wait instead of failing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from ccx_agent.licensing.alerts import Alert
+from ccx_agent.licensing.catalogue import LicenseType
+from ccx_agent.licensing.compliance import TagCompliance, TagState
+from ccx_agent.licensing.interval import IntervalRecord, TagRecord
+from ccx_agent.licensing.lifecycle import (
+    Authorization,
+    Enforcement,
+    Identity,
+    ProductState,
+    Registration,
+)
+from ccx_agent.licensing.timeutil import parse_iso
+
+DB_NAME = "ccx-agent.db"
+
+#: Each entry moves the schema one version up; never edit a released entry, add one.
+MIGRATIONS: list[str] = [
+    # 1: the first schema.
+    """
+    CREATE TABLE product (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        state TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE open_interval (
+        start TEXT PRIMARY KEY,
+        peaks TEXT NOT NULL,
+        samples INTEGER NOT NULL DEFAULT 0,
+        failures INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE intervals (
+        start TEXT PRIMARY KEY,
+        "end" TEXT NOT NULL,
+        status TEXT NOT NULL,
+        registration TEXT NOT NULL,
+        "authorization" TEXT NOT NULL,
+        enforcement TEXT,
+        tags TEXT NOT NULL
+    );
+    CREATE TABLE outbox (
+        report_id TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL UNIQUE,
+        piid TEXT NOT NULL,
+        interval_start TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        queued_at TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT
+    );
+    CREATE TABLE alerts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        time TEXT NOT NULL,
+        mnemonic TEXT NOT NULL,
+        severity INTEGER NOT NULL,
+        tags TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        lines TEXT NOT NULL,
+        emitted INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX alerts_pending ON alerts (emitted) WHERE emitted = 0;
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class StoreError(Exception):
+    """The database cannot be used as it is (newer schema, not a database …)."""
+
+
+def _ts(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _dt(value: str | None) -> datetime | None:
+    return None if value is None else parse_iso(value)
+
+
+def _req_dt(value: str) -> datetime:
+    return parse_iso(value)
+
+
+# --- product state <-> JSON ----------------------------------------------------------
+
+
+def state_to_json(state: ProductState) -> str:
+    ident = state.identity
+    doc: dict[str, Any] = {
+        "license_type": state.license_type.value,
+        "identity": None
+        if ident is None
+        else {
+            "piid": ident.piid,
+            "registered_at": _ts(ident.registered_at),
+            "cert_issued_at": _ts(ident.cert_issued_at),
+            "cert_expires_at": _ts(ident.cert_expires_at),
+        },
+        "registration": state.registration.value,
+        "authorization": state.authorization.value,
+        "enforcement": state.enforcement.value if state.enforcement else None,
+        "last_auth_at": _ts(state.last_auth_at),
+        "authorized_tags": sorted(state.authorized_tags),
+        "entitlements": dict(state.entitlements),
+        "tags": {
+            tag: {
+                "state": c.state.value,
+                "overage_count": c.overage_count,
+                "run_peak": c.run_peak,
+                "locked": c.locked,
+                "ooc_since": _ts(c.ooc_since),
+            }
+            for tag, c in state.tags.items()
+        },
+        "id_next_attempt": _ts(state.id_next_attempt),
+        "auth_next_attempt": _ts(state.auth_next_attempt),
+        "evaluation_used_s": state.evaluation_used.total_seconds(),
+        "evaluation_warned": sorted(state.evaluation_warned),
+        "tags_in_use": sorted(state.tags_in_use),
+        "last_sample_at": _ts(state.last_sample_at),
+        "comm_ok": state.comm_ok,
+        "last_comm_error": state.last_comm_error,
+        "marks": {k: _ts(v) for k, v in state.marks.items()},
+    }
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"))
+
+
+def state_from_json(text: str) -> ProductState:
+    d = json.loads(text)
+    ident = d["identity"]
+    return ProductState(
+        license_type=LicenseType(d["license_type"]),
+        identity=None
+        if ident is None
+        else Identity(
+            ident["piid"],
+            _req_dt(ident["registered_at"]),
+            _req_dt(ident["cert_issued_at"]),
+            _req_dt(ident["cert_expires_at"]),
+        ),
+        registration=Registration(d["registration"]),
+        authorization=Authorization(d["authorization"]),
+        enforcement=Enforcement(d["enforcement"]) if d["enforcement"] else None,
+        last_auth_at=_dt(d["last_auth_at"]),
+        authorized_tags=frozenset(d["authorized_tags"]),
+        entitlements={str(k): int(v) for k, v in d["entitlements"].items()},
+        tags={
+            tag: TagCompliance(
+                TagState(c["state"]),
+                c["overage_count"],
+                c["run_peak"],
+                c["locked"],
+                _dt(c["ooc_since"]),
+            )
+            for tag, c in d["tags"].items()
+        },
+        id_next_attempt=_dt(d["id_next_attempt"]),
+        auth_next_attempt=_dt(d["auth_next_attempt"]),
+        evaluation_used=timedelta(seconds=d["evaluation_used_s"]),
+        evaluation_warned=frozenset(d["evaluation_warned"]),
+        tags_in_use=frozenset(d["tags_in_use"]),
+        last_sample_at=_dt(d["last_sample_at"]),
+        comm_ok=d["comm_ok"],
+        last_comm_error=d["last_comm_error"],
+        marks={k: _req_dt(v) for k, v in d["marks"].items()},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class OpenInterval:
+    start: datetime
+    peaks: dict[str, int]
+    samples: int
+    failures: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    report_id: str
+    piid: str
+    interval_start: datetime
+    payload: dict[str, Any]
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRow:
+    id: int
+    time: datetime
+    mnemonic: str
+    severity: int
+    tags: tuple[str, ...]
+    detail: str
+    lines: tuple[str, ...]
+
+
+class Tx:
+    """The operations of one transaction; only :meth:`Store.transaction` makes one."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._c = conn
+
+    # product
+    def load_product(self) -> ProductState | None:
+        row = self._c.execute("SELECT state FROM product WHERE id = 1").fetchone()
+        return None if row is None else state_from_json(row[0])
+
+    def save_product(self, state: ProductState, now: datetime) -> None:
+        self._c.execute(
+            "INSERT INTO product (id, state, updated_at) VALUES (1, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+            (state_to_json(state), _ts(now)),
+        )
+
+    # the intervals being sampled
+    def open_intervals(self) -> list[OpenInterval]:
+        rows = self._c.execute(
+            "SELECT start, peaks, samples, failures FROM open_interval ORDER BY start"
+        ).fetchall()
+        return [OpenInterval(_req_dt(r[0]), json.loads(r[1]), r[2], r[3]) for r in rows]
+
+    def put_open_interval(self, item: OpenInterval) -> None:
+        self._c.execute(
+            "INSERT INTO open_interval (start, peaks, samples, failures) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (start) DO UPDATE SET peaks = excluded.peaks, "
+            "samples = excluded.samples, failures = excluded.failures",
+            (_ts(item.start), json.dumps(item.peaks, sort_keys=True), item.samples, item.failures),
+        )
+
+    def drop_open_interval(self, start: datetime) -> None:
+        self._c.execute("DELETE FROM open_interval WHERE start = ?", (_ts(start),))
+
+    # closed intervals
+    def add_interval(self, rec: IntervalRecord) -> None:
+        self._c.execute(
+            'INSERT INTO intervals (start, "end", status, registration, "authorization", '
+            "enforcement, tags) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                _ts(rec.start),
+                _ts(rec.end),
+                rec.status,
+                rec.registration,
+                rec.authorization,
+                rec.enforcement,
+                json.dumps({t: r.as_json() for t, r in rec.tags.items()}),
+            ),
+        )
+
+    def last_interval_end(self) -> datetime | None:
+        row = self._c.execute('SELECT "end" FROM intervals ORDER BY start DESC LIMIT 1').fetchone()
+        return None if row is None else _req_dt(row[0])
+
+    def intervals(self, since: datetime | None = None) -> list[IntervalRecord]:
+        rows = self._c.execute(
+            'SELECT start, "end", status, registration, "authorization", enforcement, tags '
+            "FROM intervals WHERE start >= ? ORDER BY start",
+            (_ts(since) if since is not None else "",),
+        )
+        out = []
+        for r in rows:
+            tags = {
+                t: TagRecord(
+                    v["usage"], v["entitlement"], v["reported"], v["state"], v["overage_count"]
+                )
+                for t, v in json.loads(r[6]).items()
+            }
+            out.append(IntervalRecord(_req_dt(r[0]), _req_dt(r[1]), r[2], r[3], r[4], r[5], tags))
+        return out
+
+    # outbox
+    def enqueue(
+        self, report_id: str, piid: str, start: datetime, payload: Mapping[str, Any], now: datetime
+    ) -> None:
+        seq = self._c.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM outbox").fetchone()[0]
+        self._c.execute(
+            "INSERT INTO outbox (report_id, seq, piid, interval_start, payload, queued_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (report_id, seq, piid, _ts(start), json.dumps(payload, sort_keys=True), _ts(now)),
+        )
+
+    def outbox_batch(self, limit: int) -> list[OutboxItem]:
+        rows = self._c.execute(
+            "SELECT report_id, piid, interval_start, payload, attempts FROM outbox ORDER BY seq LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [OutboxItem(r[0], r[1], _req_dt(r[2]), json.loads(r[3]), r[4]) for r in rows]
+
+    def outbox_ack(self, report_ids: Sequence[str]) -> int:
+        cur = self._c.executemany(
+            "DELETE FROM outbox WHERE report_id = ?", [(i,) for i in report_ids]
+        )
+        return cur.rowcount
+
+    def outbox_failed(self, report_ids: Sequence[str], error: str) -> None:
+        self._c.executemany(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE report_id = ?",
+            [(error, i) for i in report_ids],
+        )
+
+    def outbox_count(self) -> int:
+        return int(self._c.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+
+    def outbox_drop_piid(self, piid: str) -> int:
+        """Reports of a wiped identity can never be signed again; they are dropped."""
+        return self._c.execute("DELETE FROM outbox WHERE piid = ?", (piid,)).rowcount
+
+    # alert log
+    def add_alert(self, time: datetime, alert: Alert, lines: Sequence[str]) -> int:
+        cur = self._c.execute(
+            "INSERT INTO alerts (time, mnemonic, severity, tags, detail, lines) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                _ts(time),
+                alert.mnemonic,
+                alert.severity,
+                json.dumps(list(alert.tags)),
+                alert.detail,
+                json.dumps(list(lines)),
+            ),
+        )
+        return int(cur.lastrowid or 0)
+
+    def alerts(self, *, pending_only: bool = False, since_id: int = 0) -> list[AlertRow]:
+        sql = "SELECT id, time, mnemonic, severity, tags, detail, lines FROM alerts WHERE id > ?"
+        if pending_only:
+            sql += " AND emitted = 0"
+        rows = self._c.execute(sql + " ORDER BY id", (since_id,)).fetchall()
+        return [
+            AlertRow(
+                r[0],
+                _req_dt(r[1]),
+                r[2],
+                r[3],
+                tuple(json.loads(r[4])),
+                r[5],
+                tuple(json.loads(r[6])),
+            )
+            for r in rows
+        ]
+
+    def mark_emitted(self, ids: Sequence[int]) -> None:
+        self._c.executemany("UPDATE alerts SET emitted = 1 WHERE id = ?", [(i,) for i in ids])
+
+
+class Store:
+    """One database file. Open it, then do all work in :meth:`transaction`."""
+
+    def __init__(self, path: Path, *, durable: bool = True) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            self._conn = sqlite3.connect(
+                path, timeout=30.0, isolation_level=None, check_same_thread=False
+            )
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            # FULL for the instance's real state; a throw-away what-if database may skip fsync.
+            self._conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'OFF'}")
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{path}: cannot open the state database: {exc}") from None
+        # A read-only mount still lets ``status`` read the file.
+        with contextlib.suppress(OSError):
+            os.chmod(path, 0o600)
+
+    def _migrate(self) -> None:
+        c = self._conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            c.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = c.execute("SELECT version FROM schema_version").fetchone()
+            version = 0 if row is None else int(row[0])
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path}: schema version {version} is newer than this ccx-agent "
+                    f"understands ({SCHEMA_VERSION}); upgrade ccx-agent"
+                )
+            for number in range(version, SCHEMA_VERSION):
+                for statement in MIGRATIONS[number].split(";"):
+                    if statement.strip():
+                        c.execute(statement)
+            if row is None:
+                c.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+            else:
+                c.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._conn.execute("SELECT version FROM schema_version").fetchone()[0])
+
+    @contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        """One atomic unit of work: committed on a normal exit, rolled back on an exception."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield Tx(self._conn)
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def integrity_check(self) -> str:
+        return str(self._conn.execute("PRAGMA integrity_check").fetchone()[0])
+
+    def close(self) -> None:
+        self._conn.close()

@@ -1,0 +1,127 @@
+"""The alert catalogue and the two line styles (DESIGN §3)."""
+
+from datetime import timedelta
+
+import pytest
+
+from ccx_agent.licensing.alerts import (
+    CATALOGUE,
+    Alert,
+    AlertFormat,
+    Style,
+    human_duration,
+    lines,
+    mcvd_line,
+    ooc_countdown,
+    uc_line,
+)
+
+SEED = AlertFormat(node_id="uccxpubsu1", cluster_id="")
+
+# The three lines of the seed document, byte for byte.
+SEED_MCVD_45 = (
+    "%MCVD-LIB_LICENSE-1-SYSTEM_TO_ENTER_OOC_STATE: [REPORT_ENTITLE] "
+    "com.cisco.smartlicense.util.SmartLicenseUtil This Product Instance will enter Out of "
+    "Compliance state because of insufficient licenses.: This Product Instance will enter Out "
+    "of Compliance state in =45 minutes"
+)
+SEED_UC_15 = (
+    "%UC_LIB_LICENSE-0-SYSTEM_TO_ENTER_OOC_STATE_SHORTLY: %[The time remaining to enter OOC "
+    "state=15 minutes][AppID=Cisco Unified CCX Cluster View Daemon][ClusterID=][NodeID=uccxpubsu1]: "
+    "The time required for the Product to be in compliance is about to expire. Else, you will "
+    "have to procure more licenses."
+)
+SEED_UC_OOC = (
+    "%UC_LIB_LICENSE-1-SYSTEM_IN_OOC_STATE: %[AppID=Cisco Unified CCX Cluster View Daemon]"
+    "[ClusterID=][NodeID=uccxpubsu1]: This Product Instance is currently in Out of Compliance "
+    "state because of insufficient licenses."
+)
+# The MCVD form of the =15 line, also quoted in the seed document.
+SEED_MCVD_15 = (
+    "%MCVD-LIB_LICENSE-0-SYSTEM_TO_ENTER_OOC_STATE_SHORTLY: [REPORT_ENTITLE] "
+    "com.cisco.smartlicense.util.SmartLicenseUtil The time required for the Product to be in "
+    "compliance is about to expire. Else, you will have to procure more licenses.: This Product "
+    "Instance will enter Out of Compliance state in =15 minutes"
+)
+
+
+def test_seed_mcvd_countdown_line_is_byte_exact():
+    alert = ooc_countdown(timedelta(minutes=45), ["flex-premium-seat"], is_last=False)
+    assert mcvd_line(alert, SEED) == SEED_MCVD_45
+
+
+def test_seed_uc_shortly_line_is_byte_exact():
+    alert = ooc_countdown(timedelta(minutes=15), ["flex-premium-seat"], is_last=True)
+    assert uc_line(alert, SEED) == SEED_UC_15
+    assert mcvd_line(alert, SEED) == SEED_MCVD_15
+
+
+def test_seed_uc_in_ooc_line_is_byte_exact():
+    alert = Alert("SYSTEM_IN_OOC_STATE", "flex-premium-seat locked usage=130 entitlement=100")
+    assert uc_line(alert, SEED) == SEED_UC_OOC
+
+
+@pytest.mark.parametrize(
+    ("minutes", "text"), [(60, "=60 minutes"), (45, "=45 minutes"), (30, "=30 minutes")]
+)
+def test_countdown_texts(minutes, text):
+    alert = ooc_countdown(timedelta(minutes=minutes), [], is_last=False)
+    assert alert.mnemonic == "SYSTEM_TO_ENTER_OOC_STATE"
+    assert alert.severity == 1
+    assert mcvd_line(alert, SEED).endswith(f"state in {text}")
+
+
+def test_countdown_follows_a_seconds_scale_interval():
+    assert human_duration(timedelta(seconds=8)) == "8 seconds"
+    assert human_duration(timedelta(minutes=1)) == "1 minute"
+    assert human_duration(timedelta(hours=1)) == "60 minutes"
+
+
+def test_styles_are_emitted_in_configured_order_and_subset():
+    alert = ooc_countdown(timedelta(minutes=45), [], is_last=False)
+    assert lines(alert, SEED) == [mcvd_line(alert, SEED), uc_line(alert, SEED)]
+    uc_only = AlertFormat(styles=(Style.UC,), node_id="n1")
+    assert lines(alert, uc_only) == [uc_line(alert, uc_only)]
+
+
+def test_catalogue_names_and_severities_are_the_designs():
+    expected = {
+        "AGENT_READY": 6,
+        "AGENT_INIT_FAILED": 2,
+        "REGISTER_SUCCESS": 6,
+        "REGISTER_FAILED": 3,
+        "DEREGISTER_SUCCESS": 6,
+        "DEREGISTER_FAILED": 3,
+        "ID_CERT_RENEW_SUCCESS": 6,
+        "ID_CERT_RENEW_FAILED": 3,
+        "REGISTRATION_EXPIRING_SOON": 4,
+        "REGISTRATION_EXPIRED": 1,
+        "AUTH_RENEW_SUCCESS": 6,
+        "AUTH_RENEW_FAILED": 3,
+        "AUTHORIZATION_EXPIRING_SOON": 4,
+        "AUTHORIZATION_EXPIRED": 1,
+        "EVAL_START": 5,
+        "EVAL_EXPIRY_WARNING": 4,
+        "EVAL_EXPIRED": 1,
+        "SYSTEM_TO_ENTER_OOC_STATE": 1,
+        "SYSTEM_TO_ENTER_OOC_STATE_SHORTLY": 0,
+        "SYSTEM_IN_OOC_STATE": 1,
+        "SYSTEM_BACK_IN_COMPLIANCE": 5,
+        "ENFORCEMENT_MODE": 0,
+        "ENTITLEMENT_REPORT_FAILED": 3,
+        "COMM_FAILED": 3,
+        "COMM_RESTORED": 5,
+        "LICENSE_COMPUTATION_FAILED": 3,
+        "FEATURE_NOT_LICENSED": 4,
+        "LICENSE_LIMIT_REACHED": 2,
+        "SYSTEM_CLOCK_CHANGED": 5,
+    }
+    assert {name: spec.severity for name, spec in CATALOGUE.items()} == expected
+
+
+def test_every_alert_renders_on_one_line():
+    for name in CATALOGUE:
+        for line in lines(Alert(name, "detail"), SEED):
+            assert "\n" not in line
+            assert line.startswith(("%MCVD-LIB_LICENSE-", "%UC_LIB_LICENSE-"))
+            assert f"-{CATALOGUE[name].severity}-{name}: " in line
