@@ -95,7 +95,7 @@ class Agent:
 
     def _emit_pending(self) -> None:
         """Emit alerts committed but not yet emitted (also those a crash left behind)."""
-        with self.store.transaction() as tx:
+        with self.store.read() as tx:
             rows = tx.alerts(pending_only=True)
         if not rows:
             return
@@ -104,7 +104,7 @@ class Agent:
             tx.mark_emitted([r.id for r in rows])
 
     def state(self) -> ProductState:
-        with self.store.transaction() as tx:
+        with self.store.read() as tx:
             return self._load(tx)
 
     def interval_start(self, now: datetime) -> datetime:
@@ -125,62 +125,70 @@ class Agent:
         Several instants may share one transaction when the usage is the same for all of
         them (the what-if simulator); the daemon passes one.
         """
+        groups: dict[datetime, list[datetime]] = {}
+        for now in times:
+            groups.setdefault(self.interval_start(now), []).append(now)
         with self.store.transaction() as tx:
-            state = self._load(tx)
+            before = state = self._load(tx)
             opened = {o.start: o for o in tx.open_intervals()}
             alerts: list[Alert] = []
-            for now in times:
-                start = self.interval_start(now)
+            for start, group in groups.items():
                 cur = opened.get(start) or OpenInterval(start, {}, 0, 0)
                 if usage is None:
-                    state, more = lifecycle.sample_failed(
-                        state, now, error or "unknown", self.timers
-                    )
-                    opened[start] = replace(cur, failures=cur.failures + 1)
-                else:
-                    state, more = lifecycle.sample(state, now, usage, self.timers, unlicensed)
-                    peaks = dict(cur.peaks)
-                    for tag, n in usage.items():
-                        peaks[tag] = max(peaks.get(tag, 0), n)
-                    opened[start] = OpenInterval(start, peaks, cur.samples + 1, cur.failures)
+                    for now in group:
+                        state, more = lifecycle.sample_failed(
+                            state, now, error or "unknown", self.timers
+                        )
+                        self._record(tx, now, more)
+                        alerts += more
+                    opened[start] = replace(cur, failures=cur.failures + len(group))
+                    continue
+                state, more = lifecycle.sample(state, group, usage, self.timers, unlicensed)
+                self._record(tx, group[-1], more)
                 alerts += more
-                self._record(tx, now, more)
-            for item in opened.values():
-                tx.put_open_interval(item)
-            tx.save_product(state, times[-1])
+                peaks = dict(cur.peaks)
+                for tag, n in usage.items():
+                    peaks[tag] = max(peaks.get(tag, 0), n)
+                opened[start] = OpenInterval(start, peaks, cur.samples + len(group), cur.failures)
+                tx.put_open_interval(opened[start])
+            if usage is None:
+                for start in groups:
+                    tx.put_open_interval(opened[start])
+            if state is not before:
+                tx.save_product(state, times[-1])
         if alerts:
             self._emit_pending()
 
     # --- reporting --------------------------------------------------------------------
 
     def close_intervals(self, now: datetime) -> list[IntervalRecord]:
-        """Close every interval that ended by ``now``, each in its own transaction.
+        """Close every interval that ended by ``now``, all in one transaction.
 
         An interval with no good sample is recorded as NO_DATA: nothing is invented and
-        no countdown moves.
+        no countdown moves. Each queued report is written to the outbox in the same
+        transaction that records its interval, so neither exists without the other.
         """
         closed: list[IntervalRecord] = []
-        while True:
-            with self.store.transaction() as tx:
-                state = self._load(tx)
-                opened = tx.open_intervals()
-                last_end = tx.last_interval_end()
-                if last_end is not None:
-                    start = last_end
-                elif opened:
-                    start = opened[0].start
-                else:
-                    break
-                if start + self.step > now:
-                    break
-                if last_end is not None and now - start > self.step * MAX_BACKFILL:
-                    # A very long stop: keep the newest gap only, the rest is not worth a row each.
-                    start = self.interval_start(now - self.step * MAX_BACKFILL)
+        with self.store.transaction() as tx:
+            before = state = self._load(tx)
+            opened = {o.start: o for o in tx.open_intervals()}
+            last_end = tx.last_interval_end()
+            if last_end is not None:
+                start = last_end
+            elif opened:
+                start = min(opened)
+            else:
+                return closed
+            if now - start > self.step * MAX_BACKFILL:
+                # A very long stop: record the newest part of the gap, not a row per interval.
+                start = self.interval_start(now - self.step * MAX_BACKFILL)
+            tags = tags_of(state.license_type)
+            while start + self.step <= now:
                 end = start + self.step
-                row = next((o for o in opened if o.start == start), None)
-                usage = row.peaks if row is not None and row.samples > 0 else None
-                if usage is not None:
-                    usage = {t: usage.get(t, 0) for t in tags_of(state.license_type)}
+                row = opened.pop(start, None)
+                usage = None
+                if row is not None and row.samples > 0:
+                    usage = {t: row.peaks.get(t, 0) for t in tags}
                 state, record, alerts = interval.close(
                     state,
                     start,
@@ -197,24 +205,34 @@ class Agent:
                     tx.enqueue(report_id, piid, start, _payload(report_id, record), end)
                 if row is not None:
                     tx.drop_open_interval(start)
-                # Open rows older than this one can only exist after a clock jump backwards.
-                for o in opened:
-                    if o.start < start:
-                        tx.drop_open_interval(o.start)
-                tx.save_product(state, now)
                 self._record(tx, end, alerts)
-            closed.append(record)
-        self._emit_pending()
+                closed.append(record)
+                start = end
+            # Rows older than the last closed interval exist only after the clock went back.
+            for stale in [o for o in opened if o < start]:
+                tx.drop_open_interval(stale)
+            if state is not before:
+                tx.save_product(state, now)
+        if closed:
+            self._emit_pending()
         return closed
 
-    def flush(self, now: datetime) -> int:
-        """Send queued reports oldest first, in batches; returns how many were acknowledged."""
-        sent = 0
+    def flush(self, now: datetime, *, force: bool = False) -> int:
+        """Send queued reports oldest first, in batches; returns how many were acknowledged.
+
+        While SSM keeps failing the outbox backs off (``interval.report_failed``), so a
+        long outage costs a few attempts an hour, not one per report; ``force`` ignores it.
+        """
         if self.ssm is None:
             return 0
+        sent = 0
         while True:
-            with self.store.transaction() as tx:
-                batch = tx.outbox_batch(REPORT_BATCH)
+            with self.store.read() as tx:
+                state = self._load(tx)
+                if not force and not interval.may_send(state, now):
+                    break
+                # After a failure, probe with one report before sending whole batches again.
+                batch = tx.outbox_batch(1 if state.report_failures else REPORT_BATCH)
             if not batch:
                 break
             piid = batch[0].piid
@@ -222,46 +240,55 @@ class Agent:
             try:
                 ack = self.ssm.report(piid, [b.payload for b in batch], now)
             except SsmError as exc:
-                self._report_failed(now, [b.report_id for b in batch], exc)
+                self._report_failed(now, exc)
                 break
             with self.store.transaction() as tx:
-                state = self._load(tx)
+                before = state = self._load(tx)
                 acked = set(ack.acked)
                 ids = [b.report_id for b in batch if b.report_id in acked]
                 tx.outbox_ack(ids)
                 state, alerts = lifecycle.communication(state, True)
+                state = interval.report_delivered(state)
                 if ack.entitlements:
                     state = lifecycle.entitlements_received(state, ack.entitlements)
-                tx.save_product(state, now)
+                if state is not before:
+                    tx.save_product(state, now)
                 self._record(tx, now, alerts)
             sent += len(ids)
-            self._emit_pending()
+            if alerts:
+                self._emit_pending()
             if not ids:
                 break
         return sent
 
-    def _report_failed(self, now: datetime, ids: list[str], exc: SsmError) -> None:
+    def _report_failed(self, now: datetime, exc: SsmError) -> None:
         reason = str(exc) or type(exc).__name__
         with self.store.transaction() as tx:
             state = self._load(tx)
-            tx.outbox_failed(ids, reason)
             alerts: list[Alert] = []
             if isinstance(exc, SsmUnreachable):
                 state, alerts = lifecycle.communication(state, False, reason)
-            state, more = interval.report_failed(state, now, tx.outbox_count(), reason, self.timers)
+            state, more = interval.report_failed(
+                state, now, tx.outbox_count(), reason, self.step, self.timers
+            )
             tx.save_product(state, now)
             self._record(tx, now, alerts + more)
-        self._emit_pending()
+        if alerts or more:
+            self._emit_pending()
 
     # --- timers -----------------------------------------------------------------------
 
     def housekeeping(self, now: datetime) -> None:
         """Expiries and warnings, then every renewal that is due, each failing on its own."""
-        with self.store.transaction() as tx:
+        with self.store.read() as tx:
             before = self._load(tx)
-            state, alerts = lifecycle.evaluate(before, now, self.timers)
-            todo = lifecycle.due(state, now, self.timers)
-            if state != before or alerts:
+        state, alerts = lifecycle.evaluate(before, now, self.timers)
+        todo = lifecycle.due(state, now, self.timers)
+        if state != before or alerts:
+            with self.store.transaction() as tx:
+                # Re-read under the write lock: the CLI may have changed the state meanwhile.
+                state, alerts = lifecycle.evaluate(self._load(tx), now, self.timers)
+                todo = lifecycle.due(state, now, self.timers)
                 tx.save_product(state, now)
                 self._record(tx, now, alerts)
         if alerts:
@@ -280,7 +307,7 @@ class Agent:
         on_fail: Callable[[ProductState, str], lifecycle.Result],
     ) -> Outcome:
         """One request to SSM: commit its outcome and the communication state, then emit."""
-        with self.store.transaction() as tx:
+        with self.store.read() as tx:
             state = self._load(tx)
         error: SsmError | None = None
         result: object = None
@@ -333,7 +360,7 @@ class Agent:
         def call(state: ProductState) -> object:
             if state.identity is None:
                 raise SsmError("this instance is not registered")
-            with self.store.transaction() as tx:
+            with self.store.read() as tx:
                 opened = tx.open_intervals()
             usage = {t: 0 for t in tags_of(state.license_type)}
             for o in opened[-1:]:
@@ -350,7 +377,7 @@ class Agent:
     # --- registration -----------------------------------------------------------------
 
     def register(self, token: str, now: datetime, *, force: bool = False) -> Outcome:
-        with self.store.transaction() as tx:
+        with self.store.read() as tx:
             state = self._load(tx)
         if state.identity is not None and not force:
             return Outcome(
@@ -386,7 +413,7 @@ class Agent:
         )
 
     def deregister(self, now: datetime) -> Outcome:
-        with self.store.transaction() as tx:
+        with self.store.read() as tx:
             state = self._load(tx)
         if state.identity is None:
             return Outcome(False, "this instance is not registered")

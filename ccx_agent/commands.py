@@ -75,7 +75,8 @@ def simulate(path: Path, as_json: bool, out: TextIO = sys.stdout, err: TextIO = 
         return _problems(exc, err)
     result = run(loaded)
     if as_json:
-        json.dump(result.as_json(), out, indent=2)
+        # Compact: a 400-day run has 38,400 intervals, and scripts read it, not people.
+        out.write(json.dumps(result.as_json(), separators=(",", ":")))
         out.write("\n")
     else:
         print(format_text(result), file=out)

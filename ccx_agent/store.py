@@ -9,13 +9,15 @@ timeout makes the second one wait instead of failing.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,8 @@ from ccx_agent.licensing.timeutil import parse_iso
 DB_NAME = "ccx-agent.db"
 
 #: Each entry moves the schema one version up; never edit a released entry, add one.
+#: An entry is a script of ``;``-separated statements, all applied in one transaction
+#: together with the new version number: a crash mid-migration leaves the old schema.
 MIGRATIONS: list[str] = [
     # 1: the first schema.
     """
@@ -82,6 +86,8 @@ MIGRATIONS: list[str] = [
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+#: How long a writer waits for another one (the daemon, the CLI) before giving up.
+BUSY_TIMEOUT_S = 30.0
 
 
 class StoreError(Exception):
@@ -89,7 +95,18 @@ class StoreError(Exception):
 
 
 def _ts(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
+    """Instants are stored in UTC so that their text sorts and compares as time does.
+
+    Keys (``start`` of intervals) are compared as text: the same instant written with
+    another offset would otherwise be a different row, and ``ORDER BY`` would be wrong.
+    """
+    if value is None:
+        return None
+    if value.tzinfo is UTC:
+        return value.isoformat()
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)  # as parse_iso reads it back
+    return value.astimezone(UTC).isoformat()
 
 
 def _dt(value: str | None) -> datetime | None:
@@ -139,12 +156,22 @@ def state_to_json(state: ProductState) -> str:
         "last_sample_at": _ts(state.last_sample_at),
         "comm_ok": state.comm_ok,
         "last_comm_error": state.last_comm_error,
+        "report_failures": state.report_failures,
+        "report_next_attempt": _ts(state.report_next_attempt),
         "marks": {k: _ts(v) for k, v in state.marks.items()},
     }
     return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
 
+@functools.lru_cache(maxsize=8)
 def state_from_json(text: str) -> ProductState:
+    # Memoised on the text: jobs re-read an unchanged state many times an interval, and
+    # a ProductState is immutable, so sharing one decoded object is safe.
+    """Read what :func:`state_to_json` wrote, by this or an older version.
+
+    A field added to :class:`ProductState` is written from then on and read with
+    ``d.get(key, default)``, so a state saved before reads as it did then.
+    """
     d = json.loads(text)
     ident = d["identity"]
     return ProductState(
@@ -181,6 +208,8 @@ def state_from_json(text: str) -> ProductState:
         last_sample_at=_dt(d["last_sample_at"]),
         comm_ok=d["comm_ok"],
         last_comm_error=d["last_comm_error"],
+        report_failures=int(d.get("report_failures", 0)),
+        report_next_attempt=_dt(d.get("report_next_attempt")),
         marks={k: _req_dt(v) for k, v in d["marks"].items()},
     )
 
@@ -360,66 +389,164 @@ class Tx:
         self._c.executemany("UPDATE alerts SET emitted = 1 WHERE id = ?", [(i,) for i in ids])
 
 
+def _statements(script: str) -> Iterator[str]:
+    """The statements of a migration script, split where SQLite itself would end them.
+
+    A plain ``split(";")`` would cut a trigger body or a string literal holding a ``;``.
+    (``executescript`` is no use here: it commits first, breaking the migration's atomicity.)
+    """
+    buf = ""
+    for piece in script.split(";"):
+        buf += piece + ";"
+        if sqlite3.complete_statement(buf):
+            if buf.strip(" \t\r\n;"):
+                yield buf
+            buf = ""
+    if buf.strip(" \t\r\n;"):
+        raise StoreError(f"incomplete SQL statement in a migration: {buf.strip()!r}")
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file 0600 before SQLite does (it would use the umask, and the
+    ``-wal`` / ``-shm`` files it makes later copy the database file's mode)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
 class Store:
-    """One database file. Open it, then do all work in :meth:`transaction`."""
+    """One database file. Open it, then do all work in :meth:`transaction`.
+
+    Several ``Store`` objects (processes) may share one file. One ``Store`` may be used
+    from several threads: its transactions are serialised; they do not nest.
+    """
 
     def __init__(self, path: Path, *, durable: bool = True) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.durable = durable
+        self._lock = threading.Lock()
+        self._owner: int | None = None
+        try:
+            if not path.parent.is_dir():
+                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                os.chmod(path.parent, 0o700)
+            _create_private(path)
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot create the state database: {exc}") from exc
         try:
             self._conn = sqlite3.connect(
-                path, timeout=30.0, isolation_level=None, check_same_thread=False
+                path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
             )
-            self._conn.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{path}: cannot open the state database: {exc}") from exc
+        try:
+            mode = str(self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            if mode.lower() != "wal":
+                raise StoreError(
+                    f"{path}: the state database cannot use write-ahead logging "
+                    f"(journal_mode is {mode!r}); put the state directory on a local file system"
+                )
             # FULL for the instance's real state; a throw-away what-if database may skip fsync.
             self._conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'OFF'}")
             self._conn.execute("PRAGMA foreign_keys = ON")
             self._migrate()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{path}: cannot open the state database: {exc}") from None
+        except sqlite3.Error as exc:
+            self._conn.close()
+            raise StoreError(f"{path}: cannot open the state database: {exc}") from exc
+        except BaseException:
+            self._conn.close()
+            raise
         # A read-only mount still lets ``status`` read the file.
         with contextlib.suppress(OSError):
             os.chmod(path, 0o600)
 
     def _migrate(self) -> None:
         c = self._conn
+        # Read at call time, not import time, so that a test can add a migration.
+        target = len(MIGRATIONS)
         c.execute("BEGIN IMMEDIATE")
         try:
             c.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             row = c.execute("SELECT version FROM schema_version").fetchone()
             version = 0 if row is None else int(row[0])
-            if version > SCHEMA_VERSION:
+            if version > target:
                 raise StoreError(
                     f"{self.path}: schema version {version} is newer than this ccx-agent "
-                    f"understands ({SCHEMA_VERSION}); upgrade ccx-agent"
+                    f"understands ({target}); upgrade ccx-agent"
                 )
-            for number in range(version, SCHEMA_VERSION):
-                for statement in MIGRATIONS[number].split(";"):
-                    if statement.strip():
-                        c.execute(statement)
+            for number in range(version, target):
+                for statement in _statements(MIGRATIONS[number]):
+                    c.execute(statement)
             if row is None:
-                c.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-            else:
-                c.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+                c.execute("INSERT INTO schema_version (version) VALUES (?)", (target,))
+            elif version != target:
+                c.execute("UPDATE schema_version SET version = ?", (target,))
             c.execute("COMMIT")
         except BaseException:
-            c.execute("ROLLBACK")
+            if c.in_transaction:
+                c.execute("ROLLBACK")
             raise
 
     @property
     def schema_version(self) -> int:
         return int(self._conn.execute("SELECT version FROM schema_version").fetchone()[0])
 
+    def pragma(self, name: str) -> object:
+        """Read one PRAGMA of this store's own connection (``synchronous`` is per connection)."""
+        if not name.isidentifier():
+            raise ValueError(f"not a pragma name: {name!r}")
+        row = self._conn.execute(f"PRAGMA {name}").fetchone()
+        return None if row is None else row[0]
+
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
-        """One atomic unit of work: committed on a normal exit, rolled back on an exception."""
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield Tx(self._conn)
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
+        """One atomic unit of work: committed on a normal exit, rolled back on an exception.
+
+        ``BEGIN IMMEDIATE`` takes the write lock up front, so a job never fails half way
+        for want of it; another process holding it is waited for (busy timeout).
+        """
+        me = threading.get_ident()
+        if self._owner == me:
+            raise StoreError("a transaction is already open in this thread; they do not nest")
+        with self._lock:
+            self._owner = me
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield Tx(self._conn)
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    # SQLite may already have rolled back (I/O error, disk full …): the
+                    # original exception is what matters, not "no transaction is active".
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
+                    raise
+            finally:
+                self._owner = None
+
+    @contextmanager
+    def read(self) -> Iterator[Tx]:
+        """A consistent read-only snapshot that takes no write lock.
+
+        For looking before deciding to write (is anything due? is the outbox empty?) and
+        for ``status``: it never waits for the daemon's writer, nor makes it wait.
+        """
+        me = threading.get_ident()
+        if self._owner == me:
+            raise StoreError("a transaction is already open in this thread; they do not nest")
+        with self._lock:
+            self._owner = me
+            try:
+                self._conn.execute("BEGIN DEFERRED")
+                try:
+                    yield Tx(self._conn)
+                finally:
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
+            finally:
+                self._owner = None
 
     def integrity_check(self) -> str:
         return str(self._conn.execute("PRAGMA integrity_check").fetchone()[0])

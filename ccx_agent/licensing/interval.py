@@ -14,6 +14,7 @@ from ccx_agent.licensing.lifecycle import (
     ProductState,
     Result,
     Timers,
+    clear_mark,
     evaluate,
     in_ooc_alert,
     standing,
@@ -174,11 +175,25 @@ def close(
     return new, record, alerts
 
 
+def may_send(state: ProductState, now: datetime) -> bool:
+    """Whether the outbox may be tried now (it backs off while SSM keeps failing)."""
+    return state.report_next_attempt is None or now >= state.report_next_attempt
+
+
 def report_failed(
-    state: ProductState, now: datetime, pending: int, reason: str, timers: Timers
+    state: ProductState, now: datetime, pending: int, reason: str, step: timedelta, timers: Timers
 ) -> Result:
-    """ENTITLEMENT_REPORT_FAILED, at most once per repeat period while reports wait."""
-    new, fire = standing(state, "ENTITLEMENT_REPORT_FAILED", now, timers)
+    """Back off (one interval, doubling, at most ``auth_retry``) and raise
+    ENTITLEMENT_REPORT_FAILED at most once per repeat period while reports wait."""
+    failures = state.report_failures + 1
+    wait = min(step * 2 ** min(failures - 1, 16), max(step, timers.auth_retry))
+    new = replace(state, report_failures=failures, report_next_attempt=now + wait)
+    new, fire = standing(new, "ENTITLEMENT_REPORT_FAILED", now, timers)
     if not fire:
         return new, []
     return new, [Alert("ENTITLEMENT_REPORT_FAILED", f"{pending} report(s) waiting; {reason}")]
+
+
+def report_delivered(state: ProductState) -> ProductState:
+    """A delivery went through: the next failure is news again."""
+    return clear_mark(state, "ENTITLEMENT_REPORT_FAILED")

@@ -100,6 +100,9 @@ class ProductState:
     last_sample_at: datetime | None = None
     comm_ok: bool = True
     last_comm_error: str | None = None
+    #: Consecutive failed report deliveries, and when the outbox may be tried again.
+    report_failures: int = 0
+    report_next_attempt: datetime | None = None
     #: When each standing alert last fired, so it repeats at most every ``alert_repeat``.
     marks: Mapping[str, datetime] = field(default_factory=dict)
 
@@ -135,6 +138,13 @@ def standing(
     if last is not None and last <= now < last + timers.alert_repeat:
         return state, False
     return replace(state, marks={**state.marks, key: now}), True
+
+
+def clear_mark(state: ProductState, key: str) -> ProductState:
+    """End a standing condition, so that its next occurrence is announced at once."""
+    if key not in state.marks:
+        return state
+    return replace(state, marks={k: v for k, v in state.marks.items() if k != key})
 
 
 def _derive(state: ProductState, now: datetime, timers: Timers) -> ProductState:
@@ -174,6 +184,12 @@ def _derive(state: ProductState, now: datetime, timers: Timers) -> ProductState:
             enforcement = Enforcement.AUTHORIZATION_EXPIRED
         elif any(t.state is TagState.ENFORCEMENT for t in state.tags.values()):
             enforcement = Enforcement.OUT_OF_COMPLIANCE
+    if (registration, authorization, enforcement) == (
+        state.registration,
+        state.authorization,
+        state.enforcement,
+    ):
+        return state
     return replace(
         state, registration=registration, authorization=authorization, enforcement=enforcement
     )
@@ -283,39 +299,49 @@ def in_ooc_alert(state: ProductState, tags: list[str]) -> Alert:
 
 def sample(
     state: ProductState,
-    now: datetime,
+    times: Sequence[datetime],
     usage: Mapping[str, int],
     timers: Timers,
     unlicensed_agents: Sequence[str] = (),
 ) -> Result:
-    """Account for one good sample: clock sanity, evaluation time, tags in use."""
+    """Account for good samples that all saw ``usage``: clock sanity, evaluation time.
+
+    Sampling only records; deciding (expiries, warnings, state alerts) is :func:`evaluate`,
+    which the report and housekeeping jobs run. That keeps a sample cheap enough that the
+    what-if simulator can take one a minute for 400 days.
+    """
     alerts: list[Alert] = []
-    charge = timedelta(0)
-    last = state.last_sample_at
-    if last is not None:
-        gap = now - last
-        if gap < timedelta(0) or gap > timers.clock_jump:
-            alerts.append(
-                Alert(
-                    "SYSTEM_CLOCK_CHANGED",
-                    f"The clock moved from {iso(last)} to {iso(now)}; "
-                    "evaluation is not charged for the jump",
-                )
-            )
-        else:
-            charge = min(gap, timers.evaluation_max_sample_gap)
     in_use = frozenset(t for t, n in usage.items() if n > 0)
-    used = state.evaluation_used
     # Evaluation counts only while unregistered (or expired) and something is in use.
-    if not state.registered and in_use:
-        used = min(timers.evaluation_period, used + charge)
-    # After a backwards jump the new time is the baseline, so the next gap is honest.
-    marks = state.marks
-    if "LICENSE_COMPUTATION_FAILED" in marks:
-        marks = {k: v for k, v in marks.items() if k != "LICENSE_COMPUTATION_FAILED"}
-    new = replace(state, tags_in_use=in_use, evaluation_used=used, last_sample_at=now, marks=marks)
-    if unlicensed_agents:
-        new, fire = standing(new, "FEATURE_NOT_LICENSED", now, timers)
+    charging = not state.registered and bool(in_use)
+    used = state.evaluation_used
+    last = state.last_sample_at
+    zero = timedelta(0)
+    for now in times:
+        if last is not None:
+            gap = now - last
+            if gap < zero or gap > timers.clock_jump:
+                alerts.append(
+                    Alert(
+                        "SYSTEM_CLOCK_CHANGED",
+                        f"The clock moved from {iso(last)} to {iso(now)}; "
+                        "evaluation is not charged for the jump",
+                    )
+                )
+            elif charging:
+                used += min(gap, timers.evaluation_max_sample_gap)
+        # After a backwards jump the new time is the baseline, so the next gap is honest.
+        last = now
+    used = min(used, timers.evaluation_period)
+    # A good sample ends a failure run: the next failure is announced at once.
+    new = replace(
+        clear_mark(state, "LICENSE_COMPUTATION_FAILED"),
+        tags_in_use=in_use,
+        evaluation_used=used,
+        last_sample_at=last,
+    )
+    if unlicensed_agents and last is not None:
+        new, fire = standing(new, "FEATURE_NOT_LICENSED", last, timers)
         if fire:
             shown = ", ".join(unlicensed_agents[:10])
             extra = len(unlicensed_agents) - 10
@@ -326,8 +352,7 @@ def sample(
                     f"{len(unlicensed_agents)} agent(s) with premium features: {shown}{tail}",
                 )
             )
-    new, more = evaluate(new, now, timers)
-    return new, alerts + more
+    return new, alerts
 
 
 def sample_failed(state: ProductState, now: datetime, error: str, timers: Timers) -> Result:
@@ -379,17 +404,24 @@ def next_due_at(state: ProductState, timers: Timers) -> datetime | None:
 
 
 def communication(state: ProductState, ok: bool, error: str | None = None) -> Result:
-    """COMM_FAILED on the first failure of a run, COMM_RESTORED on the first success after."""
-    if ok and not state.comm_ok:
-        return replace(state, comm_ok=True, last_comm_error=None), [
-            Alert("COMM_RESTORED", "Cisco Smart Software Manager answered again")
-        ]
-    if not ok and state.comm_ok:
-        detail = error or "no answer"
+    """COMM_FAILED on the first failure of a run, COMM_RESTORED on the first success after.
+
+    Any success also ends the outbox's back-off: the server is there, send now.
+    """
+    if ok:
+        new = state
+        if state.report_failures or state.report_next_attempt is not None:
+            new = replace(new, report_failures=0, report_next_attempt=None)
+        if state.comm_ok:
+            return new, []
+        new = replace(new, comm_ok=True, last_comm_error=None)
+        return new, [Alert("COMM_RESTORED", "Cisco Smart Software Manager answered again")]
+    detail = error or "no answer"
+    if state.comm_ok:
         return replace(state, comm_ok=False, last_comm_error=detail), [Alert("COMM_FAILED", detail)]
-    if not ok:
-        return replace(state, last_comm_error=error or state.last_comm_error), []
-    return state, []
+    if detail == state.last_comm_error:
+        return state, []
+    return replace(state, last_comm_error=detail), []
 
 
 def registered(
@@ -446,7 +478,7 @@ def id_renewed(
     if state.identity is None:
         return state, []
     ident = replace(state.identity, cert_issued_at=issued, cert_expires_at=expires)
-    new = replace(state, identity=ident, id_next_attempt=None)
+    new = clear_mark(replace(state, identity=ident, id_next_attempt=None), "ID_CERT_RENEW_FAILED")
     new, alerts = evaluate(new, now, timers)
     return new, [
         Alert("ID_CERT_RENEW_SUCCESS", f"The new ID certificate expires at {iso(expires)}"),
@@ -455,9 +487,13 @@ def id_renewed(
 
 
 def id_renew_failed(state: ProductState, now: datetime, reason: str, timers: Timers) -> Result:
+    """Retried every ``id_cert_retry``; the alert is a standing condition (at most daily)."""
     nxt = now + timers.id_cert_retry
-    new = replace(state, id_next_attempt=nxt)
-    return new, [Alert("ID_CERT_RENEW_FAILED", f"{reason}; next attempt at {iso(nxt)}")]
+    new, fire = standing(replace(state, id_next_attempt=nxt), "ID_CERT_RENEW_FAILED", now, timers)
+    alert = Alert(
+        "ID_CERT_RENEW_FAILED", f"{reason}; retrying every {human_duration(timers.id_cert_retry)}"
+    )
+    return new, [alert] if fire else []
 
 
 def authorized(
@@ -474,17 +510,23 @@ def authorized(
         authorized_tags=tags,
         entitlements=dict(entitlements),
     )
-    new, alerts = evaluate(new, now, timers)
+    new, alerts = evaluate(clear_mark(new, "AUTH_RENEW_FAILED"), now, timers)
     expires = now + timers.auth_validity
     return new, [Alert("AUTH_RENEW_SUCCESS", f"Authorized until {iso(expires)}"), *alerts]
 
 
 def auth_failed(state: ProductState, now: datetime, reason: str, timers: Timers) -> Result:
+    """Retried every ``auth_retry``; the alert is a standing condition (at most daily)."""
     nxt = now + timers.auth_retry
-    new = replace(state, auth_next_attempt=nxt)
-    return new, [Alert("AUTH_RENEW_FAILED", f"{reason}; next attempt at {iso(nxt)}")]
+    new, fire = standing(replace(state, auth_next_attempt=nxt), "AUTH_RENEW_FAILED", now, timers)
+    alert = Alert(
+        "AUTH_RENEW_FAILED", f"{reason}; retrying every {human_duration(timers.auth_retry)}"
+    )
+    return new, [alert] if fire else []
 
 
 def entitlements_received(state: ProductState, entitlements: Mapping[str, int]) -> ProductState:
     """Any signed response carries the current counts; the next report uses them."""
+    if dict(entitlements) == dict(state.entitlements):
+        return state
     return replace(state, entitlements=dict(entitlements))

@@ -1,0 +1,251 @@
+"""Product-level timers (DESIGN §2.3), driven with an injected clock: days in milliseconds."""
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from ccx_agent.licensing import lifecycle as lc
+from ccx_agent.licensing.catalogue import LicenseType
+from ccx_agent.licensing.compliance import TagCompliance, TagState
+from ccx_agent.licensing.lifecycle import (
+    Authorization,
+    Due,
+    Enforcement,
+    Identity,
+    ProductState,
+    Registration,
+    Timers,
+)
+
+T0 = datetime(2027, 1, 4, 8, 0, tzinfo=UTC)
+DAY = timedelta(days=1)
+T = Timers()
+IN_USE = {"flex-premium-seat": 10}
+IDLE = {"flex-premium-seat": 0}
+
+
+def fresh() -> ProductState:
+    return ProductState(LicenseType.FLEX)
+
+
+def walk(state, start, end, usage, step=timedelta(minutes=15), timers=T):
+    """Sample and evaluate every ``step`` from start (exclusive) to end (inclusive)."""
+    alerts = []
+    now = start
+    while now < end:
+        now += step
+        state, a = lc.sample(state, [now], usage, timers)
+        alerts += [(now, x) for x in a]
+        state, a = lc.evaluate(state, now, timers)
+        alerts += [(now, x) for x in a]
+    return state, alerts
+
+
+def names(alerts):
+    return [a.mnemonic for _, a in alerts]
+
+
+def registered_state(now=T0) -> ProductState:
+    ident = Identity("piid-1", now, now, now + T.id_cert_lifetime)
+    state, _ = lc.registered(fresh(), now, ident, {"flex-premium-seat": 100}, T)
+    return state
+
+
+# --- evaluation -------------------------------------------------------------------------
+
+
+def test_evaluation_starts_with_usage_and_announces_it():
+    state, alerts = walk(fresh(), T0, T0 + timedelta(minutes=30), IN_USE)
+    assert state.authorization is Authorization.EVALUATION
+    assert names(alerts) == ["EVAL_START"]
+    assert "=90 days" in alerts[0][1].detail or "=89" in alerts[0][1].detail
+
+
+def test_evaluation_does_not_count_without_usage():
+    state, _ = walk(fresh(), T0, T0 + 10 * DAY, IDLE, step=timedelta(minutes=15))
+    assert state.evaluation_used == timedelta(0)
+    assert state.authorization is Authorization.NO_LICENSES_IN_USE
+
+
+def test_evaluation_is_cumulative_and_pauses_while_registered():
+    state, _ = walk(fresh(), T0, T0 + 10 * DAY, IN_USE, step=timedelta(minutes=15))
+    used = state.evaluation_used
+    assert abs(used - 10 * DAY) <= timedelta(minutes=15)
+    # Register: evaluation stops counting.
+    now = T0 + 10 * DAY
+    ident = Identity("p", now, now, now + T.id_cert_lifetime)
+    state, _ = lc.registered(state, now, ident, {}, T)
+    state, _ = walk(state, now, now + 20 * DAY, IN_USE)
+    assert state.evaluation_used == used
+    # Deregister: it resumes where it was, not from 90 days.
+    now += 20 * DAY
+    state, alerts = lc.deregistered(state, now, T, told_server=True)
+    state, more = walk(state, now, now + DAY, IN_USE)
+    assert abs(state.evaluation_used - (used + DAY)) <= timedelta(minutes=15)
+    assert "EVAL_START" in [a.mnemonic for a in alerts] + names(more)
+
+
+def test_evaluation_pauses_when_usage_stops_and_resumes_with_it():
+    state, _ = walk(fresh(), T0, T0 + 5 * DAY, IN_USE)
+    state, _ = walk(state, T0 + 5 * DAY, T0 + 15 * DAY, IDLE)
+    state, _ = walk(state, T0 + 15 * DAY, T0 + 20 * DAY, IN_USE)
+    assert abs(state.evaluation_used - 10 * DAY) <= timedelta(minutes=30)
+
+
+def test_evaluation_warnings_at_30_14_7_1_days_then_expiry_and_enforcement():
+    state, alerts = walk(fresh(), T0, T0 + 91 * DAY, IN_USE, step=timedelta(minutes=15))
+    warnings = [(t, a) for t, a in alerts if a.mnemonic == "EVAL_EXPIRY_WARNING"]
+    assert len(warnings) == 4
+    days_left = [round((T.evaluation_period - (t - T0)) / DAY) for t, _ in warnings]
+    assert days_left == [30, 14, 7, 1]
+    assert names(alerts).count("EVAL_EXPIRED") == 1
+    assert state.authorization is Authorization.EVALUATION_EXPIRED
+    assert state.enforcement is Enforcement.EVALUATION_EXPIRED
+    assert names(alerts).count("ENFORCEMENT_MODE") >= 1
+    expired_at = next(t for t, a in alerts if a.mnemonic == "EVAL_EXPIRED")
+    assert expired_at - T0 <= T.evaluation_period + timedelta(hours=1)
+
+
+def test_registering_leaves_evaluation_expired_enforcement():
+    state, _ = walk(fresh(), T0, T0 + 91 * DAY, IN_USE, step=timedelta(minutes=15))
+    assert state.enforcement is Enforcement.EVALUATION_EXPIRED
+    now = T0 + 91 * DAY
+    ident = Identity("p", now, now, now + T.id_cert_lifetime)
+    state, _ = lc.registered(state, now, ident, {}, T)
+    assert state.enforcement is None
+    assert state.authorization is Authorization.AUTHORIZED
+
+
+def test_clock_jump_backwards_raises_alert_and_charges_nothing():
+    state, _ = walk(fresh(), T0, T0 + DAY, IN_USE)
+    used = state.evaluation_used
+    state, alerts = lc.sample(state, [T0 + DAY - 3 * DAY], IN_USE, T)
+    assert names([(None, a) for a in alerts]) == ["SYSTEM_CLOCK_CHANGED"]
+    assert state.evaluation_used == used
+    # The new time is the baseline: the next minute charges one minute.
+    state, alerts = lc.sample(state, [T0 - 2 * DAY + timedelta(minutes=1)], IN_USE, T)
+    assert alerts == []
+    assert state.evaluation_used == used + timedelta(minutes=1)
+
+
+def test_clock_jump_forward_is_never_charged_more_than_the_cap():
+    state, _ = walk(fresh(), T0, T0 + DAY, IN_USE)
+    used = state.evaluation_used
+    state, alerts = lc.sample(state, [T0 + 40 * DAY], IN_USE, T)
+    assert [a.mnemonic for a in alerts] == ["SYSTEM_CLOCK_CHANGED"]
+    assert state.evaluation_used == used
+    # A gap below the jump threshold is charged at most the configured maximum.
+    state, alerts = lc.sample(state, [T0 + 40 * DAY + timedelta(hours=5)], IN_USE, T)
+    assert alerts == []
+    assert state.evaluation_used == used + T.evaluation_max_sample_gap
+
+
+# --- registration, ID certificate ----------------------------------------------------------
+
+
+def test_id_certificate_renewal_due_after_180_days_and_retried_hourly():
+    state = registered_state()
+    assert Due.RENEW_ID not in lc.due(state, T0 + 179 * DAY, T)
+    assert Due.RENEW_ID in lc.due(state, T0 + 180 * DAY, T)
+    now = T0 + 180 * DAY
+    state, alerts = lc.id_renew_failed(state, now, "SSM is unreachable", T)
+    assert [a.mnemonic for a in alerts] == ["ID_CERT_RENEW_FAILED"]
+    assert Due.RENEW_ID not in lc.due(state, now + timedelta(minutes=59), T)
+    assert Due.RENEW_ID in lc.due(state, now + timedelta(hours=1), T)
+    # A second failure within a day is not announced again (standing condition).
+    state, alerts = lc.id_renew_failed(state, now + timedelta(hours=1), "again", T)
+    assert alerts == []
+    # Success renews: next renewal 180 days after the new issue time.
+    later = now + timedelta(hours=2)
+    state, alerts = lc.id_renewed(state, later, later, later + T.id_cert_lifetime, T)
+    assert [a.mnemonic for a in alerts][0] == "ID_CERT_RENEW_SUCCESS"
+    assert Due.RENEW_ID not in lc.due(state, later + 179 * DAY, T)
+
+
+def test_registration_expiring_soon_daily_then_expired_and_evaluation_resumes():
+    state = registered_state()
+    start = T0 + 330 * DAY
+    # Keep the authorization alive so only the certificate matters here.
+    state, _ = lc.authorized(state, start, {"flex-premium-seat": 100}, frozenset(IN_USE), T)
+    state, alerts = walk(state, start, T0 + 366 * DAY, IN_USE, step=timedelta(minutes=15))
+    soon = [t for t, a in alerts if a.mnemonic == "REGISTRATION_EXPIRING_SOON"]
+    assert 29 <= len(soon) <= 31
+    assert all((b - a) >= DAY for a, b in zip(soon, soon[1:], strict=False))
+    assert soon[0] >= T0 + 335 * DAY
+    assert names(alerts).count("REGISTRATION_EXPIRED") == 1
+    expired_at = next(t for t, a in alerts if a.mnemonic == "REGISTRATION_EXPIRED")
+    assert T0 + 365 * DAY <= expired_at <= T0 + 365 * DAY + timedelta(hours=1)
+    assert state.registration is Registration.REGISTRATION_EXPIRED
+    assert state.authorization is Authorization.EVALUATION
+    assert state.evaluation_used > timedelta(0)
+    assert lc.due(state, T0 + 366 * DAY, T) == []
+
+
+# --- authorization -------------------------------------------------------------------------
+
+
+def test_authorization_due_every_30_days_and_for_a_tag_never_authorized():
+    state = registered_state()
+    state, _ = lc.sample(state, [T0 + timedelta(minutes=1)], IN_USE, T)
+    assert Due.AUTHORIZE in lc.due(state, T0 + timedelta(minutes=1), T)  # new tag in use
+    state, _ = lc.authorized(state, T0, {"flex-premium-seat": 100}, frozenset(IN_USE), T)
+    assert lc.due(state, T0 + 29 * DAY, T) == []
+    assert lc.due(state, T0 + 30 * DAY, T) == [Due.AUTHORIZE]
+
+
+def test_authorization_expiry_timeline_with_unreachable_ssm():
+    state = registered_state()
+    state, _ = lc.authorized(state, T0, {"flex-premium-seat": 100}, frozenset(IN_USE), T)
+    state, alerts = walk(state, T0, T0 + 181 * DAY, IN_USE, step=timedelta(minutes=15))
+    soon = [t for t, a in alerts if a.mnemonic == "AUTHORIZATION_EXPIRING_SOON"]
+    assert soon and soon[0] >= T0 + 60 * DAY and soon[-1] < T0 + 90 * DAY
+    assert 29 <= len(soon) <= 31
+    expired = [t for t, a in alerts if a.mnemonic == "AUTHORIZATION_EXPIRED"]
+    assert len(expired) == 1 and T0 + 90 * DAY <= expired[0] <= T0 + 90 * DAY + timedelta(hours=1)
+    enforce = [t for t, a in alerts if a.mnemonic == "ENFORCEMENT_MODE"]
+    assert enforce[0] >= T0 + 180 * DAY
+    assert state.authorization is Authorization.AUTHORIZATION_EXPIRED
+    assert state.enforcement is Enforcement.AUTHORIZATION_EXPIRED
+    # Renewing the authorization ends it.
+    now = T0 + 181 * DAY
+    state, _ = lc.authorized(state, now, {"flex-premium-seat": 100}, frozenset(IN_USE), T)
+    assert state.enforcement is None
+    assert state.authorization is Authorization.AUTHORIZED
+
+
+def test_out_of_compliance_tag_sets_product_state_and_enforcement():
+    state = registered_state()
+    state, _ = lc.sample(state, [T0], IN_USE, T)
+    ooc = TagCompliance(TagState.OUT_OF_COMPLIANCE, 5, 130, 130, T0)
+    state = _with_tags(state, {"flex-premium-seat": ooc})
+    state, alerts = lc.evaluate(state, T0 + timedelta(minutes=1), T)
+    assert state.authorization is Authorization.OUT_OF_COMPLIANCE
+    enf = _with_tags(state, {"flex-premium-seat": TagCompliance(TagState.ENFORCEMENT, 5, 130, 130, T0)})
+    enf, alerts = lc.evaluate(enf, T0 + timedelta(minutes=2), T)
+    assert enf.enforcement is Enforcement.OUT_OF_COMPLIANCE
+    assert "ENFORCEMENT_MODE" in [a.mnemonic for a in alerts]
+
+
+def _with_tags(state, tags):
+    return replace(state, tags=tags)
+
+
+# --- communication -------------------------------------------------------------------------
+
+
+def test_comm_failed_once_then_restored_once():
+    state = registered_state()
+    state, a1 = lc.communication(state, False, "timeout")
+    state, a2 = lc.communication(state, False, "timeout")
+    state, a3 = lc.communication(state, True)
+    state, a4 = lc.communication(state, True)
+    assert [[x.mnemonic for x in a] for a in (a1, a2, a3, a4)] == [
+        ["COMM_FAILED"], [], ["COMM_RESTORED"], []
+    ]
+
+
+def test_standing_alerts_repeat_at_most_daily():
+    state = registered_state()
+    state, fire1 = lc.standing(state, "X", T0, T)
+    state, fire2 = lc.standing(state, "X", T0 + DAY - timedelta(seconds=1), T)
+    state, fire3 = lc.standing(state, "X", T0 + DAY, T)
+    assert (fire1, fire2, fire3) == (True, False, True)
