@@ -29,7 +29,8 @@ def _problems(exc: DocumentError, err: TextIO) -> int:
     return EX_CONFIG
 
 
-def check_config(path: Path, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def check_config(path: Path, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
     try:
         config_mod.load(path)
     except DocumentError as exc:
@@ -38,7 +39,8 @@ def check_config(path: Path, out: TextIO = sys.stdout, err: TextIO = sys.stderr)
     return 0
 
 
-def usage(path: Path, as_json: bool, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def usage(path: Path, as_json: bool, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
     try:
         cfg = config_mod.load(path)
     except DocumentError as exc:
@@ -68,7 +70,8 @@ def usage(path: Path, as_json: bool, out: TextIO = sys.stdout, err: TextIO = sys
     return 0
 
 
-def simulate(path: Path, as_json: bool, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def simulate(path: Path, as_json: bool, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
     try:
         loaded = read_scenario(path)
     except DocumentError as exc:
@@ -76,7 +79,7 @@ def simulate(path: Path, as_json: bool, out: TextIO = sys.stdout, err: TextIO = 
     result = run(loaded)
     if as_json:
         # Compact: a 400-day run has 38,400 intervals, and scripts read it, not people.
-        out.write(json.dumps(result.as_json(), separators=(",", ":")))
+        out.write(json.dumps(result.as_json(), separators=(",", ":")) + "\n")
         out.write("\n")
     else:
         print(format_text(result), file=out)

@@ -2,28 +2,96 @@
 
 Every timer and threshold of DESIGN §2 is a key here with the design's number as default;
 the key names are an interface that operators and scenario files use, so they are kept
-exactly as the issues wrote them.
+exactly as the issues wrote them. ``config/ccx-agent.yaml`` shows every key with its
+default and ``docs/config.md`` describes them; tests keep both in step with this file.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import socket
+from collections.abc import Callable, Sequence
 from datetime import timedelta
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    field_validator,
+)
 
 from ccx_agent.durations import Duration, PositiveDuration
 from ccx_agent.licensing.alerts import AlertFormat, Style
 from ccx_agent.licensing.catalogue import ALL_FEATURES, Feature, LicenseType
 from ccx_agent.licensing.compliance import ComplianceRules
 from ccx_agent.licensing.lifecycle import Timers
-from ccx_agent.yamldoc import Document, DocumentError, Problem, dotted, read_yaml, validate
+from ccx_agent.yamldoc import (
+    Document,
+    DocumentError,
+    Loc,
+    Problem,
+    dotted,
+    one_of,
+    read_yaml,
+    validate_value,
+    value_at,
+)
 
 DEFAULT_PATH = Path("/etc/ccx-agent/ccx-agent.yaml")
 ENV_PATH = "CCX_AGENT_CONFIG"
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def _choice(enum: type[StrEnum], what: str) -> Callable[[object], object]:
+    """A before-validator: an unknown name is named, and the valid ones listed."""
+    names = [member.value for member in enum]
+
+    def known(value: object) -> object:
+        if isinstance(value, str) and value not in names:
+            raise ValueError(one_of(names, value, what))
+        return value
+
+    return known
+
+
+def _unique(what: str) -> Callable[[list[E]], list[E]]:
+    def once(value: list[E]) -> list[E]:
+        for i, item in enumerate(value):
+            if item in value[:i]:
+                raise ValueError(f"lists {what} {item.value!r} twice")
+        return value
+
+    return once
+
+
+def _usable_path(value: Path) -> Path:
+    if str(value) in ("", "."):
+        raise ValueError("must be a path, got an empty string ('')")
+    if "\x00" in str(value):
+        raise ValueError("must not contain a NUL character")
+    return value
+
+
+def _one_line(value: str) -> str:
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("must be one line of text, without control characters")
+    return value
+
+
+#: A file or directory path; empty (which would mean the working directory) is refused.
+ConfigPath = Annotated[Path, AfterValidator(_usable_path)]
+#: Text that goes into a syslog line, so it must stay on one line.
+LogText = Annotated[str, AfterValidator(_one_line)]
 
 
 class Section(BaseModel):
@@ -33,16 +101,14 @@ class Section(BaseModel):
 
 
 class LicenseConfig(Section):
-    type: LicenseType = LicenseType.FLEX
-    premium_features: list[Feature] = Field(default_factory=lambda: list(ALL_FEATURES))
+    type: Annotated[LicenseType, BeforeValidator(_choice(LicenseType, "license type"))] = (
+        LicenseType.FLEX
+    )
+    premium_features: Annotated[
+        list[Annotated[Feature, BeforeValidator(_choice(Feature, "premium feature"))]],
+        AfterValidator(_unique("the premium feature")),
+    ] = Field(default_factory=lambda: list(ALL_FEATURES))
     allow_overage: StrictBool = True
-
-    @field_validator("premium_features")
-    @classmethod
-    def _unique(cls, value: list[Feature]) -> list[Feature]:
-        if len(set(value)) != len(value):
-            raise ValueError("lists a feature twice")
-        return value
 
 
 class ReportConfig(Section):
@@ -83,13 +149,23 @@ class AuthorizationConfig(Section):
     retry: PositiveDuration = timedelta(hours=1)
 
 
+def _some_style(value: list[Style]) -> list[Style]:
+    if not value:
+        raise ValueError(f"must name at least one style: {', '.join(s.value for s in Style)}")
+    return value
+
+
 class AlertsConfig(Section):
-    styles: list[Style] = Field(default_factory=lambda: [Style.MCVD, Style.UC], min_length=1)
+    styles: Annotated[
+        list[Annotated[Style, BeforeValidator(_choice(Style, "alert style"))]],
+        AfterValidator(_some_style),
+        AfterValidator(_unique("the style")),
+    ] = Field(default_factory=lambda: [Style.MCVD, Style.UC])
     #: The NodeID of UC lines; empty means this host's short name.
-    node_id: str = ""
-    cluster_id: str = ""
-    app_id: str = "Cisco Unified CCX Cluster View Daemon"
-    mcvd_source: str = "com.cisco.smartlicense.util.SmartLicenseUtil"
+    node_id: LogText = ""
+    cluster_id: LogText = ""
+    app_id: LogText = "Cisco Unified CCX Cluster View Daemon"
+    mcvd_source: LogText = "com.cisco.smartlicense.util.SmartLicenseUtil"
     repeat: PositiveDuration = timedelta(days=1)
 
     def format(self) -> AlertFormat:
@@ -103,7 +179,7 @@ class ClockConfig(Section):
 
 class FileSource(Section):
     kind: Literal["file"]
-    path: Path
+    path: ConfigPath
 
 
 SourceConfig = Annotated[FileSource, Field(discriminator="kind")]
@@ -112,7 +188,7 @@ SourceConfig = Annotated[FileSource, Field(discriminator="kind")]
 class CommonConfig(Section):
     """Everything but the agent source: what a scenario's ``config:`` may override."""
 
-    state_dir: Path = Path("/var/lib/ccx-agent")
+    state_dir: ConfigPath = Path("/var/lib/ccx-agent")
     license: LicenseConfig = LicenseConfig()
     report: ReportConfig = ReportConfig()
     sample: SampleConfig = SampleConfig()
@@ -122,6 +198,23 @@ class CommonConfig(Section):
     authorization: AuthorizationConfig = AuthorizationConfig()
     alerts: AlertsConfig = AlertsConfig()
     clock: ClockConfig = ClockConfig()
+
+    @field_validator(
+        "license",
+        "report",
+        "sample",
+        "compliance",
+        "evaluation",
+        "id_certificate",
+        "authorization",
+        "alerts",
+        "clock",
+        mode="before",
+    )
+    @classmethod
+    def _empty_section(cls, value: object) -> object:
+        """A section whose keys are all commented out (``report:`` alone) is all defaults."""
+        return {} if value is None else value
 
     def timers(self) -> Timers:
         return Timers(
@@ -146,76 +239,159 @@ class CommonConfig(Section):
             self.compliance.ooc_threshold, self.report.interval, self.compliance.ooc_period
         )
 
-    def cross_problems(self) -> list[tuple[tuple[str, ...], str]]:
-        """Rules that span keys; each names the key an operator should change."""
-        out: list[tuple[tuple[str, ...], str]] = []
-        if self.sample.interval > self.report.interval:
-            out.append((("sample", "interval"), "must not be longer than report.interval"))
-        if self.report.jitter >= self.report.interval:
-            out.append((("report", "jitter"), "must be shorter than report.interval"))
-        if self.id_certificate.renew_after >= self.id_certificate.lifetime:
-            out.append(
-                (("id_certificate", "renew_after"), "must be shorter than id_certificate.lifetime")
-            )
-        if self.id_certificate.expiry_warning > self.id_certificate.lifetime:
-            out.append(
-                (
-                    ("id_certificate", "expiry_warning"),
-                    "must not be longer than id_certificate.lifetime",
-                )
-            )
-        if self.authorization.renew_after >= self.authorization.validity:
-            out.append(
-                (("authorization", "renew_after"), "must be shorter than authorization.validity")
-            )
-        if self.authorization.expiry_warning > self.authorization.validity:
-            out.append(
-                (
-                    ("authorization", "expiry_warning"),
-                    "must not be longer than authorization.validity",
-                )
-            )
+    def cross_rules(self) -> list[tuple[tuple[str, ...], tuple[str, ...], str]]:
+        """Rules that span keys, broken here: (key to change, the key it is held to, why)."""
+        out: list[tuple[tuple[str, ...], tuple[str, ...], str]] = []
+
+        def rule(broken: bool, key: str, other: str, msg: str) -> None:
+            if broken:
+                out.append((tuple(key.split(".")), tuple(other.split(".")), f"{msg} {other}"))
+
+        rule(
+            self.sample.interval > self.report.interval,
+            "sample.interval",
+            "report.interval",
+            "must not be longer than",
+        )
+        rule(
+            self.report.jitter >= self.report.interval,
+            "report.jitter",
+            "report.interval",
+            "must be shorter than",
+        )
+        rule(
+            self.id_certificate.renew_after >= self.id_certificate.lifetime,
+            "id_certificate.renew_after",
+            "id_certificate.lifetime",
+            "must be shorter than",
+        )
+        rule(
+            self.id_certificate.expiry_warning > self.id_certificate.lifetime,
+            "id_certificate.expiry_warning",
+            "id_certificate.lifetime",
+            "must not be longer than",
+        )
+        rule(
+            self.authorization.renew_after >= self.authorization.validity,
+            "authorization.renew_after",
+            "authorization.validity",
+            "must be shorter than",
+        )
+        rule(
+            self.authorization.expiry_warning > self.authorization.validity,
+            "authorization.expiry_warning",
+            "authorization.validity",
+            "must not be longer than",
+        )
         period_days = self.evaluation.period / timedelta(days=1)
         for i, day in enumerate(self.evaluation.warning_days):
-            if day >= period_days:
-                out.append(
-                    (
-                        ("evaluation", "warning_days", str(i)),
-                        "must be fewer days than evaluation.period",
-                    )
-                )
+            rule(
+                day >= period_days,
+                f"evaluation.warning_days.{i}",
+                "evaluation.period",
+                "must be fewer days than",
+            )
         return out
+
+    def cross_problems(self) -> list[tuple[tuple[str, ...], str]]:
+        """Rules that span keys; each names the key an operator should change."""
+        return [(key, msg) for key, _, msg in self.cross_rules()]
 
 
 class Config(CommonConfig):
     source: SourceConfig
 
+    @field_validator("source", mode="before")
+    @classmethod
+    def _empty_source(cls, value: object) -> object:
+        return {} if value is None else value
+
 
 def default_path() -> Path:
+    """``$CCX_AGENT_CONFIG`` if set and not empty, else ``/etc/ccx-agent/ccx-agent.yaml``."""
     return Path(os.environ.get(ENV_PATH) or DEFAULT_PATH)
+
+
+def _drop(data: dict[Any, Any], loc: Loc) -> Loc:
+    """Remove the deepest mapping key on ``loc`` from ``data``; return its path."""
+    parent: dict[Any, Any] | None = None
+    last: Any = None
+    here: Any = data
+    path: list[Any] = []
+    for part in loc:
+        if not (isinstance(here, dict) and part in here):
+            break
+        parent, last, here = here, part, here[part]
+        path.append(part)
+    if parent is not None:
+        del parent[last]
+    return tuple(path)
+
+
+def _rest(value: object, bad: Sequence[Loc]) -> tuple[CommonConfig | None, list[Loc]]:
+    """The configuration without its invalid keys (they take their defaults), if valid."""
+    if not isinstance(value, dict):
+        return None, []
+    rest = copy.deepcopy(value)
+    dropped = [_drop(rest, loc) for loc in bad]
+    rest = {k: v for k, v in rest.items() if k in CommonConfig.model_fields}
+    try:
+        return CommonConfig.model_validate(rest), [d for d in dropped if d]
+    except ValidationError:
+        return None, []
+
+
+def _related(a: Loc, b: Loc) -> bool:
+    n = min(len(a), len(b))
+    return a[:n] == b[:n]
 
 
 def check(
     model: type[CommonConfig],
     doc: Document,
-    prefix: tuple[str | int, ...] = (),
+    prefix: Loc = (),
     data: object = None,
 ) -> CommonConfig:
-    """Validate, then apply the cross-key rules; all problems are reported together."""
-    cfg = validate(model, doc, prefix, data)
-    cross = cfg.cross_problems()
-    if cross:
-        problems = []
-        for loc, msg in cross:
-            full = (*prefix, *(int(p) if p.isdigit() else p for p in loc))
+    """Validate, then apply the cross-key rules; all problems are reported together.
+
+    When some keys are invalid, the cross-key rules still run on the rest of the file
+    (the invalid keys at their defaults), except the rules that involve an invalid key:
+    an operator sees every problem in one run, and none that is only an echo of another.
+    """
+    value = value_at(doc.data, prefix) if data is None else data
+    outcome = validate_value(model, doc, prefix, value)
+    problems = list(outcome.problems)
+    cfg: CommonConfig | None = outcome.value
+    skip: list[Loc] = []
+    if cfg is None:
+        cfg, skip = _rest(value, outcome.locs)
+    if cfg is not None:
+        for key, other, msg in cfg.cross_rules():
+            if any(_related(key, bad) or _related(other, bad) for bad in skip):
+                continue
+            full = (*prefix, *(int(p) if p.isdigit() else p for p in key))
             problems.append(Problem(doc.name, doc.line_of(full), dotted(full), msg))
-        raise DocumentError(problems)
-    return cfg
+    if problems or outcome.value is None:
+        raise DocumentError(sorted(problems, key=lambda p: p.line))
+    return outcome.value
 
 
 def load(path: Path) -> Config:
     """Read and validate a config file; :class:`DocumentError` lists every problem."""
-    doc = read_yaml(path)
-    cfg = check(Config, doc)
+    path = Path(path)
+    try:
+        missing = not path.exists() and not path.is_symlink()
+    except OSError:
+        missing = False
+    if missing:
+        hint = f"no such file (give the config file with --config PATH or ${ENV_PATH})"
+        raise DocumentError([Problem(str(path), 1, "(file)", hint)])
+    doc = read_yaml(path, keep_going=True)
+    try:
+        cfg = check(Config, doc)
+    except DocumentError as exc:
+        raise DocumentError(sorted(doc.problems + exc.problems, key=lambda p: p.line)) from None
+    if doc.problems:
+        raise DocumentError(doc.problems)
     assert isinstance(cfg, Config)
     return cfg

@@ -13,41 +13,84 @@ from typing import Annotated
 from pydantic import BeforeValidator, PlainSerializer
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_PART = re.compile(r"(\d+)([smhdw])")
-_WHOLE = re.compile(r"(?:\d+[smhdw])+")
+_PART = re.compile(r"(\d+)([smhdw])", re.ASCII)
+_WHOLE = re.compile(r"(?:\d+[smhdw])+", re.ASCII)
+_EXAMPLE = "a duration like 90s, 15m, 2h, 30d or 1h30m"
+
+#: Longer than any licensing timer could sensibly be (100 years), and short enough that
+#: ``now + duration`` can never overflow a datetime.
+MAX_DURATION = timedelta(days=36500)
+
+
+def _show(value: object) -> str:
+    """``value`` as an operator wrote it in YAML, for an error message."""
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, str):
+        return repr(value if len(value) <= 40 else value[:37] + "...")
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
 
 
 def parse_duration(value: object) -> timedelta:
+    """``15m`` -> 15 minutes. Raises :class:`ValueError` with an operator-readable message."""
     if isinstance(value, timedelta):
+        if value < timedelta(0):
+            raise ValueError(f"must not be negative, got {format_duration(value)}")
+        if value > MAX_DURATION:
+            raise ValueError("must be at most 36500d (100 years)")
         return value
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise ValueError(f"must be a duration like 15m, 30d or 90s, got {value!r}")
-    if isinstance(value, int | float):
-        raise ValueError(f"a duration needs a unit (s, m, h, d or w), like 15m: got {value!r}")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"must not be negative, got {_show(value)}")
+        if isinstance(value, int):
+            raise ValueError(
+                f"needs a unit (s, m, h, d or w), like {value}m or {value}s: got {value}"
+            )
+        raise ValueError(f"must be {_EXAMPLE} (whole numbers with units), got {value}")
+    if not isinstance(value, str):
+        raise ValueError(f"must be {_EXAMPLE}, got {_show(value)}")
     text = value.strip().replace(" ", "")
     if text.startswith("-"):
-        raise ValueError(f"must not be negative, got {value!r}")
+        raise ValueError(f"must not be negative, got {_show(value)}")
     if not _WHOLE.fullmatch(text):
-        raise ValueError(f"must be a duration like 15m, 30d or 90s, got {value!r}")
-    return timedelta(seconds=sum(int(n) * _UNITS[u] for n, u in _PART.findall(text)))
+        raise ValueError(f"must be {_EXAMPLE}, got {_show(value)}")
+    seconds = sum(int(n) * _UNITS[u] for n, u in _PART.findall(text))
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError(f"must be at most 36500d (100 years), got {_show(value)}")
+    return timedelta(seconds=seconds)
 
 
 def format_duration(span: timedelta) -> str:
-    """The shortest exact spelling, so a written config reads back as it was meant."""
+    """The shortest exact spelling, so a written config reads back as it was meant.
+
+    Whole seconds only (sub-second parts are dropped); a negative span keeps its sign.
+    """
     seconds = int(span.total_seconds())
     if seconds == 0:
         return "0s"
+    sign = "-" if seconds < 0 else ""
+    seconds = abs(seconds)
     out = []
     for unit in ("d", "h", "m", "s"):
         n, seconds = divmod(seconds, _UNITS[unit])
         if n:
             out.append(f"{n}{unit}")
-    return "".join(out)
+    return sign + "".join(out)
 
 
-def _positive(span: timedelta) -> timedelta:
+def parse_positive_duration(value: object) -> timedelta:
+    """Like :func:`parse_duration`, and zero is refused too."""
+    span = parse_duration(value)
     if span <= timedelta(0):
-        raise ValueError("must be longer than 0s")
+        raise ValueError(f"must be longer than 0s, got {_show(value)}")
     return span
 
 
@@ -58,6 +101,6 @@ Duration = Annotated[
 ]
 PositiveDuration = Annotated[
     timedelta,
-    BeforeValidator(lambda v: _positive(parse_duration(v))),
+    BeforeValidator(parse_positive_duration),
     PlainSerializer(format_duration, return_type=str),
 ]

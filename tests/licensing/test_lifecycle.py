@@ -1,5 +1,6 @@
 """Product-level timers (DESIGN §2.3), driven with an injected clock: days in milliseconds."""
 
+import itertools
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -157,7 +158,7 @@ def test_id_certificate_renewal_due_after_180_days_and_retried_hourly():
     # Success renews: next renewal 180 days after the new issue time.
     later = now + timedelta(hours=2)
     state, alerts = lc.id_renewed(state, later, later, later + T.id_cert_lifetime, T)
-    assert [a.mnemonic for a in alerts][0] == "ID_CERT_RENEW_SUCCESS"
+    assert next(a.mnemonic for a in alerts) == "ID_CERT_RENEW_SUCCESS"
     assert Due.RENEW_ID not in lc.due(state, later + 179 * DAY, T)
 
 
@@ -169,7 +170,7 @@ def test_registration_expiring_soon_daily_then_expired_and_evaluation_resumes():
     state, alerts = walk(state, start, T0 + 366 * DAY, IN_USE, step=timedelta(minutes=15))
     soon = [t for t, a in alerts if a.mnemonic == "REGISTRATION_EXPIRING_SOON"]
     assert 29 <= len(soon) <= 31
-    assert all((b - a) >= DAY for a, b in zip(soon, soon[1:], strict=False))
+    assert all((b - a) >= DAY for a, b in itertools.pairwise(soon))
     assert soon[0] >= T0 + 335 * DAY
     assert names(alerts).count("REGISTRATION_EXPIRED") == 1
     expired_at = next(t for t, a in alerts if a.mnemonic == "REGISTRATION_EXPIRED")
@@ -219,7 +220,9 @@ def test_out_of_compliance_tag_sets_product_state_and_enforcement():
     state = _with_tags(state, {"flex-premium-seat": ooc})
     state, alerts = lc.evaluate(state, T0 + timedelta(minutes=1), T)
     assert state.authorization is Authorization.OUT_OF_COMPLIANCE
-    enf = _with_tags(state, {"flex-premium-seat": TagCompliance(TagState.ENFORCEMENT, 5, 130, 130, T0)})
+    enf = _with_tags(
+        state, {"flex-premium-seat": TagCompliance(TagState.ENFORCEMENT, 5, 130, 130, T0)}
+    )
     enf, alerts = lc.evaluate(enf, T0 + timedelta(minutes=2), T)
     assert enf.enforcement is Enforcement.OUT_OF_COMPLIANCE
     assert "ENFORCEMENT_MODE" in [a.mnemonic for a in alerts]
@@ -239,7 +242,10 @@ def test_comm_failed_once_then_restored_once():
     state, a3 = lc.communication(state, True)
     state, a4 = lc.communication(state, True)
     assert [[x.mnemonic for x in a] for a in (a1, a2, a3, a4)] == [
-        ["COMM_FAILED"], [], ["COMM_RESTORED"], []
+        ["COMM_FAILED"],
+        [],
+        ["COMM_RESTORED"],
+        [],
     ]
 
 

@@ -1,0 +1,614 @@
+"""The config file: the error corpus, the example file, path resolution, the CLI contract.
+
+``check-config`` prints ``OK``, or one line per problem (``PATH:LINE: dotted.key: message``,
+every problem at once) and exits 78. Bad input never gives a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel, ValidationError
+
+from ccx_agent import commands, config
+from ccx_agent.cli import main
+from ccx_agent.config import CommonConfig, Config, FileSource, check, load
+from ccx_agent.licensing.alerts import Style
+from ccx_agent.licensing.catalogue import Feature, LicenseType
+from ccx_agent.yamldoc import EX_CONFIG, DocumentError, field_paths, parse_yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BAD = Path(__file__).resolve().parent / "data" / "bad_configs"
+EXAMPLE = ROOT / "config" / "ccx-agent.yaml"
+AGENTS = Path("/etc/ccx-agent/agents.json")
+
+#: One line per expected problem, without the ``PATH:`` prefix: ``LINE: key: message``.
+EXPECTED: dict[str, list[str]] = {
+    # --- keys that do not exist ---------------------------------------------------------
+    "unknown_key_typo.yaml": ["6: report.intervall: unknown key (did you mean 'interval'?)"],
+    "unknown_top_level_key.yaml": ["5: licence: unknown key (did you mean 'license'?)"],
+    "misplaced_key.yaml": ["7: jitter: unknown key here (did you mean report.jitter?)"],
+    # --- wrong types --------------------------------------------------------------------
+    "wrong_type_bool.yaml": ["7: license.allow_overage: must be true or false, got 'disabled'"],
+    "quoted_boolean.yaml": [
+        "6: license.allow_overage: must be true or false (without quotes), got 'false'"
+    ],
+    "wrong_type_int.yaml": ["6: compliance.ooc_threshold: must be a whole number, got 'five'"],
+    "quoted_number.yaml": [
+        "6: compliance.ooc_threshold: must be a whole number (without quotes), got '5'"
+    ],
+    "premium_features_not_list.yaml": [
+        "6: license.premium_features: must be a list, like [chat, email], got 'chat, email'"
+    ],
+    "node_id_number.yaml": ["6: alerts.node_id: must be text, got 1001 (put it in quotes: '1001')"],
+    "section_is_list.yaml": ["5: report: must be a mapping of keys (key: value lines), got a list"],
+    "source_not_mapping.yaml": [
+        "2: source: must be a mapping of keys (key: value lines), got '/etc/ccx-agent/agents.json'"
+    ],
+    # --- durations ----------------------------------------------------------------------
+    "negative_duration.yaml": ["7: report.jitter: must not be negative, got '-30s'"],
+    "bare_number_duration.yaml": [
+        "6: report.interval: needs a unit (s, m, h, d or w), like 15m or 15s: got 15"
+    ],
+    "zero_duration.yaml": ["6: sample.interval: must be longer than 0s, got '0s'"],
+    "garbage_duration.yaml": [
+        "6: id_certificate.lifetime: must be a duration like 90s, 15m, 2h, 30d or 1h30m, "
+        "got '1 year'"
+    ],
+    # --- numbers and names out of range -------------------------------------------------
+    "threshold_zero.yaml": ["6: compliance.ooc_threshold: must be at least 1, got 0"],
+    "warning_day_zero.yaml": ["10: evaluation.warning_days[3]: must be at least 1, got 0"],
+    "unknown_license_type.yaml": [
+        "6: license.type: unknown license type 'perpetual' (did you mean 'perpetual-premium'?): "
+        "must be one of flex, flex-hcs, perpetual-premium, perpetual-enhanced, nfr"
+    ],
+    "unknown_premium_feature.yaml": [
+        "10: license.premium_features[2]: unknown premium feature 'voice': "
+        "must be one of chat, email, outbound"
+    ],
+    "duplicate_premium_feature.yaml": [
+        "6: license.premium_features: lists the premium feature 'chat' twice"
+    ],
+    "alert_styles_empty.yaml": ["6: alerts.styles: must name at least one style: mcvd, uc"],
+    "alert_style_unknown.yaml": [
+        "6: alerts.styles[1]: unknown alert style 'rfc5424': must be one of mcvd, uc"
+    ],
+    # --- the shape of the file ----------------------------------------------------------
+    "file_is_list.yaml": [
+        "2: (root): the file must be a mapping of keys (key: value lines), got a list"
+    ],
+    "file_is_scalar.yaml": [
+        "2: (root): the file must be a mapping of keys (key: value lines), "
+        "got '/etc/ccx-agent/agents.json'"
+    ],
+    "empty_file.yaml": ["1: source: required key is missing"],
+    "non_utf8.yaml": ["6: (file): not UTF-8 text (byte 0xe9): save as UTF-8"],
+    # --- YAML syntax --------------------------------------------------------------------
+    "yaml_bad_indentation.yaml": [
+        "4: (yaml): unexpected ':' (is this line indented wrongly, or does a value need quotes?)"
+    ],
+    "yaml_tab.yaml": ["6: (yaml): a tab cannot indent YAML: indent with spaces"],
+    "yaml_unclosed_bracket.yaml": [
+        "7: (yaml): expected ',' or ']', but got ':' (in the [...] list opened on line 6)"
+    ],
+    "yaml_unclosed_quote.yaml": [
+        "7: (yaml): the quoted text opened on this line is never closed (check the lines above too)"
+    ],
+    "yaml_two_documents.yaml": [
+        "5: (yaml): a second YAML document ('---') is not allowed in this file"
+    ],
+    "duplicate_key.yaml": ["8: report.interval: duplicate key (the last one would win)"],
+    # --- the source ---------------------------------------------------------------------
+    "missing_source.yaml": ["2: source: required key is missing"],
+    "source_without_path.yaml": ["2: source.path: required key is missing"],
+    "source_without_kind.yaml": ["2: source.kind: required key is missing"],
+    "unknown_source_kind.yaml": ["3: source.kind: unknown source kind 'json': must be one of file"],
+    "empty_source_path.yaml": ["4: source.path: must be a path, got an empty string ('')"],
+    "empty_state_dir.yaml": ["2: state_dir: must be a path, got an empty string ('')"],
+    # --- rules that span keys -----------------------------------------------------------
+    "sample_longer_than_report.yaml": [
+        "8: sample.interval: must not be longer than report.interval"
+    ],
+    "jitter_not_shorter_than_report.yaml": [
+        "7: report.jitter: must be shorter than report.interval"
+    ],
+    "renew_after_not_before_lifetime.yaml": [
+        "7: id_certificate.renew_after: must be shorter than id_certificate.lifetime"
+    ],
+    "authorization_renew_after_validity.yaml": [
+        "6: authorization.renew_after: must be shorter than authorization.validity",
+        "8: authorization.expiry_warning: must not be longer than authorization.validity",
+    ],
+    "warning_day_beyond_period.yaml": [
+        "7: evaluation.warning_days[0]: must be fewer days than evaluation.period"
+    ],
+    # --- everything at once -------------------------------------------------------------
+    "many_problems.yaml": [
+        "7: license.type: unknown license type 'flexx' (did you mean 'flex'?): "
+        "must be one of flex, flex-hcs, perpetual-premium, perpetual-enhanced, nfr",
+        "8: license.premium_features[1]: unknown premium feature 'voice': "
+        "must be one of chat, email, outbound",
+        "10: report.interval: needs a unit (s, m, h, d or w), like 15m or 15s: got 15",
+        "11: report.jiter: unknown key (did you mean 'jitter'?)",
+        "15: compliance.ooc_threshold: must be at least 1, got 0",
+        "18: evaluation.warning_days[0]: must be fewer days than evaluation.period",
+        "18: evaluation.warning_days[1]: must be fewer days than evaluation.period",
+        "21: alerts.styles: duplicate key (the last one would win)",
+        "23: clock.jump_threshold: must not be negative, got '-1d'",
+    ],
+}
+
+LINE = re.compile(r"^(?P<path>.+?):(?P<line>[1-9]\d*): (?P<key>.+?): (?P<message>.+)$")
+
+
+@pytest.fixture(autouse=True)
+def _streams_of_the_test(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``commands.check_config`` binds sys.stdout/sys.stderr as defaults at import time,
+    before capsys replaces them; hand it the current ones (the process tests below check
+    the real defaults)."""
+    real = commands.check_config
+
+    def check_config(path: Path) -> int:
+        return real(path, sys.stdout, sys.stderr)
+
+    monkeypatch.setattr(commands, "check_config", check_config)
+
+
+def run_check(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(["--config", str(path), "check-config"])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def defaults() -> Config:
+    return Config(source=FileSource(kind="file", path=AGENTS))
+
+
+def write(tmp_path: Path, text: str, name: str = "ccx-agent.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+MINIMAL = "source:\n  kind: file\n  path: /etc/ccx-agent/agents.json\n"
+
+
+# --- the corpus of bad files -------------------------------------------------------------
+
+
+def test_the_corpus_is_complete() -> None:
+    """Every bad file has its expected lines, and every expectation has its file."""
+    on_disk = {p.name for p in BAD.iterdir()}
+    assert on_disk == set(EXPECTED)
+    assert len(on_disk) >= 30
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_bad_config(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    path = BAD / name
+    code, out, err = run_check(path, capsys)
+    assert code == EX_CONFIG == 78
+    assert out == ""
+    assert err.splitlines() == [f"{path}:{line}" for line in EXPECTED[name]]
+    for line in err.splitlines():
+        assert LINE.match(line), line
+
+
+def test_every_problem_is_reported_at_once(capsys: pytest.CaptureFixture[str]) -> None:
+    """Type errors, unknown keys, a duplicate key and a cross-key rule, all in one run."""
+    _, _, err = run_check(BAD / "many_problems.yaml", capsys)
+    keys = [LINE.match(line).group("key") for line in err.splitlines()]  # type: ignore[union-attr]
+    assert len(keys) == 9
+    assert {"license.type", "report.jiter", "alerts.styles", "clock.jump_threshold"} <= set(keys)
+    # In line order, as a compiler would list them.
+    lines = [int(LINE.match(x).group("line")) for x in err.splitlines()]  # type: ignore[union-attr]
+    assert lines == sorted(lines)
+
+
+def test_a_rule_on_an_invalid_key_is_not_echoed(capsys: pytest.CaptureFixture[str]) -> None:
+    """many_problems has sample.interval 30m: report.interval is wrong, so no echo of it."""
+    _, _, err = run_check(BAD / "many_problems.yaml", capsys)
+    assert "sample.interval" not in err
+
+
+def test_cross_rules_still_run_beside_type_errors(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        MINIMAL + "compliance:\n  ooc_threshold: many\nsample:\n  interval: 1h\n",
+    )
+    with pytest.raises(DocumentError) as caught:
+        load(path)
+    assert [str(p).removeprefix(f"{path}:") for p in caught.value.problems] == [
+        "5: compliance.ooc_threshold: must be a whole number, got 'many'",
+        "7: sample.interval: must not be longer than report.interval",
+    ]
+
+
+# --- the CLI as a real process ----------------------------------------------------------
+
+
+def ccx_agent() -> list[str]:
+    script = Path(sys.executable).parent / "ccx-agent"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "ccx_agent.cli"]  # pragma: no cover - no console script
+
+
+def run_process(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*ccx_agent(), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "many_problems.yaml",
+        "non_utf8.yaml",
+        "yaml_tab.yaml",
+        "yaml_unclosed_quote.yaml",
+        "file_is_scalar.yaml",
+        "unknown_source_kind.yaml",
+        "empty_file.yaml",
+    ],
+)
+def test_process_exits_78_without_traceback(name: str) -> None:
+    path = BAD / name
+    done = run_process("--config", str(path), "check-config")
+    assert done.returncode == 78
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""
+    assert done.stderr.splitlines() == [f"{path}:{line}" for line in EXPECTED[name]]
+
+
+def test_process_missing_file_and_directory(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    done = run_process("--config", str(missing), "check-config")
+    assert done.returncode == 78
+    assert "Traceback" not in done.stderr
+    assert done.stderr == (
+        f"{missing}:1: (file): no such file "
+        "(give the config file with --config PATH or $CCX_AGENT_CONFIG)\n"
+    )
+    done = run_process("--config", str(tmp_path), "check-config")
+    assert done.returncode == 78
+    assert done.stderr == f"{tmp_path}:1: (file): cannot read: Is a directory\n"
+
+
+def test_process_good_config_prints_ok() -> None:
+    done = run_process("--config", str(EXAMPLE), "check-config")
+    assert (done.returncode, done.stdout, done.stderr) == (0, "OK\n", "")
+
+
+def test_process_reads_the_environment_variable(tmp_path: Path) -> None:
+    done = run_process("check-config", env={"CCX_AGENT_CONFIG": str(EXAMPLE)})
+    assert (done.returncode, done.stdout, done.stderr) == (0, "OK\n", "")
+
+
+# --- path resolution ----------------------------------------------------------------------
+
+
+def test_default_path_is_etc(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CCX_AGENT_CONFIG", raising=False)
+    assert Path("/etc/ccx-agent/ccx-agent.yaml") == config.DEFAULT_PATH
+    assert config.default_path() == Path("/etc/ccx-agent/ccx-agent.yaml")
+    monkeypatch.setenv("CCX_AGENT_CONFIG", "")  # set but empty: as if unset
+    assert config.default_path() == Path("/etc/ccx-agent/ccx-agent.yaml")
+
+
+def test_without_config_the_default_path_is_used(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("CCX_AGENT_CONFIG", raising=False)
+    default = tmp_path / "etc" / "ccx-agent.yaml"
+    monkeypatch.setattr(config, "DEFAULT_PATH", default)
+    assert main(["check-config"]) == 78
+    assert capsys.readouterr().err.startswith(f"{default}:1: (file): no such file")
+    default.parent.mkdir()
+    default.write_text(MINIMAL, encoding="utf-8")
+    assert main(["check-config"]) == 0
+    assert capsys.readouterr().out == "OK\n"
+
+
+def test_environment_variable_names_the_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(config, "DEFAULT_PATH", tmp_path / "never-read.yaml")
+    bad = BAD / "threshold_zero.yaml"
+    monkeypatch.setenv("CCX_AGENT_CONFIG", str(bad))
+    assert main(["check-config"]) == 78
+    assert capsys.readouterr().err == f"{bad}:{EXPECTED['threshold_zero.yaml'][0]}\n"
+    monkeypatch.setenv("CCX_AGENT_CONFIG", str(EXAMPLE))
+    assert main(["check-config"]) == 0
+    assert capsys.readouterr().out == "OK\n"
+
+
+def test_config_option_beats_the_environment(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CCX_AGENT_CONFIG", str(BAD / "threshold_zero.yaml"))
+    assert main(["--config", str(EXAMPLE), "check-config"]) == 0
+    assert capsys.readouterr() == ("OK\n", "")
+
+
+def test_missing_file_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "ccx-agent.yaml"
+    code, out, err = run_check(missing, capsys)
+    assert (code, out) == (78, "")
+    assert err == (
+        f"{missing}:1: (file): no such file "
+        "(give the config file with --config PATH or $CCX_AGENT_CONFIG)\n"
+    )
+
+
+# --- the example file ---------------------------------------------------------------------
+
+
+def test_example_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_check(EXAMPLE, capsys) == (0, "OK\n", "")
+
+
+def test_example_equals_the_defaults() -> None:
+    """The example shows the defaults: it can never drift from the code."""
+    assert load(EXAMPLE) == defaults()
+
+
+def _leaf_and_section_paths() -> list[tuple[str, ...]]:
+    return [tuple(map(str, p)) for p in field_paths(Config)]
+
+
+def test_example_has_every_key() -> None:
+    doc = parse_yaml(EXAMPLE.read_text(encoding="utf-8"), str(EXAMPLE))
+    missing = [".".join(p) for p in _leaf_and_section_paths() if p not in doc.lines]
+    assert missing == []
+
+
+def test_every_model_field_is_walked() -> None:
+    """field_paths reaches every section model (a new section would be seen too)."""
+    paths = {".".join(p) for p in _leaf_and_section_paths()}
+    sections = {
+        name
+        for name, info in Config.model_fields.items()
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)
+    }
+    for section in sections:
+        model = Config.model_fields[section].annotation
+        assert isinstance(model, type) and issubclass(model, BaseModel)
+        for field in model.model_fields:
+            assert f"{section}.{field}" in paths
+    assert {"state_dir", "source.kind", "source.path", "alerts.styles"} <= paths
+
+
+def test_example_comments_every_key_with_its_default() -> None:
+    """Each key line is preceded by a comment block that states its default."""
+    text = EXAMPLE.read_text(encoding="utf-8").splitlines()
+    doc = parse_yaml("\n".join(text), str(EXAMPLE))
+    sections = {"license", "report", "sample", "compliance", "evaluation", "id_certificate"}
+    sections |= {"authorization", "alerts", "clock", "source"}
+    for path in _leaf_and_section_paths():
+        if path[0] in sections and len(path) == 1:
+            continue
+        line = doc.lines[path]
+        block: list[str] = []
+        i = line - 2
+        while i >= 0 and text[i].strip().startswith("#"):
+            block.append(text[i])
+            i -= 1
+        assert block, f"{'.'.join(path)} has no comment"
+        if path[0] != "source":  # the source has no default: it says so instead
+            assert any("Default:" in c for c in block), f"{'.'.join(path)}: no default given"
+
+
+def test_example_defaults_in_comments_match_the_values() -> None:
+    """``# Default: X`` says exactly what the line below it sets (empty strings aside)."""
+    text = EXAMPLE.read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(text):
+        m = re.match(r"\s*# Default: (.*)$", line)
+        if not m:
+            continue
+        value_line = text[i + 1]
+        value = value_line.split(":", 1)[1].strip()
+        stated = m.group(1)
+        if stated.startswith('""'):
+            assert value == '""'
+        else:
+            assert value == stated, (i + 1, stated, value)
+
+
+# --- loading and values -------------------------------------------------------------------
+
+
+def test_minimal_file_is_all_defaults(tmp_path: Path) -> None:
+    assert load(write(tmp_path, MINIMAL)) == defaults()
+
+
+def test_section_with_every_key_commented_out_is_defaults(tmp_path: Path) -> None:
+    text = MINIMAL + "report:\n  # interval: 30m\nalerts:\n"
+    assert load(write(tmp_path, text)) == defaults()
+
+
+def test_values_are_read(tmp_path: Path) -> None:
+    text = MINIMAL + (
+        "state_dir: /srv/ccx\n"
+        "license:\n  type: perpetual-enhanced\n  premium_features: [email]\n"
+        "  allow_overage: false\n"
+        "report:\n  interval: 1h30m\n  jitter: 0s\n"
+        "evaluation:\n  warning_days: [10, 3]\n"
+        "alerts:\n  styles: [uc]\n  node_id: '1001'\n"
+    )
+    cfg = load(write(tmp_path, text))
+    assert cfg.state_dir == Path("/srv/ccx")
+    assert cfg.license.type is LicenseType.PERPETUAL_ENHANCED
+    assert cfg.license.premium_features == [Feature.EMAIL]
+    assert cfg.license.allow_overage is False
+    assert cfg.report.interval == timedelta(hours=1, minutes=30)
+    assert cfg.report.jitter == timedelta(0)
+    assert cfg.alerts.styles == [Style.UC]
+    assert cfg.alerts.node_id == "1001"
+    assert cfg.timers().evaluation_warning_days == (10, 3)
+    assert cfg.rules().interval == timedelta(hours=1, minutes=30)
+
+
+def test_a_utf8_bom_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "bom.yaml"
+    path.write_bytes(b"\xef\xbb\xbf" + MINIMAL.encode())
+    assert load(path) == defaults()
+
+
+def test_duplicate_key_is_reported_with_the_other_problems(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + "report:\n  jitter: 1m\n  jitter: 2m\nclock: 5\n")
+    with pytest.raises(DocumentError) as caught:
+        load(path)
+    assert [f"{p.line}: {p.key}: {p.message}" for p in caught.value.problems] == [
+        "6: report.jitter: duplicate key (the last one would win)",
+        "7: clock: must be a mapping of keys (key: value lines), got 5",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            'alerts:\n  app_id: "two\\nlines"\n',
+            "5: alerts.app_id: must be one line of text, without control characters",
+        ),
+        (
+            "report:\n  interval: 200y\n",
+            "5: report.interval: must be a duration like 90s, 15m, 2h, 30d or 1h30m, got '200y'",
+        ),
+        (
+            "report:\n  interval: 99999999d\n",
+            "5: report.interval: must be at most 36500d (100 years), got '99999999d'",
+        ),
+        (
+            "evaluation:\n  period: 30\n",
+            "5: evaluation.period: needs a unit (s, m, h, d or w), like 30m or 30s: got 30",
+        ),
+        (
+            "report:\n  interval: 1.5\n",
+            "5: report.interval: must be a duration like 90s, 15m, "
+            "2h, 30d or 1h30m (whole numbers with units), got 1.5",
+        ),
+        (
+            "report:\n  jitter: yes\n",
+            "5: report.jitter: must be a duration like 90s, 15m, 2h, 30d or 1h30m, got true",
+        ),
+        (
+            "report:\n  interval:\n",
+            "5: report.interval: must be a duration like 90s, 15m, 2h, 30d or 1h30m, got nothing",
+        ),
+        ("state_dir: 2024-01-01\n", "4: state_dir: must be a path, got the date 2024-01-01"),
+        ("1: x\n", "4: 1: unknown key"),
+        ("alerts:\n  styles: mcvd\n", "5: alerts.styles: must be a list, like [mcvd], got 'mcvd'"),
+        ("alerts:\n  styles: [uc, uc]\n", "5: alerts.styles: lists the style 'uc' twice"),
+        (
+            "license:\n  type: 5\n",
+            "5: license.type: must be one of flex, flex-hcs, "
+            "perpetual-premium, perpetual-enhanced, nfr, got 5",
+        ),
+        (
+            "interval: 1m\n",
+            "4: interval: unknown key here (did you mean report.interval or sample.interval?)",
+        ),
+        ("report:\n  foo: 1\n", "5: report.foo: unknown key (known keys here: interval, jitter)"),
+    ],
+)
+def test_more_messages(tmp_path: Path, text: str, expected: str) -> None:
+    path = write(tmp_path, MINIMAL + text)
+    with pytest.raises(DocumentError) as caught:
+        load(path)
+    assert [f"{p.line}: {p.key}: {p.message}" for p in caught.value.problems] == [expected]
+
+
+def test_python_construction_is_validated_too() -> None:
+    with pytest.raises(ValidationError):
+        CommonConfig.model_validate({"report": {"jitter": timedelta(seconds=-1)}})
+    with pytest.raises(ValidationError):
+        Config.model_validate({"source": {"kind": "file", "path": AGENTS}, "bogus": 1})
+
+
+def test_cross_problems_names_the_key_to_change() -> None:
+    cfg = CommonConfig.model_validate(
+        {"sample": {"interval": "30m"}, "evaluation": {"period": "20d", "warning_days": [30, 7]}}
+    )
+    assert cfg.cross_problems() == [
+        (("sample", "interval"), "must not be longer than report.interval"),
+        (("evaluation", "warning_days", "0"), "must be fewer days than evaluation.period"),
+    ]
+    assert defaults().cross_problems() == []
+
+
+def test_check_under_a_prefix_reports_full_keys() -> None:
+    """What a scenario file does: validate its ``config:`` mapping as a CommonConfig."""
+    doc = parse_yaml(
+        "name: x\nconfig:\n  report:\n    interval: 5m\n  sample:\n"
+        "    interval: 10m\n  clock: {jump: 1d}\n",
+        "s.yaml",
+    )
+    with pytest.raises(DocumentError) as caught:
+        check(CommonConfig, doc, ("config",))
+    assert [str(p) for p in caught.value.problems] == [
+        "s.yaml:6: config.sample.interval: must not be longer than report.interval",
+        "s.yaml:7: config.clock.jump: unknown key (did you mean 'jump_threshold'?)",
+    ]
+
+
+# --- never a traceback --------------------------------------------------------------------
+
+_FIELDS = sorted({str(p[-1]) for p in field_paths(Config)} | {"kind", "path", "x"})
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**12), 10**12),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from(["15m", "0s", "-1d", "30d", "1h30m", "flex", "chat", "mcvd", "", "file"]),
+    st.text(max_size=8),
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(st.sampled_from(_FIELDS), inner, max_size=5),
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from(_FIELDS), _VALUES, max_size=8))
+def test_any_data_gives_ok_or_problem_lines(data: dict[str, object]) -> None:
+    text = yaml.safe_dump(data)
+    try:
+        check(Config, parse_yaml(text, "f.yaml", keep_going=True))
+    except DocumentError as exc:
+        assert exc.problems
+        for problem in exc.problems:
+            assert LINE.match(str(problem)), str(problem)
+            assert 1 <= problem.line <= text.count("\n") + 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(alphabet=st.sampled_from(list(" \t\n:-[]{}\"'#&*!|>?,%@`abc1\x00\xe9")), max_size=60)
+)
+def test_any_text_gives_ok_or_problem_lines(text: str) -> None:
+    try:
+        check(Config, parse_yaml(text, "f.yaml", keep_going=True))
+    except DocumentError as exc:
+        assert exc.problems
+        for problem in exc.problems:
+            assert LINE.match(str(problem)), str(problem)
