@@ -60,17 +60,21 @@ def usage(path: Path, as_json: bool, out: TextIO | None = None, err: TextIO | No
     for tag, count in result.tags.items():
         print(f"  {tag.ljust(width)}  {count:>7}  {DISPLAY_NAMES.get(tag, '')}", file=out)
     print(f"logged-in agents and supervisors: {len(result.agents)}", file=out)
-    if result.unlicensed_features:
-        shown = ", ".join(result.unlicensed_features[:10])
+    for note in snapshot.notes:
+        print(f"note: {note}", file=err)
+    if result.unlicensed_agents:
+        shown = ", ".join(result.unlicensed_agents[:10])
         print(
-            f"warning: {len(result.unlicensed_features)} agent(s) have premium features the "
+            f"warning: {len(result.unlicensed_agents)} agent(s) have premium features the "
             f"license type does not include: {shown}",
             file=out,
         )
     return 0
 
 
-def simulate(path: Path, as_json: bool, out: TextIO | None = None, err: TextIO | None = None) -> int:
+def simulate(
+    path: Path, as_json: bool, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
     out, err = out or sys.stdout, err or sys.stderr
     try:
         loaded = read_scenario(path)

@@ -394,4 +394,15 @@ def load(path: Path) -> Config:
     if doc.problems:
         raise DocumentError(doc.problems)
     assert isinstance(cfg, Config)
-    return cfg
+    return _anchor(cfg, path.parent)
+
+
+def _anchor(cfg: Config, base: Path) -> Config:
+    """Relative paths mean "beside the config file", not the daemon's working directory
+    (which is ``/`` under systemd)."""
+    updates: dict[str, object] = {}
+    if not cfg.state_dir.is_absolute():
+        updates["state_dir"] = base / cfg.state_dir
+    if not cfg.source.path.is_absolute():
+        updates["source"] = cfg.source.model_copy(update={"path": base / cfg.source.path})
+    return cfg.model_copy(update=updates) if updates else cfg

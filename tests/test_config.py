@@ -612,3 +612,20 @@ def test_any_text_gives_ok_or_problem_lines(text: str) -> None:
         assert exc.problems
         for problem in exc.problems:
             assert LINE.match(str(problem)), str(problem)
+
+
+def test_relative_paths_are_resolved_beside_the_config_file(tmp_path, monkeypatch):
+    from ccx_agent import config as config_mod
+
+    conf_dir = tmp_path / "etc"
+    conf_dir.mkdir()
+    path = conf_dir / "ccx-agent.yaml"
+    path.write_text("state_dir: state\nsource: {kind: file, path: agents.json}\n")
+    monkeypatch.chdir(tmp_path)  # the working directory must not matter
+    cfg = config_mod.load(path)
+    assert cfg.state_dir == conf_dir / "state"
+    assert cfg.source.path == conf_dir / "agents.json"
+    absolute = conf_dir / "abs.yaml"
+    absolute.write_text("state_dir: /var/lib/x\nsource: {kind: file, path: /srv/a.json}\n")
+    cfg = config_mod.load(absolute)
+    assert str(cfg.state_dir) == "/var/lib/x" and str(cfg.source.path) == "/srv/a.json"

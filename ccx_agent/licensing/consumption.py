@@ -1,18 +1,35 @@
-"""Seat consumption: a snapshot in, per-tag counts and a per-agent breakdown out (DESIGN §2.1)."""
+"""Seat consumption: a snapshot in, per-tag counts and a per-agent breakdown out (DESIGN §2.1).
+
+* Every logged-in agent or supervisor (Finesse state other than LOGOUT / UNKNOWN) takes
+  exactly one seat; logged-out agents take none and are not in the breakdown.
+* An agent's premium features are those of ``premium_features`` it is configured for:
+  ``chat`` / ``email`` when one of its skills serves a CHAT / EMAIL CSQ, ``outbound`` when
+  its ``outbound`` flag is set. They are listed in the fixed order chat, email, outbound.
+* Flex / HCS: premium seat with any premium feature, else standard seat.
+  Perpetual Premium and NFR: their one seat tag. Perpetual Enhanced: ``enhanced-seat``,
+  and an agent with a premium feature is listed in ``unlicensed_agents``
+  (FEATURE_NOT_LICENSED) while still counted once.
+* The outbound-port tag, where the type has one, is the snapshot's ``ports.outbound``
+  (0 when the source does not say).
+
+Many agents share a skill list (a team's resource group), so the seat of each distinct
+(skill list, outbound flag) pair is worked out once: counting 100,000 agents is one dict
+look-up each, and no object is made per agent (the breakdown is kept as columns).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from ccx_agent.licensing.catalogue import CATALOGUE, Feature, LicenseType
-from ccx_agent.licensing.snapshot import Snapshot
+from ccx_agent.licensing.catalogue import ALL_FEATURES, CATALOGUE, Feature, LicenseType
+from ccx_agent.licensing.snapshot import LOGGED_OUT_STATES, Snapshot, Table
 
 _CSQ_FEATURE: dict[str, Feature] = {"CHAT": Feature.CHAT, "EMAIL": Feature.EMAIL}
 
 
-@dataclass(frozen=True, slots=True)
-class AgentSeat:
+class AgentSeat(NamedTuple):
     """Which seat one logged-in agent takes, and the premium features that decided it."""
 
     id: str
@@ -20,14 +37,24 @@ class AgentSeat:
     features: tuple[str, ...]
 
 
+class Seats(Table[AgentSeat]):
+    """The per-agent breakdown, stored as columns (see :class:`Table`)."""
+
+    __slots__ = ()
+    _row = AgentSeat._make
+    _width = len(AgentSeat._fields)
+
+
 @dataclass(frozen=True, slots=True)
 class Consumption:
     license_type: LicenseType
-    #: Every tag of the license type, zeros included.
+    #: Every tag of the license type, zeros included, in the catalogue's order.
     tags: dict[str, int]
-    agents: tuple[AgentSeat, ...]
-    #: Agents configured with a premium feature the license type cannot serve (Enhanced).
-    unlicensed_features: tuple[str, ...] = ()
+    #: One entry per logged-in agent or supervisor, in snapshot order.
+    agents: Sequence[AgentSeat]
+    #: Ids of agents configured with a premium feature the license type cannot serve
+    #: (Perpetual Enhanced): each raises FEATURE_NOT_LICENSED, and is still counted once.
+    unlicensed_agents: tuple[str, ...] = ()
 
     def as_json(self) -> dict[str, object]:
         """The documented ``usage --json`` shape."""
@@ -41,7 +68,7 @@ class Consumption:
 
 
 def skill_features(snapshot: Snapshot) -> dict[str, frozenset[Feature]]:
-    """Map each skill to the premium features of the CSQs it serves."""
+    """Map each skill that serves a CHAT or EMAIL CSQ to those features."""
     out: dict[str, set[Feature]] = {}
     for csq in snapshot.csqs:
         feature = _CSQ_FEATURE.get(csq.type)
@@ -60,30 +87,49 @@ def compute(
     """Count one seat per logged-in agent or supervisor, premium when a feature needs it."""
     tt = CATALOGUE[license_type]
     wanted = frozenset(premium_features)
-    by_skill = skill_features(snapshot)
-    counts = dict.fromkeys(tt.all, 0)
-    seats: list[AgentSeat] = []
-    unlicensed: list[str] = []
     # Features are reported in one fixed order so output is stable across runs.
-    order = [f for f in (Feature.CHAT, Feature.EMAIL, Feature.OUTBOUND) if f in wanted]
-    empty: frozenset[Feature] = frozenset()
-    for agent in snapshot.agents:
-        if not agent.logged_in:
-            continue
+    order = tuple(f for f in ALL_FEATURES if f in wanted)
+    by_skill = {
+        skill: found & wanted for skill, found in skill_features(snapshot).items() if found & wanted
+    }
+    premium_tag = tt.premium_seat if tt.premium_seat is not None else tt.standard_seat
+    outbound_wanted = Feature.OUTBOUND in wanted
+
+    # (skills, outbound) -> (tag, features): the same for every agent alike.
+    decided: tuple[dict[tuple[str, ...], tuple[str, tuple[str, ...]]], ...] = ({}, {})
+
+    def decide(skills: tuple[str, ...], outbound: bool) -> tuple[str, tuple[str, ...]]:
         found: set[Feature] = set()
-        for skill in agent.skills:
-            found |= by_skill.get(skill, empty)
-        if agent.outbound:
+        for skill in skills:
+            found.update(by_skill.get(skill, ()))
+        if outbound and outbound_wanted:
             found.add(Feature.OUTBOUND)
         features = tuple(f.value for f in order if f in found)
-        if features and tt.premium_seat is not None:
-            tag = tt.premium_seat
-        else:
-            tag = tt.standard_seat
-            if features and not tt.premium_features_licensed:
-                unlicensed.append(agent.id)
-        counts[tag] += 1
-        seats.append(AgentSeat(agent.id, tag, features))
+        seat = (premium_tag if features else tt.standard_seat, features)
+        decided[outbound][skills] = seat
+        return seat
+
+    table = snapshot.table
+    ids: list[str] = []
+    tags: list[str] = []
+    features_col: list[tuple[str, ...]] = []
+    unlicensed: list[str] = []
+    flags_unlicensed = not tt.premium_features_licensed
+    logged_out = LOGGED_OUT_STATES
+    for ident, state, skills, outbound in zip(
+        table.ids, table.states, table.skills, table.outbound, strict=True
+    ):
+        if state in logged_out:
+            continue
+        seat = decided[outbound].get(skills)
+        if seat is None:
+            seat = decide(skills, outbound)
+        ids.append(ident)
+        tags.append(seat[0])
+        features_col.append(seat[1])
+        if flags_unlicensed and seat[1]:
+            unlicensed.append(ident)
+    counts = {tag: tags.count(tag) for tag in tt.all}
     if tt.outbound_port is not None and snapshot.outbound_ports is not None:
         counts[tt.outbound_port] = snapshot.outbound_ports
-    return Consumption(license_type, counts, tuple(seats), tuple(unlicensed))
+    return Consumption(license_type, counts, Seats((ids, tags, features_col)), tuple(unlicensed))

@@ -93,21 +93,36 @@ def _semantic(sc: Scenario, doc: Document) -> list[Problem]:
 
 
 def load_scenario(doc: Document) -> LoadedScenario:
-    sc = validate(Scenario, doc)
-    problems = _semantic(sc, doc)
-    overrides = dict(sc.config)
-    license_cfg = (
-        dict(overrides.get("license") or {}) if isinstance(overrides.get("license"), dict) else {}
-    )
-    license_cfg["type"] = sc.license_type.value
-    overrides["license"] = license_cfg
+    """Validate a scenario and its ``config:`` overrides; every problem at once, in line order."""
+    problems: list[Problem] = []
+    sc: Scenario | None = None
     try:
-        cfg = check(CommonConfig, doc, ("config",), overrides) if not problems else None
+        sc = validate(Scenario, doc)
     except DocumentError as exc:
         problems += exc.problems
-        cfg = None
-    if problems or cfg is None:
-        raise DocumentError(problems)
+    raw = doc.data if isinstance(doc.data, dict) else {}
+    if sc is not None:
+        problems += _semantic(sc, doc)
+        license_type = sc.license_type.value
+    else:
+        raw_type = raw.get("license_type")
+        valid = {t.value for t in LicenseType}
+        license_type = raw_type if raw_type in valid else LicenseType.FLEX.value
+    cfg: CommonConfig | None = None
+    overrides = raw.get("config", {})
+    if isinstance(overrides, dict):
+        overrides = dict(overrides)
+        lic = overrides.get("license")
+        lic = dict(lic) if isinstance(lic, dict) else {}
+        lic["type"] = license_type
+        overrides["license"] = lic
+        try:
+            cfg = check(CommonConfig, doc, ("config",), overrides)
+        except DocumentError as exc:
+            problems += exc.problems
+    if problems or sc is None or cfg is None:
+        unique = list(dict.fromkeys(problems))
+        raise DocumentError(sorted(unique, key=lambda p: p.line))
     return LoadedScenario(sc, cfg, doc.name)
 
 

@@ -187,8 +187,15 @@ def _drive(
 
 
 def _busy(agent: Agent, now: datetime) -> bool:
-    """Whether a renewal or an outbox retry is due by ``now`` (so it must run on time)."""
+    """Whether this boundary must be processed now rather than caught up later."""
     state = agent.state()
+    if not state.registered and state.in_use:
+        # Evaluation is being charged by the samples: its warnings and expiry must be
+        # decided interval by interval, not after a day's samples are already in.
+        return True
+    ident = state.identity
+    if state.registered and ident is not None and ident.cert_expires_at <= now:
+        return True  # the registration expires here, and evaluation starts counting
     nxt = lifecycle.next_due_at(state, agent.timers)
     if nxt is not None and nxt <= now:
         return True

@@ -1,8 +1,16 @@
-"""``source.kind: file``: a JSON or YAML snapshot, re-read at every sample."""
+"""``source.kind: file``: a JSON or YAML snapshot, re-read at every sample.
+
+Every way the file can be wrong is a :class:`SourceError` whose message starts with the
+path and, where it has one, the line: missing or unreadable, not UTF-8, not valid JSON or
+YAML, a key given twice (JSON and YAML parsers would silently keep the last one, so a
+repeated ``agents:`` could empty the snapshot), or a document :func:`parse_snapshot`
+refuses. None of them is ever a snapshot of zero agents.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,21 +22,102 @@ from ccx_agent.sources import SourceError
 #: A snapshot larger than this is refused rather than read into memory.
 MAX_BYTES = 256 * 1024 * 1024
 
+_LOOKS_LIKE_JSON = re.compile(r"\s*[\[{]")
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
-def decode(raw: bytes, name: str) -> Any:
-    """JSON when the file says so by its name or its first byte, else YAML."""
-    text = raw.decode("utf-8")
-    if name.endswith(".json") or text.lstrip()[:1] in ("{", "["):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise SourceError(f"{name}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+
+class _DuplicateKeyError(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` for :func:`json.loads`: refuse a key given twice."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                ident = out.get("id", out.get("name"))
+                within = f" in the object with id {ident!r}" if isinstance(ident, str) else ""
+                raise _DuplicateKeyError(f"key {key!r} given twice{within}")
+            seen.add(key)
+    return out
+
+
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """Safe YAML loading (libyaml when available) that refuses a key given twice."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[tuple[str, str]] = set()
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE_TAG:
+                continue
+            key = (key_node.tag, key_node.value)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping",
+                    node.start_mark,
+                    f"key {key_node.value!r} given twice",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def _json(text: str, name: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as exc:
+        raise SourceError(
+            f"{name}:{exc.lineno}: not valid JSON: {exc.msg} (column {exc.colno})"
+        ) from None
+    except RecursionError:
+        raise SourceError(f"{name}: not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # a key given twice, a number too long to convert
+        raise SourceError(f"{name}: not valid JSON: {_one_line(exc)}") from None
+
+
+def _yaml(text: str, name: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
-        raise SourceError(f"{name}{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        problem = getattr(exc, "problem", None) or exc
+        raise SourceError(f"{name}{line}: not valid YAML: {_one_line(problem)}") from None
+    except RecursionError:
+        raise SourceError(f"{name}: not valid YAML: nested too deeply") from None
+    except ValueError as exc:  # e.g. a date that does not exist: 2024-02-30
+        raise SourceError(f"{name}: not valid YAML: {_one_line(exc)}") from None
+
+
+def decode(raw: bytes, name: str) -> Any:
+    """Decode a snapshot file's bytes: JSON by name (``*.json``) or by content, else YAML.
+
+    Content starting with ``{`` or ``[`` is read as JSON; in a file not named ``*.json``
+    it may still be YAML flow style, which is tried next, but if that fails too the JSON
+    error (the more precise one) is reported. A UTF-8 byte order mark is allowed.
+    """
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise SourceError(f"{name}:{line}: not UTF-8 text: {exc.reason}") from None
+    if name.endswith(".json"):
+        return _json(text, name)
+    if _LOOKS_LIKE_JSON.match(text):
+        try:
+            return _json(text, name)
+        except SourceError as json_error:
+            try:
+                return _yaml(text, name)
+            except SourceError:
+                raise json_error from None
+    return _yaml(text, name)
 
 
 class FileSource:
@@ -41,14 +130,11 @@ class FileSource:
                 raw = fh.read(MAX_BYTES + 1)
         except OSError as exc:
             raise SourceError(
-                f"{self.path}: cannot read the snapshot: {exc.strerror or exc}"
+                f"{self.path}: cannot read the snapshot: {_one_line(exc.strerror or exc)}"
             ) from None
         if len(raw) > MAX_BYTES:
-            raise SourceError(f"{self.path}: snapshot larger than {MAX_BYTES} bytes")
-        try:
-            doc = decode(raw, str(self.path))
-        except UnicodeDecodeError as exc:
-            raise SourceError(f"{self.path}: not UTF-8 text: {exc.reason}") from None
+            raise SourceError(f"{self.path}: snapshot larger than {MAX_BYTES} bytes, refused")
+        doc = decode(raw, str(self.path))
         try:
             return parse_snapshot(doc)
         except SnapshotError as exc:

@@ -120,9 +120,7 @@ def test_nfr_is_never_out_of_compliance():
     assert [s.reported for s in steps] == [1000] * 10
 
 
-usage_runs = st.lists(
-    st.tuples(st.integers(0, 300), st.integers(0, 300)), min_size=1, max_size=40
-)
+usage_runs = st.lists(st.tuples(st.integers(0, 300), st.integers(0, 300)), min_size=1, max_size=40)
 
 
 @given(usage_runs)

@@ -1,0 +1,225 @@
+"""``source.kind: file``: JSON and YAML snapshots, and every way a file can be wrong."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ccx_agent.config import FileSource as FileSourceConfig
+from ccx_agent.licensing.catalogue import ALL_FEATURES, LicenseType
+from ccx_agent.licensing.consumption import compute
+from ccx_agent.licensing.snapshot import Agent, Csq, Snapshot
+from ccx_agent.sources import Source, SourceError
+from ccx_agent.sources.factory import build
+from ccx_agent.sources.file import FileSource, decode
+
+DATA = Path(__file__).parent.parent / "data" / "snapshots"
+CONTRACT = Snapshot(
+    (Agent("a1", "agent", "READY", ("Sales", "Chat"), False),),
+    (Csq("ChatCSQ", "CHAT", ("Chat",)),),
+    12,
+)
+
+
+def read(path: Path) -> Snapshot:
+    return FileSource(path).read()
+
+
+def error(path: Path) -> str:
+    with pytest.raises(SourceError) as info:
+        read(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}")
+    return message
+
+
+def write(tmp_path: Path, name: str, content: str | bytes) -> Path:
+    path = tmp_path / name
+    if isinstance(content, str):
+        path.write_text(content, encoding="utf-8")
+    else:
+        path.write_bytes(content)
+    return path
+
+
+@pytest.mark.parametrize("name", ["contract.json", "contract.yaml", "json-content.yaml"])
+def test_contract_example_in_every_form(name: str) -> None:
+    assert read(DATA / name) == CONTRACT
+
+
+def test_json_and_yaml_read_alike() -> None:
+    one, two = read(DATA / "mixed.json"), read(DATA / "mixed.yaml")
+    assert one == two
+    result = compute(one, LicenseType.FLEX, ALL_FEATURES)
+    assert result.tags == {"flex-standard-seat": 2, "flex-premium-seat": 4, "flex-outbound-port": 4}
+
+
+def test_factory_builds_a_file_source() -> None:
+    source: Source = build(FileSourceConfig(kind="file", path=DATA / "mixed.yaml"))
+    assert len(source.read().agents) == 8
+
+
+def test_file_is_read_again_at_every_call(tmp_path: Path) -> None:
+    path = write(tmp_path, "s.json", '{"agents": []}')
+    source = FileSource(path)
+    assert len(source.read().agents) == 0
+    path.write_text('{"agents": [{"id": "a1", "state": "READY"}]}')
+    assert len(source.read().agents) == 1
+
+
+def test_json_without_json_name_and_yml_name(tmp_path: Path) -> None:
+    assert read(write(tmp_path, "snapshot", '  \n{"agents": []}')) == Snapshot()
+    assert read(write(tmp_path, "s.yml", "agents: []\n")) == Snapshot()
+
+
+def test_yaml_flow_style_that_is_not_json(tmp_path: Path) -> None:
+    assert len(read(write(tmp_path, "s.yaml", "{agents: [{id: a1, state: READY}]}")).agents) == 1
+
+
+def test_utf8_byte_order_mark_is_allowed(tmp_path: Path) -> None:
+    assert read(write(tmp_path, "s.json", b'\xef\xbb\xbf{"agents": []}')) == Snapshot()
+    assert read(write(tmp_path, "s.yaml", b"\xef\xbb\xbfagents: []\n")) == Snapshot()
+
+
+# --- errors: always a SourceError naming the file, never a snapshot of zero agents ----------
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.json"
+    assert error(path) == f"{path}: cannot read the snapshot: No such file or directory"
+
+
+def test_directory(tmp_path: Path) -> None:
+    assert error(tmp_path) == f"{tmp_path}: cannot read the snapshot: Is a directory"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_unreadable_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "s.json", '{"agents": []}')
+    path.chmod(0)
+    assert error(path) == f"{path}: cannot read the snapshot: Permission denied"
+
+
+def test_permission_denied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The same as test_unreadable_file, for a test run as root.
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    path = write(tmp_path, "s.json", '{"agents": []}')
+    monkeypatch.setattr(Path, "open", refuse)
+    assert error(path) == f"{path}: cannot read the snapshot: Permission denied"
+
+
+def test_truncated_json_names_the_line() -> None:
+    path = DATA / "truncated.json"
+    assert error(path) == (
+        f"{path}:4: not valid JSON: Expecting property name enclosed in double quotes (column 57)"
+    )
+
+
+def test_truncated_json_in_a_yaml_file_reports_the_json_error(tmp_path: Path) -> None:
+    path = write(tmp_path, "s.yaml", '{"agents": [\n{"id": "a1",')
+    assert error(path).startswith(f"{path}:2: not valid JSON: ")
+
+
+def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "s.yaml", "agents:\n  - id: a1\n   state: READY\n")
+    assert error(path).startswith(f"{path}:3: not valid YAML: ")
+
+
+def test_not_utf8(tmp_path: Path) -> None:
+    path = write(tmp_path, "s.yaml", "agents:\n  - id: Jos\xe9\n".encode("latin-1"))
+    assert error(path) == f"{path}:2: not UTF-8 text: invalid continuation byte"
+
+
+@pytest.mark.parametrize("content", ["", "   \n", "# nothing but a comment\n", "null"])
+def test_empty_file_is_an_error(tmp_path: Path, content: str) -> None:
+    path = write(tmp_path, "s.yaml", content)
+    assert error(path) == (
+        f"{path}: snapshot: empty document (for no agents at all, write agents: [])"
+    )
+
+
+def test_empty_json_file_is_an_error(tmp_path: Path) -> None:
+    path = write(tmp_path, "s.json", "")
+    assert error(path).startswith(f"{path}:1: not valid JSON: Expecting value")
+
+
+def test_malformed_agent_is_named() -> None:
+    path = DATA / "bad-agent.yaml"
+    assert error(path) == (
+        f"{path}: agents[1] (id 'a2'): skills: must be a list of strings, got 'Sales'"
+    )
+
+
+def test_agents_missing(tmp_path: Path) -> None:
+    path = write(tmp_path, "s.json", '{"csqs": []}')
+    assert error(path) == (
+        f"{path}: snapshot: agents: missing (for no agents at all, write agents: [])"
+    )
+
+
+def test_duplicate_key_in_json(tmp_path: Path) -> None:
+    # json.loads alone would keep the last "agents" and report zero agents.
+    path = write(tmp_path, "s.json", '{"agents": [{"id": "a1", "state": "READY"}], "agents": []}')
+    assert error(path) == f"{path}: not valid JSON: key 'agents' given twice"
+
+
+def test_duplicate_key_in_a_json_agent(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, "s.json", '{"agents": [{"id": "a1", "state": "READY", "state": "LOGOUT"}]}'
+    )
+    assert error(path) == (
+        f"{path}: not valid JSON: key 'state' given twice in the object with id 'a1'"
+    )
+
+
+def test_duplicate_key_in_yaml(tmp_path: Path) -> None:
+    path = write(tmp_path, "s.yaml", "agents:\n  - {id: a1, state: READY}\nagents: []\n")
+    assert error(path) == f"{path}:3: not valid YAML: key 'agents' given twice"
+
+
+def test_yaml_merge_keys_are_not_duplicates(tmp_path: Path) -> None:
+    content = "base: &base {type: agent, state: READY}\nagents:\n  - {<<: *base, id: a1}\n"
+    path = write(tmp_path, "s.yaml", content)
+    # The merge itself is fine; the unknown top-level key is what is refused.
+    assert error(path) == (
+        f"{path}: snapshot: unknown field(s) 'base' (expected: agents, csqs, ports)"
+    )
+
+
+def test_impossible_yaml_date(tmp_path: Path) -> None:
+    path = write(tmp_path, "s.yaml", "agents:\n  - {id: a1, state: 2024-02-30}\n")
+    assert error(path) == f"{path}: not valid YAML: day is out of range for month"
+
+
+def test_yaml_date_is_not_a_state(tmp_path: Path) -> None:
+    path = write(tmp_path, "s.yaml", "agents:\n  - {id: a1, state: 2024-02-28}\n")
+    assert "state: must be a Finesse state" in error(path)
+
+
+def test_number_too_long_for_json(tmp_path: Path) -> None:
+    path = write(tmp_path, "s.json", '{"agents": [], "ports": {"outbound": ' + "9" * 5000 + "}}")
+    assert error(path).startswith(f"{path}: not valid JSON: Exceeds the limit")
+
+
+def test_deeply_nested_json(tmp_path: Path) -> None:
+    path = write(tmp_path, "s.json", '{"agents": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    assert error(path) == f"{path}: not valid JSON: nested too deeply"
+
+
+def test_a_list_at_top_level(tmp_path: Path) -> None:
+    path = write(tmp_path, "s.json", '[{"id": "a1", "state": "READY"}]')
+    assert error(path) == f"{path}: snapshot: must be a mapping with 'agents', got a list"
+
+
+def test_too_large(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("ccx_agent.sources.file.MAX_BYTES", 10)
+    path = write(tmp_path, "s.json", '{"agents": []}')
+    assert error(path) == f"{path}: snapshot larger than 10 bytes, refused"
+
+
+def test_decode_directly() -> None:
+    assert decode(b'{"agents": []}', "x.json") == {"agents": []}
+    assert decode(b"agents: []", "x") == {"agents": []}
