@@ -3,9 +3,10 @@
 A job reads the state from the database, asks the pure core (``ccx_agent.licensing``) what
 follows, commits the new state together with the alerts and outbox rows it implies in one
 transaction, and only then performs the effects: emit the alerts, talk to SSM. A crash at
-any instant therefore leaves the previous or the next state; an effect that is lost in a
-crash (an alert not yet emitted, a report not yet acknowledged) is retried from the
-database, never invented twice.
+any instant therefore leaves the previous or the next state. An effect cut short by a
+crash is redone from the database: a report not yet acknowledged is sent again and the
+server de-duplicates it by id (exactly once); an alert not yet marked emitted is emitted
+again (at least once: a crash between emitting and marking repeats it).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from ccx_agent.store import AlertRow, OpenInterval, Store, Tx
 
 #: How many interval reports go in one REPORT_USAGE message.
 REPORT_BATCH = 96
-#: Missed intervals recorded one by one after a long stop; older gaps are summarised.
+#: After a long stop, at most this many missed intervals are recorded (as NO_DATA).
 MAX_BACKFILL = 96 * 31
 
 Emit = Callable[[Sequence[AlertRow]], None]
@@ -379,7 +380,8 @@ class Agent:
     def register(self, token: str, now: datetime, *, force: bool = False) -> Outcome:
         with self.store.read() as tx:
             state = self._load(tx)
-        if state.identity is not None and not force:
+        # An expired registration needs no --force: registering again is the way out of it.
+        if state.registered and state.identity is not None and not force:
             return Outcome(
                 False,
                 f"already registered as PIID {state.identity.piid}; use --force to register again",

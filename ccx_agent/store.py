@@ -501,30 +501,36 @@ class Store:
         return None if row is None else row[0]
 
     @contextmanager
-    def transaction(self) -> Iterator[Tx]:
-        """One atomic unit of work: committed on a normal exit, rolled back on an exception.
-
-        ``BEGIN IMMEDIATE`` takes the write lock up front, so a job never fails half way
-        for want of it; another process holding it is waited for (busy timeout).
-        """
+    def _turn(self) -> Iterator[None]:
+        """This thread's turn on the connection: transactions are serialised, never nested."""
         me = threading.get_ident()
         if self._owner == me:
             raise StoreError("a transaction is already open in this thread; they do not nest")
         with self._lock:
             self._owner = me
             try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield Tx(self._conn)
-                    self._conn.execute("COMMIT")
-                except BaseException:
-                    # SQLite may already have rolled back (I/O error, disk full …): the
-                    # original exception is what matters, not "no transaction is active".
-                    if self._conn.in_transaction:
-                        self._conn.execute("ROLLBACK")
-                    raise
+                yield
             finally:
                 self._owner = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        """One atomic unit of work: committed on a normal exit, rolled back on an exception.
+
+        ``BEGIN IMMEDIATE`` takes the write lock up front, so a job never fails half way
+        for want of it; another process holding it is waited for (busy timeout).
+        """
+        with self._turn():
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield Tx(self._conn)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                # SQLite may already have rolled back (I/O error, disk full …): the
+                # original exception is what matters, not "no transaction is active".
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
 
     @contextmanager
     def read(self) -> Iterator[Tx]:
@@ -533,20 +539,13 @@ class Store:
         For looking before deciding to write (is anything due? is the outbox empty?) and
         for ``status``: it never waits for the daemon's writer, nor makes it wait.
         """
-        me = threading.get_ident()
-        if self._owner == me:
-            raise StoreError("a transaction is already open in this thread; they do not nest")
-        with self._lock:
-            self._owner = me
+        with self._turn():
+            self._conn.execute("BEGIN DEFERRED")
             try:
-                self._conn.execute("BEGIN DEFERRED")
-                try:
-                    yield Tx(self._conn)
-                finally:
-                    if self._conn.in_transaction:
-                        self._conn.execute("ROLLBACK")
+                yield Tx(self._conn)
             finally:
-                self._owner = None
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
 
     def integrity_check(self) -> str:
         return str(self._conn.execute("PRAGMA integrity_check").fetchone()[0])
