@@ -28,9 +28,7 @@ events:
     usage: {{flex-premium-seat: 80, flex-standard-seat: 40}}
 duration: {days}d
 """
-OUTAGE = QUIET.replace(
-    "duration:", "  - at: 1d\n    ssm: unreachable\nduration:"
-)
+OUTAGE = QUIET.replace("duration:", "  - at: 1d\n    ssm: unreachable\nduration:")
 
 
 def _time(text: str, days: int, max_quiet: int) -> float:
