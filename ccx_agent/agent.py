@@ -127,8 +127,13 @@ class Agent:
         them (the what-if simulator); the daemon passes one.
         """
         groups: dict[datetime, list[datetime]] = {}
+        start = end = None
         for now in times:
-            groups.setdefault(self.interval_start(now), []).append(now)
+            # Times usually come in order: look the interval up only when it changes.
+            if start is None or end is None or not start <= now < end:
+                start = self.interval_start(now)
+                end = start + self.step
+            groups.setdefault(start, []).append(now)
         with self.store.transaction() as tx:
             before = state = self._load(tx)
             opened = {o.start: o for o in tx.open_intervals()}
@@ -184,6 +189,7 @@ class Agent:
                 # A very long stop: record the newest part of the gap, not a row per interval.
                 start = self.interval_start(now - self.step * MAX_BACKFILL)
             tags = tags_of(state.license_type)
+            queued: list[tuple[str, str, datetime, dict[str, object]]] = []
             while start + self.step <= now:
                 end = start + self.step
                 row = opened.pop(start, None)
@@ -199,16 +205,17 @@ class Agent:
                     self.timers,
                     allow_overage=self.cfg.license.allow_overage,
                 )
-                tx.add_interval(record)
                 if record.queued and state.identity is not None:
                     piid = state.identity.piid
                     report_id = f"{piid}:{iso(start)}"
-                    tx.enqueue(report_id, piid, start, _payload(report_id, record), end)
+                    queued.append((report_id, piid, start, _payload(report_id, record)))
                 if row is not None:
                     tx.drop_open_interval(start)
                 self._record(tx, end, alerts)
                 closed.append(record)
                 start = end
+            tx.add_intervals(closed)
+            tx.enqueue_many(queued, now)
             # Rows older than the last closed interval exist only after the clock went back.
             for stale in [o for o in opened if o < start]:
                 tx.drop_open_interval(stale)

@@ -280,18 +280,25 @@ class Tx:
 
     # closed intervals
     def add_interval(self, rec: IntervalRecord) -> None:
-        self._c.execute(
+        self.add_intervals([rec])
+
+    def add_intervals(self, records: Sequence[IntervalRecord]) -> None:
+        """Record closed intervals (one statement for many: a catch-up closes a day at once)."""
+        self._c.executemany(
             'INSERT INTO intervals (start, "end", status, registration, "authorization", '
             "enforcement, tags) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                _ts(rec.start),
-                _ts(rec.end),
-                rec.status,
-                rec.registration,
-                rec.authorization,
-                rec.enforcement,
-                json.dumps({t: r.as_json() for t, r in rec.tags.items()}),
-            ),
+            [
+                (
+                    _ts(rec.start),
+                    _ts(rec.end),
+                    rec.status,
+                    rec.registration,
+                    rec.authorization,
+                    rec.enforcement,
+                    json.dumps({t: r.as_json() for t, r in rec.tags.items()}),
+                )
+                for rec in records
+            ],
         )
 
     def last_interval_end(self) -> datetime | None:
@@ -319,11 +326,23 @@ class Tx:
     def enqueue(
         self, report_id: str, piid: str, start: datetime, payload: Mapping[str, Any], now: datetime
     ) -> None:
+        self.enqueue_many([(report_id, piid, start, payload)], now)
+
+    def enqueue_many(
+        self, items: Sequence[tuple[str, str, datetime, Mapping[str, Any]]], now: datetime
+    ) -> None:
+        """Queue reports ``(report_id, piid, interval_start, payload)`` in the given order."""
+        if not items:
+            return
         seq = self._c.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM outbox").fetchone()[0]
-        self._c.execute(
+        queued = _ts(now)
+        self._c.executemany(
             "INSERT INTO outbox (report_id, seq, piid, interval_start, payload, queued_at) "
             "VALUES (?, ?, ?, ?, ?, ?)",
-            (report_id, seq, piid, _ts(start), json.dumps(payload, sort_keys=True), _ts(now)),
+            [
+                (rid, seq + n, piid, _ts(start), json.dumps(payload, sort_keys=True), queued)
+                for n, (rid, piid, start, payload) in enumerate(items)
+            ],
         )
 
     def outbox_batch(self, limit: int) -> list[OutboxItem]:

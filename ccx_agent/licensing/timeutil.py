@@ -9,7 +9,10 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def iso(ts: datetime) -> str:
     """UTC timestamps as operators read them: ``2027-01-04T08:15:00Z``."""
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if ts.tzinfo is not UTC:
+        ts = ts.astimezone(UTC)
+    # isoformat is several times faster than strftime, and simulate formats millions.
+    return ts.replace(microsecond=0, tzinfo=None).isoformat() + "Z"
 
 
 def parse_iso(text: str) -> datetime:

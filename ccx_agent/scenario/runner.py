@@ -221,16 +221,27 @@ def _apply(
 
 
 def format_text(result: SimulationResult) -> str:
-    """Alert lines prefixed by their simulated time, then one table row per interval."""
+    """Alert lines prefixed by their simulated time, then the table of intervals.
+
+    A run of intervals that differ only in their start is shown as its first row and a
+    count, so that 400 quiet days read as a few lines (``--json`` has every interval).
+    """
     out: list[str] = []
     for alert in result.alerts:
         for line in alert.lines:
             out.append(f"{iso(alert.time)} {line}")
     out.append("")
     header = ["start", "registration", "authorization", "enforcement", *result.tags]
-    rows = [header]
+    rows: list[list[str]] = [header]
+    previous: list[str] | None = None
+    repeated = 0
+
+    def close_run() -> None:
+        if repeated:
+            rows.append([f"  (+{repeated} more)", "", "", "", *("" for _ in result.tags)])
+
     for r in result.intervals:
-        cells = [iso(r.start), r.registration, r.authorization, r.enforcement or "-"]
+        cells = [r.registration, r.authorization, r.enforcement or "-"]
         for tag in result.tags:
             v = r.tags.get(tag)
             if v is None or v.usage is None:
@@ -238,7 +249,14 @@ def format_text(result: SimulationResult) -> str:
                 continue
             reported = "-" if v.reported is None else str(v.reported)
             cells.append(f"{v.usage}/{v.entitlement} rep={reported} {v.state}({v.overage_count})")
-        rows.append(cells)
+        if cells == previous:
+            repeated += 1
+            continue
+        close_run()
+        repeated = 0
+        previous = cells
+        rows.append([iso(r.start), *cells])
+    close_run()
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for row in rows:
         out.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())

@@ -138,3 +138,23 @@ def test_shipped_scenarios_are_deterministic(capsys, name):
     a = simulate(capsys, SCENARIOS / name)
     b = simulate(capsys, SCENARIOS / name)
     assert a == b
+
+
+def test_text_table_collapses_runs_of_identical_intervals(tmp_path, capsys):
+    path = tmp_path / "quiet.yaml"
+    path.write_text(
+        "license_type: flex\nentitlements: {flex-premium-seat: 10}\n"
+        "events:\n  - at: 0m\n    usage: {flex-premium-seat: 4}\nduration: 2d\n"
+    )
+    assert main(["simulate", str(path)]) == 0
+    table = [
+        line for line in capsys.readouterr().out.splitlines() if line.startswith(("2027", "  (+"))
+    ]
+    table = [line for line in table if "%" not in line]
+    # 192 intervals, all alike but the first (before the first authorization took effect).
+    assert len(table) <= 4
+    assert (
+        sum(int(line.split("+")[1].split()[0]) for line in table if "more)" in line)
+        + sum(1 for line in table if line.startswith("2027"))
+        == 192
+    )
