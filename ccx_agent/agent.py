@@ -287,7 +287,10 @@ class Agent:
     # --- timers -----------------------------------------------------------------------
 
     def housekeeping(self, now: datetime) -> None:
-        """Expiries and warnings, then every renewal that is due, each failing on its own."""
+        """Expiries and warnings, then every renewal that is due, each failing on its own.
+
+        It also emits alerts that a crash left committed but not emitted.
+        """
         with self.store.read() as tx:
             before = self._load(tx)
         state, alerts = lifecycle.evaluate(before, now, self.timers)
@@ -299,8 +302,7 @@ class Agent:
                 todo = lifecycle.due(state, now, self.timers)
                 tx.save_product(state, now)
                 self._record(tx, now, alerts)
-        if alerts:
-            self._emit_pending()
+        self._emit_pending()
         for item in todo:
             if item is Due.RENEW_ID:
                 self.renew_id(now)

@@ -183,6 +183,9 @@ def _drive(
             if off == 0:
                 flush_samples()  # the first renewal check sees what is in use from the start
             agent.housekeeping(now)
+    if quiet:
+        # A duration that ends between boundaries: close the whole intervals still pending.
+        catch_up(start + (total // rep) * report_step)
     flush_samples()
 
 

@@ -33,6 +33,8 @@ class StandinSsm:
     instances: dict[str, Udi] = field(default_factory=dict)
     #: Every acknowledged report by id, in arrival order (a re-sent id is not counted twice).
     reports: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: PIIDs issued so far, deregistered ones included.
+    issued: int = 0
 
     def _check(self, piid: str | None = None) -> None:
         if not self.reachable:
@@ -48,7 +50,9 @@ class StandinSsm:
         self._check()
         if not token:
             raise SsmError("empty registration token")
-        piid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"ccx-sim:{udi.uuid}:{len(self.instances)}"))
+        # Deterministic (the same scenario gives the same output) and never reissued.
+        self.issued += 1
+        piid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"ccx-sim:{udi.uuid}:{self.issued}"))
         self.instances[piid] = udi
         return Registered(piid, now, now + self.cert_lifetime, dict(self.entitlements))
 
