@@ -147,6 +147,13 @@ def clear_mark(state: ProductState, key: str) -> ProductState:
     return replace(state, marks={k: v for k, v in state.marks.items() if k != key})
 
 
+def _auth_anchor(state: ProductState, now: datetime) -> datetime:
+    """When the authorization clock started: the last success (registration counts as one)."""
+    if state.last_auth_at is not None:
+        return state.last_auth_at
+    return state.identity.registered_at if state.identity is not None else now
+
+
 def _derive(state: ProductState, now: datetime, timers: Timers) -> ProductState:
     """Recompute registration, authorization and enforcement from the stored timestamps."""
     registration = state.registration
@@ -159,7 +166,7 @@ def _derive(state: ProductState, now: datetime, timers: Timers) -> ProductState:
         registration = Registration.REGISTRATION_EXPIRED
 
     if registration is Registration.REGISTERED:
-        anchor = state.last_auth_at or (ident.registered_at if ident else now)
+        anchor = _auth_anchor(state, now)
         if now >= anchor + timers.auth_validity:
             authorization = Authorization.AUTHORIZATION_EXPIRED
         elif any(t.is_locked for t in state.tags.values()):
@@ -179,7 +186,7 @@ def _derive(state: ProductState, now: datetime, timers: Timers) -> ProductState:
     if authorization is Authorization.EVALUATION_EXPIRED:
         enforcement = Enforcement.EVALUATION_EXPIRED
     elif registration is Registration.REGISTERED:
-        anchor = state.last_auth_at or (ident.registered_at if ident else now)
+        anchor = _auth_anchor(state, now)
         if now >= anchor + timers.auth_validity + timers.auth_grace:
             enforcement = Enforcement.AUTHORIZATION_EXPIRED
         elif any(t.state is TagState.ENFORCEMENT for t in state.tags.values()):
@@ -205,8 +212,11 @@ def evaluate(state: ProductState, now: datetime, timers: Timers) -> Result:
     alerts: list[Alert] = []
     ident = new.identity
 
-    expired_now = new.registration is not state.registration and ident is not None
-    if expired_now and new.registration is Registration.REGISTRATION_EXPIRED and ident:
+    if (
+        new.registration is Registration.REGISTRATION_EXPIRED
+        and state.registration is not new.registration
+        and ident is not None
+    ):
         alerts.append(
             Alert(
                 "REGISTRATION_EXPIRED",
@@ -223,7 +233,7 @@ def evaluate(state: ProductState, now: datetime, timers: Timers) -> Result:
         elif new.authorization is Authorization.EVALUATION_EXPIRED:
             alerts.append(Alert("EVAL_EXPIRED", "Evaluation period remaining =0 days"))
         elif new.authorization is Authorization.AUTHORIZATION_EXPIRED:
-            anchor = new.last_auth_at or (ident.registered_at if ident else now)
+            anchor = _auth_anchor(new, now)
             alerts.append(
                 Alert(
                     "AUTHORIZATION_EXPIRED",
@@ -269,7 +279,7 @@ def evaluate(state: ProductState, now: datetime, timers: Timers) -> Result:
                         f"(in {_days(ident.cert_expires_at - now)})",
                     )
                 )
-        anchor = new.last_auth_at or ident.registered_at
+        anchor = _auth_anchor(new, now)
         expires = anchor + timers.auth_validity
         if expires - timers.auth_expiry_warning <= now < expires:
             new, fire = standing(new, "AUTHORIZATION_EXPIRING_SOON", now, timers)
@@ -373,7 +383,7 @@ def due(state: ProductState, now: datetime, timers: Timers) -> list[Due]:
         state.id_next_attempt is None or now >= state.id_next_attempt
     ):
         out.append(Due.RENEW_ID)
-    anchor = state.last_auth_at or ident.registered_at
+    anchor = _auth_anchor(state, now)
     new_tags = not state.tags_in_use <= state.authorized_tags
     if (now >= anchor + timers.auth_renew_after or new_tags) and (
         state.auth_next_attempt is None or now >= state.auth_next_attempt
@@ -393,7 +403,7 @@ def next_due_at(state: ProductState, timers: Timers) -> datetime | None:
             state.id_next_attempt or ident.cert_issued_at,
         ),
         max(
-            (state.last_auth_at or ident.registered_at) + timers.auth_renew_after,
+            _auth_anchor(state, ident.registered_at) + timers.auth_renew_after,
             state.auth_next_attempt or ident.registered_at,
         ),
     ]
