@@ -248,7 +248,7 @@ class Agent:
             try:
                 ack = self.ssm.report(piid, [b.payload for b in batch], now)
             except SsmError as exc:
-                self._report_failed(now, exc)
+                self._report_failed(now, [b.report_id for b in batch], exc)
                 break
             with self.store.transaction() as tx:
                 before = state = self._load(tx)
@@ -269,10 +269,11 @@ class Agent:
                 break
         return sent
 
-    def _report_failed(self, now: datetime, exc: SsmError) -> None:
+    def _report_failed(self, now: datetime, ids: Sequence[str], exc: SsmError) -> None:
         reason = str(exc) or type(exc).__name__
         with self.store.transaction() as tx:
             state = self._load(tx)
+            tx.outbox_failed(ids, reason)
             alerts: list[Alert] = []
             if isinstance(exc, SsmUnreachable):
                 state, alerts = lifecycle.communication(state, False, reason)

@@ -51,6 +51,18 @@ def usage(path: Path, as_json: bool, out: TextIO | None = None, err: TextIO | No
         print(f"error: {exc}", file=err)
         return EX_FAILED
     result = compute(snapshot, cfg.license.type, cfg.license.premium_features)
+    # Warnings go to stderr in both modes, so that --json stays clean for scripts.
+    for note in snapshot.notes:
+        print(f"note: {note}", file=err)
+    if result.unlicensed_agents:
+        shown = ", ".join(result.unlicensed_agents[:10])
+        more = len(result.unlicensed_agents) - 10
+        print(
+            f"warning: {len(result.unlicensed_agents)} agent(s) have premium features the "
+            f"license type does not include (FEATURE_NOT_LICENSED): {shown}"
+            + (f" and {more} more" if more > 0 else ""),
+            file=err,
+        )
     if as_json:
         json.dump(result.as_json(), out, indent=2)
         out.write("\n")
@@ -60,15 +72,6 @@ def usage(path: Path, as_json: bool, out: TextIO | None = None, err: TextIO | No
     for tag, count in result.tags.items():
         print(f"  {tag.ljust(width)}  {count:>7}  {DISPLAY_NAMES.get(tag, '')}", file=out)
     print(f"logged-in agents and supervisors: {len(result.agents)}", file=out)
-    for note in snapshot.notes:
-        print(f"note: {note}", file=err)
-    if result.unlicensed_agents:
-        shown = ", ".join(result.unlicensed_agents[:10])
-        print(
-            f"warning: {len(result.unlicensed_agents)} agent(s) have premium features the "
-            f"license type does not include: {shown}",
-            file=out,
-        )
     return 0
 
 
@@ -84,7 +87,6 @@ def simulate(
     if as_json:
         # Compact: a 400-day run has 38,400 intervals, and scripts read it, not people.
         out.write(json.dumps(result.as_json(), separators=(",", ":")) + "\n")
-        out.write("\n")
     else:
         print(format_text(result), file=out)
     return 0

@@ -138,14 +138,19 @@ def test_usage_text(capsys: pytest.CaptureFixture[str], config: Config) -> None:
 def test_usage_text_warns_of_unlicensed_features(
     capsys: pytest.CaptureFixture[str], config: Config
 ) -> None:
+    for args in ((), ("--json",)):
+        code, out, err = usage(capsys, config(DATA / "mixed.yaml", "perpetual-enhanced"), *args)
+        assert code == 0
+        # The warning goes to stderr in both modes: --json output stays clean for scripts.
+        assert err == (
+            "warning: 4 agent(s) have premium features the license type does not include "
+            "(FEATURE_NOT_LICENSED): chat1, mail1, out1, sup1\n"
+        )
     code, out, _ = usage(capsys, config(DATA / "mixed.yaml", "perpetual-enhanced"))
-    assert code == 0
     assert out == (
         "license type: perpetual-enhanced\n"
         "  enhanced-seat        6  CCX Enhanced Seat\n"
         "logged-in agents and supervisors: 6\n"
-        "warning: 4 agent(s) have premium features the license type does not include: "
-        "chat1, mail1, out1, sup1\n"
     )
 
 

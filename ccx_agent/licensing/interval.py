@@ -15,6 +15,7 @@ from ccx_agent.licensing.lifecycle import (
     Result,
     Timers,
     clear_mark,
+    derive,
     evaluate,
     in_ooc_alert,
     standing,
@@ -110,21 +111,15 @@ def close(
     any number of licenses, and an interval without data changes no countdown.
     """
     tt = CATALOGUE[state.license_type]
-    new, alerts = evaluate(state, end, timers)
     records: dict[str, TagRecord] = {}
-    if usage is None:
-        status = IntervalStatus.NO_DATA
+    # Whether the interval is reported is decided by the registration at its end.
+    if usage is None or not derive(state, end, timers).registered:
+        new, alerts = evaluate(state, end, timers)
+        status = IntervalStatus.NO_DATA if usage is None else IntervalStatus.LOCAL
         for tag in tt.all:
             c = new.tag(tag)
             records[tag] = TagRecord(
-                None, new.entitlements.get(tag, 0), None, c.state.value, c.overage_count
-            )
-    elif not new.registered:
-        status = IntervalStatus.LOCAL
-        for tag in tt.all:
-            c = new.tag(tag)
-            records[tag] = TagRecord(
-                usage.get(tag, 0),
+                None if usage is None else usage.get(tag, 0),
                 new.entitlements.get(tag, 0),
                 None,
                 c.state.value,
@@ -135,18 +130,19 @@ def close(
         steps: dict[str, Step] = {}
         for tag in tt.all:
             steps[tag] = step(
-                new.tag(tag),
+                state.tag(tag),
                 usage.get(tag, 0),
-                new.entitlements.get(tag, 0),
+                state.entitlements.get(tag, 0),
                 end,
                 rules,
                 enforced=tt.compliance_enforced,
             )
-        new = replace(new, tags={t: s.after for t, s in steps.items()})
-        compliance_alerts = _group(steps, rules, new)
-        if any(a.mnemonic == "SYSTEM_IN_OOC_STATE" for a in compliance_alerts):
+        # Compliance first, then the product timers once: a tag that leaves OOC in this
+        # interval must not also get its daily "still out of compliance" reminder.
+        new = replace(state, tags={t: s.after for t, s in steps.items()})
+        alerts = _group(steps, rules, new)
+        if any(a.mnemonic == "SYSTEM_IN_OOC_STATE" for a in alerts):
             new = replace(new, marks={**new.marks, "SYSTEM_IN_OOC_STATE": end})
-        alerts += compliance_alerts
         if not allow_overage:
             over = [t for t, s in steps.items() if s.usage > s.entitlement]
             if over:

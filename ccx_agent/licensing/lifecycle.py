@@ -126,8 +126,13 @@ def evaluation_left(state: ProductState, timers: Timers) -> timedelta:
 
 
 def _days(span: timedelta) -> str:
-    days = span.total_seconds() / 86400
-    return f"{days:.0f} days" if days >= 1 else human_duration(span)
+    """A span as an operator reads it in a warning: days, else hours, else minutes."""
+    seconds = span.total_seconds()
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            n = round(seconds / size)
+            return f"{n} {unit}" if n == 1 else f"{n} {unit}s"
+    return human_duration(span)
 
 
 def standing(
@@ -154,7 +159,7 @@ def _auth_anchor(state: ProductState, now: datetime) -> datetime:
     return state.identity.registered_at if state.identity is not None else now
 
 
-def _derive(state: ProductState, now: datetime, timers: Timers) -> ProductState:
+def derive(state: ProductState, now: datetime, timers: Timers) -> ProductState:
     """Recompute registration, authorization and enforcement from the stored timestamps."""
     registration = state.registration
     ident = state.identity
@@ -208,7 +213,7 @@ def evaluate(state: ProductState, now: datetime, timers: Timers) -> Result:
     Transitions fire once; standing conditions (expiring soon, still out of compliance,
     still in enforcement) repeat at most every ``timers.alert_repeat``.
     """
-    new = _derive(state, now, timers)
+    new = derive(state, now, timers)
     alerts: list[Alert] = []
     ident = new.identity
 
@@ -441,7 +446,11 @@ def registered(
     entitlements: Mapping[str, int],
     timers: Timers,
 ) -> Result:
-    """A successful REGISTER: the registration also counts as the first authorization."""
+    """A successful REGISTER: the registration also counts as the first authorization.
+
+    Per-tag compliance is kept: a locked out-of-compliance usage is irreversible until
+    licenses are bought, and registering again (or deregistering) must not clear it.
+    """
     new = replace(
         state,
         identity=identity,
@@ -449,7 +458,6 @@ def registered(
         last_auth_at=now,
         authorized_tags=frozenset(),
         entitlements=dict(entitlements),
-        tags={},
         id_next_attempt=None,
         auth_next_attempt=None,
     )
@@ -468,7 +476,6 @@ def deregistered(
         last_auth_at=None,
         authorized_tags=frozenset(),
         entitlements={},
-        tags={},
         id_next_attempt=None,
         auth_next_attempt=None,
     )
@@ -500,9 +507,7 @@ def id_renew_failed(state: ProductState, now: datetime, reason: str, timers: Tim
     """Retried every ``id_cert_retry``; the alert is a standing condition (at most daily)."""
     nxt = now + timers.id_cert_retry
     new, fire = standing(replace(state, id_next_attempt=nxt), "ID_CERT_RENEW_FAILED", now, timers)
-    alert = Alert(
-        "ID_CERT_RENEW_FAILED", f"{reason}; retrying every {human_duration(timers.id_cert_retry)}"
-    )
+    alert = Alert("ID_CERT_RENEW_FAILED", f"{reason}; retrying every {_days(timers.id_cert_retry)}")
     return new, [alert] if fire else []
 
 
@@ -529,9 +534,7 @@ def auth_failed(state: ProductState, now: datetime, reason: str, timers: Timers)
     """Retried every ``auth_retry``; the alert is a standing condition (at most daily)."""
     nxt = now + timers.auth_retry
     new, fire = standing(replace(state, auth_next_attempt=nxt), "AUTH_RENEW_FAILED", now, timers)
-    alert = Alert(
-        "AUTH_RENEW_FAILED", f"{reason}; retrying every {human_duration(timers.auth_retry)}"
-    )
+    alert = Alert("AUTH_RENEW_FAILED", f"{reason}; retrying every {_days(timers.auth_retry)}")
     return new, [alert] if fire else []
 
 

@@ -4,6 +4,10 @@ The order of things at one instant is fixed and documented, because it decides w
 operator reads: first the scenario's events (the world changes), then the report of the
 interval that just ended (computed with what the agent knew), then the sample, then
 renewals. A purchase therefore takes effect at the next report, as with a real SSM.
+Samples are committed in batches, so the renewal check at an instant sees the samples up
+to the one before (except at the start); a change of usage shows in the product state at
+the next report, as in the daemon, where sampling only records and the report and
+housekeeping jobs decide.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ class SimulationResult:
                 {
                     "start": iso(r.start),
                     "end": iso(r.end),
+                    "status": r.status,
                     "registration": r.registration,
                     "authorization": r.authorization,
                     "enforcement": r.enforcement,

@@ -382,9 +382,8 @@ def check_compliance(run: Run) -> None:
         epoch = run.trace.owner[rec.start][0]
         for tag, now in rec.tags.items():
             assert now.usage is not None and now.reported is not None
-            before = last.get(tag)
-            if before is None or before[0] != epoch:
-                before = (epoch, None, 0)  # a registration starts every tag afresh
+            # Compliance carries over a new registration: only a purchase ends a locked OOC.
+            before = last.get(tag) or (epoch, None, 0)
             prev = before[1]
             prev_state = prev.state if prev else TagState.IN_COMPLIANCE.value
             prev_count = prev.overage_count if prev else 0

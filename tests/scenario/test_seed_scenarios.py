@@ -93,7 +93,17 @@ def test_json_shape_is_the_documented_one(capsys):
     result = simulate(capsys, SCENARIOS / "seed-scenario-1.yaml")
     assert set(result) == {"intervals", "alerts", "final"}
     first = result["intervals"][0]
-    assert set(first) == {"start", "end", "registration", "authorization", "enforcement", "tags"}
+    # The documented keys, plus "status" (REPORTED, LOCAL or NO_DATA).
+    assert set(first) == {
+        "start",
+        "end",
+        "status",
+        "registration",
+        "authorization",
+        "enforcement",
+        "tags",
+    }
+    assert first["status"] == "REPORTED"
     assert first["start"] == "2027-01-04T08:00:00Z" and first["end"] == "2027-01-04T08:15:00Z"
     # Every tag of the license type is listed, zeros included.
     assert set(first["tags"]) == {"flex-standard-seat", "flex-premium-seat", "flex-outbound-port"}

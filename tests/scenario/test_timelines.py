@@ -345,3 +345,29 @@ def test_catching_up_quiet_boundaries_gives_the_same_record_as_stepping_each(
         "COMM_RESTORED",
         "REGISTER_SUCCESS",
     } <= seen
+
+
+def test_registering_again_does_not_clear_a_locked_out_of_compliance(tmp_path, capsys):
+    result = simulate(
+        tmp_path,
+        capsys,
+        """
+license_type: flex
+registered: true
+entitlements: {flex-premium-seat: 100}
+events:
+  - at: 0m
+    usage: {flex-premium-seat: 130}
+  - at: 1h30m
+    deregister: true
+  - at: 1h45m
+    register: true
+duration: 3h
+""",
+    )
+    assert times(result, "SYSTEM_IN_OOC_STATE")[0] == START + timedelta(minutes=75)
+    last = result["intervals"][-1]
+    assert last["registration"] == "REGISTERED"
+    assert last["tags"]["flex-premium-seat"]["state"] == "OUT_OF_COMPLIANCE"
+    assert last["tags"]["flex-premium-seat"]["reported"] == 130
+    assert times(result, "SYSTEM_BACK_IN_COMPLIANCE") == []
