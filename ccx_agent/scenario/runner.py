@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ccx_agent.agent import Agent
+from ccx_agent.agent import Agent, Emit
 from ccx_agent.licensing import lifecycle
 from ccx_agent.licensing.catalogue import tags_of
 from ccx_agent.licensing.interval import IntervalRecord
@@ -68,6 +68,21 @@ class SimulationResult:
         }
 
 
+#: The identity of every simulated instance: fixed, so a scenario's output is reproducible.
+SIM_UDI = Udi("CCX-SIM", "SIM0001", "00000000-0000-4000-8000-000000000001")
+
+
+def setup(
+    loaded: LoadedScenario, workdir: Path, emit: Emit, agent_cls: type[Agent] = Agent
+) -> tuple[Agent, StandinSsm, Store]:
+    """The pieces of a run: a fresh store in ``workdir``, the stand-in SSM, the agent."""
+    sc, cfg = loaded.scenario, loaded.config
+    ssm = StandinSsm(dict(sc.entitlements), cfg.id_certificate.lifetime)
+    store = Store(workdir / DB_NAME, durable=False)
+    agent = agent_cls(cfg, store, ssm, udi=SIM_UDI, emit=emit, origin=sc.start)
+    return agent, ssm, store
+
+
 def run(loaded: LoadedScenario, workdir: Path | None = None) -> SimulationResult:
     """Run ``loaded`` to its end in a throw-away database and return what happened."""
     if workdir is None:
@@ -76,17 +91,8 @@ def run(loaded: LoadedScenario, workdir: Path | None = None) -> SimulationResult
     sc = loaded.scenario
     cfg = loaded.config
     emitted: list[AlertRow] = []
-    ssm = StandinSsm(dict(sc.entitlements), cfg.id_certificate.lifetime)
-    store = Store(workdir / DB_NAME, durable=False)
+    agent, ssm, store = setup(loaded, workdir, emitted.extend)
     try:
-        agent = Agent(
-            cfg,
-            store,
-            ssm,
-            udi=Udi("CCX-SIM", "SIM0001", "00000000-0000-4000-8000-000000000001"),
-            emit=emitted.extend,
-            origin=sc.start,
-        )
         _drive(agent, ssm, sc.start, sc.duration, sc.events, sc.registered)
         with store.transaction() as tx:
             intervals = tx.intervals()

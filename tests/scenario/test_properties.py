@@ -30,8 +30,7 @@ from ccx_agent.licensing.timeutil import iso
 from ccx_agent.scenario import runner
 from ccx_agent.scenario.model import DEFAULT_START, LoadedScenario, load_scenario
 from ccx_agent.scenario.standin import StandinSsm
-from ccx_agent.ssm.port import Udi
-from ccx_agent.store import DB_NAME, AlertRow, OutboxItem, Store
+from ccx_agent.store import AlertRow, OutboxItem
 from ccx_agent.yamldoc import parse_yaml
 
 MINUTE = timedelta(minutes=1)
@@ -215,19 +214,10 @@ class Run:
 
 def traced_run(loaded: LoadedScenario, workdir: Path) -> Run:
     """What ``runner.run`` does, keeping the stand-in, the store and a trace to inspect."""
-    sc, cfg = loaded.scenario, loaded.config
+    sc = loaded.scenario
     emitted: list[AlertRow] = []
-    ssm = StandinSsm(dict(sc.entitlements), cfg.id_certificate.lifetime)
-    store = Store(workdir / DB_NAME, durable=False)
+    agent, ssm, store = runner.setup(loaded, workdir, emitted.extend, TracingAgent)
     try:
-        agent = TracingAgent(
-            cfg,
-            store,
-            ssm,
-            udi=Udi("CCX-SIM", "SIM0001", "00000000-0000-4000-8000-000000000001"),
-            emit=emitted.extend,
-            origin=sc.start,
-        )
         agent.trace = trace = Trace()
         runner._drive(agent, ssm, sc.start, sc.duration, sc.events, sc.registered)
         with store.read() as tx:
