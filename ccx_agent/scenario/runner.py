@@ -94,7 +94,7 @@ def run(loaded: LoadedScenario, workdir: Path | None = None) -> SimulationResult
     agent, ssm, store = setup(loaded, workdir, emitted.extend)
     try:
         _drive(agent, ssm, sc.start, sc.duration, sc.events, sc.registered)
-        with store.transaction() as tx:
+        with store.read() as tx:
             intervals = tx.intervals()
             outbox = tx.outbox_count()
         state = agent.state()
