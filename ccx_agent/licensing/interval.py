@@ -145,7 +145,10 @@ def close(
             new = replace(new, marks={**new.marks, "SYSTEM_IN_OOC_STATE": end})
         if not allow_overage:
             over = [t for t, s in steps.items() if s.usage > s.entitlement]
-            if over:
+            if not over:
+                # Back within what was bought: the next excess is news again.
+                new = clear_mark(new, "LICENSE_LIMIT_REACHED")
+            else:
                 new, fire = standing(new, "LICENSE_LIMIT_REACHED", end, timers)
                 if fire:
                     detail = "; ".join(

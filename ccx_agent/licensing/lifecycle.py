@@ -129,8 +129,8 @@ def _days(span: timedelta) -> str:
     """A span as an operator reads it in a warning: days, else hours, else minutes."""
     seconds = span.total_seconds()
     for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds >= size:
-            n = round(seconds / size)
+        n = round(seconds / size)
+        if n >= 1:  # 23 h 46 min reads "1 day", not "24 hours"
             return f"{n} {unit}" if n == 1 else f"{n} {unit}s"
     return human_duration(span)
 

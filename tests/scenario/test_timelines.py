@@ -221,6 +221,32 @@ duration: 1h
     assert limit[0]["severity"] == 2
 
 
+def test_license_limit_is_news_again_after_usage_came_back_within_the_entitlement(tmp_path, capsys):
+    result = simulate(
+        tmp_path,
+        capsys,
+        """
+license_type: flex
+registered: true
+entitlements: {flex-standard-seat: 10}
+config: {license: {allow_overage: false}}
+events:
+  - at: 0m
+    usage: {flex-standard-seat: 12}
+  - at: 30m
+    usage: {flex-standard-seat: 8}
+  - at: 1h
+    usage: {flex-standard-seat: 11}
+duration: 2h
+""",
+    )
+    # Over at 08:00-08:30 (once, not repeated), within at 08:30-09:00, over again from 09:00.
+    assert times(result, "LICENSE_LIMIT_REACHED") == [
+        START + timedelta(minutes=15),
+        START + timedelta(minutes=75),
+    ]
+
+
 def test_nfr_is_never_out_of_compliance(tmp_path, capsys):
     result = simulate(
         tmp_path,
