@@ -12,6 +12,8 @@ from typing import Annotated
 
 from pydantic import BeforeValidator, PlainSerializer
 
+from ccx_agent.yamldoc import show
+
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _PART = re.compile(r"(\d+)([smhdw])", re.ASCII)
 _WHOLE = re.compile(r"(?:\d+[smhdw])+", re.ASCII)
@@ -20,23 +22,6 @@ _EXAMPLE = "a duration like 90s, 15m, 2h, 30d or 1h30m"
 #: Longer than any licensing timer could sensibly be (100 years), and short enough that
 #: ``now + duration`` can never overflow a datetime.
 MAX_DURATION = timedelta(days=36500)
-
-
-def _show(value: object) -> str:
-    """``value`` as an operator wrote it in YAML, for an error message."""
-    if value is None:
-        return "nothing"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    if isinstance(value, str):
-        return repr(value if len(value) <= 40 else value[:37] + "...")
-    if isinstance(value, list | tuple):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return type(value).__name__
 
 
 def parse_duration(value: object) -> timedelta:
@@ -49,22 +34,22 @@ def parse_duration(value: object) -> timedelta:
         return value
     if isinstance(value, int | float) and not isinstance(value, bool):
         if value < 0:
-            raise ValueError(f"must not be negative, got {_show(value)}")
+            raise ValueError(f"must not be negative, got {show(value)}")
         if isinstance(value, int):
             raise ValueError(
                 f"needs a unit (s, m, h, d or w), like {value}m or {value}s: got {value}"
             )
         raise ValueError(f"must be {_EXAMPLE} (whole numbers with units), got {value}")
     if not isinstance(value, str):
-        raise ValueError(f"must be {_EXAMPLE}, got {_show(value)}")
+        raise ValueError(f"must be {_EXAMPLE}, got {show(value)}")
     text = value.strip().replace(" ", "")
     if text.startswith("-"):
-        raise ValueError(f"must not be negative, got {_show(value)}")
+        raise ValueError(f"must not be negative, got {show(value)}")
     if not _WHOLE.fullmatch(text):
-        raise ValueError(f"must be {_EXAMPLE}, got {_show(value)}")
+        raise ValueError(f"must be {_EXAMPLE}, got {show(value)}")
     seconds = sum(int(n) * _UNITS[u] for n, u in _PART.findall(text))
     if seconds > MAX_DURATION.total_seconds():
-        raise ValueError(f"must be at most 36500d (100 years), got {_show(value)}")
+        raise ValueError(f"must be at most 36500d (100 years), got {show(value)}")
     return timedelta(seconds=seconds)
 
 
@@ -90,7 +75,7 @@ def parse_positive_duration(value: object) -> timedelta:
     """Like :func:`parse_duration`, and zero is refused too."""
     span = parse_duration(value)
     if span <= timedelta(0):
-        raise ValueError(f"must be longer than 0s, got {_show(value)}")
+        raise ValueError(f"must be longer than 0s, got {show(value)}")
     return span
 
 

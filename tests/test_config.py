@@ -509,7 +509,7 @@ def test_duplicate_key_is_reported_with_the_other_problems(tmp_path: Path) -> No
         ),
         (
             "report:\n  interval:\n",
-            "5: report.interval: must be a duration like 90s, 15m, 2h, 30d or 1h30m, got nothing",
+            "5: report.interval: must be a duration like 90s, 15m, 2h, 30d or 1h30m, got nothing (null)",
         ),
         ("state_dir: 2024-01-01\n", "4: state_dir: must be a path, got the date 2024-01-01"),
         ("1: x\n", "4: 1: unknown key"),

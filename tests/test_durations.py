@@ -64,7 +64,7 @@ def test_parse(text: str, expected: timedelta) -> None:
         ("15M", "must be a duration like 90s, 15m, 2h, 30d or 1h30m, got '15M'"),
         ("1.5h", "must be a duration like 90s, 15m, 2h, 30d or 1h30m, got '1.5h'"),
         ("m", "must be a duration like 90s, 15m, 2h, 30d or 1h30m, got 'm'"),
-        ("", "must be a duration like 90s, 15m, 2h, 30d or 1h30m, got ''"),
+        ("", "must be a duration like 90s, 15m, 2h, 30d or 1h30m, got an empty string ('')"),
         ("1y", "must be a duration like 90s, 15m, 2h, 30d or 1h30m, got '1y'"),
         (
             "\u0661\u0665m",
@@ -73,7 +73,7 @@ def test_parse(text: str, expected: timedelta) -> None:
         ("PT15M", "must be a duration like 90s, 15m, 2h, 30d or 1h30m, got 'PT15M'"),
         (True, "must be a duration like 90s, 15m, 2h, 30d or 1h30m, got true"),
         (False, "must be a duration like 90s, 15m, 2h, 30d or 1h30m, got false"),
-        (None, "must be a duration like 90s, 15m, 2h, 30d or 1h30m, got nothing"),
+        (None, "must be a duration like 90s, 15m, 2h, 30d or 1h30m, got nothing (null)"),
         (["15m"], "must be a duration like 90s, 15m, 2h, 30d or 1h30m, got a list"),
         ({"m": 15}, "must be a duration like 90s, 15m, 2h, 30d or 1h30m, got a mapping"),
         ("36501d", "must be at most 36500d (100 years), got '36501d'"),
