@@ -16,6 +16,7 @@ from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -177,6 +178,63 @@ class ClockConfig(Section):
     jump_threshold: PositiveDuration = timedelta(days=1)
 
 
+def _blank_is_none(value: object) -> object:
+    """``""`` (the example file's way of saying "not set") and null both mean unset."""
+    return None if value == "" else value
+
+
+def _url(schemes: tuple[str, ...]) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        _one_line(value)
+        parts = urlsplit(value)
+        if parts.scheme not in schemes:
+            want = " or ".join(f"{s}://" for s in schemes)
+            raise ValueError(f"must be a URL starting with {want}, got {value!r}")
+        if not parts.hostname:
+            raise ValueError("must name a host (https://HOST[:PORT]/PATH)")
+        try:
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError:
+            raise ValueError("has an invalid port number") from None
+        return value
+
+    return check
+
+
+#: TLS is always verified, so an SSM URL is https:// only.
+HttpsUrl = Annotated[str, AfterValidator(_url(("https",)))]
+ProxyUrl = Annotated[str, AfterValidator(_url(("http", "https", "socks5", "socks5h")))]
+OptionalPath = Annotated[ConfigPath | None, BeforeValidator(_blank_is_none)]
+
+
+class TransportConfig(Section):
+    """How the agent reaches SSM or SSM On-Prem (docs/protocol.md)."""
+
+    url: Annotated[HttpsUrl | None, BeforeValidator(_blank_is_none)] = None
+    ca_bundle: OptionalPath = None
+    #: The root the server's signing certificate must chain to; default: ``ca_bundle``.
+    trust_anchor: OptionalPath = None
+    proxy: Annotated[ProxyUrl | None, BeforeValidator(_blank_is_none)] = None
+    timeout: PositiveDuration = timedelta(seconds=30)
+    connect_timeout: PositiveDuration = timedelta(seconds=10)
+    attempts: Annotated[StrictInt, Field(ge=1, le=10)] = 3
+
+    def anchor(self) -> Path | None:
+        return self.trust_anchor or self.ca_bundle
+
+
+class IdentityConfig(Section):
+    """The UDI's product id and serial number; its UUID is created once and kept in the
+    state database."""
+
+    pid: LogText = "UCCX"
+    #: Empty means this host's name.
+    serial: LogText = ""
+
+    def serial_number(self) -> str:
+        return self.serial or socket.gethostname()
+
+
 class FileSource(Section):
     kind: Literal["file"]
     path: ConfigPath
@@ -299,7 +357,28 @@ class CommonConfig(Section):
 
 
 class Config(CommonConfig):
+    transport: TransportConfig = TransportConfig()
+    identity: IdentityConfig = IdentityConfig()
     source: SourceConfig
+
+    @field_validator("transport", "identity", mode="before")
+    @classmethod
+    def _empty_own_section(cls, value: object) -> object:
+        return {} if value is None else value
+
+    def cross_rules(self) -> list[tuple[tuple[str, ...], tuple[str, ...], str]]:
+        out = super().cross_rules()
+        t = self.transport
+        if t.url is not None and t.anchor() is None:
+            out.append(
+                (
+                    ("transport", "trust_anchor"),
+                    ("transport", "url"),
+                    "must be set (or transport.ca_bundle) when transport.url is set: the "
+                    "server's signing certificate must chain to it",
+                )
+            )
+        return out
 
     @field_validator("source", mode="before")
     @classmethod
@@ -403,6 +482,13 @@ def _anchor(cfg: Config, base: Path) -> Config:
     updates: dict[str, object] = {}
     if not cfg.state_dir.is_absolute():
         updates["state_dir"] = base / cfg.state_dir
+    transport = {
+        key: base / value
+        for key in ("ca_bundle", "trust_anchor")
+        if (value := getattr(cfg.transport, key)) is not None and not value.is_absolute()
+    }
+    if transport:
+        updates["transport"] = cfg.transport.model_copy(update=transport)
     if not cfg.source.path.is_absolute():
         updates["source"] = cfg.source.model_copy(update={"path": base / cfg.source.path})
     return cfg.model_copy(update=updates) if updates else cfg

@@ -398,7 +398,7 @@ def test_example_comments_every_key_with_its_default() -> None:
     text = EXAMPLE.read_text(encoding="utf-8").splitlines()
     doc = parse_yaml("\n".join(text), str(EXAMPLE))
     sections = {"license", "report", "sample", "compliance", "evaluation", "id_certificate"}
-    sections |= {"authorization", "alerts", "clock", "source"}
+    sections |= {"authorization", "alerts", "clock", "source", "transport", "identity"}
     for path in _leaf_and_section_paths():
         if path[0] in sections and len(path) == 1:
             continue
@@ -629,3 +629,52 @@ def test_relative_paths_are_resolved_beside_the_config_file(tmp_path, monkeypatc
     absolute.write_text("state_dir: /var/lib/x\nsource: {kind: file, path: /srv/a.json}\n")
     cfg = config_mod.load(absolute)
     assert str(cfg.state_dir) == "/var/lib/x" and str(cfg.source.path) == "/srv/a.json"
+
+
+# --- transport and identity ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "transport:\n  url: http://ssm.example.com/\n",
+            "transport.url: must be a URL starting with https://",
+        ),
+        ("transport:\n  url: https:///x\n", "transport.url: must name a host"),
+        (
+            "transport:\n  url: https://ssm.example.com/\n",
+            "transport.trust_anchor: must be set (or transport.ca_bundle) when transport.url is set",
+        ),
+        (
+            "transport:\n  proxy: ftp://p:21\n",
+            "transport.proxy: must be a URL starting with http:// or https://",
+        ),
+        ("transport:\n  attempts: 0\n", "transport.attempts:"),
+        ('identity:\n  pid: "a\\nb"\n', "identity.pid: must be one line of text"),
+    ],
+)
+def test_transport_and_identity_problems(tmp_path: Path, text: str, expected: str) -> None:
+    path = write(tmp_path, MINIMAL + text)
+    with pytest.raises(DocumentError) as info:
+        load(path)
+    assert any(expected in str(p) for p in info.value.problems), info.value.problems
+
+
+def test_transport_paths_resolve_beside_the_config_and_anchor_defaults_to_ca_bundle(
+    tmp_path: Path,
+) -> None:
+    path = write(
+        tmp_path,
+        MINIMAL + "transport:\n  url: https://127.0.0.1:8443/\n  ca_bundle: ca.pem\n",
+    )
+    cfg = load(path)
+    assert cfg.transport.ca_bundle == tmp_path / "ca.pem"
+    assert cfg.transport.anchor() == tmp_path / "ca.pem"
+    assert cfg.transport.url == "https://127.0.0.1:8443/"
+
+
+def test_unset_transport_is_none() -> None:
+    cfg = defaults()
+    assert cfg.transport.url is None and cfg.transport.ca_bundle is None
+    assert cfg.identity.serial_number()
