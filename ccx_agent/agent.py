@@ -23,7 +23,15 @@ from ccx_agent.licensing.catalogue import tags_of
 from ccx_agent.licensing.interval import IntervalRecord
 from ccx_agent.licensing.lifecycle import Due, Identity, ProductState, Timers
 from ccx_agent.licensing.timeutil import EPOCH, floor_to, iso
-from ccx_agent.ssm.port import Authorized, IdRenewed, SsmError, SsmPort, SsmUnreachable, Udi
+from ccx_agent.ssm.port import (
+    Authorized,
+    Credentials,
+    IdRenewed,
+    SsmError,
+    SsmPort,
+    SsmUnreachable,
+    Udi,
+)
 from ccx_agent.store import AlertRow, OpenInterval, Store, Tx
 
 #: How many interval reports go in one REPORT_USAGE message.
@@ -241,12 +249,17 @@ class Agent:
                     break
                 # After a failure, probe with one report before sending whole batches again.
                 batch = tx.outbox_batch(1 if state.report_failures else REPORT_BATCH)
+                cred = tx.credentials()
             if not batch:
                 break
-            piid = batch[0].piid
-            batch = [b for b in batch if b.piid == piid]
+            if cred is None or cred.piid != batch[0].piid:
+                # Reports of an identity this database no longer holds cannot be signed.
+                with self.store.transaction() as tx:
+                    tx.outbox_drop_piid(batch[0].piid)
+                continue
+            batch = [b for b in batch if b.piid == cred.piid]
             try:
-                ack = self.ssm.report(piid, [b.payload for b in batch], now)
+                ack = self.ssm.report(cred, [b.payload for b in batch], now)
             except SsmError as exc:
                 self._report_failed(now, [b.report_id for b in batch], exc)
                 break
@@ -313,17 +326,23 @@ class Agent:
     def _talk(
         self,
         now: datetime,
-        call: Callable[[ProductState], object],
+        call: Callable[[ProductState, Credentials], object],
         on_ok: Callable[[ProductState, object], lifecycle.Result],
         on_fail: Callable[[ProductState, str], lifecycle.Result],
+        persist: Callable[[Tx, object], None] | None = None,
     ) -> Outcome:
         """One request to SSM: commit its outcome and the communication state, then emit."""
         with self.store.read() as tx:
             state = self._load(tx)
+            cred = tx.credentials()
         error: SsmError | None = None
         result: object = None
         try:
-            result = call(state)
+            if state.identity is None:
+                raise SsmError("this instance is not registered")
+            if cred is None or cred.piid != state.identity.piid:
+                raise SsmError("the ID certificate is missing from the database: register again")
+            result = call(state, cred)
         except SsmError as exc:
             error = exc
         with self.store.transaction() as tx:
@@ -331,6 +350,8 @@ class Agent:
             if error is None:
                 state, comm = lifecycle.communication(state, True)
                 state, alerts = on_ok(state, result)
+                if persist is not None:
+                    persist(tx, result)
             else:
                 reason = str(error) or type(error).__name__
                 comm = []
@@ -344,16 +365,18 @@ class Agent:
             return Outcome(True, alerts[0].detail if alerts else "done")
         return Outcome(False, str(error) or type(error).__name__)
 
+    def ssm_keep_only(self, cred: Credentials) -> None:
+        if self.ssm is not None:
+            self.ssm.keep_only(cred)
+
     def _ssm(self) -> SsmPort:
         if self.ssm is None:
             raise SsmUnreachable("no SSM transport is configured")
         return self.ssm
 
     def renew_id(self, now: datetime) -> Outcome:
-        def call(state: ProductState) -> object:
-            if state.identity is None:
-                raise SsmError("this instance is not registered")
-            return self._ssm().renew_id(state.identity.piid, now)
+        def call(state: ProductState, cred: Credentials) -> object:
+            return self._ssm().renew_id(cred, now)
 
         def ok(state: ProductState, res: object) -> lifecycle.Result:
             assert isinstance(res, IdRenewed)
@@ -361,23 +384,28 @@ class Agent:
                 state, now, res.cert_issued_at, res.cert_expires_at, self.timers
             )
 
+        def persist(tx: Tx, res: object) -> None:
+            # The new certificate replaces the old one in the same transaction as the
+            # state that says it was renewed; the client verified it before returning.
+            assert isinstance(res, IdRenewed)
+            if res.credentials is not None:
+                tx.save_credentials(res.credentials, now)
+
         return self._talk(
-            now, call, ok, lambda s, r: lifecycle.id_renew_failed(s, now, r, self.timers)
+            now, call, ok, lambda s, r: lifecycle.id_renew_failed(s, now, r, self.timers), persist
         )
 
     def renew_auth(self, now: datetime) -> Outcome:
         sent: dict[str, frozenset[str]] = {}
 
-        def call(state: ProductState) -> object:
-            if state.identity is None:
-                raise SsmError("this instance is not registered")
+        def call(state: ProductState, cred: Credentials) -> object:
             with self.store.read() as tx:
                 opened = tx.open_intervals()
             usage = {t: 0 for t in tags_of(state.license_type)}
             for o in opened[-1:]:
                 usage.update(o.peaks)
             sent["tags"] = state.tags_in_use
-            return self._ssm().authorize(state.identity.piid, usage, now)
+            return self._ssm().authorize(cred, state.license_type.value, usage, now)
 
         def ok(state: ProductState, res: object) -> lifecycle.Result:
             assert isinstance(res, Authorized)
@@ -390,6 +418,7 @@ class Agent:
     def register(self, token: str, now: datetime, *, force: bool = False) -> Outcome:
         with self.store.read() as tx:
             state = self._load(tx)
+            current = tx.credentials()
         # An expired registration needs no --force: registering again is the way out of it.
         if state.registered and state.identity is not None and not force:
             return Outcome(
@@ -397,7 +426,7 @@ class Agent:
                 f"already registered as PIID {state.identity.piid}; use --force to register again",
             )
         try:
-            res = self._ssm().register(token, self.udi, self.cfg.license.type.value, now)
+            res = self._ssm().register(token, self.udi, self.cfg.license.type.value, now, current)
         except SsmError as exc:
             reason = str(exc) or type(exc).__name__
             with self.store.transaction() as tx:
@@ -417,7 +446,11 @@ class Agent:
             state, comm = lifecycle.communication(state, True)
             state, alerts = lifecycle.registered(state, now, ident, res.entitlements, self.timers)
             tx.save_product(state, now)
+            if res.credentials is not None:
+                tx.save_credentials(res.credentials, now)
             self._record(tx, now, comm + alerts)
+        if res.credentials is not None:
+            self.ssm_keep_only(res.credentials)
         self._emit_pending()
         return Outcome(
             True,
@@ -427,13 +460,16 @@ class Agent:
     def deregister(self, now: datetime) -> Outcome:
         with self.store.read() as tx:
             state = self._load(tx)
+            cred = tx.credentials()
         if state.identity is None:
             return Outcome(False, "this instance is not registered")
         piid = state.identity.piid
         told = True
         reason = ""
         try:
-            self._ssm().deregister(piid, now)
+            if cred is None:
+                raise SsmError("the ID certificate is missing, so the server cannot be told")
+            self._ssm().deregister(cred, now)
         except SsmError as exc:
             told = False
             reason = str(exc) or type(exc).__name__
@@ -442,7 +478,11 @@ class Agent:
             dropped = tx.outbox_drop_piid(piid)
             state, alerts = lifecycle.deregistered(state, now, self.timers, told_server=told)
             tx.save_product(state, now)
+            tx.drop_credentials()
             self._record(tx, now, alerts)
+        # Committed first: a crash here leaves a key no certificate names, never the reverse.
+        if self.ssm is not None:
+            self.ssm.forget()
         self._emit_pending()
         note = f" ({dropped} unsent report(s) dropped)" if dropped else ""
         if told:

@@ -33,6 +33,7 @@ from ccx_agent.licensing.lifecycle import (
     Registration,
 )
 from ccx_agent.licensing.timeutil import parse_iso
+from ccx_agent.ssm.port import Credentials
 
 DB_NAME = "ccx-agent.db"
 
@@ -83,6 +84,22 @@ MIGRATIONS: list[str] = [
         emitted INTEGER NOT NULL DEFAULT 0
     );
     CREATE INDEX alerts_pending ON alerts (emitted) WHERE emitted = 0;
+    """,
+    # 2: the ID certificate and its chain (the key is a file), and small settings such
+    # as the UDI's UUID, created once; the last communication error for `status`.
+    """
+    CREATE TABLE credentials (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        piid TEXT NOT NULL,
+        cert BLOB NOT NULL,
+        chain TEXT NOT NULL,
+        account TEXT NOT NULL DEFAULT '',
+        stored_at TEXT NOT NULL
+    );
+    CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -372,6 +389,37 @@ class Tx:
         return self._c.execute("DELETE FROM outbox WHERE piid = ?", (piid,)).rowcount
 
     # alert log
+    def credentials(self) -> Credentials | None:
+        row = self._c.execute("SELECT piid, cert, chain, account FROM credentials").fetchone()
+        if row is None:
+            return None
+        return Credentials(
+            row[0], bytes(row[1]), tuple(bytes.fromhex(c) for c in json.loads(row[2])), row[3]
+        )
+
+    def save_credentials(self, cred: Credentials, now: datetime) -> None:
+        self._c.execute(
+            "INSERT OR REPLACE INTO credentials (id, piid, cert, chain, account, stored_at)"
+            " VALUES (1, ?, ?, ?, ?, ?)",
+            (
+                cred.piid,
+                cred.cert,
+                json.dumps([c.hex() for c in cred.chain]),
+                cred.account,
+                _ts(now),
+            ),
+        )
+
+    def drop_credentials(self) -> None:
+        self._c.execute("DELETE FROM credentials")
+
+    def meta(self, key: str) -> str | None:
+        row = self._c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
     def add_alert(self, time: datetime, alert: Alert, lines: Sequence[str]) -> int:
         cur = self._c.execute(
             "INSERT INTO alerts (time, mnemonic, severity, tags, detail, lines) VALUES (?, ?, ?, ?, ?, ?)",

@@ -17,6 +17,7 @@ from typing import Any
 from ccx_agent.ssm.port import (
     Acknowledged,
     Authorized,
+    Credentials,
     IdRenewed,
     Registered,
     SsmError,
@@ -46,7 +47,14 @@ class StandinSsm:
         for tag, n in counts.items():
             self.entitlements[tag] = max(0, self.entitlements.get(tag, 0) + n)
 
-    def register(self, token: str, udi: Udi, license_type: str, now: datetime) -> Registered:
+    def register(
+        self,
+        token: str,
+        udi: Udi,
+        license_type: str,
+        now: datetime,
+        current: Credentials | None = None,
+    ) -> Registered:
         self._check()
         if not token:
             raise SsmError("empty registration token")
@@ -54,26 +62,35 @@ class StandinSsm:
         self.issued += 1
         piid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"ccx-sim:{udi.uuid}:{self.issued}"))
         self.instances[piid] = udi
-        return Registered(piid, now, now + self.cert_lifetime, dict(self.entitlements))
+        cred = Credentials(piid, b"")
+        return Registered(piid, now, now + self.cert_lifetime, dict(self.entitlements), cred)
 
-    def renew_id(self, piid: str, now: datetime) -> IdRenewed:
-        self._check(piid)
-        return IdRenewed(now, now + self.cert_lifetime)
+    def renew_id(self, cred: Credentials, now: datetime) -> IdRenewed:
+        self._check(cred.piid)
+        return IdRenewed(now, now + self.cert_lifetime, cred)
 
-    def authorize(self, piid: str, usage: Mapping[str, int], now: datetime) -> Authorized:
-        self._check(piid)
+    def authorize(
+        self, cred: Credentials, license_type: str, usage: Mapping[str, int], now: datetime
+    ) -> Authorized:
+        self._check(cred.piid)
         return Authorized(dict(self.entitlements))
 
     def report(
-        self, piid: str, reports: Sequence[Mapping[str, Any]], now: datetime
+        self, cred: Credentials, reports: Sequence[Mapping[str, Any]], now: datetime
     ) -> Acknowledged:
-        self._check(piid)
+        self._check(cred.piid)
         acked = []
         for rep in reports:
             self.reports.setdefault(str(rep["id"]), rep)
             acked.append(str(rep["id"]))
         return Acknowledged(acked, dict(self.entitlements))
 
-    def deregister(self, piid: str, now: datetime) -> None:
-        self._check(piid)
-        del self.instances[piid]
+    def deregister(self, cred: Credentials, now: datetime) -> None:
+        self._check(cred.piid)
+        del self.instances[cred.piid]
+
+    def keep_only(self, cred: Credentials) -> None:
+        return None
+
+    def forget(self) -> None:
+        return None

@@ -16,6 +16,14 @@ class SsmError(Exception):
     """The server answered and refused (bad token, unknown instance …): retrying won't help."""
 
 
+class SsmRefused(SsmError):
+    """A signed refusal from the server, with its protocol error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{message} ({code})")
+        self.code = code
+
+
 class SsmUnreachable(SsmError):
     """No usable answer (down, timeout, garbage): a communication failure, worth retrying."""
 
@@ -30,17 +38,31 @@ class Udi:
 
 
 @dataclass(frozen=True, slots=True)
+class Credentials:
+    """What proves the instance's identity: its PIID and ID certificate (DER) with the
+    chain of the CA that issued it. Kept in the state database; the private key that the
+    certificate certifies is a separate 0600 file (:mod:`ccx_agent.ssm.identity`)."""
+
+    piid: str
+    cert: bytes
+    chain: tuple[bytes, ...] = ()
+    account: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Registered:
     piid: str
     cert_issued_at: datetime
     cert_expires_at: datetime
     entitlements: Mapping[str, int]
+    credentials: Credentials | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class IdRenewed:
     cert_issued_at: datetime
     cert_expires_at: datetime
+    credentials: Credentials | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,14 +77,36 @@ class Acknowledged:
 
 
 class SsmPort(Protocol):
-    def register(self, token: str, udi: Udi, license_type: str, now: datetime) -> Registered: ...
+    """Each call is one exchange. :class:`SsmError` means the server refused (a final
+    answer for this attempt); :class:`SsmUnreachable` means there was no usable answer."""
 
-    def renew_id(self, piid: str, now: datetime) -> IdRenewed: ...
+    def register(
+        self,
+        token: str,
+        udi: Udi,
+        license_type: str,
+        now: datetime,
+        current: Credentials | None = None,
+    ) -> Registered:
+        """``current`` is the registration being replaced (``--force``), if any."""
+        ...
 
-    def authorize(self, piid: str, usage: Mapping[str, int], now: datetime) -> Authorized: ...
+    def renew_id(self, cred: Credentials, now: datetime) -> IdRenewed: ...
+
+    def authorize(
+        self, cred: Credentials, license_type: str, usage: Mapping[str, int], now: datetime
+    ) -> Authorized: ...
 
     def report(
-        self, piid: str, reports: Sequence[Mapping[str, Any]], now: datetime
+        self, cred: Credentials, reports: Sequence[Mapping[str, Any]], now: datetime
     ) -> Acknowledged: ...
 
-    def deregister(self, piid: str, now: datetime) -> None: ...
+    def deregister(self, cred: Credentials, now: datetime) -> None: ...
+
+    def keep_only(self, cred: Credentials) -> None:
+        """The database now holds ``cred``: other local keys may go."""
+        ...
+
+    def forget(self) -> None:
+        """Wipe the local private key(s): the instance was deregistered."""
+        ...

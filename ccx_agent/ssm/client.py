@@ -1,0 +1,484 @@
+"""The agent's side of the protocol: build and sign requests, carry them, check answers.
+
+:class:`SsmClient` implements :class:`~ccx_agent.ssm.port.SsmPort` over a
+:class:`Transport`: :class:`HttpTransport` (HTTPS with ``requests``) for the daemon and the
+CLI, or an in-process one that hands the bytes to the simulator (``simulate``). Either way
+the same code seals every request and checks every response (docs/protocol.md §4).
+
+Errors are sorted for the jobs: a signed refusal is :class:`SsmRefused` (final for this
+attempt); no usable answer, including a response that fails a check, is
+:class:`SsmUnreachable` (a communication failure, retried later). Messages name the
+message type, the host and the reason, never a token, a password or a URL's credentials.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import ssl
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+import tenacity
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from ccx_agent.ssm import protocol
+from ccx_agent.ssm.identity import IdentityError, KeyStore, check_issued, load_anchors, make_csr
+from ccx_agent.ssm.port import (
+    Acknowledged,
+    Authorized,
+    Credentials,
+    IdRenewed,
+    Registered,
+    SsmError,
+    SsmRefused,
+    SsmUnreachable,
+    Udi,
+)
+from ccx_agent.ssm.protocol import ErrorCode, MessageType, ProtocolError
+
+log = logging.getLogger("ccx_agent.ssm")
+
+#: Longest honoured Retry-After, and the longest back-off between two tries.
+MAX_RETRY_WAIT = 30.0
+#: Server errors worth another try: the request may succeed when sent again.
+RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+class TransportError(Exception):
+    """The bytes did not make it there and back (refused, reset, timed out …)."""
+
+
+class RetryableStatus(Exception):
+    def __init__(self, status: int, retry_after: float | None) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+        self.retry_after = retry_after
+
+
+class Transport(Protocol):
+    #: Where the messages go, safe to print (no credentials).
+    label: str
+
+    def post(self, body: bytes, now: datetime) -> tuple[int, bytes, Mapping[str, str]]:
+        """Send one envelope; (HTTP status, response body, headers) or TransportError."""
+        ...
+
+
+def safe_url(url: str) -> str:
+    """The URL without user:password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def system_ca_file() -> str | bool:
+    """The operating system's CA bundle (``requests`` alone would use certifi's)."""
+    paths = ssl.get_default_verify_paths()
+    for candidate in (paths.cafile, paths.openssl_cafile):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    return True
+
+
+class HttpTransport:
+    """HTTPS POSTs with verified TLS, explicit timeouts and a cap on the response size.
+
+    ``trust_env`` is off: ``REQUESTS_CA_BUNDLE``, ``HTTPS_PROXY`` or a ``.netrc`` must not
+    silently change where the agent's messages go or which CA it trusts.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        ca_bundle: Path | None = None,
+        proxy: str | None = None,
+        timeout: timedelta = timedelta(seconds=30),
+        connect_timeout: timedelta = timedelta(seconds=10),
+        max_bytes: int = protocol.MAX_MESSAGE_BYTES,
+    ) -> None:
+        self.url = url
+        self.label = safe_url(url)
+        self.max_bytes = max_bytes
+        self.timeout = (connect_timeout.total_seconds(), timeout.total_seconds())
+        self.session = requests.Session()
+        self.session.trust_env = False
+        self.session.verify = str(ca_bundle) if ca_bundle is not None else system_ca_file()
+        if proxy:
+            self.session.proxies = {"https": proxy, "http": proxy}
+        self.session.headers.update(
+            {"Content-Type": "application/json", "Accept": "application/json"}
+        )
+
+    def post(self, body: bytes, now: datetime) -> tuple[int, bytes, Mapping[str, str]]:
+        try:
+            with self.session.post(
+                self.url, data=body, timeout=self.timeout, stream=True, allow_redirects=False
+            ) as resp:
+                data = bytearray()
+                for chunk in resp.iter_content(64 * 1024):
+                    data += chunk
+                    if len(data) > self.max_bytes:
+                        raise TransportError(
+                            f"the response from {self.label} is larger than "
+                            f"{self.max_bytes} bytes: refused"
+                        )
+                return resp.status_code, bytes(data), dict(resp.headers)
+        except requests.exceptions.SSLError:
+            raise TransportError(
+                f"TLS verification of {self.label} failed (check transport.ca_bundle)"
+            ) from None
+        except requests.exceptions.ConnectTimeout:
+            raise TransportError(f"no connection to {self.label} within the timeout") from None
+        except requests.exceptions.ReadTimeout:
+            raise TransportError(f"{self.label} did not answer within the timeout") from None
+        except requests.exceptions.ProxyError:
+            raise TransportError(f"the proxy refused the connection to {self.label}") from None
+        except requests.exceptions.ConnectionError as exc:
+            raise TransportError(f"cannot reach {self.label}: {_reason(exc)}") from None
+        except requests.exceptions.RequestException as exc:
+            raise TransportError(f"HTTP error with {self.label}: {type(exc).__name__}") from None
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def _reason(exc: BaseException) -> str:
+    """A short cause without the URL that ``requests`` puts in its messages."""
+    text = str(exc)
+    for marker in (
+        "Connection refused",
+        "Name or service not known",
+        "Connection reset",
+        "No route to host",
+        "Network is unreachable",
+        "Remote end closed",
+        "Temporary failure in name resolution",
+        "timed out",
+    ):
+        if marker in text:
+            return marker.lower()
+    return "connection error"
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = {k.lower(): v for k, v in headers.items()}.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    body: dict[str, Any]
+    piid: str | None
+
+
+class SsmClient:
+    """One exchange per call, each retried only where safe (docs/protocol.md §7)."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        keys: KeyStore,
+        anchors: Sequence[x509.Certificate],
+        *,
+        attempts: int = 3,
+        budget: timedelta = timedelta(minutes=2),
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
+        self.transport = transport
+        self.keys = keys
+        self.anchors = list(anchors)
+        self.attempts = attempts
+        self.budget = budget
+        self._sleep = sleep
+
+    # --- one exchange ---------------------------------------------------------------
+
+    def _exchange(
+        self,
+        type_: MessageType,
+        body: Mapping[str, Any],
+        now: datetime,
+        key: ec.EllipticCurvePrivateKey,
+        *,
+        cred: Credentials | None = None,
+        cert: x509.Certificate | None = None,
+    ) -> _Answer:
+        def wait(state: tenacity.RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            backoff = tenacity.wait_random_exponential(multiplier=1, max=MAX_RETRY_WAIT)(state)
+            if isinstance(exc, RetryableStatus) and exc.retry_after is not None:
+                return min(exc.retry_after, MAX_RETRY_WAIT)
+            return backoff
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning(
+                "%s to %s failed (try %d of %d): %s; retrying in %.1f s",
+                type_.value,
+                self.transport.label,
+                state.attempt_number,
+                self.attempts,
+                exc,
+                state.upcoming_sleep,
+            )
+
+        kwargs: dict[str, Any] = {}
+        if self._sleep is not None:
+            kwargs["sleep"] = self._sleep
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.attempts)
+            | tenacity.stop_after_delay(self.budget.total_seconds()),
+            wait=wait,
+            retry=tenacity.retry_if_exception_type((TransportError, RetryableStatus)),
+            before_sleep=before_sleep,
+            reraise=True,
+            **kwargs,
+        )
+        try:
+            return retrying(self._once, type_, body, now, key, cred, cert)
+        except TransportError as exc:
+            raise SsmUnreachable(f"{type_.value}: {exc}") from None
+        except RetryableStatus as exc:
+            raise SsmUnreachable(
+                f"{type_.value}: {self.transport.label} answered {exc} ({self.attempts} tries)"
+            ) from None
+
+    def _once(
+        self,
+        type_: MessageType,
+        body: Mapping[str, Any],
+        now: datetime,
+        key: ec.EllipticCurvePrivateKey,
+        cred: Credentials | None,
+        cert: x509.Certificate | None,
+    ) -> _Answer:
+        # A new nonce for every try: the server refuses a nonce it has seen.
+        request = protocol.seal_request(
+            type_, body, now, key, piid=cred.piid if cred else None, cert=cert
+        )
+        status, raw, headers = self.transport.post(protocol.canonical(request), now)
+        try:
+            resp = protocol.open_response(raw, request, now, self.anchors)
+        except ProtocolError as exc:
+            if status in RETRY_STATUS:
+                raise RetryableStatus(status, _retry_after(headers)) from None
+            what = f"HTTP {status}" if status != 200 else "the response"
+            raise SsmUnreachable(
+                f"{type_.value}: {what} from {self.transport.label} was rejected: {exc}"
+            ) from None
+        if resp.error is not None:
+            if resp.error.code is ErrorCode.INTERNAL_ERROR or status in RETRY_STATUS:
+                raise RetryableStatus(status, _retry_after(headers))
+            raise SsmRefused(resp.error.code.value, resp.error.message)
+        if status != 200:
+            raise SsmUnreachable(f"{type_.value}: HTTP {status} with an OK envelope")
+        return _Answer(resp.body, resp.piid)
+
+    # --- helpers ------------------------------------------------------------------------
+
+    def _signer(self, cred: Credentials) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        try:
+            cert = x509.load_der_x509_certificate(cred.cert)
+            return cert, self.keys.key_for(cert)
+        except ValueError:
+            raise SsmError("the stored ID certificate is unreadable: register again") from None
+        except IdentityError as exc:
+            raise SsmError(str(exc)) from None
+
+    def _bad(self, type_: MessageType, exc: ProtocolError) -> SsmUnreachable:
+        return SsmUnreachable(
+            f"{type_.value}: the response from {self.transport.label} was rejected: {exc}"
+        )
+
+    @staticmethod
+    def _der(cert: x509.Certificate) -> bytes:
+        return cert.public_bytes(serialization.Encoding.DER)
+
+    def _issued(
+        self,
+        type_: MessageType,
+        body: Mapping[str, Any],
+        key: ec.EllipticCurvePrivateKey,
+        piid: str,
+        now: datetime,
+    ) -> tuple[x509.Certificate, tuple[bytes, ...]]:
+        try:
+            der = protocol.unb64(body.get("cert"), "body.cert")
+            chain_field = body.get("chain", [])
+            if not isinstance(chain_field, list) or len(chain_field) > 4:
+                raise ProtocolError(ErrorCode.MALFORMED, "body.chain must be a short list")
+            chain = tuple(protocol.unb64(c, "body.chain[]") for c in chain_field)
+            cert = check_issued(der, chain, key, piid, self.anchors, now)
+        except ProtocolError as exc:
+            raise self._bad(type_, exc) from None
+        return cert, chain
+
+    # --- the port -----------------------------------------------------------------------
+
+    def register(
+        self,
+        token: str,
+        udi: Udi,
+        license_type: str,
+        now: datetime,
+        current: Credentials | None = None,
+    ) -> Registered:
+        try:
+            in_use = x509.load_der_x509_certificate(current.cert) if current else None
+        except ValueError:
+            in_use = None
+        try:
+            key = self.keys.registration_key(in_use)
+        except IdentityError as exc:
+            raise SsmError(str(exc)) from None
+        csr = make_csr(key, udi)
+        body = {
+            "token": token,
+            "csr": protocol.b64(csr.public_bytes(serialization.Encoding.DER)),
+            "udi": {"pid": udi.pid, "serial": udi.serial, "uuid": udi.uuid},
+            "license_type": license_type,
+        }
+        answer = self._exchange(MessageType.REGISTER, body, now, key)
+        try:
+            piid = protocol.text(answer.body, "piid", "body.")
+            if answer.piid != piid:
+                raise ProtocolError(ErrorCode.PIID_MISMATCH, "body.piid is not the envelope's")
+            entitlements = protocol.counts(answer.body, "entitlements", "body.")
+            account = protocol.text(answer.body, "account", "body.", optional=True)
+        except ProtocolError as exc:
+            raise self._bad(MessageType.REGISTER, exc) from None
+        cert, chain = self._issued(MessageType.REGISTER, answer.body, key, piid, now)
+        # Issued "now" for the agent's timers: a server backdates not-before for clock skew.
+        return Registered(
+            piid,
+            now,
+            cert.not_valid_after_utc,
+            entitlements,
+            Credentials(piid, self._der(cert), chain, account),
+        )
+
+    def renew_id(self, cred: Credentials, now: datetime) -> IdRenewed:
+        cert, key = self._signer(cred)
+        csr = make_csr_for(key, cert)
+        body = {"csr": protocol.b64(csr.public_bytes(serialization.Encoding.DER))}
+        answer = self._exchange(MessageType.RENEW_ID, body, now, key, cred=cred, cert=cert)
+        new, chain = self._issued(MessageType.RENEW_ID, answer.body, key, cred.piid, now)
+        return IdRenewed(
+            now,
+            new.not_valid_after_utc,
+            Credentials(cred.piid, self._der(new), chain, cred.account),
+        )
+
+    def authorize(
+        self, cred: Credentials, license_type: str, usage: Mapping[str, int], now: datetime
+    ) -> Authorized:
+        cert, key = self._signer(cred)
+        body = {"license_type": license_type, "usage": dict(usage)}
+        answer = self._exchange(MessageType.AUTHORIZE, body, now, key, cred=cred, cert=cert)
+        try:
+            return Authorized(protocol.counts(answer.body, "entitlements", "body."))
+        except ProtocolError as exc:
+            raise self._bad(MessageType.AUTHORIZE, exc) from None
+
+    def report(
+        self, cred: Credentials, reports: Sequence[Mapping[str, Any]], now: datetime
+    ) -> Acknowledged:
+        cert, key = self._signer(cred)
+        body = {"reports": [dict(r) for r in reports]}
+        answer = self._exchange(MessageType.REPORT_USAGE, body, now, key, cred=cred, cert=cert)
+        try:
+            acked = answer.body.get("acked")
+            if not isinstance(acked, list) or not all(isinstance(a, str) for a in acked):
+                raise ProtocolError(ErrorCode.MALFORMED, "body.acked must be a list of ids")
+            sent = {str(r["id"]) for r in reports}
+            return Acknowledged(
+                [a for a in acked if a in sent],
+                protocol.counts(answer.body, "entitlements", "body."),
+            )
+        except ProtocolError as exc:
+            raise self._bad(MessageType.REPORT_USAGE, exc) from None
+
+    def deregister(self, cred: Credentials, now: datetime) -> None:
+        cert, key = self._signer(cred)
+        try:
+            self._exchange(MessageType.DEREGISTER, {}, now, key, cred=cred, cert=cert)
+        except SsmRefused as exc:
+            # Sent again after a lost answer: the server already did it.
+            if exc.code != ErrorCode.INSTANCE_DEREGISTERED.value:
+                raise
+
+    def keep_only(self, cred: Credentials) -> None:
+        self.keys.keep_only(x509.load_der_x509_certificate(cred.cert))
+
+    def forget(self) -> None:
+        self.keys.wipe()
+
+
+def make_csr_for(
+    key: ec.EllipticCurvePrivateKey, cert: x509.Certificate
+) -> x509.CertificateSigningRequest:
+    """A renewal's CSR: the same key, the UDI the current certificate was issued for."""
+    serial = cert.subject.get_attributes_for_oid(x509.NameOID.SERIAL_NUMBER)
+    uuids = [
+        u.value
+        for ext in cert.extensions
+        if isinstance(ext.value, x509.SubjectAlternativeName)
+        for u in ext.value
+        if isinstance(u, x509.UniformResourceIdentifier)
+    ]
+    uuid = uuids[0].removeprefix("urn:uuid:") if uuids else protocol.certificate_piid(cert)
+    value = serial[0].value if serial else ""
+    return make_csr(key, Udi("", value if isinstance(value, str) else value.decode(), uuid))
+
+
+def build(
+    url: str | None,
+    state_dir: Path,
+    *,
+    ca_bundle: Path | None = None,
+    trust_anchor: Path | None = None,
+    proxy: str | None = None,
+    timeout: timedelta = timedelta(seconds=30),
+    connect_timeout: timedelta = timedelta(seconds=10),
+    attempts: int = 3,
+    report_interval: timedelta = timedelta(minutes=15),
+) -> SsmClient | None:
+    """The client a config describes, or None when no ``transport.url`` is set."""
+    if url is None:
+        return None
+    try:
+        anchors = load_anchors(trust_anchor or ca_bundle)
+    except IdentityError as exc:
+        raise SsmError(str(exc)) from None
+    transport = HttpTransport(
+        url, ca_bundle=ca_bundle, proxy=proxy, timeout=timeout, connect_timeout=connect_timeout
+    )
+    # All tries of one exchange end well before the next report is due.
+    budget = min(report_interval / 3, timedelta(minutes=5))
+    return SsmClient(transport, KeyStore(state_dir), anchors, attempts=attempts, budget=budget)

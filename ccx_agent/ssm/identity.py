@@ -1,0 +1,191 @@
+"""The instance's identity: its private key (a file that never leaves the host), the CSR
+that asks for an ID certificate, and the checks on a certificate before it is kept.
+
+Keys live in ``STATE_DIR/keys/`` (0700), one PEM file per key (0600), named by the
+SHA-256 fingerprint of the public key. The database holds the ID certificate; the key a
+certificate certifies is found by that certificate's fingerprint. So the two never
+disagree after a crash: a registration writes its new key file *before* it sends the
+REGISTER, and the database switches to the new certificate in one transaction; a key
+file that no certificate names is a pending registration's key, reused by the next
+attempt (the server then answers the same instance again instead of using the token
+twice, docs/protocol.md §5), and removed once a registration succeeds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from ccx_agent.ssm import protocol
+from ccx_agent.ssm.port import Udi
+from ccx_agent.ssm.protocol import ErrorCode, ProtocolError
+
+KEY_DIR = "keys"
+
+
+class IdentityError(Exception):
+    """The key store or a trust anchor file cannot be used; the message says which file."""
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class KeyStore:
+    def __init__(self, state_dir: Path) -> None:
+        self.dir = Path(state_dir) / KEY_DIR
+        self._cache: dict[str, ec.EllipticCurvePrivateKey] = {}
+
+    def _ensure_dir(self) -> None:
+        try:
+            self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(self.dir, 0o700)
+        except OSError as exc:
+            raise IdentityError(
+                f"{self.dir}: cannot create the key directory: {exc.strerror}"
+            ) from None
+
+    def _files(self) -> list[Path]:
+        if not self.dir.is_dir():
+            return []
+        return sorted(
+            (p for p in self.dir.glob("*.pem") if len(p.stem) == 64),
+            key=lambda p: p.stat().st_mtime_ns,
+        )
+
+    def _load(self, path: Path) -> ec.EllipticCurvePrivateKey:
+        try:
+            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        except (OSError, ValueError) as exc:
+            raise IdentityError(
+                f"{path}: not a usable private key ({type(exc).__name__})"
+            ) from None
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+            raise IdentityError(f"{path}: not an EC P-256 private key")
+        return key
+
+    def key_for(self, cert: x509.Certificate) -> ec.EllipticCurvePrivateKey:
+        """The private key an ID certificate certifies."""
+        fp = protocol.key_fingerprint(protocol.public_key(cert))
+        key = self._cache.get(fp)
+        if key is not None:
+            return key
+        path = self.dir / f"{fp}.pem"
+        if not path.exists():
+            raise IdentityError(
+                f"{path}: the private key of the ID certificate is missing; "
+                "register again (ccx-agent register TOKEN --force)"
+            )
+        key = self._cache[fp] = self._load(path)
+        return key
+
+    def registration_key(self, current: x509.Certificate | None) -> ec.EllipticCurvePrivateKey:
+        """A pending registration's key if one is left, else a new key, written first."""
+        in_use = None if current is None else protocol.key_fingerprint(protocol.public_key(current))
+        for path in reversed(self._files()):
+            if path.stem != in_use:
+                key = self._load(path)
+                self._cache[path.stem] = key
+                return key
+        return self._create()
+
+    def _create(self) -> ec.EllipticCurvePrivateKey:
+        self._ensure_dir()
+        key = ec.generate_private_key(ec.SECP256R1())
+        fp = protocol.key_fingerprint(key.public_key())
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".new-", suffix=".tmp")
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, pem)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.dir / f"{fp}.pem")
+        _fsync_dir(self.dir)
+        self._cache[fp] = key
+        return key
+
+    def keep_only(self, cert: x509.Certificate) -> None:
+        """After a registration: remove every key but the certificate's."""
+        keep = protocol.key_fingerprint(protocol.public_key(cert))
+        for path in self._files():
+            if path.stem != keep:
+                path.unlink(missing_ok=True)
+                self._cache.pop(path.stem, None)
+
+    def wipe(self) -> None:
+        """Deregistration: no key of this instance survives on the host."""
+        for path in self._files():
+            with contextlib.suppress(OSError):
+                path.unlink()
+        for tmp in self.dir.glob(".new-*.tmp") if self.dir.is_dir() else []:
+            tmp.unlink(missing_ok=True)
+        self._cache.clear()
+
+
+def make_csr(key: ec.EllipticCurvePrivateKey, udi: Udi) -> x509.CertificateSigningRequest:
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, udi.uuid),
+            x509.NameAttribute(NameOID.SERIAL_NUMBER, udi.serial),
+        ]
+    )
+    return x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA256())
+
+
+def load_anchors(path: Path | None) -> list[x509.Certificate]:
+    """The trust anchors (PEM file) that the server's signing certificate must chain to."""
+    if path is None:
+        return []
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise IdentityError(f"{path}: cannot read the trust anchor: {exc.strerror}") from None
+    try:
+        certs = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise IdentityError(f"{path}: not a PEM file of certificates") from None
+    return certs
+
+
+def check_issued(
+    cert_der: bytes,
+    chain: Sequence[bytes],
+    key: ec.EllipticCurvePrivateKey,
+    piid: str,
+    anchors: Sequence[x509.Certificate],
+    now: datetime,
+) -> x509.Certificate:
+    """An issued ID certificate is kept only if it certifies our key, names our PIID,
+    chains to the trust anchor and is valid now."""
+    try:
+        cert = x509.load_der_x509_certificate(cert_der)
+        inter = [x509.load_der_x509_certificate(c) for c in chain]
+    except ValueError:
+        raise ProtocolError(ErrorCode.MALFORMED, "the ID certificate is not DER X.509") from None
+    if protocol.public_key(cert) != key.public_key():
+        raise ProtocolError(
+            ErrorCode.UNTRUSTED_CERTIFICATE, "the ID certificate certifies another key"
+        )
+    if protocol.certificate_piid(cert) != piid:
+        raise ProtocolError(ErrorCode.PIID_MISMATCH, "the ID certificate names another PIID")
+    protocol.verify_chain(cert, inter, anchors, now, "the issued ID certificate")
+    return cert
