@@ -28,6 +28,16 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("check-config", help="validate the config file: OK, or one line per problem")
     u = sub.add_parser("usage", help="compute license consumption now, from the configured source")
     u.add_argument("--json", action="store_true", help="machine-readable output")
+    r = sub.add_parser("register", help="register this instance with SSM using an ID token")
+    r.add_argument("token", help="the ID token from the virtual account (never logged)")
+    r.add_argument("--force", action="store_true", help="register again even if already registered")
+    sub.add_parser(
+        "deregister", help="deregister from SSM and wipe the local identity (even if offline)"
+    )
+    n = sub.add_parser("renew", help="renew the ID certificate or the authorization now")
+    n.add_argument("what", choices=["id", "auth"])
+    st = sub.add_parser("status", help="registration, authorization and usage, from the database")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
     s = sub.add_parser("simulate", help="run a what-if scenario on a simulated clock")
     s.add_argument("scenario", type=Path, help="the scenario YAML file")
     s.add_argument("--json", action="store_true", help="machine-readable output")
@@ -41,6 +51,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return commands.check_config(path)
     if args.command == "usage":
         return commands.usage(path, args.json)
+    if args.command == "register":
+        return commands.register(path, args.token, args.force)
+    if args.command == "deregister":
+        return commands.deregister(path)
+    if args.command == "renew":
+        return commands.renew(path, args.what)
+    if args.command == "status":
+        return commands.status(path, args.json)
     if args.command == "simulate":
         return commands.simulate(args.scenario, args.json)
     raise AssertionError(args.command)  # pragma: no cover - argparse enforces the choices

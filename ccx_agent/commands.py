@@ -8,16 +8,25 @@ from __future__ import annotations
 
 import json
 import sys
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
 from ccx_agent import config as config_mod
+from ccx_agent import status as status_mod
+from ccx_agent.agent import Agent, LicenseTypeChanged, Outcome
+from ccx_agent.config import Config
 from ccx_agent.licensing.catalogue import DISPLAY_NAMES
 from ccx_agent.licensing.consumption import compute
 from ccx_agent.scenario.model import read_scenario
 from ccx_agent.scenario.runner import format_text, run
 from ccx_agent.sources import SourceError
 from ccx_agent.sources.factory import build
+from ccx_agent.ssm import client as ssm_client
+from ccx_agent.ssm.port import SsmError, Udi
+from ccx_agent.store import DB_NAME, AlertRow, Store, StoreError
 from ccx_agent.yamldoc import EX_CONFIG, DocumentError
 
 EX_FAILED = 1
@@ -89,4 +98,138 @@ def simulate(
         out.write(json.dumps(result.as_json(), separators=(",", ":")) + "\n")
     else:
         print(format_text(result), file=out)
+    return 0
+
+
+# --- the instance: register, renew, deregister, status --------------------------------
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def instance_udi(store: Store, cfg: Config) -> Udi:
+    """The UDI: PID and serial from the config, a UUID created once and kept."""
+    with store.transaction() as tx:
+        value = tx.meta(status_mod.UDI_UUID_KEY)
+        if value is None:
+            value = str(uuid.uuid4())
+            tx.set_meta(status_mod.UDI_UUID_KEY, value)
+    return Udi(cfg.identity.pid, cfg.identity.serial_number(), value)
+
+
+def open_store(cfg: Config) -> Store:
+    return Store(cfg.state_dir / DB_NAME)
+
+
+def client_for(cfg: Config) -> ssm_client.SsmClient | None:
+    t = cfg.transport
+    return ssm_client.build(
+        t.url,
+        cfg.state_dir,
+        ca_bundle=t.ca_bundle,
+        trust_anchor=t.trust_anchor,
+        proxy=t.proxy,
+        timeout=t.timeout,
+        connect_timeout=t.connect_timeout,
+        attempts=t.attempts,
+        report_interval=cfg.report.interval,
+    )
+
+
+def _print_alerts(err: TextIO) -> Callable[[Sequence[AlertRow]], None]:
+    """Until the daemon's syslog sink exists, the CLI shows the alerts it raises."""
+
+    def emit(rows: Sequence[AlertRow]) -> None:
+        for row in rows:
+            for line in row.lines:
+                print(f"alert: {line}", file=err)
+
+    return emit
+
+
+def _with_agent(
+    path: Path,
+    action: Callable[[Agent, datetime], Outcome],
+    out: TextIO | None,
+    err: TextIO | None,
+    *,
+    needs_transport: bool = True,
+) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
+    try:
+        cfg = config_mod.load(path)
+    except DocumentError as exc:
+        return _problems(exc, err)
+    if needs_transport and cfg.transport.url is None:
+        print(
+            f"error: transport.url is not set in {path}: the agent does not know where SSM is",
+            file=err,
+        )
+        return EX_FAILED
+    try:
+        client = client_for(cfg)
+        store = open_store(cfg)
+    except (SsmError, StoreError, OSError) as exc:
+        print(f"error: {exc}", file=err)
+        return EX_FAILED
+    try:
+        agent = Agent(cfg, store, client, udi=instance_udi(store, cfg), emit=_print_alerts(err))
+        outcome = action(agent, _now())
+    except LicenseTypeChanged as exc:
+        print(f"error: {exc}", file=err)
+        return EX_FAILED
+    finally:
+        store.close()
+    print(outcome.message, file=out if outcome.ok else err)
+    return 0 if outcome.ok else EX_FAILED
+
+
+def register(
+    path: Path, token: str, force: bool, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    return _with_agent(path, lambda a, now: a.register(token, now, force=force), out, err)
+
+
+def deregister(path: Path, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    # Works without a transport too: the local identity is wiped all the same.
+    return _with_agent(path, lambda a, now: a.deregister(now), out, err, needs_transport=False)
+
+
+def renew(path: Path, what: str, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    def act(agent: Agent, now: datetime) -> Outcome:
+        outcome = agent.renew_id(now) if what == "id" else agent.renew_auth(now)
+        label = "ID certificate" if what == "id" else "authorization"
+        if outcome.ok:
+            return Outcome(True, f"{label} renewed: {outcome.message}")
+        return Outcome(False, f"{label} renewal failed: {outcome.message}")
+
+    return _with_agent(path, act, out, err)
+
+
+def status(path: Path, as_json: bool, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
+    try:
+        cfg = config_mod.load(path)
+    except DocumentError as exc:
+        return _problems(exc, err)
+    try:
+        store = open_store(cfg)
+    except (StoreError, OSError) as exc:
+        print(f"error: {exc}", file=err)
+        return EX_FAILED
+    try:
+        doc = status_mod.collect(
+            cfg,
+            store,
+            _now(),
+            {"pid": cfg.identity.pid, "serial": cfg.identity.serial_number()},
+        )
+    finally:
+        store.close()
+    if as_json:
+        json.dump(doc, out, indent=2)
+        out.write("\n")
+    else:
+        print(status_mod.format_text(doc), file=out)
     return 0

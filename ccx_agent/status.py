@@ -1,0 +1,148 @@
+"""``ccx-agent status``: what an operator needs to see, read from the database alone.
+
+It opens a read snapshot, so it answers the same whether the daemon runs or not and never
+blocks it. The JSON keys are an interface for scripts (``registration.state``,
+``authorization.state``, ``enforcement``, ``evaluation_seconds_left``, ``outbox``,
+``tags`` with the per-tag shape of ``simulate``'s intervals); the text is for people, in
+the spirit of UCCX's ``show license status``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from ccx_agent.config import CommonConfig
+from ccx_agent.licensing import lifecycle
+from ccx_agent.licensing.catalogue import DISPLAY_NAMES, tags_of
+from ccx_agent.licensing.lifecycle import ProductState, Timers
+from ccx_agent.licensing.timeutil import iso
+from ccx_agent.store import Store
+
+UDI_UUID_KEY = "udi_uuid"
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else iso(value)
+
+
+def collect(
+    cfg: CommonConfig, store: Store, now: datetime, udi: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The status document at ``now``; the state is derived for ``now`` (not written)."""
+    timers: Timers = cfg.timers()
+    with store.read() as tx:
+        stored = tx.load_product()
+        cred = tx.credentials()
+        outbox = tx.outbox_count()
+        opened = tx.open_intervals()
+        last = tx.intervals()[-1:] if stored is not None else []
+        oldest = tx.outbox_batch(1)
+        uuid = tx.meta(UDI_UUID_KEY)
+    state = stored or ProductState(cfg.license.type)
+    state = lifecycle.derive(state, now, timers)
+    ident = state.identity
+    anchor = None
+    if ident is not None:
+        anchor = state.last_auth_at or ident.registered_at
+    current = opened[-1].peaks if opened else {}
+    last_tags = last[0].tags if last else {}
+    tags: dict[str, dict[str, Any]] = {}
+    for tag in tags_of(state.license_type):
+        comp = state.tag(tag)
+        rec = last_tags.get(tag)
+        tags[tag] = {
+            "usage": current.get(tag, rec.usage if rec else 0),
+            "entitlement": state.entitlements.get(tag, 0),
+            "reported": rec.reported if rec else None,
+            "state": comp.state.value,
+            "overage_count": comp.overage_count,
+        }
+    due = lifecycle.next_due_at(state, timers)
+    return {
+        "license_type": state.license_type.value,
+        "registration": {
+            "state": state.registration.value,
+            "piid": ident.piid if ident else None,
+            "udi": {
+                "pid": (udi or {}).get("pid"),
+                "serial": (udi or {}).get("serial"),
+                "uuid": uuid,
+            },
+            "account": cred.account if cred and cred.account else None,
+            "registered_at": _iso(ident.registered_at) if ident else None,
+            "certificate_issued_at": _iso(ident.cert_issued_at) if ident else None,
+            "certificate_expires_at": _iso(ident.cert_expires_at) if ident else None,
+            "next_renewal": _iso(
+                max(
+                    ident.cert_issued_at + timers.id_cert_renew_after,
+                    state.id_next_attempt or ident.cert_issued_at,
+                )
+            )
+            if ident and state.registered
+            else None,
+        },
+        "authorization": {
+            "state": state.authorization.value,
+            "last_success": _iso(state.last_auth_at),
+            "next_attempt": _iso(due) if due else None,
+            "expires_at": _iso(anchor + timers.auth_validity) if anchor else None,
+            # After this instant without a successful exchange, enforcement begins.
+            "communication_deadline": _iso(anchor + timers.auth_validity + timers.auth_grace)
+            if anchor
+            else None,
+        },
+        "enforcement": state.enforcement.value if state.enforcement else None,
+        "evaluation_seconds_left": int(lifecycle.evaluation_left(state, timers).total_seconds()),
+        "outbox": outbox,
+        "oldest_unsent": _iso(oldest[0].interval_start) if oldest else None,
+        "last_sample_at": _iso(state.last_sample_at),
+        "communication": {
+            "ok": state.comm_ok,
+            "last_error": state.last_comm_error,
+        },
+        "tags": tags,
+    }
+
+
+def format_text(doc: dict[str, Any]) -> str:
+    reg, auth = doc["registration"], doc["authorization"]
+    udi = reg["udi"]
+    days, rest = divmod(doc["evaluation_seconds_left"], 86400)
+    lines = [
+        f"License type:             {doc['license_type']}",
+        "",
+        "Smart Licensing registration:",
+        f"  Status:                 {reg['state']}",
+        f"  PIID:                   {reg['piid'] or '-'}",
+        f"  UDI:                    PID:{udi['pid'] or '-'},SN:{udi['serial'] or '-'},"
+        f"UUID:{udi['uuid'] or '(created at registration)'}",
+        f"  Virtual account:        {reg['account'] or '-'}",
+        f"  Registered at:          {reg['registered_at'] or '-'}",
+        f"  ID certificate expires: {reg['certificate_expires_at'] or '-'}",
+        f"  Next ID renewal:        {reg['next_renewal'] or '-'}",
+        "",
+        "License authorization:",
+        f"  Status:                 {auth['state']}",
+        f"  Last success:           {auth['last_success'] or '-'}",
+        f"  Next attempt:           {auth['next_attempt'] or '-'}",
+        f"  Expires:                {auth['expires_at'] or '-'}",
+        f"  Communication deadline: {auth['communication_deadline'] or '-'}",
+        f"  Enforcement:            {doc['enforcement'] or 'none'}",
+        f"  Evaluation left:        {days} d {rest // 3600} h",
+        "",
+        f"Unsent reports:           {doc['outbox']}"
+        + (f" (oldest interval {doc['oldest_unsent']})" if doc["oldest_unsent"] else ""),
+        f"Last communication error: {doc['communication']['last_error'] or '-'}",
+        "",
+        "License usage:",
+    ]
+    width = max((len(t) for t in doc["tags"]), default=3)
+    lines.append(f"  {'tag'.ljust(width)}  {'usage':>6}  {'entitled':>8}  {'reported':>8}  state")
+    for tag, t in doc["tags"].items():
+        reported = "-" if t["reported"] is None else str(t["reported"])
+        lines.append(
+            f"  {tag.ljust(width)}  {t['usage']:>6}  {t['entitlement']:>8}  {reported:>8}  "
+            f"{t['state']}  ({DISPLAY_NAMES.get(tag, '')})"
+        )
+    return "\n".join(lines)
