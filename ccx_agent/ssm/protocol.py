@@ -26,7 +26,7 @@ from functools import lru_cache
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import verification
@@ -178,9 +178,13 @@ def csr_from_text(text: object) -> x509.CertificateSigningRequest:
         csr = x509.load_der_x509_csr(der)
     except ValueError:
         raise _fail(ErrorCode.MALFORMED, "body.csr is not a DER certificate request") from None
-    if not csr.is_signature_valid:
-        raise _fail(ErrorCode.BAD_SIGNATURE, "the CSR's self-signature does not verify")
-    key = csr.public_key()
+    try:
+        if not csr.is_signature_valid:
+            raise _fail(ErrorCode.BAD_SIGNATURE, "the CSR's self-signature does not verify")
+        key = csr.public_key()
+    except (UnsupportedAlgorithm, ValueError):
+        # A key or signature algorithm we cannot even parse (peer-controlled DER).
+        raise _fail(ErrorCode.BAD_REQUEST, "the CSR's key must be EC P-256") from None
     if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
         raise _fail(ErrorCode.BAD_REQUEST, "the CSR's key must be EC P-256")
     return csr
@@ -338,7 +342,13 @@ def verify_chain(
 
 
 def public_key(cert: x509.Certificate) -> ec.EllipticCurvePublicKey:
-    key = cert.public_key()
+    try:
+        key = cert.public_key()
+    except (UnsupportedAlgorithm, ValueError):
+        # An unknown key type or an invalid point in peer-controlled DER.
+        raise _fail(
+            ErrorCode.UNTRUSTED_CERTIFICATE, "the certificate's key is not EC P-256"
+        ) from None
     if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
         raise _fail(ErrorCode.UNTRUSTED_CERTIFICATE, "the certificate's key is not EC P-256")
     return key
