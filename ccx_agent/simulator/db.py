@@ -1,0 +1,504 @@
+"""The simulator's SQLite state: accounts, purchases, tokens, instances, certificates,
+reports and recently seen nonces.
+
+Same rules as the agent's own store (``ccx_agent/store.py``): WAL with
+``synchronous=FULL``, a 0600 file, numbered migrations applied in one transaction, and
+``BEGIN IMMEDIATE`` for every writer with a busy timeout, so the admin CLI can buy
+licenses or create tokens while the server runs. One request is one transaction: a
+refused or failed request changes nothing.
+
+Tokens are stored as their SHA-256 only: the database (or a backup of it) never lets
+anyone register.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ccx_agent.licensing.timeutil import iso, parse_iso
+
+DB_NAME = "ssm.db"
+DEFAULT_ACCOUNT = "default"
+BUSY_TIMEOUT_S = 30.0
+
+MIGRATIONS: list[str] = [
+    # 1: the first schema.
+    """
+    CREATE TABLE accounts (
+        name TEXT PRIMARY KEY
+    );
+    CREATE TABLE purchased (
+        account TEXT NOT NULL REFERENCES accounts (name),
+        tag TEXT NOT NULL,
+        count INTEGER NOT NULL CHECK (count >= 0),
+        PRIMARY KEY (account, tag)
+    );
+    CREATE TABLE tokens (
+        hash TEXT PRIMARY KEY,
+        account TEXT NOT NULL REFERENCES accounts (name),
+        uses INTEGER NOT NULL CHECK (uses >= 1),
+        used INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        revoked INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE instances (
+        piid TEXT PRIMARY KEY,
+        account TEXT NOT NULL REFERENCES accounts (name),
+        pid TEXT NOT NULL,
+        serial TEXT NOT NULL,
+        uuid TEXT NOT NULL,
+        key_fingerprint TEXT NOT NULL,
+        license_type TEXT NOT NULL,
+        registered_at TEXT NOT NULL,
+        deregistered_at TEXT,
+        last_contact TEXT NOT NULL
+    );
+    CREATE INDEX instances_key ON instances (key_fingerprint) WHERE deregistered_at IS NULL;
+    CREATE INDEX instances_udi ON instances (uuid) WHERE deregistered_at IS NULL;
+    CREATE TABLE certificates (
+        serial TEXT PRIMARY KEY,
+        piid TEXT NOT NULL REFERENCES instances (piid),
+        der BLOB NOT NULL,
+        issued_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL
+    );
+    CREATE INDEX certificates_piid ON certificates (piid);
+    CREATE TABLE reports (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        piid TEXT NOT NULL REFERENCES instances (piid),
+        start TEXT NOT NULL,
+        "end" TEXT NOT NULL,
+        usage TEXT NOT NULL,
+        received_at TEXT NOT NULL
+    );
+    CREATE INDEX reports_latest ON reports (piid, start);
+    CREATE TABLE nonces (
+        nonce TEXT PRIMARY KEY,
+        seen_at TEXT NOT NULL
+    );
+    CREATE INDEX nonces_age ON nonces (seen_at);
+    INSERT INTO accounts (name) VALUES ('default');
+    """,
+]
+
+
+class DbError(Exception):
+    """The database cannot be used as it is (newer schema, not a database …)."""
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def serial_text(serial: int) -> str:
+    """Certificate serials as fixed-width hex: up to 159 bits, too big for an INTEGER."""
+    return f"{serial:040x}"
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    account: str
+    uses: int
+    used: int
+    expires_at: datetime
+    revoked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    piid: str
+    account: str
+    pid: str
+    serial: str
+    uuid: str
+    key_fingerprint: str
+    license_type: str
+    registered_at: datetime
+    deregistered_at: datetime | None
+    last_contact: datetime
+
+    @property
+    def active(self) -> bool:
+        return self.deregistered_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    seq: int
+    id: str
+    piid: str
+    start: str
+    end: str
+    usage: dict[str, int]
+    received_at: datetime
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "piid": self.piid,
+            "start": self.start,
+            "end": self.end,
+            "usage": dict(self.usage),
+            "received_at": iso(self.received_at),
+        }
+
+
+def _instance(row: Sequence[Any]) -> Instance:
+    return Instance(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        row[6],
+        parse_iso(row[7]),
+        None if row[8] is None else parse_iso(row[8]),
+        parse_iso(row[9]),
+    )
+
+
+def _report(row: Sequence[Any]) -> Report:
+    return Report(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), parse_iso(row[6]))
+
+
+class Tx:
+    """The operations of one transaction; only :class:`Database` makes one."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._c = conn
+
+    # accounts and purchases
+    def accounts(self) -> list[str]:
+        return [r[0] for r in self._c.execute("SELECT name FROM accounts ORDER BY name")]
+
+    def has_account(self, name: str) -> bool:
+        row = self._c.execute("SELECT 1 FROM accounts WHERE name = ?", (name,)).fetchone()
+        return row is not None
+
+    def add_account(self, name: str) -> None:
+        self._c.execute("INSERT OR IGNORE INTO accounts (name) VALUES (?)", (name,))
+
+    def purchased(self, account: str) -> dict[str, int]:
+        rows = self._c.execute(
+            "SELECT tag, count FROM purchased WHERE account = ? ORDER BY tag", (account,)
+        )
+        return {r[0]: int(r[1]) for r in rows}
+
+    def set_purchased(self, account: str, tag: str, count: int) -> None:
+        self._c.execute(
+            "INSERT INTO purchased (account, tag, count) VALUES (?, ?, ?) "
+            "ON CONFLICT (account, tag) DO UPDATE SET count = excluded.count",
+            (account, tag, count),
+        )
+
+    # tokens
+    def add_token(
+        self, digest: str, account: str, uses: int, created: datetime, expires: datetime
+    ) -> None:
+        self._c.execute(
+            "INSERT INTO tokens (hash, account, uses, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+            (digest, account, uses, iso(created), iso(expires)),
+        )
+
+    def token(self, digest: str) -> Token | None:
+        row = self._c.execute(
+            "SELECT account, uses, used, expires_at, revoked FROM tokens WHERE hash = ?",
+            (digest,),
+        ).fetchone()
+        if row is None:
+            return None
+        return Token(row[0], int(row[1]), int(row[2]), parse_iso(row[3]), bool(row[4]))
+
+    def use_token(self, digest: str) -> None:
+        self._c.execute("UPDATE tokens SET used = used + 1 WHERE hash = ?", (digest,))
+
+    def revoke_token(self, digest: str) -> bool:
+        cur = self._c.execute("UPDATE tokens SET revoked = 1 WHERE hash = ?", (digest,))
+        return cur.rowcount > 0
+
+    def tokens(self) -> list[Token]:
+        rows = self._c.execute("SELECT account, uses, used, expires_at, revoked FROM tokens")
+        return [Token(r[0], int(r[1]), int(r[2]), parse_iso(r[3]), bool(r[4])) for r in rows]
+
+    # instances
+    def instance(self, piid: str) -> Instance | None:
+        row = self._c.execute(
+            "SELECT piid, account, pid, serial, uuid, key_fingerprint, license_type, registered_at, deregistered_at, last_contact FROM instances WHERE piid = ?",
+            (piid,),
+        ).fetchone()
+        return None if row is None else _instance(row)
+
+    def active_instance_by_key(self, fingerprint: str) -> Instance | None:
+        row = self._c.execute(
+            "SELECT piid, account, pid, serial, uuid, key_fingerprint, license_type, registered_at, deregistered_at, last_contact FROM instances "
+            "WHERE key_fingerprint = ? AND deregistered_at IS NULL",
+            (fingerprint,),
+        ).fetchone()
+        return None if row is None else _instance(row)
+
+    def instances(self, account: str | None = None, *, active_only: bool = False) -> list[Instance]:
+        rows = self._c.execute(
+            "SELECT piid, account, pid, serial, uuid, key_fingerprint, license_type, registered_at, deregistered_at, last_contact FROM instances WHERE (? IS NULL OR account = ?) "
+            "AND (? = 0 OR deregistered_at IS NULL) ORDER BY registered_at, piid",
+            (account, account, int(active_only)),
+        )
+        return [_instance(r) for r in rows]
+
+    def add_instance(self, inst: Instance) -> None:
+        self._c.execute(
+            "INSERT INTO instances (piid, account, pid, serial, uuid, key_fingerprint, license_type, registered_at, deregistered_at, last_contact) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                inst.piid,
+                inst.account,
+                inst.pid,
+                inst.serial,
+                inst.uuid,
+                inst.key_fingerprint,
+                inst.license_type,
+                iso(inst.registered_at),
+                None,
+                iso(inst.last_contact),
+            ),
+        )
+
+    def deregister_udi(self, pid: str, serial: str, uuid: str, now: datetime) -> int:
+        """Re-registration replaces: earlier active instances of the same UDI end now."""
+        cur = self._c.execute(
+            "UPDATE instances SET deregistered_at = ? WHERE deregistered_at IS NULL "
+            "AND uuid = ? AND pid = ? AND serial = ?",
+            (iso(now), uuid, pid, serial),
+        )
+        return cur.rowcount
+
+    def deregister(self, piid: str, now: datetime) -> None:
+        self._c.execute(
+            "UPDATE instances SET deregistered_at = ? WHERE piid = ? AND deregistered_at IS NULL",
+            (iso(now), piid),
+        )
+
+    def touch(self, piid: str, now: datetime) -> None:
+        self._c.execute("UPDATE instances SET last_contact = ? WHERE piid = ?", (iso(now), piid))
+
+    # certificates
+    def add_certificate(
+        self, serial: int, piid: str, der: bytes, issued: datetime, expires: datetime
+    ) -> None:
+        self._c.execute(
+            "INSERT INTO certificates (serial, piid, der, issued_at, expires_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (serial_text(serial), piid, der, iso(issued), iso(expires)),
+        )
+
+    def certificate_owner(self, serial: int) -> str | None:
+        row = self._c.execute(
+            "SELECT piid FROM certificates WHERE serial = ?", (serial_text(serial),)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def latest_certificate(self, piid: str) -> bytes | None:
+        """The certificate issued last to an instance (what a repeated REGISTER gets back)."""
+        row = self._c.execute(
+            "SELECT der FROM certificates WHERE piid = ? ORDER BY issued_at DESC, rowid DESC "
+            "LIMIT 1",
+            (piid,),
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def latest_certificate_expiry(self, piid: str) -> datetime | None:
+        row = self._c.execute(
+            "SELECT MAX(expires_at) FROM certificates WHERE piid = ?", (piid,)
+        ).fetchone()
+        return None if row is None or row[0] is None else parse_iso(row[0])
+
+    # reports
+    def report_owner(self, report_id: str) -> str | None:
+        row = self._c.execute("SELECT piid FROM reports WHERE id = ?", (report_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def add_report(
+        self,
+        report_id: str,
+        piid: str,
+        start: str,
+        end: str,
+        usage: Mapping[str, int],
+        now: datetime,
+    ) -> None:
+        self._c.execute(
+            'INSERT INTO reports (id, piid, start, "end", usage, received_at) '
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (report_id, piid, start, end, json.dumps(dict(usage), sort_keys=True), iso(now)),
+        )
+
+    def latest_report(self, piid: str) -> Report | None:
+        """The report of the latest interval (by interval start, not by arrival: an old
+        report re-sent late does not replace a newer one)."""
+        row = self._c.execute(
+            'SELECT seq, id, piid, start, "end", usage, received_at FROM reports WHERE piid = ? '
+            "ORDER BY start DESC, seq DESC LIMIT 1",
+            (piid,),
+        ).fetchone()
+        return None if row is None else _report(row)
+
+    def reports(self, piid: str | None = None) -> list[Report]:
+        rows = self._c.execute(
+            'SELECT seq, id, piid, start, "end", usage, received_at FROM reports WHERE (? IS NULL OR piid = ?) ORDER BY seq',
+            (piid, piid),
+        )
+        return [_report(r) for r in rows]
+
+    def latest_usages(self, account: str) -> dict[str, dict[str, int]]:
+        """``{piid: usage}`` of the latest report of each active instance of ``account``
+        (an instance that never reported uses nothing yet)."""
+        rows = self._c.execute(
+            "SELECT i.piid, r.usage FROM instances i JOIN reports r ON r.seq = ("
+            "  SELECT seq FROM reports WHERE piid = i.piid ORDER BY start DESC, seq DESC LIMIT 1"
+            ") WHERE i.account = ? AND i.deregistered_at IS NULL",
+            (account,),
+        )
+        return {r[0]: json.loads(r[1]) for r in rows}
+
+    # nonces
+    def nonce_seen(self, nonce: str) -> bool:
+        row = self._c.execute("SELECT 1 FROM nonces WHERE nonce = ?", (nonce,)).fetchone()
+        return row is not None
+
+    def add_nonce(self, nonce: str, now: datetime) -> None:
+        self._c.execute(
+            "INSERT OR REPLACE INTO nonces (nonce, seen_at) VALUES (?, ?)", (nonce, iso(now))
+        )
+
+    def prune_nonces(self, before: datetime) -> None:
+        self._c.execute("DELETE FROM nonces WHERE seen_at < ?", (iso(before),))
+
+
+def _statements(script: str) -> Iterator[str]:
+    buf = ""
+    for piece in script.split(";"):
+        buf += piece + ";"
+        if sqlite3.complete_statement(buf):
+            if buf.strip(" \t\r\n;"):
+                yield buf
+            buf = ""
+    if buf.strip(" \t\r\n;"):
+        raise DbError(f"incomplete SQL statement in a migration: {buf.strip()!r}")
+
+
+class Database:
+    """One simulator database. ``path=None`` keeps it in memory (an in-process simulator
+    for a what-if run, which has nothing to keep). Usable from several threads: its
+    transactions are serialised."""
+
+    def __init__(self, path: Path | None, *, durable: bool = True) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        target = ":memory:" if path is None else str(path)
+        if path is not None:
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                os.close(fd)
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise DbError(f"{path}: cannot create the simulator database: {exc}") from exc
+        try:
+            self._conn = sqlite3.connect(
+                target, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise DbError(f"{path}: cannot open the simulator database: {exc}") from exc
+        try:
+            if path is not None:
+                mode = str(self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+                if mode.lower() != "wal":
+                    raise DbError(
+                        f"{path}: cannot use write-ahead logging (journal_mode is {mode!r}); "
+                        "put the state directory on a local file system"
+                    )
+            self._conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'OFF'}")
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except sqlite3.Error as exc:
+            self._conn.close()
+            raise DbError(f"{path}: cannot open the simulator database: {exc}") from exc
+        except BaseException:
+            self._conn.close()
+            raise
+        if path is not None:
+            with contextlib.suppress(OSError):
+                os.chmod(path, 0o600)
+
+    def _migrate(self) -> None:
+        c = self._conn
+        target = len(MIGRATIONS)
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            c.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = c.execute("SELECT version FROM schema_version").fetchone()
+            version = 0 if row is None else int(row[0])
+            if version > target:
+                raise DbError(
+                    f"{self.path}: schema version {version} is newer than this ccx-agent "
+                    f"understands ({target}); upgrade ccx-agent"
+                )
+            for number in range(version, target):
+                for statement in _statements(MIGRATIONS[number]):
+                    c.execute(statement)
+            if row is None:
+                c.execute("INSERT INTO schema_version (version) VALUES (?)", (target,))
+            elif version != target:
+                c.execute("UPDATE schema_version SET version = ?", (target,))
+            c.execute("COMMIT")
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
+
+    @contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        """One atomic unit of work, committed on a normal exit, rolled back on an exception.
+        ``BEGIN IMMEDIATE``: checks and writes see the same state (no lost token use)."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield Tx(self._conn)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def read(self) -> Iterator[Tx]:
+        """A consistent snapshot that takes no write lock (``show``, ``reports``)."""
+        with self._lock:
+            self._conn.execute("BEGIN DEFERRED")
+            try:
+                yield Tx(self._conn)
+            finally:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+
+    def pragma(self, name: str) -> object:
+        if not name.isidentifier():
+            raise ValueError(f"not a pragma name: {name!r}")
+        row = self._conn.execute(f"PRAGMA {name}").fetchone()
+        return None if row is None else row[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
