@@ -91,12 +91,15 @@ class Simulator(Admin):
         db: Database,
         *,
         id_lifetime: timedelta = DEFAULT_ID_LIFETIME,
+        new_piid: Callable[[], str] | None = None,
     ) -> None:
         super().__init__(db)
         if id_lifetime <= timedelta(0):
             raise ValueError("the ID certificate lifetime must be positive")
         self.authority = authority
         self.id_lifetime = id_lifetime
+        #: Random PIIDs; a what-if run numbers them so that its output is reproducible.
+        self.new_piid = new_piid or (lambda: str(uuid.uuid4()))
         self._anchors = [authority.root]
         self._handlers: dict[MessageType, Callable[[Tx, Instance, Request, datetime], Body]] = {
             MessageType.RENEW_ID: self._renew_id,
@@ -142,6 +145,10 @@ class Simulator(Admin):
             log.exception("internal error while handling a request")
             failed = _refuse(ErrorCode.INTERNAL_ERROR, "the server failed; try again later")
             return 500, self._seal(echo, now, error=failed)
+
+    def refusal(self, error: ProtocolError, now: datetime) -> tuple[int, bytes]:
+        """A signed error answer to a request that was not even read (too large, say)."""
+        return HTTP_STATUS.get(error.code, 400), self._seal(None, now, error=error)
 
     def _seal(
         self,
@@ -265,7 +272,7 @@ class Simulator(Admin):
         tx.use_token(digest)
         replaced = tx.deregister_udi(udi.pid, udi.serial, udi.uuid, now)
         inst = Instance(
-            str(uuid.uuid4()),
+            self.new_piid(),
             stored.account,
             udi.pid,
             udi.serial,

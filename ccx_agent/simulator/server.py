@@ -1,0 +1,396 @@
+"""The simulator over HTTPS: the protocol endpoints and a small admin endpoint.
+
+Only this module reads the clock: every request is answered by
+``Simulator.handle(body, datetime.now(UTC))``. TLS 1.2+ with the simulator's own server
+certificate (``localhost``, ``127.0.0.1``, ``::1``); loopback by default. The admin
+endpoint takes a bearer token kept in ``DIR/admin-token`` (0600).
+
+Logs name the method, a known path and the status, never a header or a body: request
+bodies carry registration tokens, and the Authorization header the admin token.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import secrets
+import signal
+import socket
+import socketserver
+import ssl
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import FrameType
+from typing import Any
+from urllib.parse import urlsplit
+
+from ccx_agent.durations import parse_positive_duration
+from ccx_agent.simulator.admin import DEFAULT_TOKEN_EXPIRY, AdminError
+from ccx_agent.simulator.ca import DEFAULT_ID_LIFETIME, ca_path, tls_files, write_file
+from ccx_agent.simulator.core import Simulator
+from ccx_agent.simulator.db import DEFAULT_ACCOUNT
+from ccx_agent.ssm.protocol import MAX_MESSAGE_BYTES, ErrorCode, ProtocolError
+
+log = logging.getLogger(__name__)
+
+DIRECT_PATH = "/licservice/license"
+PROTOCOL_PATHS = frozenset(
+    {DIRECT_PATH, "/Transportgateway/services/DeviceRequestHandler", "/SmartTransport"}
+)
+ADMIN_PATHS = frozenset(
+    {"/admin/licenses", "/admin/tokens", "/admin/tokens/revoke", "/admin/state"}
+)
+ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105 - a file name, not a secret
+MAX_ADMIN_BODY = 64 * 1024
+#: A client that stalls (handshake or body) is dropped after this many seconds.
+SOCKET_TIMEOUT_S = 30.0
+DEFAULT_LISTEN = ("127.0.0.1", 8443)
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def load_or_create_admin_token(state_dir: Path) -> str:
+    """The admin endpoint's bearer token, created on first start (0600)."""
+    path = state_dir / ADMIN_TOKEN_FILE
+    if path.exists():
+        return path.read_text(encoding="ascii").strip()
+    token = secrets.token_urlsafe(32)
+    write_file(path, (token + "\n").encode("ascii"), 0o600)
+    return token
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        simulator: Simulator,
+        admin_token: str,
+        tls: ssl.SSLContext,
+    ) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        super().__init__(address, _Handler)
+        self.simulator = simulator
+        self.admin_token = admin_token
+        # The handshake runs in the request's thread (see _Handler.setup): a slow or
+        # silent client must not stall the accept loop.
+        self.socket = tls.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind looks the host's FQDN up in DNS, which can take seconds;
+        # nothing here needs it.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A failed handshake, a reset connection … are the client's business; no
+        # traceback (and nothing the client sent) goes to the log.
+        log.debug("connection from %s ended in an error", client_address[0])
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+    timeout = SOCKET_TIMEOUT_S
+    server_version = "ccx-ssm-simulator"
+    sys_version = ""
+
+    def setup(self) -> None:
+        self.request.settimeout(self.timeout)
+        self.request.do_handshake()
+        super().setup()
+
+    # --- logging: never a token -----------------------------------------------------------
+
+    def _logged_path(self) -> str:
+        path = urlsplit(self.path).path
+        return path if path in PROTOCOL_PATHS or path in ADMIN_PATHS else "(other path)"
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        log.info("%s %s %s -> %s", self.client_address[0], self.command, self._logged_path(), code)
+
+    def log_error(self, format: str, *args: Any) -> None:
+        log.info("%s: refused an unreadable HTTP request", self.client_address[0])
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug(
+            "%s: an HTTP server message (not logged: it may quote the request)",
+            self.client_address[0],
+        )
+
+    # --- routing ----------------------------------------------------------------------------
+
+    def do_POST(self) -> None:
+        path = urlsplit(self.path).path
+        try:
+            if path in PROTOCOL_PATHS:
+                self._protocol()
+            elif path in ADMIN_PATHS:
+                self._admin(path)
+            else:
+                self._json(404, {"error": "not found"})
+        except _BadRequest as exc:
+            self.close_connection = True
+            self._json(exc.status, {"error": exc.message})
+
+    def do_GET(self) -> None:
+        path = urlsplit(self.path).path
+        try:
+            if path == "/admin/state":
+                self._authorize()
+                self._json(200, self.server.simulator.show(datetime.now(UTC)))
+            elif path in PROTOCOL_PATHS or path in ADMIN_PATHS:
+                self._json(405, {"error": "use POST"}, {"Allow": "POST"})
+            else:
+                self._json(404, {"error": "not found"})
+        except _BadRequest as exc:
+            self._json(exc.status, {"error": exc.message})
+
+    # --- the protocol -------------------------------------------------------------------------
+
+    def _protocol(self) -> None:
+        simulator = self.server.simulator
+        length = self._length()
+        if length > MAX_MESSAGE_BYTES:
+            # Refused unread; the rest of the body is never read, so the connection ends.
+            self.close_connection = True
+            error = ProtocolError(
+                ErrorCode.TOO_LARGE, f"message of {length} bytes exceeds {MAX_MESSAGE_BYTES}"
+            )
+            status, answer = simulator.refusal(error, datetime.now(UTC))
+        else:
+            body = self.rfile.read(length)
+            status, answer = simulator.handle(body, datetime.now(UTC))
+        self._send(status, answer)
+
+    def _length(self) -> int:
+        if self.headers.get("Transfer-Encoding"):
+            raise _BadRequest(411, "send a Content-Length (no chunked bodies)")
+        value = self.headers.get("Content-Length")
+        if value is None:
+            raise _BadRequest(411, "a Content-Length is required")
+        try:
+            length = int(value)
+        except ValueError:
+            raise _BadRequest(400, "invalid Content-Length") from None
+        if length < 0:
+            raise _BadRequest(400, "invalid Content-Length")
+        return length
+
+    # --- the admin endpoint ---------------------------------------------------------------
+
+    def _authorize(self) -> None:
+        given = self.headers.get("Authorization", "")
+        scheme, _, token = given.partition(" ")
+        expected = self.server.admin_token.encode("ascii")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.strip().encode("utf-8", "replace"), expected
+        ):
+            raise _BadRequest(401, "the admin endpoint needs 'Authorization: Bearer <admin-token>'")
+
+    def _admin(self, path: str) -> None:
+        self._authorize()
+        length = self._length()
+        if length > MAX_ADMIN_BODY:
+            raise _BadRequest(413, f"an admin request is at most {MAX_ADMIN_BODY} bytes")
+        try:
+            doc = json.loads(self.rfile.read(length) or b"{}")
+        except (UnicodeDecodeError, ValueError):
+            raise _BadRequest(400, "the body must be a JSON object") from None
+        if not isinstance(doc, dict):
+            raise _BadRequest(400, "the body must be a JSON object")
+        if path == "/admin/state":
+            self._json(200, self.server.simulator.show(datetime.now(UTC)))
+            return
+        try:
+            self._json(200, _ADMIN[path](self.server.simulator, doc))
+        except (AdminError, ValueError, TypeError) as exc:
+            raise _BadRequest(400, str(exc).splitlines()[0][:300] or "bad request") from None
+
+    # --- answers ----------------------------------------------------------------------------
+
+    def _json(self, status: int, doc: Any, headers: dict[str, str] | None = None) -> None:
+        self._send(status, json.dumps(doc, sort_keys=True).encode("utf-8"), headers)
+
+    def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        if status == 401:
+            self.send_header("WWW-Authenticate", "Bearer")
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def _field(doc: dict[str, Any], key: str, kind: type, default: Any) -> Any:
+    value = doc.get(key, default)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise AdminError(f"{key!r} must be {'a string' if kind is str else 'an integer'}")
+    return value
+
+
+def _admin_licenses(sim: Simulator, doc: dict[str, Any]) -> dict[str, Any]:
+    tag = _field(doc, "tag", str, None)
+    count = _field(doc, "count", int, None)
+    account = _field(doc, "account", str, DEFAULT_ACCOUNT)
+    if count >= 0:
+        total = sim.add_licenses(tag, count, account)
+    else:
+        total = sim.remove_licenses(tag, -count, account)
+    return {"account": account, "tag": tag, "purchased": total}
+
+
+def _admin_tokens(sim: Simulator, doc: dict[str, Any]) -> dict[str, Any]:
+    account = _field(doc, "account", str, DEFAULT_ACCOUNT)
+    uses = _field(doc, "uses", int, 1)
+    expires = doc.get("expires")
+    try:
+        lifetime = DEFAULT_TOKEN_EXPIRY if expires is None else parse_positive_duration(expires)
+    except ValueError as exc:
+        raise AdminError(f"'expires' {exc}") from None
+    token = sim.create_token(account, uses, lifetime, now=datetime.now(UTC))
+    return {"token": token}
+
+
+def _admin_revoke(sim: Simulator, doc: dict[str, Any]) -> dict[str, Any]:
+    sim.revoke_token(_field(doc, "token", str, None))
+    return {"revoked": True}
+
+
+_ADMIN: dict[str, Callable[[Simulator, dict[str, Any]], dict[str, Any]]] = {
+    "/admin/licenses": _admin_licenses,
+    "/admin/tokens": _admin_tokens,
+    "/admin/tokens/revoke": _admin_revoke,
+}
+
+
+# --- running it ------------------------------------------------------------------------------
+
+
+@dataclass
+class RunningServer:
+    """A simulator serving HTTPS on a background thread (tests, the demo, ``ssm serve``)."""
+
+    simulator: Simulator
+    state_dir: Path
+    host: str
+    port: int
+    admin_token: str = field(repr=False)
+    _httpd: _Server = field(repr=False)
+    _thread: threading.Thread = field(repr=False)
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"https://{host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The direct endpoint: what an agent's ``transport.url`` is set to."""
+        return self.base_url + DIRECT_PATH
+
+    @property
+    def ca_path(self) -> Path:
+        """The root CA PEM: what an agent's ``transport.ca_bundle`` is set to."""
+        return ca_path(self.state_dir)
+
+    def stop(self) -> None:
+        """Stop accepting, finish, and close the database."""
+        self._httpd.shutdown()
+        self._thread.join()
+        self._httpd.server_close()
+        self.simulator.close()
+
+    def __enter__(self) -> RunningServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def tls_context(state_dir: Path) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    cert, key = tls_files(state_dir)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+def start(
+    state_dir: Path,
+    listen: tuple[str, int] = ("127.0.0.1", 0),
+    *,
+    id_lifetime: timedelta = DEFAULT_ID_LIFETIME,
+) -> RunningServer:
+    """Serve ``state_dir``'s simulator on ``listen`` (port 0: any free port) in a thread."""
+    simulator = Simulator.open(state_dir, datetime.now(UTC), id_lifetime=id_lifetime)
+    try:
+        admin_token = load_or_create_admin_token(state_dir)
+        httpd = _Server(listen, simulator, admin_token, tls_context(state_dir))
+    except BaseException:
+        simulator.close()
+        raise
+    bound = httpd.server_address
+    host = _client_host(str(bound[0]))
+    thread = threading.Thread(
+        target=httpd.serve_forever,
+        kwargs={"poll_interval": 0.2},
+        name="ssm-simulator",
+        daemon=True,
+    )
+    thread.start()
+    return RunningServer(simulator, state_dir, host, int(bound[1]), admin_token, httpd, thread)
+
+
+def _client_host(bound: str) -> str:
+    """Where a client on this machine reaches a server bound to ``bound``."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(bound, bound)  # noqa: S104
+
+
+def serve_forever(
+    state_dir: Path,
+    listen: tuple[str, int] = DEFAULT_LISTEN,
+    *,
+    announce: Callable[[RunningServer], None] | None = None,
+    id_lifetime: timedelta = DEFAULT_ID_LIFETIME,
+) -> None:
+    """Serve until SIGTERM or SIGINT, then stop cleanly (the CLI's ``ssm serve``)."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous: dict[signal.Signals, Any] = {}
+    if in_main:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, on_signal)
+    try:
+        running = start(state_dir, listen, id_lifetime=id_lifetime)
+        try:
+            if announce is not None:
+                announce(running)
+            while not stop.wait(0.5):
+                pass
+        finally:
+            running.stop()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
