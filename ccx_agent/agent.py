@@ -419,6 +419,8 @@ class Agent:
         with self.store.read() as tx:
             state = self._load(tx)
             current = tx.credentials()
+        if not token.strip():
+            return Outcome(False, "registration failed: the ID token is empty")
         # An expired registration needs no --force: registering again is the way out of it.
         if state.registered and state.identity is not None and not force:
             return Outcome(

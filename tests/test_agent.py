@@ -19,7 +19,7 @@ from ccx_agent.licensing.catalogue import LicenseType
 from ccx_agent.licensing.interval import IntervalStatus
 from ccx_agent.licensing.lifecycle import Registration
 from ccx_agent.licensing.timeutil import iso
-from ccx_agent.scenario.standin import StandinSsm
+from ccx_agent.scenario.simssm import SCENARIO_TOKEN, ScenarioSsm
 from ccx_agent.ssm.port import Udi
 from ccx_agent.store import DB_NAME, AlertRow, Store
 
@@ -28,6 +28,7 @@ MIN = timedelta(minutes=1)
 STEP = timedelta(minutes=15)
 PREMIUM = "flex-premium-seat"
 STANDARD = "flex-standard-seat"
+OUTBOUND = "flex-outbound-port"
 UDI = Udi("CCX-TEST", "SN0001", "00000000-0000-4000-8000-00000000abcd")
 
 
@@ -72,8 +73,8 @@ def store(tmp_path):
 
 
 @pytest.fixture
-def ssm():
-    return StandinSsm({PREMIUM: 1, STANDARD: 10})
+def ssm(tmp_path):
+    return ScenarioSsm({PREMIUM: 1, STANDARD: 10}, timedelta(days=365), T0, tmp_path)
 
 
 @pytest.fixture
@@ -105,7 +106,7 @@ def outbox(store: Store) -> list[str]:
 
 
 def test_register_succeeds_with_the_piid_and_certificate_expiry(agent, ssm, sink):
-    out = agent.register("token", T0)
+    out = agent.register(SCENARIO_TOKEN, T0)
     state = agent.state()
     assert state.identity is not None
     piid = state.identity.piid
@@ -115,7 +116,7 @@ def test_register_succeeds_with_the_piid_and_certificate_expiry(agent, ssm, sink
     )
     assert state.registration is Registration.REGISTERED
     assert piid in ssm.instances
-    assert dict(state.entitlements) == {PREMIUM: 1, STANDARD: 10}
+    assert dict(state.entitlements) == {PREMIUM: 1, STANDARD: 10, OUTBOUND: 0}
     assert sink.mnemonics == ["REGISTER_SUCCESS"]
     assert sink.rows[0].lines[0] == (
         "%MCVD-LIB_LICENSE-6-REGISTER_SUCCESS: [REGISTER] "
@@ -126,7 +127,7 @@ def test_register_succeeds_with_the_piid_and_certificate_expiry(agent, ssm, sink
 
 def test_register_with_ssm_unreachable_fails_and_stays_unregistered(agent, ssm, sink):
     ssm.reachable = False
-    out = agent.register("token", T0)
+    out = agent.register(SCENARIO_TOKEN, T0)
     assert not out.ok
     assert out.message == "registration failed: SSM is unreachable (scenario)"
     assert sink.mnemonics == ["COMM_FAILED", "REGISTER_FAILED"]
@@ -137,8 +138,11 @@ def test_register_with_ssm_unreachable_fails_and_stays_unregistered(agent, ssm, 
 
 
 def test_register_refused_by_the_server_is_not_a_communication_failure(agent, sink):
-    out = agent.register("", T0)
-    assert (out.ok, out.message) == (False, "registration failed: empty registration token")
+    out = agent.register("no-such-token", T0)
+    assert (out.ok, out.message) == (
+        False,
+        "registration failed: no such registration token (TOKEN_UNKNOWN)",
+    )
     assert sink.mnemonics == ["REGISTER_FAILED"]
     assert agent.state().comm_ok
 
@@ -146,14 +150,14 @@ def test_register_refused_by_the_server_is_not_a_communication_failure(agent, si
 def test_register_twice_without_force_is_refused_and_force_replaces_the_identity(
     agent, ssm, sink, store
 ):
-    assert agent.register("token", T0).ok
+    assert agent.register(SCENARIO_TOKEN, T0).ok
     first = agent.state().identity
     assert first is not None
     one_interval(agent, T0, {PREMIUM: 1})
     assert outbox(store) == [f"{first.piid}:{iso(T0)}"]
     sink.take()
 
-    again = agent.register("token", T0 + STEP)
+    again = agent.register(SCENARIO_TOKEN, T0 + STEP)
     assert not again.ok
     assert again.message == (
         f"already registered as PIID {first.piid}; use --force to register again"
@@ -162,7 +166,7 @@ def test_register_twice_without_force_is_refused_and_force_replaces_the_identity
     assert agent.state().identity == first
     assert list(ssm.instances) == [first.piid]
 
-    forced = agent.register("token", T0 + STEP, force=True)
+    forced = agent.register(SCENARIO_TOKEN, T0 + STEP, force=True)
     assert forced.ok
     second = agent.state().identity
     assert second is not None and second.piid != first.piid
@@ -178,7 +182,7 @@ def test_deregister_when_not_registered_says_so(agent, sink):
 
 
 def test_deregister_tells_the_server(agent, ssm, sink):
-    agent.register("token", T0)
+    agent.register(SCENARIO_TOKEN, T0)
     piid = agent.state().identity.piid
     sink.take()
     out = agent.deregister(T0 + MIN)
@@ -191,7 +195,7 @@ def test_deregister_tells_the_server(agent, ssm, sink):
 
 
 def test_deregister_with_ssm_unreachable_wipes_the_identity_anyway(agent, ssm, sink, store):
-    agent.register("token", T0)
+    agent.register(SCENARIO_TOKEN, T0)
     piid = agent.state().identity.piid
     one_interval(agent, T0, {PREMIUM: 1})
     ssm.reachable = False
@@ -209,10 +213,10 @@ def test_deregister_with_ssm_unreachable_wipes_the_identity_anyway(agent, ssm, s
 
 
 def test_registering_again_after_deregistration_gets_a_new_piid(agent, ssm):
-    agent.register("token", T0)
+    agent.register(SCENARIO_TOKEN, T0)
     old = agent.state().identity.piid
     agent.deregister(T0 + MIN)
-    agent.register("token", T0 + 2 * MIN)
+    agent.register(SCENARIO_TOKEN, T0 + 2 * MIN)
     new = agent.state().identity.piid
     assert new != old
 
@@ -222,7 +226,7 @@ def test_registering_again_after_deregistration_gets_a_new_piid(agent, ssm):
 
 def test_changing_the_license_type_while_registered_is_refused_until_deregistered(store, ssm, sink):
     flex = Agent(config("flex"), store, ssm, udi=UDI, emit=sink, origin=T0)
-    assert flex.register("token", T0).ok
+    assert flex.register(SCENARIO_TOKEN, T0).ok
     one_interval(flex, T0, {PREMIUM: 2})
 
     premium = Agent(config("perpetual-premium"), store, ssm, udi=UDI, emit=sink, origin=T0)
@@ -237,7 +241,7 @@ def test_changing_the_license_type_while_registered_is_refused_until_deregistere
     with pytest.raises(LicenseTypeChanged):
         premium.close_intervals(T0 + 2 * STEP)
     with pytest.raises(LicenseTypeChanged):
-        premium.register("token", T0 + STEP, force=True)
+        premium.register(SCENARIO_TOKEN, T0 + STEP, force=True)
     assert flex.state().license_type is LicenseType.FLEX
     assert flex.state().registered
 
@@ -245,7 +249,7 @@ def test_changing_the_license_type_while_registered_is_refused_until_deregistere
     state = premium.state()
     assert state.license_type is LicenseType.PERPETUAL_PREMIUM
     assert dict(state.tags) == {} and dict(state.entitlements) == {}
-    assert premium.register("token", T0 + STEP).ok
+    assert premium.register(SCENARIO_TOKEN, T0 + STEP).ok
     assert premium.state().license_type is LicenseType.PERPETUAL_PREMIUM
     # Now it is the old type that is refused.
     with pytest.raises(LicenseTypeChanged):
@@ -290,7 +294,7 @@ def store_alerts(store: Store) -> list[AlertRow]:
 
 
 def test_an_interval_with_only_failed_samples_is_no_data_and_moves_no_countdown(agent, sink, store):
-    agent.register("token", T0)
+    agent.register(SCENARIO_TOKEN, T0)
     one_interval(agent, T0, {PREMIUM: 3})  # entitlement 1: overage 1/5
     sink.take()
     agent.sample(minutes(T0 + STEP), None, error="source down")
@@ -319,7 +323,7 @@ def alerts_with(store: Store, mnemonic: str) -> list[AlertRow]:
 
 
 def test_an_interval_with_some_failed_samples_reports_the_good_ones(agent, store):
-    agent.register("token", T0)
+    agent.register(SCENARIO_TOKEN, T0)
     agent.sample(minutes(T0, 5), {PREMIUM: 1, STANDARD: 4})
     agent.sample([T0 + i * MIN for i in range(5, 15)], None, error="source down")
     agent.close_intervals(T0 + STEP)
@@ -345,7 +349,7 @@ def test_alerts_committed_but_not_emitted_are_emitted_by_the_next_job(store, ssm
     crashing = Agent(config(), store, ssm, udi=UDI, emit=sink, origin=T0)
     sink.broken = True
     with pytest.raises(OSError, match="syslog is down"):
-        crashing.register("token", T0)
+        crashing.register(SCENARIO_TOKEN, T0)
     # The state and the alert were committed before the effect failed.
     assert crashing.state().registered
     assert pending(store) == ["REGISTER_SUCCESS"]
@@ -362,7 +366,7 @@ def test_alerts_committed_but_not_emitted_are_emitted_by_the_next_job(store, ssm
 
 def test_the_report_job_emits_alerts_left_pending_by_a_crash(store, ssm, sink):
     agent = Agent(config(), store, ssm, udi=UDI, emit=sink, origin=T0)
-    agent.register("token", T0)
+    agent.register(SCENARIO_TOKEN, T0)
     sink.take()
     sink.broken = True
     with pytest.raises(OSError):
@@ -379,7 +383,7 @@ def test_the_report_job_emits_alerts_left_pending_by_a_crash(store, ssm, sink):
 
 
 def test_flush_backs_off_after_a_failure_and_force_overrides(agent, ssm, sink, store):
-    agent.register("token", T0)
+    agent.register(SCENARIO_TOKEN, T0)
     one_interval(agent, T0, {PREMIUM: 1})
     piid = agent.state().identity.piid
     sink.take()
@@ -413,7 +417,7 @@ def test_flush_backs_off_after_a_failure_and_force_overrides(agent, ssm, sink, s
 def test_flush_back_off_doubles_up_to_the_retry_period_then_sends_everything_in_order(
     agent, ssm, store
 ):
-    agent.register("token", T0)
+    agent.register(SCENARIO_TOKEN, T0)
     for i in range(3):
         one_interval(agent, T0 + i * STEP, {PREMIUM: 1})
     ssm.reachable = False
@@ -437,7 +441,7 @@ def test_flush_back_off_doubles_up_to_the_retry_period_then_sends_everything_in_
 def test_entitlements_from_a_report_acknowledgement_apply_from_the_next_interval(
     agent, ssm, sink, store
 ):
-    agent.register("token", T0)
+    agent.register(SCENARIO_TOKEN, T0)
     agent.sample(minutes(T0), {PREMIUM: 3})
     ssm.purchase({PREMIUM: 5})  # bought while the interval runs: the agent cannot know yet
     agent.close_intervals(T0 + STEP)
@@ -453,3 +457,9 @@ def test_entitlements_from_a_report_acknowledgement_apply_from_the_next_interval
     assert (second.tags[PREMIUM].entitlement, second.tags[PREMIUM].state) == (6, "IN_COMPLIANCE")
     assert second.tags[PREMIUM].overage_count == 0
     assert sink.take() == ["SYSTEM_BACK_IN_COMPLIANCE"]
+
+
+def test_an_empty_token_is_refused_before_anything_is_sent(agent, ssm, sink):
+    out = agent.register("  ", T0)
+    assert (out.ok, out.message) == (False, "registration failed: the ID token is empty")
+    assert sink.mnemonics == [] and ssm.instances == {}

@@ -26,11 +26,9 @@ from ccx_agent.licensing.interval import IntervalRecord
 from ccx_agent.licensing.lifecycle import evaluation_left
 from ccx_agent.licensing.timeutil import iso
 from ccx_agent.scenario.model import LoadedScenario, ScenarioEvent
-from ccx_agent.scenario.standin import StandinSsm
+from ccx_agent.scenario.simssm import SCENARIO_TOKEN, ScenarioSsm
 from ccx_agent.ssm.port import Udi
 from ccx_agent.store import DB_NAME, AlertRow, Store
-
-SCENARIO_TOKEN = "scenario-token"  # noqa: S105 - a label for the in-process stand-in, not a secret
 
 
 @dataclass
@@ -74,10 +72,10 @@ SIM_UDI = Udi("CCX-SIM", "SIM0001", "00000000-0000-4000-8000-000000000001")
 
 def setup(
     loaded: LoadedScenario, workdir: Path, emit: Emit, agent_cls: type[Agent] = Agent
-) -> tuple[Agent, StandinSsm, Store]:
-    """The pieces of a run: a fresh store in ``workdir``, the stand-in SSM, the agent."""
+) -> tuple[Agent, ScenarioSsm, Store]:
+    """The pieces of a run: a fresh store in ``workdir``, the in-process simulator, the agent."""
     sc, cfg = loaded.scenario, loaded.config
-    ssm = StandinSsm(dict(sc.entitlements), cfg.id_certificate.lifetime)
+    ssm = ScenarioSsm(dict(sc.entitlements), cfg.id_certificate.lifetime, sc.start, workdir)
     store = Store(workdir / DB_NAME, durable=False)
     agent = agent_cls(cfg, store, ssm, udi=SIM_UDI, emit=emit, origin=sc.start)
     return agent, ssm, store
@@ -118,7 +116,7 @@ SETTLE = 2
 
 def _drive(
     agent: Agent,
-    ssm: StandinSsm,
+    ssm: ScenarioSsm,
     start: datetime,
     duration: timedelta,
     events: Sequence[ScenarioEvent],
@@ -220,7 +218,7 @@ def _busy(agent: Agent, now: datetime) -> bool:
 
 
 def _apply(
-    agent: Agent, ssm: StandinSsm, ev: ScenarioEvent, now: datetime, usage: dict[str, int]
+    agent: Agent, ssm: ScenarioSsm, ev: ScenarioEvent, now: datetime, usage: dict[str, int]
 ) -> None:
     if ev.usage is not None:
         usage.update(ev.usage)

@@ -263,7 +263,7 @@ class SsmClient:
         try:
             return retrying(self._once, type_, body, now, key, cred, cert)
         except TransportError as exc:
-            raise SsmUnreachable(f"{type_.value}: {exc}") from None
+            raise SsmUnreachable(str(exc)) from None
         except RetryableStatus as exc:
             raise SsmUnreachable(
                 f"{type_.value}: {self.transport.label} answered {exc} ({self.attempts} tries)"

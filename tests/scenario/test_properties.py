@@ -29,7 +29,7 @@ from ccx_agent.licensing.lifecycle import ProductState, evaluation_left
 from ccx_agent.licensing.timeutil import iso
 from ccx_agent.scenario import runner
 from ccx_agent.scenario.model import DEFAULT_START, LoadedScenario, load_scenario
-from ccx_agent.scenario.standin import StandinSsm
+from ccx_agent.scenario.simssm import ScenarioSsm
 from ccx_agent.store import AlertRow, OutboxItem
 from ccx_agent.yamldoc import parse_yaml
 
@@ -203,7 +203,7 @@ class TracingAgent(Agent):
 class Run:
     loaded: LoadedScenario
     trace: Trace
-    ssm: StandinSsm
+    ssm: ScenarioSsm
     intervals: list[IntervalRecord]
     outbox: list[OutboxItem]
     stored_alerts: list[AlertRow]

@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-
 from cryptography.hazmat.primitives import serialization
 
 from ccx_agent.simulator.ca import create_authority
@@ -74,8 +73,14 @@ def test_an_issued_certificate_is_checked_before_it_is_kept(tmp_path: Path) -> N
     assert check_issued(der, (), key, "piid-1", [ca.root], NOW) == good
     cases = [
         (der, key, "piid-2", [ca.root], NOW, ErrorCode.PIID_MISMATCH),
-        (der, KeyStore(tmp_path / "x").registration_key(None), "piid-1", [ca.root], NOW,
-         ErrorCode.UNTRUSTED_CERTIFICATE),
+        (
+            der,
+            KeyStore(tmp_path / "x").registration_key(None),
+            "piid-1",
+            [ca.root],
+            NOW,
+            ErrorCode.UNTRUSTED_CERTIFICATE,
+        ),
         (der, key, "piid-1", [other.root], NOW, ErrorCode.UNTRUSTED_CERTIFICATE),
         (der, key, "piid-1", [ca.root], NOW + timedelta(days=366), ErrorCode.CERTIFICATE_EXPIRED),
         (b"junk", key, "piid-1", [ca.root], NOW, ErrorCode.MALFORMED),

@@ -45,7 +45,10 @@ def _register(key: ec.EllipticCurvePrivateKey) -> dict[str, object]:
 
 
 def test_canonical_form_is_sorted_compact_utf8() -> None:
-    assert protocol.canonical({"b": 1, "a": ["é", None, True]}) == '{"a":["é",null,true],"b":1}'.encode()
+    assert (
+        protocol.canonical({"b": 1, "a": ["é", None, True]})
+        == '{"a":["é",null,true],"b":1}'.encode()
+    )
 
 
 def test_floats_have_no_canonical_form() -> None:
