@@ -54,6 +54,8 @@ def usage(path: Path, as_json: bool, out: TextIO | None = None, err: TextIO | No
         cfg = config_mod.load(path)
     except DocumentError as exc:
         return _problems(exc, err)
+    for warning in cfg.source.warnings():
+        print(f"warning: {warning}", file=err)
     try:
         snapshot = build(cfg.source).read()
     except SourceError as exc:

@@ -9,13 +9,14 @@ default and ``docs/config.md`` describes them; tests keep both in step with this
 from __future__ import annotations
 
 import copy
+import difflib
 import os
 import socket
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, Self, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -24,11 +25,15 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SecretStr,
     StrictBool,
     StrictInt,
     ValidationError,
+    ValidatorFunctionWrapHandler,
     field_validator,
+    model_validator,
 )
+from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
 from ccx_agent.durations import Duration, PositiveDuration
 from ccx_agent.licensing.alerts import AlertFormat, Style
@@ -51,6 +56,7 @@ DEFAULT_PATH = Path("/etc/ccx-agent/ccx-agent.yaml")
 ENV_PATH = "CCX_AGENT_CONFIG"
 
 E = TypeVar("E", bound=StrEnum)
+S = TypeVar("S", bound=BaseModel)
 
 
 def _choice(enum: type[StrEnum], what: str) -> Callable[[object], object]:
@@ -235,12 +241,160 @@ class IdentityConfig(Section):
         return self.serial or socket.gethostname()
 
 
-class FileSource(Section):
+class SourceSection(Section):
+    """What every source config has: warnings about accepted but unwise settings."""
+
+    def warnings(self) -> list[str]:
+        """Said by ``usage`` on stderr and logged by the source; never holds a secret."""
+        return []
+
+    def anchored(self, base: Path) -> Self:
+        """This source with its relative paths made relative to ``base`` (the config
+        file's directory); the same object when there is none."""
+        return self
+
+
+def _beside(model: S, base: Path, keys: Sequence[str]) -> S:
+    """``model`` with each relative path among ``keys`` put under ``base``."""
+    update = {
+        key: base / value
+        for key in keys
+        if isinstance(value := getattr(model, key), Path) and not value.is_absolute()
+    }
+    return model.model_copy(update=update) if update else model
+
+
+class FileSource(SourceSection):
     kind: Literal["file"]
     path: ConfigPath
 
+    def anchored(self, base: Path) -> Self:
+        return _beside(self, base, ("path",))
 
-SourceConfig = Annotated[FileSource, Field(discriminator="kind")]
+
+def _no_userinfo(value: str) -> str:
+    """Credentials in a URL end up in logs and error messages: they have their own keys."""
+    if "@" in urlsplit(value).netloc:
+        raise ValueError("must not hold a user name or password: use user and password_file")
+    return value
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+SourceUrl = Annotated[HttpsUrl, AfterValidator(_no_userinfo)]
+UserName = Annotated[LogText, AfterValidator(_not_blank)]
+#: The systemd credential read when ``source.uccx.password_file`` is not set.
+UCCX_CREDENTIAL = "uccx-password"
+#: The systemd credential read when ``source.finesse.user`` is set without a password file.
+FINESSE_CREDENTIAL = "finesse-password"
+
+
+class UccxSettings(Section):
+    """The UCCX Administration REST API: who is configured for what (docs/sources.md)."""
+
+    url: SourceUrl
+    user: UserName
+    password_file: OptionalPath = None
+    #: Accepted with a warning: a password belongs in a file only root can read.
+    password: Annotated[SecretStr | None, BeforeValidator(_blank_is_none)] = None
+    ca_bundle: OptionalPath = None
+    timeout: PositiveDuration = timedelta(seconds=30)
+    connect_timeout: PositiveDuration = timedelta(seconds=10)
+    config_refresh: PositiveDuration = timedelta(minutes=5)
+
+    @model_validator(mode="after")
+    def _one_password(self) -> UccxSettings:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("give password_file or password, not both (keep password_file)")
+        return self
+
+
+class FinesseSettings(Section):
+    """Finesse, for who is logged in; by default the UCCX host and credentials."""
+
+    url: Annotated[SourceUrl | None, BeforeValidator(_blank_is_none)] = None
+    user: Annotated[UserName | None, BeforeValidator(_blank_is_none)] = None
+    password_file: OptionalPath = None
+
+
+class UccxSource(SourceSection):
+    kind: Literal["uccx"]
+    uccx: UccxSettings
+    finesse: FinesseSettings = FinesseSettings()
+
+    @field_validator("finesse", mode="before")
+    @classmethod
+    def _empty_finesse(cls, value: object) -> object:
+        return {} if value is None else value
+
+    def anchored(self, base: Path) -> Self:
+        uccx = _beside(self.uccx, base, ("password_file", "ca_bundle"))
+        finesse = _beside(self.finesse, base, ("password_file",))
+        if uccx is self.uccx and finesse is self.finesse:
+            return self
+        return self.model_copy(update={"uccx": uccx, "finesse": finesse})
+
+    def finesse_url(self) -> str:
+        """Finesse runs on the UCCX node: the UCCX scheme, host and port by default."""
+        if self.finesse.url is not None:
+            return self.finesse.url
+        parts = urlsplit(self.uccx.url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    def warnings(self) -> list[str]:
+        if self.uccx.password is None:
+            return []
+        return [
+            "source.uccx.password: a password written in the config file is readable by "
+            "whoever can read the file; move it to source.uccx.password_file (mode 0600) "
+            f"or the systemd credential {UCCX_CREDENTIAL!r}"
+        ]
+
+
+def _argv0(value: str) -> str:
+    if not value or "\x00" in value:
+        raise ValueError("must be a non-empty program name or path, without NUL characters")
+    return value
+
+
+def _argument(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    return value
+
+
+def _program_first(value: list[str]) -> list[str]:
+    _argv0(value[0])
+    return value
+
+
+class CommandSource(SourceSection):
+    """A program (run without a shell) that prints a snapshot in the file format."""
+
+    kind: Literal["command"]
+    command: Annotated[
+        list[Annotated[str, AfterValidator(_argument)]],
+        Field(min_length=1),
+        AfterValidator(_program_first),
+    ]
+    timeout: PositiveDuration = timedelta(seconds=30)
+    #: Output beyond this many megabytes (MiB) is refused, and the program killed.
+    max_output_mb: Annotated[StrictInt, Field(ge=1, le=4096)] = 256
+
+    def anchored(self, base: Path) -> Self:
+        """A relative program path (``bin/snap``, ``./snap``) is beside the config file;
+        a bare name (``snap``) is looked up on PATH, and arguments are left alone."""
+        program = self.command[0]
+        if "/" not in program or Path(program).is_absolute():
+            return self
+        return self.model_copy(update={"command": [str(base / program), *self.command[1:]]})
+
+
+SourceConfig = Annotated[FileSource | UccxSource | CommandSource, Field(discriminator="kind")]
 
 
 class CommonConfig(Section):
@@ -385,6 +539,78 @@ class Config(CommonConfig):
     def _empty_source(cls, value: object) -> object:
         return {} if value is None else value
 
+    @field_validator("source", mode="wrap")
+    @classmethod
+    def _source_errors(cls, value: object, handler: ValidatorFunctionWrapHandler) -> object:
+        """Word source errors as the operator wrote the keys.
+
+        pydantic puts the union's tag in each error's location, and with ``kind: uccx``
+        that tag is also a key (``source.uccx.uccx.user``); an unknown key would be
+        matched against the first kind's keys only. So the tag is dropped here, and an
+        unknown key is named against the keys of the kind that was given.
+        """
+        try:
+            return handler(value)
+        except ValidationError as exc:
+            raise ValidationError.from_exception_data(
+                exc.title, [_source_error(e, value) for e in exc.errors()]
+            ) from None
+
+
+_SOURCE_KINDS: dict[str, type[SourceSection]] = {
+    "file": FileSource,
+    "uccx": UccxSource,
+    "command": CommandSource,
+}
+
+
+def _source_error(err: ErrorDetails, value: object) -> InitErrorDetails:
+    """One error of the ``source`` union, its tag dropped and an unknown key reworded."""
+    loc = tuple(err["loc"])
+    kind = value.get("kind") if isinstance(value, dict) else None
+    model = _SOURCE_KINDS.get(kind) if isinstance(kind, str) else None
+    if model is not None and loc[:1] == (kind,):
+        loc = loc[1:]
+    need = {"uccx": "at least uccx.url and uccx.user", "command": "the program to run"}
+    out: InitErrorDetails = {"type": err["type"], "loc": loc, "input": err["input"]}
+    if "ctx" in err:
+        out["ctx"] = err["ctx"]
+    if err["type"] == "missing" and loc == (kind,) and kind in need:
+        # Said at ``source`` itself: yamldoc would drop a location of ``source.uccx``
+        # that is not in the file, mistaking the key for the union's tag.
+        out = {
+            "type": PydanticCustomError(
+                "value_error", f"required key {kind!r} is missing (kind: {kind} needs {need[kind]})"
+            ),
+            "loc": (),
+            "input": err["input"],
+        }
+    elif err["type"] == "extra_forbidden" and model is not None and loc:
+        out = {
+            "type": PydanticCustomError("value_error", _unknown_source_key(model, loc)),
+            "loc": loc,
+            "input": err["input"],
+        }
+    return out
+
+
+def _unknown_source_key(model: type[BaseModel], loc: Loc) -> str:
+    here: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(here, type) and issubclass(here, BaseModel)):
+            return "unknown key"
+        field = here.model_fields.get(str(part))
+        here = field.annotation if field is not None else None
+    if not (isinstance(here, type) and issubclass(here, BaseModel)):
+        return "unknown key"
+    siblings = list(here.model_fields)
+    near = difflib.get_close_matches(str(loc[-1]), siblings, n=1)
+    if near:
+        return f"unknown key (did you mean '{near[0]}'?)"
+    return f"unknown key (known keys here: {', '.join(siblings)})"
+
 
 def default_path() -> Path:
     """``$CCX_AGENT_CONFIG`` if set and not empty, else ``/etc/ccx-agent/ccx-agent.yaml``."""
@@ -489,6 +715,7 @@ def _anchor(cfg: Config, base: Path) -> Config:
     }
     if transport:
         updates["transport"] = cfg.transport.model_copy(update=transport)
-    if not cfg.source.path.is_absolute():
-        updates["source"] = cfg.source.model_copy(update={"path": base / cfg.source.path})
+    source = cfg.source.anchored(base)
+    if source is not cfg.source:
+        updates["source"] = source
     return cfg.model_copy(update=updates) if updates else cfg

@@ -111,9 +111,31 @@ EXPECTED: dict[str, list[str]] = {
     "missing_source.yaml": ["2: source: required key is missing"],
     "source_without_path.yaml": ["2: source.path: required key is missing"],
     "source_without_kind.yaml": ["2: source.kind: required key is missing"],
-    "unknown_source_kind.yaml": ["3: source.kind: unknown source kind 'json': must be one of file"],
+    "unknown_source_kind.yaml": [
+        "3: source.kind: unknown source kind 'json': must be one of file, uccx, command"
+    ],
     "empty_source_path.yaml": ["4: source.path: must be a path, got an empty string ('')"],
     "empty_state_dir.yaml": ["2: state_dir: must be a path, got an empty string ('')"],
+    "source_uccx_unknown_key.yaml": [
+        "4: source.uccx.user: required key is missing",
+        "6: source.uccx.usr: unknown key (did you mean 'user'?)",
+        "8: source.path: unknown key (known keys here: kind, uccx, finesse)",
+    ],
+    "source_uccx_http_url.yaml": [
+        "5: source.uccx.url: must be a URL starting with https://, got 'http://uccx.example.com'",
+        "8: source.finesse.url: must not hold a user name or password: use user and password_file",
+    ],
+    "source_uccx_two_passwords.yaml": [
+        "4: source.uccx: give password_file or password, not both (keep password_file)"
+    ],
+    "source_uccx_without_settings.yaml": [
+        "2: source: required key 'uccx' is missing (kind: uccx needs at least uccx.url and "
+        "uccx.user)"
+    ],
+    "source_command_empty.yaml": [
+        "4: source.command: must not be empty",
+        "5: source.timeout: needs a unit (s, m, h, d or w), like 30m or 30s: got 30",
+    ],
     # --- rules that span keys -----------------------------------------------------------
     "sample_longer_than_report.yaml": [
         "8: sample.interval: must not be longer than report.interval"

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+from ccx_agent.config import CommandSource as CommandSourceConfig
+from ccx_agent.config import FileSource as FileSourceConfig
 from ccx_agent.config import SourceConfig
 from ccx_agent.sources import Source
+from ccx_agent.sources.command import CommandSource
 from ccx_agent.sources.file import FileSource
 
 
 def build(cfg: SourceConfig) -> Source:
-    return FileSource(cfg.path)
+    """A source for ``cfg``; the UCCX one keeps its cached configuration between reads,
+    so the daemon builds it once and reads it at every sample."""
+    if isinstance(cfg, FileSourceConfig):
+        return FileSource(cfg.path)
+    if isinstance(cfg, CommandSourceConfig):
+        return CommandSource(cfg)
+    from ccx_agent.sources.uccx import UccxSource  # noqa: PLC0415 - requests only if used
+
+    return UccxSource(cfg)

@@ -1,0 +1,483 @@
+"""A fake UCCX + Finesse: a real HTTPS server on loopback, serving the documented XML.
+
+* :func:`make_cluster` builds a cluster that looks like a real one (several hundred
+  agents, supervisors, voice / chat / email CSQs of both pool kinds, an agent-based
+  progressive campaign, every Finesse state, an agent with no skills, an agent with a
+  skill no CSQ uses, a Finesse user the Admin API does not know).
+* :func:`resources_xml`, :func:`csqs_xml`, :func:`campaigns_xml`, :func:`users_xml`
+  render it as the Admin API and Finesse do; :func:`file_snapshot` writes the same
+  cluster in the file format, the reference the UCCX source must agree with.
+* :class:`FakeUccx` serves it over TLS with a CA made at test time (:func:`make_pki`,
+  into a temporary directory: no key is ever committed), checks basic auth, and can be
+  told to fail per path: ``401``, ``403``, ``500``, ``302``, ``slow``, ``truncated``,
+  ``cut`` (connection closed mid-body), ``bomb``, ``html``, ``empty``, ``404``, ``huge``.
+
+The benchmark (``benchmarks/bench_sources.py``) renders its 2,000-agent pair from here.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import ipaddress
+import random
+import re
+import ssl
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape as esc
+from xml.sax.saxutils import quoteattr
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+HOST = "https://uccx-pub.example.com"
+
+# --- the cluster ------------------------------------------------------------------------------
+
+
+@dataclass
+class Resource:
+    id: str
+    type: int  # 1 agent, 2 supervisor
+    skills: list[str]
+    team: str
+    rg_csqs: list[str] = field(default_factory=list)  # resource-group CSQs it serves
+    state: str | None = "LOGOUT"  # None: Finesse does not list it
+
+
+@dataclass
+class Csq:
+    id: int
+    name: str
+    type: str
+    skills: list[str]  # empty: a resource-group CSQ
+
+
+@dataclass
+class Campaign:
+    name: str
+    type: str  # AGENT or IVR
+    mode: str  # PROGRESSIVE, PREDICTIVE, DIRECT_PREVIEW
+    csqs: list[str]
+
+
+@dataclass
+class Cluster:
+    resources: list[Resource]
+    csqs: list[Csq]
+    campaigns: list[Campaign]
+    #: Finesse users the Admin API does not know: (loginId, state, roles).
+    strangers: list[tuple[str, str, list[str]]] = field(default_factory=list)
+
+    def csq_map(self, res: Resource) -> list[str]:
+        """The CSQs UCCX lists for a resource with ``withCsqs``: by skill and by group."""
+        mine = set(res.skills)
+        by_skill = [c.name for c in self.csqs if c.skills and mine & set(c.skills)]
+        return by_skill + res.rg_csqs
+
+
+STATES = [
+    "READY",
+    "NOT_READY",
+    "TALKING",
+    "RESERVED",
+    "WORK",
+    "WORK_READY",
+    "HOLD",
+    "RESERVED_OUTBOUND",
+    "RESERVED_OUTBOUND_PREVIEW",
+    "LOGOUT",
+]
+STATE_WEIGHTS = [25, 15, 25, 3, 5, 5, 4, 2, 1, 15]
+
+
+def make_cluster(agents: int = 400, seed: int = 7) -> Cluster:
+    """A cluster of ``agents`` resources (about 6 % supervisors); every case is present."""
+    rng = random.Random(seed)  # test data, not security
+    n_skills = max(12, agents // 20)
+    skills = [f"Skill_{i:03d}" for i in range(n_skills)]
+    csqs: list[Csq] = []
+    kinds = ["VOICE"] * 7 + ["CHAT"] * 2 + ["EMAIL"]
+    for i in range(max(10, agents // 25)):
+        kind = kinds[i % len(kinds)]
+        csqs.append(Csq(i + 1, f"{kind.title()}_CSQ_{i:03d}", kind, rng.sample(skills[:-1], 2)))
+    # Resource-group CSQs: one email, one voice (the progressive campaign's).
+    csqs.append(Csq(len(csqs) + 1, "Email_RG_CSQ", "EMAIL", []))
+    csqs.append(Csq(len(csqs) + 1, "Outbound_RG_CSQ", "VOICE", []))
+    voice = [c for c in csqs if c.type == "VOICE" and c.skills]
+    campaigns = [
+        Campaign("Renewals", "AGENT", "PROGRESSIVE", ["Outbound_RG_CSQ"]),
+        Campaign("Collections", "AGENT", "PREDICTIVE", [voice[0].name]),
+        Campaign("Survey", "IVR", "PREDICTIVE", [voice[1].name]),  # IVR: no outbound seat
+        Campaign("Callbacks", "AGENT", "DIRECT_PREVIEW", [voice[2].name]),  # preview: none
+    ]
+    teams = [[*rng.sample(skills[:-1], rng.randint(1, 4))] for _ in range(max(2, agents // 30))]
+    resources = []
+    for i in range(agents):
+        team = rng.randrange(len(teams))
+        own = list(teams[team])
+        if rng.random() < 0.15:
+            extra = rng.choice(skills[:-1])
+            if extra not in own:
+                own.append(extra)
+        res = Resource(
+            f"agent{i:04d}",
+            2 if rng.random() < 0.06 else 1,
+            own,
+            f"Team_{team:02d}",
+            state=rng.choices(STATES, weights=STATE_WEIGHTS)[0],
+        )
+        if rng.random() < 0.05:
+            res.rg_csqs.append("Email_RG_CSQ")
+        if rng.random() < 0.05:
+            res.rg_csqs.append("Outbound_RG_CSQ")
+        resources.append(res)
+    # Every state at least once, and the special cases, at fixed places.
+    for i, state in enumerate([*STATES, "UNKNOWN"]):
+        resources[i].state = state
+    resources[20].skills = []  # no skills, logged in
+    resources[20].state = "READY"
+    resources[21].skills = [skills[-1]]  # a skill no CSQ uses, logged in
+    resources[21].state = "TALKING"
+    resources[22].state = None  # configured, never seen by Finesse
+    resources[23].id = "MixedCase.User"  # Finesse spells it in lower case
+    resources[23].state = "READY"
+    strangers = [
+        ("ghost.agent", "READY", ["Agent"]),
+        ("ghost.super", "NOT_READY", ["Agent", "Supervisor"]),
+        ("gone.agent", "LOGOUT", ["Agent"]),
+    ]
+    return Cluster(resources, csqs, campaigns, strangers)
+
+
+def file_snapshot(cluster: Cluster) -> dict[str, Any]:
+    """The same cluster as an operator would write it in the file format."""
+    outbound_csqs = {
+        name
+        for c in cluster.campaigns
+        if c.type == "AGENT" and c.mode in ("PROGRESSIVE", "PREDICTIVE")
+        for name in c.csqs
+    }
+    agents: list[dict[str, Any]] = []
+    for res in cluster.resources:
+        agents.append(
+            {
+                "id": res.id,
+                "type": "supervisor" if res.type == 2 else "agent",
+                "state": res.state or "LOGOUT",
+                # A resource group is written as one more skill, named after its CSQ.
+                "skills": res.skills + [f"group {g}" for g in res.rg_csqs],
+                "team": res.team,
+                "outbound": bool(outbound_csqs & set(cluster.csq_map(res))),
+            }
+        )
+    for login, state, roles in cluster.strangers:
+        if state != "LOGOUT":
+            kind = "supervisor" if "Supervisor" in roles else "agent"
+            agents.append({"id": login, "type": kind, "state": state})
+    csqs = [
+        {"name": c.name, "type": c.type, "skills": c.skills or [f"group {c.name}"]}
+        for c in cluster.csqs
+    ]
+    return {"agents": agents, "csqs": csqs}
+
+
+# --- XML, as the Admin API and Finesse write it ----------------------------------------------
+
+
+def _skill_map(names: list[str], indent: str) -> str:
+    return "".join(
+        f"{indent}<skillCompetency>\n"
+        f"{indent}  <competencelevel>{5 - i % 5}</competencelevel>\n"
+        f"{indent}  <skillNameUriPair name={quoteattr(n)}>"
+        f"<refURL>{HOST}/adminapi/skill/{len(n)}</refURL></skillNameUriPair>\n"
+        f"{indent}</skillCompetency>\n"
+        for i, n in enumerate(names)
+    )
+
+
+def resources_xml(cluster: Cluster) -> bytes:
+    out = ['<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<resources>\n']
+    for i, res in enumerate(cluster.resources):
+        csq_map = "".join(
+            f"      <csq name={quoteattr(n)}><refURL>{HOST}/adminapi/csq/1</refURL></csq>\n"
+            for n in cluster.csq_map(res)
+        )
+        out.append(
+            "  <resource>\n"
+            f"    <self>{HOST}/adminapi/resource/{esc(res.id)}</self>\n"
+            f"    <userID>{esc(res.id)}</userID>\n"
+            f"    <firstName>First{i}</firstName>\n"
+            f"    <lastName>Last{i}</lastName>\n"
+            f"    <extension>{10000 + i}</extension>\n"
+            f"    <alias>{esc(res.id)}</alias>\n"
+            f'    <resourceGroup name="RG_{res.team}"><refURL>{HOST}/adminapi/resourceGroup/1'
+            "</refURL></resourceGroup>\n"
+            f"    <skillMap>\n{_skill_map(res.skills, '      ')}    </skillMap>\n"
+            "    <autoAvailable>true</autoAvailable>\n"
+            f"    <type>{res.type}</type>\n"
+            f"    <team name={quoteattr(res.team)}><refURL>{HOST}/adminapi/team/2</refURL></team>\n"
+            "    <primarySupervisorOf/>\n    <secondarySupervisorOf/>\n"
+            f"    <csqMap>\n{csq_map}    </csqMap>\n"
+            "  </resource>\n"
+        )
+    out.append("</resources>\n")
+    return "".join(out).encode()
+
+
+def csqs_xml(cluster: Cluster) -> bytes:
+    out = ['<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<csqs>\n']
+    for c in cluster.csqs:
+        if c.skills:
+            pool = (
+                "    <resourcePoolType>SKILL_GROUP</resourcePoolType>\n"
+                "    <poolSpecificInfo>\n      <skillGroup>\n"
+                f"{_skill_map(c.skills, '        ')}"
+                "        <selectionCriteria>Longest Available</selectionCriteria>\n"
+                "      </skillGroup>\n    </poolSpecificInfo>\n"
+            )
+        else:
+            pool = (
+                "    <resourcePoolType>RESOURCE_GROUP</resourcePoolType>\n"
+                "    <poolSpecificInfo>\n      <resourceGroup>\n"
+                f'        <resourceGroupNameUriPair name="RG_{c.name}"><refURL>{HOST}'
+                "/adminapi/resourceGroup/9</refURL></resourceGroupNameUriPair>\n"
+                "        <selectionCriteria>Longest Available</selectionCriteria>\n"
+                "      </resourceGroup>\n    </poolSpecificInfo>\n"
+            )
+        out.append(
+            "  <csq>\n"
+            f"    <self>{HOST}/adminapi/csq/{c.id}</self>\n"
+            f"    <id>{c.id}</id>\n"
+            f"    <name>{esc(c.name)}</name>\n"
+            f"    <queueType>{c.type}</queueType>\n"
+            "    <queueAlgorithm>FIFO</queueAlgorithm>\n"
+            "    <autoWork>true</autoWork>\n    <wrapupTime>0</wrapupTime>\n"
+            f"{pool}"
+            "    <serviceLevel>5</serviceLevel>\n"
+            "    <serviceLevelPercentage>70</serviceLevelPercentage>\n"
+            "  </csq>\n"
+        )
+    out.append("</csqs>\n")
+    return "".join(out).encode()
+
+
+def campaigns_xml(cluster: Cluster) -> bytes:
+    out = ['<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<campaigns>\n']
+    for i, c in enumerate(cluster.campaigns):
+        csqs = "".join(
+            f"      <csq name={quoteattr(n)}><refURL>{HOST}/adminapi/csq/1</refURL></csq>\n"
+            for n in c.csqs
+        )
+        out.append(
+            "  <campaign>\n"
+            f"    <self>{HOST}/adminapi/campaign/{200 + i}</self>\n"
+            f"    <campaignId>{200 + i}</campaignId>\n"
+            f"    <campaignName>{esc(c.name)}</campaignName>\n"
+            "    <enabled>true</enabled>\n"
+            f"    <campaignType>{c.type}</campaignType>\n"
+            f"    <dialingMode>{c.mode}</dialingMode>\n"
+            f"    <csqs>\n{csqs}    </csqs>\n"
+            "  </campaign>\n"
+        )
+    out.append("</campaigns>\n")
+    return "".join(out).encode()
+
+
+def users_xml(cluster: Cluster) -> bytes:
+    out = ['<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<Users>\n']
+    users = [
+        (r.id.lower(), r.state, ["Agent", "Supervisor"] if r.type == 2 else ["Agent"])
+        for r in cluster.resources
+        if r.state is not None
+    ]
+    for i, (login, state, roles) in enumerate([*users, *cluster.strangers]):
+        role_xml = "".join(f"<role>{r}</role>" for r in roles)
+        out.append(
+            "  <User>\n"
+            f"    <uri>/finesse/api/User/{esc(login)}</uri>\n"
+            f"    <loginId>{esc(login)}</loginId>\n"
+            f"    <loginName>{esc(login)}</loginName>\n"
+            f"    <firstName>First{i}</firstName>\n    <lastName>Last{i}</lastName>\n"
+            f"    <extension>{10000 + i}</extension>\n"
+            f"    <state>{state}</state>\n"
+            f"    <roles>{role_xml}</roles>\n"
+            "    <teamId>2</teamId>\n    <teamName>Team</teamName>\n"
+            "  </User>\n"
+        )
+    out.append("</Users>\n")
+    return "".join(out).encode()
+
+
+# --- TLS ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Pki:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def make_pki(directory: Path) -> Pki:
+    """A CA and a server certificate for 127.0.0.1 / localhost, written to ``directory``."""
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(_name("Fake UCCX test CA"))
+        .issuer_name(_name("Fake UCCX test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("localhost"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    pki = Pki(directory / "ca.pem", directory / "server.pem", directory / "server.key")
+    pki.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    pki.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pki.key.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return pki
+
+
+# --- the server ---------------------------------------------------------------------------------
+
+BOMB = (
+    b'<?xml version="1.0"?>\n<!DOCTYPE lolz [\n <!ENTITY lol "lol">\n'
+    b' <!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">\n'
+    b' <!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;">\n'
+    b' <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">\n'
+    b"]>\n<Users><User><loginId>&lol3;</loginId><state>READY</state></User></Users>\n"
+)
+
+
+class FakeUccx:
+    """The fake server; use as a context manager. ``fail[path] = mode`` makes it fail."""
+
+    def __init__(self, cluster: Cluster, pki: Pki, user: str, password: str) -> None:
+        self.cluster = cluster
+        self.user = user
+        self.password = password
+        self.fail: dict[str, str] = {}
+        self.hits: dict[str, int] = {}
+        self.auth_seen: list[str] = []
+        self.release = threading.Event()  # ends a "slow" answer at once when set
+        self.bodies = {
+            "/adminapi/resource?withCsqs": resources_xml(cluster),
+            "/adminapi/csq": csqs_xml(cluster),
+            "/adminapi/campaign": campaigns_xml(cluster),
+            "/finesse/api/Users": users_xml(cluster),
+        }
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                fake._answer(self)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(pki.cert, pki.key)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.url = f"https://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeUccx:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+    def _send(self, h: BaseHTTPRequestHandler, code: int, body: bytes, length: int = -1) -> None:
+        h.send_response(code)
+        h.send_header("Content-Type", "application/xml")
+        h.send_header("Content-Length", str(len(body) if length < 0 else length))
+        if code == 302:
+            h.send_header("Location", "https://elsewhere.example.com/")
+        h.end_headers()
+        h.wfile.write(body)
+
+    def _answer(self, h: BaseHTTPRequestHandler) -> None:
+        path = h.path
+        self.hits[path] = self.hits.get(path, 0) + 1
+        auth = h.headers.get("Authorization", "")
+        self.auth_seen.append(auth)
+        expected = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
+        mode = self.fail.get(path, "")
+        if mode == "401" or auth != f"Basic {expected}":
+            self._send(h, 401, b"<html><body>Unauthorized</body></html>")
+            return
+        body = self.bodies.get(path)
+        if body is None or mode == "404":
+            self._send(h, 404, b"<apiError><errorType>Not Found</errorType></apiError>")
+            return
+        if mode in ("403", "500", "302"):
+            self._send(h, int(mode), b"<apiError><errorMessage>no</errorMessage></apiError>")
+        elif mode == "slow":
+            self.release.wait(30)
+            self._send(h, 200, body)
+        elif mode == "truncated":  # a well-formed HTTP answer holding half a document
+            self._send(h, 200, body[: len(body) // 2])
+        elif mode == "cut":  # the connection closes before Content-Length bytes
+            self._send(h, 200, body[: len(body) // 2], length=len(body))
+            h.close_connection = True
+        elif mode == "bomb":
+            self._send(h, 200, BOMB)
+        elif mode == "html":
+            self._send(h, 200, b"<html><head><title>Login</title></head><body/></html>")
+        elif mode == "empty":
+            root = re.search(rb"<(\w+)>", body)
+            assert root is not None
+            self._send(h, 200, b"<" + root.group(1) + b"/>")
+        elif mode == "huge":
+            self._send(h, 200, b"", length=1 << 40)
+        else:
+            self._send(h, 200, body)
