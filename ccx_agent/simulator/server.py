@@ -52,6 +52,10 @@ SOCKET_TIMEOUT_S = 30.0
 DEFAULT_LISTEN = ("127.0.0.1", 8443)
 
 
+class ServeError(Exception):
+    """The server cannot start (the address is in use, not allowed …)."""
+
+
 class _BadRequest(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -343,7 +347,13 @@ def start(
     simulator = Simulator.open(state_dir, datetime.now(UTC), id_lifetime=id_lifetime)
     try:
         admin_token = load_or_create_admin_token(state_dir)
-        httpd = _Server(listen, simulator, admin_token, tls_context(state_dir))
+        tls = tls_context(state_dir)
+        try:
+            httpd = _Server(listen, simulator, admin_token, tls)
+        except OSError as exc:
+            raise ServeError(
+                f"cannot listen on {listen[0]}:{listen[1]}: {exc.strerror or exc}"
+            ) from None
     except BaseException:
         simulator.close()
         raise
