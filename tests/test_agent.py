@@ -1,4 +1,5 @@
-"""The agent's jobs, directly: a real Store in a temporary directory and the SSM stand-in.
+"""The agent's jobs, directly: a real Store in a temporary directory and the SSM simulator
+(in process, through the real client: every message signed and verified).
 
 Each job reads the database, asks the licensing core, commits, then emits and talks to
 SSM; these tests drive the jobs by hand, one instant at a time, and look at both what the

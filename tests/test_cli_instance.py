@@ -1,0 +1,124 @@
+"""The instance commands (register, deregister, renew, status) as a user runs them:
+one line of result, a non-zero exit with the reason, never a traceback."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from ccx_agent import commands
+from ccx_agent.simulator.server import RunningServer, start
+
+AGENTS = Path(__file__).parent / "data" / "snapshots" / "mixed.json"
+
+
+def _config(tmp: Path, extra: str = "") -> Path:
+    path = tmp / "agent.yaml"
+    path.write_text(
+        f"state_dir: state\nsource: {{kind: file, path: {AGENTS}}}\n{extra}", encoding="utf-8"
+    )
+    return path
+
+
+def _run(fn, *args):  # type: ignore[no-untyped-def]
+    out, err = io.StringIO(), io.StringIO()
+    code = fn(*args, out, err)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def server(tmp_path: Path):  # type: ignore[no-untyped-def]
+    running = start(tmp_path / "ssm")
+    yield running
+    running.stop()
+
+
+def _transport(server: RunningServer, **more: str) -> str:
+    lines = [f"  url: {server.url}", f"  ca_bundle: {server.ca_path}"]
+    lines += [f"  {k}: {v}" for k, v in more.items()]
+    return "transport:\n" + "\n".join(lines) + "\n"
+
+
+def test_register_without_a_transport_url_says_so(tmp_path: Path) -> None:
+    code, out, err = _run(commands.register, _config(tmp_path), "tok", False)
+    assert code == 1 and out == ""
+    assert err.startswith("error: transport.url is not set in ")
+
+
+def test_status_of_a_fresh_instance(tmp_path: Path) -> None:
+    code, out, err = _run(commands.status, _config(tmp_path), True)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["registration"]["state"] == "UNREGISTERED"
+    assert doc["authorization"]["state"] == "NO_LICENSES_IN_USE"
+    assert {"enforcement", "evaluation_seconds_left", "outbox", "tags"} <= doc.keys()
+
+
+def test_deregister_when_not_registered(tmp_path: Path) -> None:
+    code, _, err = _run(commands.deregister, _config(tmp_path))
+    assert (code, err) == (1, "this instance is not registered\n")
+
+
+def test_renew_when_not_registered_fails_with_the_reason(tmp_path: Path, server) -> None:  # type: ignore[no-untyped-def]
+    code, _, err = _run(commands.renew, _config(tmp_path, _transport(server)), "auth")
+    assert code == 1
+    assert err.endswith("authorization renewal failed: this instance is not registered\n")
+
+
+def test_register_status_renew_deregister(tmp_path: Path, server) -> None:  # type: ignore[no-untyped-def]
+    server.simulator.add_licenses("flex-premium-seat", 7)
+    token = server.simulator.create_token(now=datetime.now(UTC))
+    cfg = _config(tmp_path, _transport(server))
+    code, out, err = _run(commands.register, cfg, token, False)
+    assert code == 0, err
+    assert out.startswith("registered: PIID ")
+    assert "REGISTER_SUCCESS" in err and token not in out + err
+    piid = out.split()[2].rstrip(",")
+
+    code, out, _ = _run(commands.status, cfg, True)
+    doc = json.loads(out)
+    assert doc["registration"]["piid"] == piid
+    assert doc["tags"]["flex-premium-seat"]["entitlement"] == 7
+
+    code, out, err = _run(commands.register, cfg, token, False)
+    assert code == 1 and "use --force" in err
+    assert _run(commands.renew, cfg, "id")[1].startswith("ID certificate renewed: ")
+    assert _run(commands.renew, cfg, "auth")[1].startswith("authorization renewed: ")
+
+    code, out, err = _run(commands.deregister, cfg)
+    assert (code, out) == (0, f"deregistered PIID {piid}\n")
+    assert list((tmp_path / "state" / "keys").glob("*.pem")) == []
+    shown = server.simulator.show(datetime.now(UTC))
+    assert [i["state"] for i in shown["instances"]] == ["deregistered"]
+
+
+def test_a_used_token_is_refused_with_the_servers_reason(tmp_path: Path, server) -> None:  # type: ignore[no-untyped-def]
+    token = server.simulator.create_token(now=datetime.now(UTC))
+    server.simulator.revoke_token(token)
+    code, out, err = _run(commands.register, _config(tmp_path, _transport(server)), token, False)
+    assert code == 1 and out == ""
+    assert "registration failed:" in err and "TOKEN_REVOKED" in err
+    assert token not in err
+
+
+def test_changing_the_license_type_while_registered_is_refused(tmp_path: Path, server) -> None:  # type: ignore[no-untyped-def]
+    token = server.simulator.create_token(now=datetime.now(UTC))
+    assert _run(commands.register, _config(tmp_path, _transport(server)), token, False)[0] == 0
+    changed = _config(tmp_path, _transport(server) + "license: {type: perpetual-premium}\n")
+    code, _, err = _run(commands.renew, changed, "auth")
+    assert code == 1
+    assert "run 'ccx-agent deregister' first" in err
+
+
+def test_an_unreadable_trust_anchor_is_one_line(tmp_path: Path, server) -> None:  # type: ignore[no-untyped-def]
+    cfg = _config(tmp_path, _transport(server, trust_anchor=str(tmp_path / "none.pem")))
+    code, _, err = _run(commands.register, cfg, "tok", False)
+    assert code == 1
+    assert (
+        err
+        == f"error: {tmp_path / 'none.pem'}: cannot read the trust anchor: No such file or directory\n"
+    )

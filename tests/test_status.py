@@ -1,0 +1,103 @@
+"""``status``: the document scripts read, and the text people read, from the database."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from ccx_agent import status
+from ccx_agent.agent import Agent
+from ccx_agent.scenario.simssm import SCENARIO_TOKEN, ScenarioSsm
+from ccx_agent.store import DB_NAME, Store
+from tests.test_agent import MIN, PREMIUM, STANDARD, STEP, T0, UDI, config, one_interval
+
+UDI_DOC = {"pid": UDI.pid, "serial": UDI.serial}
+
+
+@pytest.fixture
+def rig(tmp_path: Path):  # type: ignore[no-untyped-def]
+    store = Store(tmp_path / DB_NAME)
+    ssm = ScenarioSsm({PREMIUM: 1, STANDARD: 10}, timedelta(days=365), T0, tmp_path)
+    cfg = config()
+    agent = Agent(cfg, store, ssm, udi=UDI, origin=T0)
+    yield cfg, store, ssm, agent
+    store.close()
+
+
+def test_an_unregistered_instance(rig) -> None:  # type: ignore[no-untyped-def]
+    cfg, store, _, _ = rig
+    doc = status.collect(cfg, store, T0, UDI_DOC)
+    assert doc["registration"]["state"] == "UNREGISTERED"
+    assert doc["registration"]["piid"] is None
+    assert doc["authorization"]["state"] == "NO_LICENSES_IN_USE"
+    assert doc["enforcement"] is None
+    assert doc["evaluation_seconds_left"] == 90 * 86400
+    assert doc["outbox"] == 0
+    assert set(doc["tags"]) == {PREMIUM, STANDARD, "flex-outbound-port"}
+    assert doc["tags"][PREMIUM] == {
+        "usage": 0,
+        "entitlement": 0,
+        "reported": None,
+        "state": "IN_COMPLIANCE",
+        "overage_count": 0,
+    }
+    assert "UNREGISTERED" in status.format_text(doc)
+
+
+def test_a_registered_instance_reporting_over_its_entitlement(rig) -> None:  # type: ignore[no-untyped-def]
+    cfg, store, ssm, agent = rig
+    assert agent.register(SCENARIO_TOKEN, T0).ok
+    one_interval(agent, T0, {PREMIUM: 3, STANDARD: 2})
+    agent.flush(T0 + STEP)
+    # A sample in the next interval: usage is the current peak, reported the last report.
+    agent.sample([T0 + STEP + MIN], {PREMIUM: 4, STANDARD: 2})
+    doc = status.collect(cfg, store, T0 + STEP + 2 * MIN, UDI_DOC)
+    reg, auth = doc["registration"], doc["authorization"]
+    assert reg["state"] == "REGISTERED"
+    assert reg["piid"] in ssm.instances
+    assert reg["udi"] == {"pid": UDI.pid, "serial": UDI.serial, "uuid": None}
+    assert reg["account"] == "default"
+    assert reg["registered_at"] == "2027-01-04T08:00:00Z"
+    assert reg["certificate_expires_at"] == "2028-01-04T08:00:00Z"
+    assert reg["next_renewal"] == "2027-07-03T08:00:00Z"  # 180 days after issue
+    assert auth["expires_at"] == "2027-04-04T08:00:00Z"  # 90 days
+    assert auth["communication_deadline"] == "2027-07-03T08:00:00Z"  # + 90 days of grace
+    assert doc["outbox"] == 0
+    assert doc["tags"][PREMIUM] == {
+        "usage": 4,
+        "entitlement": 1,
+        "reported": 3,
+        "state": "OVERAGE",
+        "overage_count": 1,
+    }
+    text = status.format_text(doc)
+    assert reg["piid"] in text and "OVERAGE" in text
+
+
+def test_unsent_reports_and_the_last_error_are_shown(rig) -> None:  # type: ignore[no-untyped-def]
+    cfg, store, ssm, agent = rig
+    assert agent.register(SCENARIO_TOKEN, T0).ok
+    ssm.reachable = False
+    one_interval(agent, T0, {PREMIUM: 1})
+    agent.flush(T0 + STEP)
+    doc = status.collect(cfg, store, T0 + STEP, UDI_DOC)
+    assert doc["outbox"] == 1
+    assert doc["oldest_unsent"] == "2027-01-04T08:00:00Z"
+    assert doc["communication"] == {"ok": False, "last_error": "SSM is unreachable (scenario)"}
+    assert "Unsent reports:           1 (oldest interval 2027-01-04T08:00:00Z)" in (
+        status.format_text(doc)
+    )
+
+
+def test_the_state_is_derived_for_now_without_writing(rig) -> None:  # type: ignore[no-untyped-def]
+    cfg, store, _, agent = rig
+    assert agent.register(SCENARIO_TOKEN, T0).ok
+    later = T0 + timedelta(days=366)
+    doc = status.collect(cfg, store, later, UDI_DOC)
+    assert doc["registration"]["state"] == "REGISTRATION_EXPIRED"
+    # Nothing was written: the stored state still says registered.
+    with store.read() as tx:
+        stored = tx.load_product()
+    assert stored is not None and stored.registration.value == "REGISTERED"
