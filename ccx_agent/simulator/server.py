@@ -145,6 +145,7 @@ class _Handler(BaseHTTPRequestHandler):
             elif path in ADMIN_PATHS:
                 self._admin(path)
             else:
+                self.close_connection = True  # its body is left unread
                 self._json(404, {"error": "not found"})
         except _BadRequest as exc:
             self.close_connection = True
