@@ -453,6 +453,8 @@ class UccxSource:
         self.refresh = cfg.uccx.config_refresh.total_seconds()
         self.config: Configuration | None = None
         self._secrets: set[str] = set()
+        if cfg.uccx.password is not None:
+            self._secrets.add(cfg.uccx.password.get_secret_value())
         for warning in cfg.warnings():
             log.warning("%s", warning)
         u, f = cfg.uccx, cfg.finesse
