@@ -41,9 +41,12 @@ def _problems(exc: DocumentError, err: TextIO) -> int:
 def check_config(path: Path, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out, err = out or sys.stdout, err or sys.stderr
     try:
-        config_mod.load(path)
+        cfg = config_mod.load(path)
     except DocumentError as exc:
         return _problems(exc, err)
+    # Accepted but unwise settings (an inline password): valid, so still OK and exit 0.
+    for warning in cfg.source.warnings():
+        print(f"warning: {warning}", file=err)
     print("OK", file=out)
     return 0
 

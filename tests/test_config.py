@@ -700,3 +700,18 @@ def test_unset_transport_is_none() -> None:
     cfg = defaults()
     assert cfg.transport.url is None and cfg.transport.ca_bundle is None
     assert cfg.identity.serial_number()
+
+
+def test_check_config_warns_about_an_inline_password_without_showing_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(
+        tmp_path,
+        "source:\n  kind: uccx\n  uccx:\n    url: https://uccx.example.com\n"
+        "    user: admin\n    password: hunter2-secret\n",
+    )
+    assert commands.check_config(path) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "OK\n"
+    assert captured.err.startswith("warning: source.uccx.password: ")
+    assert "hunter2" not in captured.out + captured.err
