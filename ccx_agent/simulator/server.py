@@ -11,6 +11,7 @@ bodies carry registration tokens, and the Authorization header the admin token.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
@@ -74,7 +75,10 @@ def load_or_create_admin_token(state_dir: Path) -> str:
 
 
 class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+    # Handler threads are joined on close (after their connections are shut down), so a
+    # stopped server answers nothing more and never touches its closed database.
+    daemon_threads = False
+    block_on_close = True
 
     def __init__(
         self,
@@ -87,9 +91,29 @@ class _Server(ThreadingHTTPServer):
         super().__init__(address, _Handler)
         self.simulator = simulator
         self.admin_token = admin_token
+        self._open: set[Any] = set()
+        self._open_lock = threading.Lock()
         # The handshake runs in the request's thread (see _Handler.setup): a slow or
         # silent client must not stall the accept loop.
         self.socket = tls.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """End every open (kept-alive) connection: their threads then finish."""
+        with self._open_lock:
+            open_now = list(self._open)
+        for conn in open_now:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind looks the host's FQDN up in DNS, which can take seconds;
@@ -320,9 +344,11 @@ class RunningServer:
         return ca_path(self.state_dir)
 
     def stop(self) -> None:
-        """Stop accepting, finish, and close the database."""
+        """Stop accepting, end open connections, wait for their threads, close the
+        database: afterwards the port answers nothing, as a server that is down."""
         self._httpd.shutdown()
         self._thread.join()
+        self._httpd.close_connections()
         self._httpd.server_close()
         self.simulator.close()
 

@@ -53,7 +53,15 @@ RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
 class TransportError(Exception):
-    """The bytes did not make it there and back (refused, reset, timed out …)."""
+    """The bytes did not make it there and back (refused, reset, timed out …).
+
+    ``retryable`` is False when sending again at once cannot help: the server's TLS
+    certificate does not verify, or its answer is refused unread (too large).
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class RetryableStatus(Exception):
@@ -134,12 +142,14 @@ class HttpTransport:
                     if len(data) > self.max_bytes:
                         raise TransportError(
                             f"the response from {self.label} is larger than "
-                            f"{self.max_bytes} bytes: refused"
+                            f"{self.max_bytes} bytes: refused",
+                            retryable=False,
                         )
                 return resp.status_code, bytes(data), dict(resp.headers)
         except requests.exceptions.SSLError:
             raise TransportError(
-                f"TLS verification of {self.label} failed (check transport.ca_bundle)"
+                f"TLS verification of {self.label} failed (check transport.ca_bundle)",
+                retryable=False,
             ) from None
         except requests.exceptions.ConnectTimeout:
             raise TransportError(f"no connection to {self.label} within the timeout") from None
@@ -172,6 +182,12 @@ def _reason(exc: BaseException) -> str:
         if marker in text:
             return marker.lower()
     return "connection error"
+
+
+def _worth_retrying(exc: BaseException) -> bool:
+    if isinstance(exc, TransportError):
+        return exc.retryable
+    return isinstance(exc, RetryableStatus)
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
@@ -255,7 +271,7 @@ class SsmClient:
             stop=tenacity.stop_after_attempt(self.attempts)
             | tenacity.stop_after_delay(self.budget.total_seconds()),
             wait=wait,
-            retry=tenacity.retry_if_exception_type((TransportError, RetryableStatus)),
+            retry=tenacity.retry_if_exception(_worth_retrying),
             before_sleep=before_sleep,
             reraise=True,
             **kwargs,

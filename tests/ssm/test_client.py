@@ -97,3 +97,19 @@ def test_retries_are_logged_without_credentials_or_token(
     assert "refused" in str(info.value)
     assert "s3cr3t" not in text and "admin:" not in text and token not in text
     assert "REGISTER to https://127.0.0.1:" in caplog.text
+
+
+def test_a_tls_failure_is_not_retried(tmp_path: Path) -> None:
+    """A certificate that does not verify will not verify a second later: one try, then
+    a communication failure that names the setting to check."""
+    server = start(tmp_path / "ssm")
+    try:
+        waits: list[float] = []
+        client = SsmClient(
+            HttpTransport(server.url), KeyStore(tmp_path), [], attempts=3, sleep=waits.append
+        )
+        with pytest.raises(SsmUnreachable, match=r"check transport\.ca_bundle"):
+            client.register("tok", UDI, "flex", datetime.now(UTC))
+        assert waits == []
+    finally:
+        server.stop()

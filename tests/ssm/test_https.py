@@ -142,14 +142,12 @@ class Lab:
     def stop_server(self) -> int:
         """Take the simulator down (its database stays); the port it listened on.
 
-        The agent gets a new client, without the keep-alive connection its old one
-        pooled: the stopped server would still answer on it (a product bug, see
-        ``test_a_stopped_simulator_answers_no_more_requests``).
+        The agent keeps its client: the stop ends the keep-alive connection it pooled
+        (``test_a_stopped_simulator_answers_no_more_requests``).
         """
-        url, port = self.running.url, self.running.port
+        port = self.running.port
         self.running.stop()
         self.server = None
-        self.agent.ssm = self.client(url)
         return port
 
     def restart_server(self, port: int) -> None:
@@ -870,12 +868,6 @@ def test_three_days_of_outage_then_every_interval_reaches_the_server_once_in_ord
     assert state.comm_ok and state.report_failures == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: RunningServer.stop() closes the database but not the open "
-    "keep-alive connections, whose handler threads go on answering (HTTP 500, "
-    "'Cannot operate on a closed database') for up to 30 s",
-)
 def test_a_stopped_simulator_answers_no_more_requests(lab: Lab) -> None:
     """After ``RunningServer.stop()`` the simulator is down for every client, including
     one whose connection pool holds a keep-alive connection from before: the next request
