@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from ccx_agent import sqlite
 from ccx_agent.licensing.alerts import Alert
 from ccx_agent.licensing.catalogue import LicenseType
 from ccx_agent.licensing.compliance import TagCompliance, TagState
@@ -104,7 +105,7 @@ MIGRATIONS: list[str] = [
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 #: How long a writer waits for another one (the daemon, the CLI) before giving up.
-BUSY_TIMEOUT_S = 30.0
+BUSY_TIMEOUT_S = sqlite.BUSY_TIMEOUT_S
 
 
 class StoreError(Exception):
@@ -456,33 +457,6 @@ class Tx:
         self._c.executemany("UPDATE alerts SET emitted = 1 WHERE id = ?", [(i,) for i in ids])
 
 
-def _statements(script: str) -> Iterator[str]:
-    """The statements of a migration script, split where SQLite itself would end them.
-
-    A plain ``split(";")`` would cut a trigger body or a string literal holding a ``;``.
-    (``executescript`` is no use here: it commits first, breaking the migration's atomicity.)
-    """
-    buf = ""
-    for piece in script.split(";"):
-        buf += piece + ";"
-        if sqlite3.complete_statement(buf):
-            if buf.strip(" \t\r\n;"):
-                yield buf
-            buf = ""
-    if buf.strip(" \t\r\n;"):
-        raise StoreError(f"incomplete SQL statement in a migration: {buf.strip()!r}")
-
-
-def _create_private(path: Path) -> None:
-    """Create the database file 0600 before SQLite does (it would use the umask, and the
-    ``-wal`` / ``-shm`` files it makes later copy the database file's mode)."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    os.close(fd)
-
-
 class Store:
     """One database file. Open it, then do all work in :meth:`transaction`.
 
@@ -499,25 +473,11 @@ class Store:
             if not path.parent.is_dir():
                 path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
                 os.chmod(path.parent, 0o700)
-            _create_private(path)
+            sqlite.create_private(path)
         except OSError as exc:
             raise StoreError(f"{path}: cannot create the state database: {exc}") from exc
+        self._conn = sqlite.connect(path, durable=durable, what="state database", fail=StoreError)
         try:
-            self._conn = sqlite3.connect(
-                path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-            )
-        except sqlite3.Error as exc:
-            raise StoreError(f"{path}: cannot open the state database: {exc}") from exc
-        try:
-            mode = str(self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
-            if mode.lower() != "wal":
-                raise StoreError(
-                    f"{path}: the state database cannot use write-ahead logging "
-                    f"(journal_mode is {mode!r}); put the state directory on a local file system"
-                )
-            # FULL for the instance's real state; a throw-away what-if database may skip fsync.
-            self._conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'OFF'}")
-            self._conn.execute("PRAGMA foreign_keys = ON")
             self._migrate()
         except sqlite3.Error as exc:
             self._conn.close()
@@ -530,31 +490,8 @@ class Store:
             os.chmod(path, 0o600)
 
     def _migrate(self) -> None:
-        c = self._conn
-        # Read at call time, not import time, so that a test can add a migration.
-        target = len(MIGRATIONS)
-        c.execute("BEGIN IMMEDIATE")
-        try:
-            c.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            row = c.execute("SELECT version FROM schema_version").fetchone()
-            version = 0 if row is None else int(row[0])
-            if version > target:
-                raise StoreError(
-                    f"{self.path}: schema version {version} is newer than this ccx-agent "
-                    f"understands ({target}); upgrade ccx-agent"
-                )
-            for number in range(version, target):
-                for statement in _statements(MIGRATIONS[number]):
-                    c.execute(statement)
-            if row is None:
-                c.execute("INSERT INTO schema_version (version) VALUES (?)", (target,))
-            elif version != target:
-                c.execute("UPDATE schema_version SET version = ?", (target,))
-            c.execute("COMMIT")
-        except BaseException:
-            if c.in_transaction:
-                c.execute("ROLLBACK")
-            raise
+        # ``MIGRATIONS`` is read at call time, not import time, so a test can add one.
+        sqlite.migrate(self._conn, MIGRATIONS, self.path, StoreError)
 
     @property
     def schema_version(self) -> int:

@@ -26,11 +26,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ccx_agent import sqlite
 from ccx_agent.licensing.timeutil import iso, parse_iso
 
 DB_NAME = "ssm.db"
 DEFAULT_ACCOUNT = "default"
-BUSY_TIMEOUT_S = 30.0
 
 MIGRATIONS: list[str] = [
     # 1: the first schema.
@@ -386,18 +386,6 @@ class Tx:
         self._c.execute("DELETE FROM nonces WHERE seen_at < ?", (iso(before),))
 
 
-def _statements(script: str) -> Iterator[str]:
-    buf = ""
-    for piece in script.split(";"):
-        buf += piece + ";"
-        if sqlite3.complete_statement(buf):
-            if buf.strip(" \t\r\n;"):
-                yield buf
-            buf = ""
-    if buf.strip(" \t\r\n;"):
-        raise DbError(f"incomplete SQL statement in a migration: {buf.strip()!r}")
-
-
 class Database:
     """One simulator database. ``path=None`` keeps it in memory (an in-process simulator
     for a what-if run, which has nothing to keep). Usable from several threads: its
@@ -406,32 +394,14 @@ class Database:
     def __init__(self, path: Path | None, *, durable: bool = True) -> None:
         self.path = path
         self._lock = threading.Lock()
-        target = ":memory:" if path is None else str(path)
         if path is not None:
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                os.close(fd)
-            except FileExistsError:
-                pass
+                sqlite.create_private(path)
             except OSError as exc:
                 raise DbError(f"{path}: cannot create the simulator database: {exc}") from exc
+        self._conn = sqlite.connect(path, durable=durable, what="simulator database", fail=DbError)
         try:
-            self._conn = sqlite3.connect(
-                target, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-            )
-        except sqlite3.Error as exc:
-            raise DbError(f"{path}: cannot open the simulator database: {exc}") from exc
-        try:
-            if path is not None:
-                mode = str(self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
-                if mode.lower() != "wal":
-                    raise DbError(
-                        f"{path}: cannot use write-ahead logging (journal_mode is {mode!r}); "
-                        "put the state directory on a local file system"
-                    )
-            self._conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'OFF'}")
-            self._conn.execute("PRAGMA foreign_keys = ON")
-            self._migrate()
+            sqlite.migrate(self._conn, MIGRATIONS, path, DbError)
         except sqlite3.Error as exc:
             self._conn.close()
             raise DbError(f"{path}: cannot open the simulator database: {exc}") from exc
@@ -441,32 +411,6 @@ class Database:
         if path is not None:
             with contextlib.suppress(OSError):
                 os.chmod(path, 0o600)
-
-    def _migrate(self) -> None:
-        c = self._conn
-        target = len(MIGRATIONS)
-        c.execute("BEGIN IMMEDIATE")
-        try:
-            c.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            row = c.execute("SELECT version FROM schema_version").fetchone()
-            version = 0 if row is None else int(row[0])
-            if version > target:
-                raise DbError(
-                    f"{self.path}: schema version {version} is newer than this ccx-agent "
-                    f"understands ({target}); upgrade ccx-agent"
-                )
-            for number in range(version, target):
-                for statement in _statements(MIGRATIONS[number]):
-                    c.execute(statement)
-            if row is None:
-                c.execute("INSERT INTO schema_version (version) VALUES (?)", (target,))
-            elif version != target:
-                c.execute("UPDATE schema_version SET version = ?", (target,))
-            c.execute("COMMIT")
-        except BaseException:
-            if c.in_transaction:
-                c.execute("ROLLBACK")
-            raise
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
