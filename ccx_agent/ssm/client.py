@@ -232,6 +232,7 @@ class SsmClient:
         self.attempts = attempts
         self.budget = budget
         self._sleep = sleep
+        self._signers: dict[bytes, tuple[x509.Certificate, ec.EllipticCurvePrivateKey]] = {}
 
     # --- one exchange ---------------------------------------------------------------
 
@@ -319,13 +320,20 @@ class SsmClient:
     # --- helpers ------------------------------------------------------------------------
 
     def _signer(self, cred: Credentials) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        # The same certificate signs every message for months: parse it and find its key
+        # once (a what-if run of a year-long outage makes tens of thousands of attempts).
+        known = self._signers.get(cred.cert)
+        if known is not None:
+            return known
         try:
             cert = x509.load_der_x509_certificate(cred.cert)
-            return cert, self.keys.key_for(cert)
+            signer = cert, self.keys.key_for(cert)
         except ValueError:
             raise SsmError("the stored ID certificate is unreadable: register again") from None
         except IdentityError as exc:
             raise SsmError(str(exc)) from None
+        self._signers = {cred.cert: signer}
+        return signer
 
     def _bad(self, type_: MessageType, exc: ProtocolError) -> SsmUnreachable:
         return SsmUnreachable(
@@ -453,6 +461,7 @@ class SsmClient:
         self.keys.keep_only(x509.load_der_x509_certificate(cred.cert))
 
     def forget(self) -> None:
+        self._signers = {}
         self.keys.wipe()
 
 
