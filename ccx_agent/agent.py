@@ -69,9 +69,13 @@ class Agent:
         emit: Emit = _discard,
         fmt: AlertFormat | None = None,
         origin: datetime = EPOCH,
+        delivers_alerts: bool = True,
     ) -> None:
         self.cfg = cfg
         self.store = store
+        #: False for a one-shot command: it shows its alerts, but they stay pending for
+        #: the process that delivers alerts (the daemon's syslog sink).
+        self.delivers_alerts = delivers_alerts
         self.ssm = ssm
         self.udi = udi or Udi("CCX-SL", "UNKNOWN", str(uuid.uuid4()))
         self.emit = emit
@@ -109,8 +113,9 @@ class Agent:
         if not rows:
             return
         self.emit(rows)
-        with self.store.transaction() as tx:
-            tx.mark_emitted([r.id for r in rows])
+        if self.delivers_alerts:
+            with self.store.transaction() as tx:
+                tx.mark_emitted([r.id for r in rows])
 
     def state(self) -> ProductState:
         with self.store.read() as tx:

@@ -142,13 +142,19 @@ def client_for(cfg: Config) -> ssm_client.SsmClient | None:
     )
 
 
-def _print_alerts(err: TextIO) -> Callable[[Sequence[AlertRow]], None]:
-    """Until the daemon's syslog sink exists, the CLI shows the alerts it raises."""
+def _print_alerts(store: Store, err: TextIO) -> Callable[[Sequence[AlertRow]], None]:
+    """Show the alerts this command raises; they stay pending in the database for the
+    daemon to deliver to syslog (a command's alerts must reach syslog too)."""
+    with store.read() as tx:
+        seen = tx.last_alert_id()
 
     def emit(rows: Sequence[AlertRow]) -> None:
+        nonlocal seen
         for row in rows:
-            for line in row.lines:
-                print(f"alert: {line}", file=err)
+            if row.id > seen:
+                for line in row.lines:
+                    print(f"alert: {line}", file=err)
+        seen = max([seen, *(row.id for row in rows)])
 
     return emit
 
@@ -179,7 +185,14 @@ def _with_agent(
         print(f"error: {exc}", file=err)
         return EX_FAILED
     try:
-        agent = Agent(cfg, store, client, udi=instance_udi(store, cfg), emit=_print_alerts(err))
+        agent = Agent(
+            cfg,
+            store,
+            client,
+            udi=instance_udi(store, cfg),
+            emit=_print_alerts(store, err),
+            delivers_alerts=False,
+        )
         outcome = action(agent, _now())
     except LicenseTypeChanged as exc:
         print(f"error: {exc}", file=err)

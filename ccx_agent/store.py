@@ -453,6 +453,9 @@ class Tx:
             for r in rows
         ]
 
+    def last_alert_id(self) -> int:
+        return int(self._c.execute("SELECT COALESCE(MAX(id), 0) FROM alerts").fetchone()[0])
+
     def mark_emitted(self, ids: Sequence[int]) -> None:
         self._c.executemany("UPDATE alerts SET emitted = 1 WHERE id = ?", [(i,) for i in ids])
 

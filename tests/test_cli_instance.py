@@ -122,3 +122,26 @@ def test_an_unreadable_trust_anchor_is_one_line(tmp_path: Path, server) -> None:
         err
         == f"error: {tmp_path / 'none.pem'}: cannot read the trust anchor: No such file or directory\n"
     )
+
+
+def test_a_commands_alerts_are_shown_once_and_left_for_the_daemon(tmp_path: Path, server) -> None:  # type: ignore[no-untyped-def]
+    """``register`` shows REGISTER_SUCCESS; ``renew auth`` then shows only its own alert;
+    both stay pending in the database, for the daemon to deliver to syslog."""
+    from ccx_agent.store import DB_NAME, Store
+
+    token = server.simulator.create_token(now=datetime.now(UTC))
+    cfg = _config(tmp_path, _transport(server))
+    _, _, err = _run(commands.register, cfg, token, False)
+    assert [line.split(":")[1].strip() for line in err.splitlines()] == [
+        "%MCVD-LIB_LICENSE-6-REGISTER_SUCCESS",
+        "%UC_LIB_LICENSE-6-REGISTER_SUCCESS",
+    ]
+    _, _, err = _run(commands.renew, cfg, "auth")
+    assert "REGISTER_SUCCESS" not in err and "AUTH_RENEW_SUCCESS" in err
+    store = Store(tmp_path / "state" / DB_NAME)
+    try:
+        with store.read() as tx:
+            pending = [row.mnemonic for row in tx.alerts(pending_only=True)]
+    finally:
+        store.close()
+    assert pending == ["REGISTER_SUCCESS", "AUTH_RENEW_SUCCESS"]
