@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 #: How long a writer waits for another one (the daemon, the CLI) before giving up.
@@ -80,12 +81,41 @@ def connect(path: Path | None, *, durable: bool, what: str, fail: Fail) -> sqlit
     return conn
 
 
+@contextmanager
+def immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction: committed on a normal exit, rolled back on an exception.
+
+    ``BEGIN IMMEDIATE`` takes the write lock up front, so the work never fails half way
+    for want of it; another process holding it is waited for (busy timeout).
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        # SQLite may already have rolled back (I/O error, disk full …): the original
+        # exception is what matters, not "no transaction is active".
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+@contextmanager
+def snapshot(conn: sqlite3.Connection) -> Iterator[None]:
+    """A consistent read-only view that takes no write lock (WAL readers never wait)."""
+    conn.execute("BEGIN DEFERRED")
+    try:
+        yield
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+
+
 def migrate(conn: sqlite3.Connection, migrations: Sequence[str], path: object, fail: Fail) -> None:
     """Bring the schema to ``len(migrations)``, all steps and the new version number in
     one transaction; a database newer than this code is refused, never touched."""
     target = len(migrations)
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate(conn):
         conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         row = conn.execute("SELECT version FROM schema_version").fetchone()
         version = 0 if row is None else int(row[0])
@@ -101,8 +131,3 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[str], path: object, f
             conn.execute("INSERT INTO schema_version (version) VALUES (?)", (target,))
         elif version != target:
             conn.execute("UPDATE schema_version SET version = ?", (target,))
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise

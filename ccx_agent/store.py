@@ -527,17 +527,8 @@ class Store:
         ``BEGIN IMMEDIATE`` takes the write lock up front, so a job never fails half way
         for want of it; another process holding it is waited for (busy timeout).
         """
-        with self._turn():
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield Tx(self._conn)
-                self._conn.execute("COMMIT")
-            except BaseException:
-                # SQLite may already have rolled back (I/O error, disk full …): the
-                # original exception is what matters, not "no transaction is active".
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise
+        with self._turn(), sqlite.immediate(self._conn):
+            yield Tx(self._conn)
 
     @contextmanager
     def read(self) -> Iterator[Tx]:
@@ -546,13 +537,8 @@ class Store:
         For looking before deciding to write (is anything due? is the outbox empty?) and
         for ``status``: it never waits for the daemon's writer, nor makes it wait.
         """
-        with self._turn():
-            self._conn.execute("BEGIN DEFERRED")
-            try:
-                yield Tx(self._conn)
-            finally:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
+        with self._turn(), sqlite.snapshot(self._conn):
+            yield Tx(self._conn)
 
     def integrity_check(self) -> str:
         return str(self._conn.execute("PRAGMA integrity_check").fetchone()[0])

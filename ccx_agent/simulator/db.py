@@ -416,26 +416,14 @@ class Database:
     def transaction(self) -> Iterator[Tx]:
         """One atomic unit of work, committed on a normal exit, rolled back on an exception.
         ``BEGIN IMMEDIATE``: checks and writes see the same state (no lost token use)."""
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield Tx(self._conn)
-                self._conn.execute("COMMIT")
-            except BaseException:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise
+        with self._lock, sqlite.immediate(self._conn):
+            yield Tx(self._conn)
 
     @contextmanager
     def read(self) -> Iterator[Tx]:
         """A consistent snapshot that takes no write lock (``show``, ``reports``)."""
-        with self._lock:
-            self._conn.execute("BEGIN DEFERRED")
-            try:
-                yield Tx(self._conn)
-            finally:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
+        with self._lock, sqlite.snapshot(self._conn):
+            yield Tx(self._conn)
 
     def pragma(self, name: str) -> object:
         if not name.isidentifier():
