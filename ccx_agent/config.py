@@ -162,6 +162,90 @@ def _some_style(value: list[Style]) -> list[Style]:
     return value
 
 
+def _blank_is_none(value: object) -> object:
+    """``""`` (the example file's way of saying "not set") and null both mean unset."""
+    return None if value == "" else value
+
+
+class SyslogFormat(StrEnum):
+    RFC3164 = "rfc3164"
+    RFC5424 = "rfc5424"
+
+
+class Facility(StrEnum):
+    """Syslog facilities by name (RFC 5424 §6.2.1); the code is the position."""
+
+    KERN = "kern"
+    USER = "user"
+    MAIL = "mail"
+    DAEMON = "daemon"
+    AUTH = "auth"
+    SYSLOG = "syslog"
+    LPR = "lpr"
+    NEWS = "news"
+    UUCP = "uucp"
+    CRON = "cron"
+    AUTHPRIV = "authpriv"
+    FTP = "ftp"
+    NTP = "ntp"
+    SECURITY = "security"
+    CONSOLE = "console"
+    SOLARIS_CRON = "solaris-cron"
+    LOCAL0 = "local0"
+    LOCAL1 = "local1"
+    LOCAL2 = "local2"
+    LOCAL3 = "local3"
+    LOCAL4 = "local4"
+    LOCAL5 = "local5"
+    LOCAL6 = "local6"
+    LOCAL7 = "local7"
+
+    @property
+    def code(self) -> int:
+        return list(Facility).index(self)
+
+
+#: The network schemes of ``alerts.syslog.target``; a path is a local (unix) socket.
+SYSLOG_SCHEMES = ("udp", "tcp", "tls")
+
+
+def _syslog_target(value: str) -> str:
+    _one_line(value)
+    if value.startswith("/"):
+        return value
+    parts = urlsplit(value)
+    if parts.scheme not in SYSLOG_SCHEMES or "://" not in value:
+        raise ValueError(
+            "must be a socket path like /dev/log, or udp://HOST:PORT, tcp://HOST:PORT or "
+            f"tls://HOST:PORT, got {value!r}"
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("has an invalid port number") from None
+    if not parts.hostname or port is None:
+        raise ValueError(f"must name a host and a port ({parts.scheme}://HOST:PORT)")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or "@" in parts.netloc:
+        raise ValueError(f"must be just {parts.scheme}://HOST:PORT, got {value!r}")
+    return value
+
+
+class SyslogConfig(Section):
+    """Where the alert lines go, and how they are framed (docs/alerts.md)."""
+
+    target: Annotated[str, AfterValidator(_syslog_target)] = "/dev/log"
+    format: Annotated[SyslogFormat, BeforeValidator(_choice(SyslogFormat, "syslog format"))] = (
+        SyslogFormat.RFC3164
+    )
+    facility: Annotated[Facility, BeforeValidator(_choice(Facility, "syslog facility"))] = (
+        Facility.USER
+    )
+    #: The CA that signs the ``tls://`` server's certificate; unset: the system store.
+    ca_bundle: Annotated[ConfigPath | None, BeforeValidator(_blank_is_none)] = None
+    #: Alert lines kept in memory while the target is unreachable; the oldest go first.
+    queue: Annotated[StrictInt, Field(ge=1, le=1_000_000)] = 10000
+
+
 class AlertsConfig(Section):
     styles: Annotated[
         list[Annotated[Style, BeforeValidator(_choice(Style, "alert style"))]],
@@ -174,6 +258,12 @@ class AlertsConfig(Section):
     app_id: LogText = "Cisco Unified CCX Cluster View Daemon"
     mcvd_source: LogText = "com.cisco.smartlicense.util.SmartLicenseUtil"
     repeat: PositiveDuration = timedelta(days=1)
+    syslog: SyslogConfig = SyslogConfig()
+
+    @field_validator("syslog", mode="before")
+    @classmethod
+    def _empty_syslog(cls, value: object) -> object:
+        return {} if value is None else value
 
     def format(self) -> AlertFormat:
         node = self.node_id or socket.gethostname().split(".")[0]
@@ -182,11 +272,6 @@ class AlertsConfig(Section):
 
 class ClockConfig(Section):
     jump_threshold: PositiveDuration = timedelta(days=1)
-
-
-def _blank_is_none(value: object) -> object:
-    """``""`` (the example file's way of saying "not set") and null both mean unset."""
-    return None if value == "" else value
 
 
 def _url(schemes: tuple[str, ...]) -> Callable[[str], str]:
@@ -394,7 +479,52 @@ class CommandSource(SourceSection):
         return self.model_copy(update={"command": [str(base / program), *self.command[1:]]})
 
 
-SourceConfig = Annotated[FileSource | UccxSource | CommandSource, Field(discriminator="kind")]
+def _increasing(steps: list[ScriptStep]) -> list[ScriptStep]:
+    if steps[0].at != timedelta(0):
+        raise ValueError("the first step must be at 0s (what the source shows from the start)")
+    for i in range(1, len(steps)):
+        if steps[i].at <= steps[i - 1].at:
+            raise ValueError(f"step {i} must come after step {i - 1} (at must increase)")
+    return steps
+
+
+Count = Annotated[StrictInt, Field(ge=0, le=1_000_000)]
+
+
+class ScriptStep(Section):
+    """What the scripted source shows from ``at`` (time since the source started) on."""
+
+    at: Duration = timedelta(0)
+    #: Logged-in agents with no premium feature (a voice skill).
+    agents: Count = 0
+    #: Logged-in agents with a chat skill: a premium seat on flex / flex-hcs.
+    premium_agents: Count = 0
+    #: Logged-in supervisors (no premium feature).
+    supervisors: Count = 0
+    #: Outbound IVR ports in use.
+    outbound_ports: Count = 0
+    #: The source fails during this step (LICENSE_COMPUTATION_FAILED), as a broken one would.
+    fail: StrictBool = False
+
+
+class ScriptedSource(SourceSection):
+    """Synthetic agents that follow a timeline: the demo's source, and load tests'."""
+
+    kind: Literal["scripted"]
+    steps: Annotated[list[ScriptStep], Field(min_length=1), AfterValidator(_increasing)]
+    #: Start over from the first step this long after the start (unset: the last step holds).
+    repeat_after: Annotated[PositiveDuration | None, BeforeValidator(_blank_is_none)] = None
+
+    @model_validator(mode="after")
+    def _repeat_after_last(self) -> Self:
+        if self.repeat_after is not None and self.repeat_after <= self.steps[-1].at:
+            raise ValueError("repeat_after must be longer than the last step's at")
+        return self
+
+
+SourceConfig = Annotated[
+    FileSource | UccxSource | CommandSource | ScriptedSource, Field(discriminator="kind")
+]
 
 
 class CommonConfig(Section):
@@ -561,6 +691,7 @@ _SOURCE_KINDS: dict[str, type[SourceSection]] = {
     "file": FileSource,
     "uccx": UccxSource,
     "command": CommandSource,
+    "scripted": ScriptedSource,
 }
 
 
@@ -715,6 +846,11 @@ def _anchor(cfg: Config, base: Path) -> Config:
     }
     if transport:
         updates["transport"] = cfg.transport.model_copy(update=transport)
+    syslog = cfg.alerts.syslog
+    if syslog.ca_bundle is not None and not syslog.ca_bundle.is_absolute():
+        updates["alerts"] = cfg.alerts.model_copy(
+            update={"syslog": syslog.model_copy(update={"ca_bundle": base / syslog.ca_bundle})}
+        )
     source = cfg.source.anchored(base)
     if source is not cfg.source:
         updates["source"] = source

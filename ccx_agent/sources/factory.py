@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ccx_agent.config import CommandSource as CommandSourceConfig
 from ccx_agent.config import FileSource as FileSourceConfig
+from ccx_agent.config import ScriptedSource as ScriptedSourceConfig
 from ccx_agent.config import SourceConfig
 from ccx_agent.sources import Source
 from ccx_agent.sources.command import CommandSource
@@ -17,6 +18,10 @@ def build(cfg: SourceConfig) -> Source:
         return FileSource(cfg.path)
     if isinstance(cfg, CommandSourceConfig):
         return CommandSource(cfg)
+    if isinstance(cfg, ScriptedSourceConfig):
+        from ccx_agent.sources.scripted import ScriptedSource  # noqa: PLC0415
+
+        return ScriptedSource(cfg)
     from ccx_agent.sources.uccx import UccxSource  # noqa: PLC0415 - requests only if used
 
     return UccxSource(cfg)
