@@ -230,7 +230,7 @@ def test_sysusers_creates_a_system_user_without_login(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="systemd-tmpfiles needs root to chown")
-def test_tmpfiles_gives_the_config_dir_to_the_service_group(tmp_path: Path) -> None:
+def test_tmpfiles_makes_the_config_and_state_dirs(tmp_path: Path) -> None:
     root = _sysusers_root(tmp_path)
     tmpfiles = _tool("systemd-tmpfiles")
     result = subprocess.run(
@@ -242,10 +242,17 @@ def test_tmpfiles_gives_the_config_dir_to_the_service_group(tmp_path: Path) -> N
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    st = (root / "etc/ccx-agent").stat()
-    gid = next(
-        g.split(":")[2]
-        for g in (root / "etc/group").read_text().splitlines()
-        if g.startswith("ccx-agent:")
+    ids = next(
+        p.split(":")[2:4]
+        for p in (root / "etc/passwd").read_text().splitlines()
+        if p.startswith("ccx-agent:")
     )
-    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (0, int(gid), 0o750)
+    uid, gid = int(ids[0]), int(ids[1])
+
+    def owner_mode(path: str) -> tuple[int, int, int]:
+        st = (root / path).stat()
+        return st.st_uid, st.st_gid, st.st_mode & 0o7777
+
+    # Modes as the unit's ConfigurationDirectoryMode= / StateDirectoryMode= set them.
+    assert owner_mode("etc/ccx-agent") == (0, gid, int(_one("ConfigurationDirectoryMode"), 8))
+    assert owner_mode("var/lib/ccx-agent") == (uid, gid, int(_one("StateDirectoryMode"), 8))
