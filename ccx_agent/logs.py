@@ -1,0 +1,233 @@
+"""The structured log: structlog, JSON lines (or a console view on a terminal), secrets
+redacted.
+
+Both structlog loggers and the standard library's ``logging`` (APScheduler, urllib3,
+requests, the simulator) go through one :class:`structlog.stdlib.ProcessorFormatter` on a
+handler of the root logger, so every line has the same keys: ``timestamp`` (ISO 8601,
+UTC), ``level``, ``logger``, ``event``, then the event's own. Exceptions are rendered
+without local variables (they could hold a password), and :func:`redact` runs last,
+after the exception has become text, so it also cleans the exception's message.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import TextIO
+
+import structlog
+from structlog.tracebacks import ExceptionDictTransformer
+from structlog.typing import Processor
+
+REDACTED = "[REDACTED]"
+
+#: A key holding one of these words (split on ``_ - .`` and camelCase) holds a secret.
+_SECRET_WORDS = frozenset(
+    {
+        "token",
+        "tokens",
+        "password",
+        "passwords",
+        "passwd",
+        "passphrase",
+        "secret",
+        "secrets",
+        "authorization",
+        "cookie",
+        "cookies",
+        "credential",
+        "credentials",
+        "apikey",
+        "privatekey",
+        "keypem",
+    }
+)
+#: ... and so does a key with one of these pairs of adjacent words.
+_SECRET_PAIRS = frozenset({("private", "key"), ("key", "pem"), ("api", "key")})
+#: ... unless its last word says it is about the secret, not the secret itself
+#: (``password_file`` is a path an operator needs to see; ``token_expiry`` a date).
+_ABOUT_WORDS = frozenset(
+    {"file", "path", "dir", "expiry", "expires", "count", "length", "type", "id", "set"}
+)
+#: Keys of the event dict that are structlog's plumbing, not content.
+_PLUMBING = frozenset({"exc_info", "_record", "_from_structlog", "_logger", "_name"})
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_WORD_SPLIT = re.compile(r"[^a-z0-9]+")
+
+_PEM = re.compile(
+    r"-----BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY-----(?:.*?-----END \1PRIVATE KEY-----|.*\Z)",
+    re.DOTALL,
+)
+_URL_USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s/@:]*):[^\s/@]*@")
+_AUTH_SCHEME = re.compile(
+    r"(?i)\b(?P<scheme>bearer|basic)(?P<sp>\s+)(?P<cred>[A-Za-z0-9\-._~+/]+=*)"
+)
+_PAIR = re.compile(r"(?P<key>[A-Za-z_][\w.\-]*)(?P<eq>=)(?P<val>\"[^\"]*\"|'[^']*'|[^&\s#;,'\"]+)")
+_QUOTED_PAIR = re.compile(
+    r"(?P<q>[\"'])(?P<key>[\w.\-]+)(?P=q)(?P<eq>\s*:\s*)(?P<val>\"[^\"]*\"|'[^']*')"
+)
+
+
+def secret_key(name: str) -> bool:
+    """Whether a key (of an event, a header, a query string) names a secret."""
+    words = [w for w in _WORD_SPLIT.split(_CAMEL.sub("_", name).lower()) if w]
+    if not words or words[-1] in _ABOUT_WORDS:
+        return False
+    if any(w in _SECRET_WORDS for w in words):
+        return True
+    return any(pair in _SECRET_PAIRS for pair in itertools.pairwise(words))
+
+
+def _auth(match: re.Match[str]) -> str:
+    cred = match["cred"]
+    # "Basic" is also an English word: a credential is base64, not a lower-case word.
+    if match["scheme"].lower() == "basic" and cred.isalpha() and cred.islower():
+        return match[0]
+    return f"{match['scheme']}{match['sp']}{REDACTED}"
+
+
+def _pair(match: re.Match[str]) -> str:
+    if not secret_key(match["key"]) or match["val"].strip("\"'") == REDACTED:
+        return match[0]
+    val = match["val"]
+    quote = val[0] if val[:1] in ("'", '"') else ""
+    return f"{match[0][: match.start('val') - match.start()]}{quote}{REDACTED}{quote}"
+
+
+def redact_text(text: str) -> str:
+    """``text`` without private keys, URL passwords, HTTP credentials and secret
+    ``key=value`` pairs."""
+    if "PRIVATE KEY-----" in text:
+        text = _PEM.sub(
+            lambda m: f"-----BEGIN {m[1]}PRIVATE KEY-----{REDACTED}-----END {m[1]}PRIVATE KEY-----",
+            text,
+        )
+    if "://" in text:
+        text = _URL_USERINFO.sub(rf"\g<head>:{REDACTED}@", text)
+    text = _AUTH_SCHEME.sub(_auth, text)
+    if "=" in text:
+        text = _PAIR.sub(_pair, text)
+    if ":" in text:
+        text = _QUOTED_PAIR.sub(_pair, text)
+    return text
+
+
+def _clean(value: object) -> object:
+    if isinstance(value, str):
+        return redact_text(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, Mapping):
+        return {
+            k: REDACTED if isinstance(k, str) and secret_key(k) else _clean(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_clean(v) for v in value]
+    if isinstance(value, BaseException):
+        return redact_text(f"{type(value).__name__}: {value}")
+    # Anything else is rendered as text anyway (JSON falls back to repr); its text could
+    # hold a URL with a password.
+    return redact_text(str(value))
+
+
+def redact(
+    logger: object, method: str, event_dict: MutableMapping[str, object]
+) -> MutableMapping[str, object]:
+    """A structlog processor: secret keys' values become ``[REDACTED]``, and secrets
+    inside every string (the event, an exception's text, nested dicts and lists)."""
+    for key, value in list(event_dict.items()):
+        if key in _PLUMBING:
+            continue
+        event_dict[key] = REDACTED if key != "event" and secret_key(key) else _clean(value)
+    return event_dict
+
+
+_HANDLER_MARK = "_ccx_agent_logs"
+_FIRST_KEYS = ("timestamp", "level", "logger", "event")
+
+
+def _keys_first(
+    logger: object, method: str, event_dict: MutableMapping[str, object]
+) -> MutableMapping[str, object]:
+    """The common keys lead each JSON line, so a person reading it sees them first."""
+    head = {k: event_dict.pop(k) for k in _FIRST_KEYS if k in event_dict}
+    return {**head, **event_dict}
+
+
+def configure(
+    *, json: bool | None = None, level: str = "info", stream: TextIO | None = None
+) -> None:
+    """Route structlog and the stdlib ``logging`` root to ``stream`` (default stdout).
+
+    ``json`` None: JSON lines unless ``stream`` is a terminal. Calling again replaces the
+    handler this function installed (other handlers on the root are left alone)."""
+    out = sys.stdout if stream is None else stream
+    try:
+        tty = out.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    as_json = not tty if json is None else json
+    levelno = logging.getLevelNamesMapping().get(level.upper())
+    if levelno is None:
+        raise ValueError(f"unknown log level {level!r}")
+
+    timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp")
+    foreign: list[Processor] = [
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.add_log_level,
+        timestamper,
+    ]
+    final: list[Processor]
+    if as_json:
+        final = [
+            structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False)),
+            redact,
+            _keys_first,
+            structlog.processors.JSONRenderer(),
+        ]
+    else:
+        final = [
+            structlog.processors.format_exc_info,  # the plain traceback module: no locals
+            redact,
+            structlog.dev.ConsoleRenderer(
+                colors=tty, exception_formatter=structlog.dev.plain_traceback
+            ),
+        ]
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=foreign,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
+    )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(formatter)
+    setattr(handler, _HANDLER_MARK, True)
+
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(levelno)
+
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            structlog.contextvars.merge_contextvars,
+            structlog.stdlib.add_logger_name,
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.PositionalArgumentsFormatter(),
+            timestamper,
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        # Not cached: a module-level logger made before configure() follows a later call.
+        cache_logger_on_first_use=False,
+    )
+
+
+__all__ = ["REDACTED", "configure", "redact", "redact_text", "secret_key"]
