@@ -21,7 +21,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)
-	$(BIN)/ccx-agent simulate config/scenarios/seed-scenario-1.yaml
+	$(BIN)/ccx-agent demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

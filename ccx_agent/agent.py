@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from ccx_agent.config import CommonConfig
 from ccx_agent.licensing import interval, lifecycle
@@ -117,6 +117,12 @@ class Agent:
             with self.store.transaction() as tx:
                 tx.mark_emitted([r.id for r in rows])
 
+    def record(self, now: datetime, alerts: Sequence[Alert]) -> None:
+        """Commit alerts that no job decides (the daemon's AGENT_READY), then emit them."""
+        with self.store.transaction() as tx:
+            self._record(tx, now, alerts)
+        self._emit_pending()
+
     def state(self) -> ProductState:
         with self.store.read() as tx:
             return self._load(tx)
@@ -133,6 +139,8 @@ class Agent:
         *,
         error: str | None = None,
         unlicensed: Sequence[str] = (),
+        resumed: bool = False,
+        elapsed: timedelta | None = None,
     ) -> None:
         """Record good samples (``usage`` per tag) or one failed sample (``usage`` None).
 
@@ -162,7 +170,10 @@ class Agent:
                         alerts += more
                     opened[start] = replace(cur, failures=cur.failures + len(group))
                     continue
-                state, more = lifecycle.sample(state, group, usage, self.timers, unlicensed)
+                state, more = lifecycle.sample(
+                    state, group, usage, self.timers, unlicensed, resumed=resumed, elapsed=elapsed
+                )
+                resumed, elapsed = False, None
                 self._record(tx, group[-1], more)
                 alerts += more
                 peaks = dict(cur.peaks)

@@ -26,6 +26,11 @@ def parser() -> argparse.ArgumentParser:
         help="the YAML config file (default: $CCX_AGENT_CONFIG or /etc/ccx-agent/ccx-agent.yaml)",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("run", help="run the licensing daemon in the foreground (systemd Type=notify)")
+    dm = sub.add_parser(
+        "demo", help="the whole licensing life of an instance in under a minute (no setup)"
+    )
+    dm.add_argument("--keep", action="store_true", help="keep the demo's temporary directory")
     sub.add_parser("check-config", help="validate the config file: OK, or one line per problem")
     u = sub.add_parser("usage", help="compute license consumption now, from the configured source")
     u.add_argument("--json", action="store_true", help="machine-readable output")
@@ -49,6 +54,14 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     path: Path = args.config or default_path()
+    if args.command == "run":
+        from ccx_agent import daemon  # noqa: PLC0415 - the scheduler only for the daemon
+
+        return daemon.main(path)
+    if args.command == "demo":
+        from ccx_agent import demo  # noqa: PLC0415
+
+        return demo.main(keep=args.keep)
     if args.command == "check-config":
         return commands.check_config(path)
     if args.command == "usage":

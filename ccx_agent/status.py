@@ -57,6 +57,8 @@ def collect(
             "reported": rec.reported if rec else None,
             "state": comp.state.value,
             "overage_count": comp.overage_count,
+            # What is reported while out of compliance, until enough is bought (None: not locked).
+            "locked": comp.locked,
         }
     due = lifecycle.next_due_at(state, timers)
     return {

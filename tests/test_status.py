@@ -42,6 +42,7 @@ def test_an_unregistered_instance(rig) -> None:  # type: ignore[no-untyped-def]
         "reported": None,
         "state": "IN_COMPLIANCE",
         "overage_count": 0,
+        "locked": None,
     }
     assert "UNREGISTERED" in status.format_text(doc)
 
@@ -71,6 +72,7 @@ def test_a_registered_instance_reporting_over_its_entitlement(rig) -> None:  # t
         "reported": 3,
         "state": "OVERAGE",
         "overage_count": 1,
+        "locked": None,
     }
     text = status.format_text(doc)
     assert reg["piid"] in text and "OVERAGE" in text

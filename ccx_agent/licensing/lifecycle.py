@@ -318,12 +318,21 @@ def sample(
     usage: Mapping[str, int],
     timers: Timers,
     unlicensed_agents: Sequence[str] = (),
+    *,
+    resumed: bool = False,
+    elapsed: timedelta | None = None,
 ) -> Result:
     """Account for good samples that all saw ``usage``: clock sanity, evaluation time.
 
     Sampling only records; deciding (expiries, warnings, state alerts) is :func:`evaluate`,
     which the report and housekeeping jobs run. That keeps a sample cheap enough that the
     what-if simulator can take one a minute for 400 days.
+
+    The wall clock alone cannot tell a jump from a stop, so the daemon says what it knows:
+    ``resumed`` means the first of ``times`` is its first sample since it started, so a
+    forward gap is the time it was down (not a clock change; evaluation is charged no more
+    than the usual cap for it); ``elapsed`` is the time since the previous sample by a clock
+    that never jumps, so a forward jump is the wall-clock gap beyond it.
     """
     alerts: list[Alert] = []
     in_use = frozenset(t for t, n in usage.items() if n > 0)
@@ -332,10 +341,13 @@ def sample(
     used = state.evaluation_used
     last = state.last_sample_at
     zero = timedelta(0)
-    for now in times:
+    for i, now in enumerate(times):
         if last is not None:
             gap = now - last
-            if gap < zero or gap > timers.clock_jump:
+            drift = gap - elapsed if i == 0 and elapsed is not None else gap
+            if i == 0 and resumed and gap >= zero:
+                drift = zero
+            if gap < zero or drift > timers.clock_jump:
                 alerts.append(
                     Alert(
                         "SYSTEM_CLOCK_CHANGED",

@@ -140,6 +140,30 @@ def test_clock_jump_forward_is_never_charged_more_than_the_cap():
     assert state.evaluation_used == used + T.evaluation_max_sample_gap
 
 
+def test_a_stop_longer_than_the_jump_threshold_is_not_a_clock_change():
+    """The daemon's first sample after a start: the gap is downtime, charged no more than
+    the usual cap (the daemon cannot know whether agents were in use meanwhile)."""
+    state, _ = walk(fresh(), T0, T0 + DAY, IN_USE)
+    used = state.evaluation_used
+    state, alerts = lc.sample(state, [T0 + 5 * DAY], IN_USE, T, resumed=True)
+    assert alerts == []
+    assert state.evaluation_used == used + T.evaluation_max_sample_gap
+    # A clock that went back is a clock change even at a start.
+    state, alerts = lc.sample(state, [T0 + 2 * DAY], IN_USE, T, resumed=True)
+    assert [a.mnemonic for a in alerts] == ["SYSTEM_CLOCK_CHANGED"]
+
+
+def test_a_monotonic_reference_tells_a_suspend_from_a_jump():
+    state, _ = walk(fresh(), T0, T0 + DAY, IN_USE)
+    # Two days of wall clock that a clock counting through suspend also saw: a suspend.
+    later, alerts = lc.sample(state, [T0 + 3 * DAY], IN_USE, T, elapsed=2 * DAY)
+    assert alerts == []
+    # Two days of wall clock in one real minute: the clock was set forward.
+    later, alerts = lc.sample(state, [T0 + 3 * DAY], IN_USE, T, elapsed=timedelta(minutes=1))
+    assert [a.mnemonic for a in alerts] == ["SYSTEM_CLOCK_CHANGED"]
+    assert later.evaluation_used == state.evaluation_used
+
+
 # --- registration, ID certificate ----------------------------------------------------------
 
 

@@ -1,0 +1,465 @@
+"""``ccx-agent run``: the scheduler, the signals and the systemd notify protocol.
+
+Everything licensing is decided by the jobs of :class:`~ccx_agent.agent.Agent`, which read
+their state from the database; this module only says *when* they run. So a restart, a
+crash or a long suspend never skips a renewal or an expiry: the next housekeeping run
+reads what is due, and the first report after a stop records the intervals missed while
+the daemon was down (as NO_DATA: nothing is invented).
+
+Jobs run on three single-thread executors: ``sample`` (reading the source must not wait
+behind a slow SSM), ``ssm`` (report, housekeeping and renewals, in order, never two
+conversations at once) and ``heartbeat`` (the watchdog pings, which stop when the
+scheduler or a job is stuck, so that systemd restarts the service).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import faulthandler
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+import structlog
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers import SchedulerNotRunningError
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from ccx_agent import commands, logs
+from ccx_agent import config as config_mod
+from ccx_agent.agent import Agent, LicenseTypeChanged
+from ccx_agent.config import Config
+from ccx_agent.licensing.alerts import Alert
+from ccx_agent.licensing.consumption import compute
+from ccx_agent.licensing.timeutil import EPOCH, iso
+from ccx_agent.sdnotify import Notifier, watchdog_interval
+from ccx_agent.sources import Source, SourceError
+from ccx_agent.sources.factory import build
+from ccx_agent.ssm.port import SsmError
+from ccx_agent.store import AlertRow, StoreError
+from ccx_agent.syslog import SyslogSink
+from ccx_agent.yamldoc import EX_CONFIG, DocumentError
+
+EX_FAILED = 1
+#: The heartbeat runs this often when systemd sets no watchdog.
+HEARTBEAT = 30.0
+#: A job running longer than this (or the report/sample interval times three, if longer)
+#: is stuck: the watchdog pings stop and systemd restarts the service.
+STUCK_AFTER = timedelta(minutes=10)
+#: How long a stopping daemon waits for the syslog queue to drain.
+SYSLOG_DRAIN_S = 5.0
+#: Keys that a reload cannot change while the daemon runs (the database and the interval
+#: grid depend on them).
+RESTART_KEYS = (("state_dir",), ("report", "interval"))
+
+log = structlog.get_logger("ccx_agent.daemon")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def boottime() -> float:
+    """Seconds by a clock that never jumps and keeps counting through a suspend."""
+    return time.clock_gettime(getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC))
+
+
+@dataclass
+class JobStats:
+    runs: int = 0
+    failures: int = 0
+    last_error: str | None = None
+    running_since: float | None = None
+
+
+@dataclass
+class Running:
+    """What the daemon runs on: replaced as a whole by a successful reload."""
+
+    cfg: Config
+    agent: Agent
+    source: Source
+    sink: SyslogSink
+    stats: dict[str, JobStats] = field(default_factory=dict)
+
+
+class Daemon:
+    def __init__(self, path: Path, cfg: Config, notifier: Notifier) -> None:
+        self.path = path
+        self.notifier = notifier
+        self.store = commands.open_store(cfg)
+        self.stats: dict[str, JobStats] = {}
+        self.udi = commands.instance_udi(self.store, cfg)
+        sink = self._sink(cfg)
+        self.run_on = self._build(cfg, sink)
+        self.scheduler = BlockingScheduler(
+            timezone=UTC,
+            executors={
+                "default": ThreadPoolExecutor(1),
+                "sample": ThreadPoolExecutor(1),
+                "ssm": ThreadPoolExecutor(1),
+                "heartbeat": ThreadPoolExecutor(1),
+            },
+            job_defaults={"coalesce": True, "max_instances": 1},
+        )
+        self.scheduler.add_listener(self._missed, EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
+        self._stopping = threading.Event()
+        self._last_good_sample: float | None = None
+        self._beat = boottime()
+        self.watchdog_every = watchdog_interval()
+
+    # --- building -------------------------------------------------------------------
+
+    def _sink(self, cfg: Config) -> SyslogSink:
+        sink = SyslogSink(cfg.alerts.syslog)
+        sink.start()
+        return sink
+
+    def _build(self, cfg: Config, sink: SyslogSink, source: Source | None = None) -> Running:
+        """The agent, its SSM client and its source for ``cfg`` (raises on a bad one)."""
+        client = commands.client_for(cfg)
+        run = Running(
+            cfg, Agent(cfg, self.store, client, udi=self.udi), source or build(cfg.source), sink
+        )
+        run.agent.emit = self._emitter(run)
+        # A license type that differs from the registered instance's is refused here, once,
+        # rather than failing every job.
+        run.agent.state()
+        return run
+
+    def _emitter(self, run: Running) -> Callable[[Sequence[AlertRow]], None]:
+        def emit(rows: Sequence[AlertRow]) -> None:
+            for row in rows:
+                # Into the structured log too: journald keeps it when syslog is down.
+                log.warning(
+                    "alert",
+                    mnemonic=row.mnemonic,
+                    severity=row.severity,
+                    alert_id=row.id,
+                    time=iso(row.time),
+                    detail=row.detail,
+                )
+                for line in row.lines:
+                    run.sink.send(row.severity, line, row.time)
+
+        return emit
+
+    # --- jobs -----------------------------------------------------------------------
+
+    def _guard(self, name: str, job: Callable[[Running], None]) -> Callable[[], None]:
+        """A job that raises is logged with its context and counted; the scheduler goes on."""
+
+        def guarded() -> None:
+            if self._stopping.is_set():
+                return
+            run = self.run_on
+            stats = self.stats.setdefault(name, JobStats())
+            stats.running_since = boottime()
+            try:
+                job(run)
+            except Exception as exc:  # a job must never kill the scheduler
+                stats.failures += 1
+                stats.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("job failed", job=name, failures=stats.failures)
+            finally:
+                stats.runs += 1
+                stats.running_since = None
+
+        return guarded
+
+    def sample(self, run: Running) -> None:
+        now = utcnow()
+        mono = boottime()
+        try:
+            snapshot = run.source.read()
+        except SourceError as exc:
+            log.error("sample failed", error=str(exc))
+            run.agent.sample([now], None, error=str(exc))
+            return
+        except Exception as exc:
+            # A bug in a source is still a failed sample, never a sample of zero agents.
+            run.agent.sample([now], None, error=f"{type(exc).__name__}: {exc}")
+            raise
+        result = compute(snapshot, run.cfg.license.type, run.cfg.license.premium_features)
+        for note in snapshot.notes:
+            log.info("source note", note=note)
+        last = self._last_good_sample
+        run.agent.sample(
+            [now],
+            dict(result.tags),
+            unlicensed=result.unlicensed_agents,
+            resumed=last is None,
+            elapsed=None if last is None else timedelta(seconds=mono - last),
+        )
+        self._last_good_sample = mono
+        log.debug("sampled", usage=dict(result.tags), agents=len(result.agents))
+
+    def report(self, run: Running) -> None:
+        now = utcnow()
+        closed = run.agent.close_intervals(now)
+        sent = run.agent.flush(now)
+        if closed or sent:
+            log.info(
+                "report",
+                closed=[f"{iso(r.start)} {r.status}" for r in closed],
+                sent=sent,
+            )
+        self._status(run)
+
+    def housekeeping(self, run: Running) -> None:
+        run.agent.housekeeping(utcnow())
+
+    def heartbeat(self, run: Running) -> None:
+        """Proof that the scheduler runs jobs; the watchdog is fed only while it is fresh
+        and no job is stuck."""
+        self._beat = boottime()
+        stuck = self._stuck(run)
+        if stuck:
+            log.error("job stuck: withholding the watchdog ping", job=stuck)
+            return
+        if self.watchdog_every is not None:
+            self.notifier.watchdog()
+
+    def _stuck(self, run: Running) -> str | None:
+        limit = max(STUCK_AFTER, 3 * run.cfg.report.interval).total_seconds()
+        now = boottime()
+        for name, stats in self.stats.items():
+            if stats.running_since is not None and now - stats.running_since > limit:
+                return name
+        return None
+
+    def _status(self, run: Running) -> None:
+        if not self.notifier.enabled:
+            return
+        state = run.agent.state()
+        job = self.scheduler.get_job("report")
+        nxt = getattr(job, "next_run_time", None)
+        text = f"{state.registration.value}, {state.authorization.value}"
+        if state.enforcement:
+            text += f", enforcement: {state.enforcement.value}"
+        if nxt is not None:
+            text += f"; next report {iso(nxt)}"
+        self.notifier.status(text)
+
+    def _missed(self, event: JobExecutionEvent) -> None:
+        # Coalesced runs are normal after a suspend; say so rather than stay silent.
+        log.warning("job run skipped", job=event.job_id, code=event.code)
+
+    # --- scheduling -----------------------------------------------------------------
+
+    def _schedule(self, run: Running) -> None:
+        cfg = run.cfg
+        sample_s = cfg.sample.interval.total_seconds()
+        report_s = cfg.report.interval.total_seconds()
+        jitter = int(cfg.report.jitter.total_seconds()) or None
+        every = self.watchdog_every or HEARTBEAT
+        # Boundaries aligned to the wall clock (multiples of the interval since the epoch).
+        self.scheduler.add_job(
+            self._guard("sample", self.sample),
+            IntervalTrigger(seconds=sample_s, start_date=EPOCH, timezone=UTC),
+            id="sample",
+            executor="sample",
+            misfire_grace_time=max(1, int(sample_s)),
+            replace_existing=True,
+        )
+        self.scheduler.add_job(
+            self._guard("report", self.report),
+            IntervalTrigger(seconds=report_s, start_date=EPOCH, timezone=UTC, jitter=jitter),
+            id="report",
+            executor="ssm",
+            # No report boundary is ever dropped: a late run still closes every interval.
+            misfire_grace_time=None,
+            replace_existing=True,
+        )
+        self.scheduler.add_job(
+            self._guard("housekeeping", self.housekeeping),
+            IntervalTrigger(
+                seconds=sample_s, start_date=EPOCH + timedelta(seconds=sample_s / 2), timezone=UTC
+            ),
+            id="housekeeping",
+            executor="ssm",
+            misfire_grace_time=None,
+            replace_existing=True,
+        )
+        self.scheduler.add_job(
+            self._guard("heartbeat", self.heartbeat),
+            IntervalTrigger(seconds=every, timezone=UTC),
+            id="heartbeat",
+            executor="heartbeat",
+            misfire_grace_time=max(1, int(every)),
+            replace_existing=True,
+        )
+
+    # --- signals ----------------------------------------------------------------------
+
+    def _on_stop(self, signum: int, frame: FrameType | None) -> None:
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        # The scheduler is not touched from inside a signal handler (the interrupted main
+        # thread may hold its locks): a thread asks it to stop.
+        threading.Thread(target=self._stop, args=(signum,), name="stop", daemon=True).start()
+
+    def _stop(self, signum: int) -> None:
+        log.info("stopping", signal=signal.Signals(signum).name)
+        self.notifier.stopping("stopping: finishing the running job")
+        # Returns at once; run() then waits for the running jobs to finish.
+        with contextlib.suppress(SchedulerNotRunningError):
+            self.scheduler.shutdown(wait=False)
+
+    def _on_hup(self, signum: int, frame: FrameType | None) -> None:
+        threading.Thread(target=self._queue_reload, name="reload", daemon=True).start()
+
+    def _queue_reload(self) -> None:
+        log.info("reload requested (SIGHUP)")
+        # On the ssm executor: a reload never swaps the agent under a running report.
+        self.scheduler.add_job(self._reload, id="reload", executor="ssm", replace_existing=True)
+
+    def _reload(self) -> None:
+        """Re-read the config; apply it only if it is valid, else keep the old one."""
+        old = self.run_on
+        try:
+            cfg = config_mod.load(self.path)
+        except DocumentError as exc:
+            for problem in exc.problems:
+                log.error("reload refused: bad config, keeping the old one", problem=str(problem))
+            return
+        for key in RESTART_KEYS:
+            if _get(cfg, key) != _get(old.cfg, key):
+                log.error(
+                    "reload refused: this key needs a restart, keeping the old config",
+                    key=".".join(key),
+                )
+                return
+        try:
+            sink = old.sink if cfg.alerts.syslog == old.cfg.alerts.syslog else self._sink(cfg)
+            source = old.source if cfg.source == old.cfg.source else None
+            new = self._build(cfg, sink, source)
+        except (SsmError, SourceError, OSError, ValueError, LicenseTypeChanged) as exc:
+            log.error("reload refused, keeping the old config", error=str(exc))
+            return
+        self.run_on = new
+        if sink is not old.sink:
+            old.sink.close(SYSLOG_DRAIN_S)
+        self._schedule(new)
+        log.info("config reloaded", path=str(self.path))
+
+    # --- the life ---------------------------------------------------------------------
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_hup)
+        run = self.run_on
+        self._guard("sample", self.sample)()
+        run.agent.record(utcnow(), [Alert("AGENT_READY", _ready_detail(run))])
+        self.notifier.ready(f"started; {run.agent.state().registration.value}")
+        log.info("ready", config=str(self.path), state_dir=str(run.cfg.state_dir))
+        self._schedule(run)
+        # Catch up at once: intervals missed while down, unsent reports, due renewals.
+        self.scheduler.add_job(self._guard("report", self.report), id="catch-up", executor="ssm")
+        self.scheduler.add_job(
+            self._guard("housekeeping", self.housekeeping), id="catch-up-hk", executor="ssm"
+        )
+        # A stop signal that came before the scheduler ran is honoured at its first turn.
+        self.scheduler.add_job(self._stop_if_asked, id="stop-check", executor="heartbeat")
+        self.scheduler.start()
+        return self._finish()
+
+    def _stop_if_asked(self) -> None:
+        if self._stopping.is_set():
+            with contextlib.suppress(SchedulerNotRunningError):
+                self.scheduler.shutdown(wait=False)
+
+    def _finish(self) -> int:
+        for executor in self.scheduler._executors.values():
+            executor.shutdown(wait=True)
+        run = self.run_on
+        # Waiting for a target that is down helps nobody: every alert is in the journal too.
+        up = bool(run.sink.stats().get("connected"))
+        drained = run.sink.flush(SYSLOG_DRAIN_S if up else 0.5)
+        run.sink.close(1.0)
+        self.store.close()
+        log.info("stopped", syslog_drained=drained, jobs={k: v.runs for k, v in self.stats.items()})
+        self.notifier.close()
+        return 0
+
+
+def _get(cfg: Config, key: tuple[str, ...]) -> Any:
+    value: Any = cfg
+    for part in key:
+        value = getattr(value, part)
+    return value
+
+
+def _ready_detail(run: Running) -> str:
+    cfg = run.cfg
+    return (
+        f"license type {cfg.license.type.value}, source {cfg.source.kind}, "
+        f"report every {int(cfg.report.interval.total_seconds())}s"
+    )
+
+
+def main(path: Path, err: TextIO | None = None) -> int:
+    """Start the daemon; a bad config is one line per problem and exit 78."""
+    err = err or sys.stderr
+    faulthandler.enable()
+    # `kill -USR1 PID` prints every thread's stack to stderr (the journal): a stuck job's
+    # whereabouts, without stopping the daemon.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    logs.configure()
+    notifier = Notifier.from_env()
+    try:
+        cfg = config_mod.load(path)
+    except DocumentError as exc:
+        for problem in exc.problems:
+            print(problem, file=err)
+        return EX_CONFIG
+    for warning in cfg.source.warnings():
+        log.warning("config warning", warning=warning)
+    try:
+        daemon = Daemon(path, cfg, notifier)
+    except (StoreError, SsmError, SourceError, OSError, ValueError, LicenseTypeChanged) as exc:
+        print(f"error: cannot start: {exc}", file=err)
+        log.error("cannot start", error=str(exc))
+        _init_failed(cfg, str(exc))
+        # What only a config change can fix must not make systemd restart it in a loop.
+        fixable_by_config = SsmError | SourceError | ValueError | LicenseTypeChanged
+        return EX_CONFIG if isinstance(exc, fixable_by_config) else EX_FAILED
+    return daemon.run()
+
+
+def _init_failed(cfg: Config, reason: str) -> None:
+    """AGENT_INIT_FAILED, recorded and sent if the database can be opened at all."""
+    try:
+        store = commands.open_store(cfg)
+    except (StoreError, OSError):
+        return
+    sink = SyslogSink(cfg.alerts.syslog)
+    sink.start()
+
+    def emit(rows: Sequence[AlertRow]) -> None:
+        for row in rows:
+            for line in row.lines:
+                sink.send(row.severity, line, row.time)
+
+    try:
+        Agent(cfg, store, None, emit=emit).record(utcnow(), [Alert("AGENT_INIT_FAILED", reason)])
+    finally:
+        sink.flush(2.0)
+        sink.close(1.0)
+        store.close()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main(Path(os.environ.get(config_mod.ENV_PATH, config_mod.DEFAULT_PATH))))
