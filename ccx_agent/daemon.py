@@ -31,6 +31,7 @@ from typing import Any, TextIO
 import structlog
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
@@ -114,6 +115,7 @@ class Daemon:
         )
         self.scheduler.add_listener(self._missed, EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
         self._stopping = threading.Event()
+        self._done = threading.Event()
         self._last_good_sample: float | None = None
         self._beat = boottime()
         self.watchdog_every = watchdog_interval()
@@ -313,6 +315,13 @@ class Daemon:
     def _stop(self, signum: int) -> None:
         log.info("stopping", signal=signal.Signals(signum).name)
         self.notifier.stopping("stopping: finishing the running job")
+        # A signal during start-up: run() does not start the scheduler once it sees the
+        # flag, and if it is starting it right now, it is stopped as soon as it runs.
+        deadline = time.monotonic() + 60
+        while not self.scheduler.running and not self._done.is_set():
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.02)
         # Returns at once; run() then waits for the running jobs to finish.
         with contextlib.suppress(SchedulerNotRunningError):
             self.scheduler.shutdown(wait=False)
@@ -362,6 +371,8 @@ class Daemon:
         signal.signal(signal.SIGHUP, self._on_hup)
         run = self.run_on
         self._guard("sample", self.sample)()
+        if self._stopping.is_set():
+            return self._finish()
         run.agent.record(utcnow(), [Alert("AGENT_READY", _ready_detail(run))])
         self.notifier.ready(f"started; {run.agent.state().registration.value}")
         log.info("ready", config=str(self.path), state_dir=str(run.cfg.state_dir))
@@ -371,17 +382,18 @@ class Daemon:
         self.scheduler.add_job(
             self._guard("housekeeping", self.housekeeping), id="catch-up-hk", executor="ssm"
         )
-        # A stop signal that came before the scheduler ran is honoured at its first turn.
-        self.scheduler.add_job(self._stop_if_asked, id="stop-check", executor="heartbeat")
-        self.scheduler.start()
+        if not self._stopping.is_set():
+            try:
+                self.scheduler.start()
+            except JobLookupError:
+                # A stop that lands while the main loop hands out a one-off job (catch-up,
+                # reload): APScheduler then cannot find the job it meant to remove.
+                if not self._stopping.is_set():
+                    raise
         return self._finish()
 
-    def _stop_if_asked(self) -> None:
-        if self._stopping.is_set():
-            with contextlib.suppress(SchedulerNotRunningError):
-                self.scheduler.shutdown(wait=False)
-
     def _finish(self) -> int:
+        self._done.set()
         for executor in self.scheduler._executors.values():
             executor.shutdown(wait=True)
         run = self.run_on

@@ -159,6 +159,10 @@ def _keys_first(
     return {**head, **event_dict}
 
 
+#: Libraries whose INFO lines are routine chatter, not news for an operator.
+QUIET_LOGGERS = ("apscheduler",)
+
+
 def configure(
     *, json: bool | None = None, level: str = "info", stream: TextIO | None = None
 ) -> None:
@@ -211,6 +215,10 @@ def configure(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(levelno)
+    # APScheduler says "Running job …" and "executed successfully" at INFO for every run
+    # (a thousand lines a day into the journal); its warnings and errors still come through.
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(levelno, logging.WARNING))
 
     structlog.configure(
         processors=[

@@ -47,6 +47,8 @@ SEND_TIMEOUT = 10.0
 #: Reconnection backoff: the first wait, and the longest; it doubles in between.
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 30.0
+#: A UDP target that refuses datagrams is said in the log at most this often (seconds).
+REFUSED_EVERY = 3600.0
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -149,6 +151,8 @@ class SyslogSink:
         self._queue: collections.deque[bytes] = collections.deque()
         self._sent = 0
         self._dropped = 0
+        self._refusals = 0
+        self._refused_said: float | None = None
         self._connected = False
         self._last_error: str | None = None
         self._stopping = False
@@ -222,6 +226,7 @@ class SyslogSink:
                 "queued": len(self._queue),
                 "sent": self._sent,
                 "dropped": self._dropped,
+                "refused": self._refusals,
                 "connected": self._connected,
                 "last_error": self._last_error,
             }
@@ -250,7 +255,17 @@ class SyslogSink:
             try:
                 if self._sock is None:
                     self._connect()
-                self._deliver(data)
+                try:
+                    self._deliver(data)
+                except ConnectionRefusedError:
+                    if self._stream:
+                        raise
+                    # UDP: the refusal (an ICMP port unreachable) is about an earlier
+                    # datagram, already gone; this one can still be sent. Treating it as
+                    # an outage would flap between "lost" and "reachable again" at every
+                    # alert, and hold nothing back that UDP could have delivered.
+                    self._refused()
+                    self._deliver(data)
             except Exception as exc:  # the thread must outlive any error
                 self._disconnect()
                 self._failed(exc, log_it=not failing, delay=delay)
@@ -280,6 +295,24 @@ class SyslogSink:
                 log.info("syslog target connected", target=self._target.text)
             delay = BACKOFF_FIRST
         self._disconnect()
+
+    def _refused(self) -> None:
+        """A UDP collector refused a datagram: said at most once an hour, and counted."""
+        now = time.monotonic()
+        with self._cond:
+            self._refusals += 1
+            self._last_error = "datagrams refused (ICMP port unreachable)"
+            say = self._refused_said is None or now - self._refused_said > REFUSED_EVERY
+            if say:
+                self._refused_said = now
+            refusals = self._refusals
+        if say:
+            log.warning(
+                "syslog UDP target refuses datagrams: nothing listens there, alerts sent to "
+                "it are lost (they are in this log too)",
+                target=self._target.text,
+                refusals=refusals,
+            )
 
     def _failed(self, exc: BaseException, *, log_it: bool, delay: float) -> None:
         """Record a failure; it is logged only on the change from working to failing."""

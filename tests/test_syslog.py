@@ -270,6 +270,7 @@ def test_udp_rfc5424_local7_alert() -> None:
         "queued": 0,
         "sent": 1,
         "dropped": 0,
+        "refused": 0,
         "connected": True,
         "last_error": None,
     }
@@ -664,6 +665,29 @@ def test_send_does_not_wait_for_a_hanging_connect_and_close_keeps_its_timeout(
     assert thread is not None
     thread.join(10)  # its connect gives up (after 1.5 s here), then it stops
     assert not thread.is_alive()
+
+
+def test_udp_target_that_refuses_is_said_once_and_never_flaps() -> None:
+    """Nothing listens on the UDP port: each send after the first is refused (ICMP) for
+    the datagram before it. The sink goes on sending, says so once, and never logs a
+    "reachable again" that it cannot know."""
+    sink = make_sink(f"udp://127.0.0.1:{_free_udp_port()}")
+    with structlog.testing.capture_logs() as logs, running(sink):
+        for i in range(6):
+            sink.send(3, f"alert {i}", WHEN)
+            assert sink.flush(5.0)
+        stats = sink.stats()
+    events = [e["event"] for e in logs]
+    assert stats["sent"] == 6 and stats["queued"] == 0
+    assert isinstance(stats["refused"], int) and stats["refused"] >= 1
+    assert sum("refuses datagrams" in e for e in events) == 1
+    assert not any("reachable again" in e or "connection lost" in e for e in events)
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def test_close_with_a_refusing_target_returns_within_its_timeout() -> None:

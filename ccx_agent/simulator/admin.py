@@ -132,7 +132,7 @@ class Admin:
             raise AdminError("a token must allow at least 1 use")
         if expires <= timedelta(0):
             raise AdminError("a token must expire after it is created")
-        token = secrets.token_urlsafe(32)
+        token = id_token()
         with self.db.transaction() as tx:
             _need_account(tx, account)
             tx.add_token(token_hash(token), account, uses, now, now + expires)
@@ -197,6 +197,15 @@ class Admin:
         """Every stored report (of one instance, or all) in arrival order."""
         with self.db.read() as tx:
             return [r.as_json() for r in tx.reports(piid)]
+
+
+def id_token() -> str:
+    """A new ID token: 256 random bits, URL-safe, never starting with ``-`` (a token that
+    did would read as an option: ``ccx-agent register -x…``)."""
+    while True:
+        token = secrets.token_urlsafe(32)
+        if not token.startswith("-"):
+            return token
 
 
 def _iso_or_none(ts: datetime | None) -> str | None:
