@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,16 +16,13 @@ from typing import TextIO
 from ccx_agent import config as config_mod
 from ccx_agent import status as status_mod
 from ccx_agent.agent import Agent, LicenseTypeChanged, Outcome
-from ccx_agent.config import Config
+from ccx_agent.instance import client_for, instance_udi, open_store
 from ccx_agent.licensing.catalogue import DISPLAY_NAMES
 from ccx_agent.licensing.consumption import compute
-from ccx_agent.scenario.model import read_scenario
-from ccx_agent.scenario.runner import format_text, run
 from ccx_agent.sources import SourceError
 from ccx_agent.sources.factory import build
-from ccx_agent.ssm import client as ssm_client
-from ccx_agent.ssm.port import SsmError, Udi
-from ccx_agent.store import DB_NAME, AlertRow, Store, StoreError
+from ccx_agent.ssm.port import SsmError
+from ccx_agent.store import AlertRow, Store, StoreError
 from ccx_agent.yamldoc import EX_CONFIG, DocumentError
 
 EX_FAILED = 1
@@ -92,6 +88,10 @@ def usage(path: Path, as_json: bool, out: TextIO | None = None, err: TextIO | No
 def simulate(
     path: Path, as_json: bool, out: TextIO | None = None, err: TextIO | None = None
 ) -> int:
+    # The what-if machinery (and the simulator it runs in process) only for this command.
+    from ccx_agent.scenario.model import read_scenario  # noqa: PLC0415
+    from ccx_agent.scenario.runner import format_text, run  # noqa: PLC0415
+
     out, err = out or sys.stdout, err or sys.stderr
     try:
         loaded = read_scenario(path)
@@ -111,35 +111,6 @@ def simulate(
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def instance_udi(store: Store, cfg: Config) -> Udi:
-    """The UDI: PID and serial from the config, a UUID created once and kept."""
-    with store.transaction() as tx:
-        value = tx.meta(status_mod.UDI_UUID_KEY)
-        if value is None:
-            value = str(uuid.uuid4())
-            tx.set_meta(status_mod.UDI_UUID_KEY, value)
-    return Udi(cfg.identity.pid, cfg.identity.serial_number(), value)
-
-
-def open_store(cfg: Config) -> Store:
-    return Store(cfg.state_dir / DB_NAME)
-
-
-def client_for(cfg: Config) -> ssm_client.SsmClient | None:
-    t = cfg.transport
-    return ssm_client.build(
-        t.url,
-        cfg.state_dir,
-        ca_bundle=t.ca_bundle,
-        trust_anchor=t.trust_anchor,
-        proxy=t.proxy,
-        timeout=t.timeout,
-        connect_timeout=t.connect_timeout,
-        attempts=t.attempts,
-        report_interval=cfg.report.interval,
-    )
 
 
 def _print_alerts(store: Store, err: TextIO) -> Callable[[Sequence[AlertRow]], None]:

@@ -36,8 +36,8 @@ from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from ccx_agent import commands, logs
 from ccx_agent import config as config_mod
+from ccx_agent import instance, logs
 from ccx_agent.agent import Agent, LicenseTypeChanged
 from ccx_agent.config import Config
 from ccx_agent.licensing.alerts import Alert
@@ -98,9 +98,9 @@ class Daemon:
     def __init__(self, path: Path, cfg: Config, notifier: Notifier) -> None:
         self.path = path
         self.notifier = notifier
-        self.store = commands.open_store(cfg)
+        self.store = instance.open_store(cfg)
         self.stats: dict[str, JobStats] = {}
-        self.udi = commands.instance_udi(self.store, cfg)
+        self.udi = instance.instance_udi(self.store, cfg)
         sink = self._sink(cfg)
         self.run_on = self._build(cfg, sink)
         self.scheduler = BlockingScheduler(
@@ -129,7 +129,7 @@ class Daemon:
 
     def _build(self, cfg: Config, sink: SyslogSink, source: Source | None = None) -> Running:
         """The agent, its SSM client and its source for ``cfg`` (raises on a bad one)."""
-        client = commands.client_for(cfg)
+        client = instance.client_for(cfg)
         run = Running(
             cfg, Agent(cfg, self.store, client, udi=self.udi), source or build(cfg.source), sink
         )
@@ -454,7 +454,7 @@ def main(path: Path, err: TextIO | None = None) -> int:
 def _init_failed(cfg: Config, reason: str) -> None:
     """AGENT_INIT_FAILED, recorded and sent if the database can be opened at all."""
     try:
-        store = commands.open_store(cfg)
+        store = instance.open_store(cfg)
     except (StoreError, OSError):
         return
     sink = SyslogSink(cfg.alerts.syslog)
