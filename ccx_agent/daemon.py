@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
+import logging
 import os
 import signal
 import sys
@@ -143,7 +144,8 @@ class Daemon:
         def emit(rows: Sequence[AlertRow]) -> None:
             for row in rows:
                 # Into the structured log too: journald keeps it when syslog is down.
-                log.warning(
+                log.log(
+                    _LOG_LEVEL[min(max(row.severity, 0), 7)],
                     "alert",
                     mnemonic=row.mnemonic,
                     severity=row.severity,
@@ -358,6 +360,8 @@ class Daemon:
             log.error("reload refused, keeping the old config", error=str(exc))
             return
         self.run_on = new
+        # No SSM job runs meanwhile (they share this executor): the old client can go.
+        _close_client(old.agent)
         if sink is not old.sink:
             old.sink.close(SYSLOG_DRAIN_S)
         self._schedule(new)
@@ -397,6 +401,7 @@ class Daemon:
         for executor in self.scheduler._executors.values():
             executor.shutdown(wait=True)
         run = self.run_on
+        _close_client(run.agent)
         # Waiting for a target that is down helps nobody: every alert is in the journal too.
         up = bool(run.sink.stats().get("connected"))
         drained = run.sink.flush(SYSLOG_DRAIN_S if up else 0.5)
@@ -405,6 +410,26 @@ class Daemon:
         log.info("stopped", syslog_drained=drained, jobs={k: v.runs for k, v in self.stats.items()})
         self.notifier.close()
         return 0
+
+
+#: The structured log's level for an alert of each syslog severity (0 emergency … 7 debug).
+_LOG_LEVEL = (
+    logging.CRITICAL,
+    logging.CRITICAL,
+    logging.CRITICAL,
+    logging.ERROR,
+    logging.WARNING,
+    logging.INFO,
+    logging.INFO,
+    logging.DEBUG,
+)
+
+
+def _close_client(agent: Agent) -> None:
+    """Close the SSM client's kept-alive connections, if it has any."""
+    close = getattr(getattr(agent.ssm, "transport", None), "close", None)
+    if callable(close):
+        close()
 
 
 def _get(cfg: Config, key: tuple[str, ...]) -> Any:
