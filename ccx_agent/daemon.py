@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
@@ -92,7 +92,6 @@ class Running:
     agent: Agent
     source: Source
     sink: SyslogSink
-    stats: dict[str, JobStats] = field(default_factory=dict)
 
 
 class Daemon:
@@ -118,7 +117,6 @@ class Daemon:
         self._stopping = threading.Event()
         self._done = threading.Event()
         self._last_good_sample: float | None = None
-        self._beat = boottime()
         self.watchdog_every = watchdog_interval()
 
     # --- building -------------------------------------------------------------------
@@ -224,9 +222,8 @@ class Daemon:
         run.agent.housekeeping(utcnow())
 
     def heartbeat(self, run: Running) -> None:
-        """Proof that the scheduler runs jobs; the watchdog is fed only while it is fresh
-        and no job is stuck."""
-        self._beat = boottime()
+        """The watchdog ping. It comes from a scheduled job, so it stops when the scheduler
+        stops running jobs; and it is withheld while another job is stuck."""
         stuck = self._stuck(run)
         if stuck:
             log.error("job stuck: withholding the watchdog ping", job=stuck)
