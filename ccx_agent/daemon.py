@@ -80,7 +80,6 @@ def boottime() -> float:
 class JobStats:
     runs: int = 0
     failures: int = 0
-    last_error: str | None = None
     running_since: float | None = None
 
 
@@ -169,9 +168,8 @@ class Daemon:
             stats.running_since = boottime()
             try:
                 job(run)
-            except Exception as exc:  # a job must never kill the scheduler
+            except Exception:  # a job must never kill the scheduler
                 stats.failures += 1
-                stats.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("job failed", job=name, failures=stats.failures)
             finally:
                 stats.runs += 1
@@ -404,7 +402,12 @@ class Daemon:
         drained = run.sink.flush(SYSLOG_DRAIN_S if up else 0.5)
         run.sink.close(1.0)
         self.store.close()
-        log.info("stopped", syslog_drained=drained, jobs={k: v.runs for k, v in self.stats.items()})
+        log.info(
+            "stopped",
+            syslog_drained=drained,
+            runs={k: v.runs for k, v in self.stats.items()},
+            failures={k: v.failures for k, v in self.stats.items() if v.failures},
+        )
         self.notifier.close()
         return 0
 
