@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
+import json
 import logging
 import os
 import signal
@@ -38,17 +39,20 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from ccx_agent import config as config_mod
-from ccx_agent import instance, logs
+from ccx_agent import instance, jobhealth, logs, statedir
 from ccx_agent.agent import Agent, LicenseTypeChanged
 from ccx_agent.config import Config
-from ccx_agent.licensing.alerts import Alert
+from ccx_agent.errors import LocalError
+from ccx_agent.instance import Open
+from ccx_agent.jobhealth import JobHealth
+from ccx_agent.licensing.alerts import Alert, AlertFormat, lines
 from ccx_agent.licensing.consumption import compute
 from ccx_agent.licensing.timeutil import EPOCH, iso
 from ccx_agent.sdnotify import Notifier, watchdog_interval
 from ccx_agent.sources import Source, SourceError
 from ccx_agent.sources.factory import build
 from ccx_agent.ssm.port import SsmError
-from ccx_agent.store import AlertRow, StoreError
+from ccx_agent.store import AlertRow, Store
 from ccx_agent.syslog import SyslogSink
 from ccx_agent.yamldoc import EX_CONFIG, DocumentError
 
@@ -63,6 +67,8 @@ SYSLOG_DRAIN_S = 5.0
 #: Keys that a reload cannot change while the daemon runs (the database and the interval
 #: grid depend on them).
 RESTART_KEYS = (("state_dir",), ("report", "interval"))
+#: The ``meta`` key under which the daemon keeps its jobs' health for ``status``.
+JOBS_META_KEY = "daemon_jobs"
 
 log = structlog.get_logger("ccx_agent.daemon")
 
@@ -81,6 +87,8 @@ class JobStats:
     runs: int = 0
     failures: int = 0
     running_since: float | None = None
+    #: ``boottime()`` of the first of the current run of failures (None: not failing).
+    failing_since: float | None = None
 
 
 @dataclass
@@ -94,14 +102,13 @@ class Running:
 
 
 class Daemon:
-    def __init__(self, path: Path, cfg: Config, notifier: Notifier) -> None:
+    def __init__(self, path: Path, notifier: Notifier) -> None:
+        """Only what a signal handler needs: the parts are made by :meth:`open`, after
+        the handlers are in place (a SIGHUP in the first second must not kill us)."""
         self.path = path
         self.notifier = notifier
-        self.store = instance.open_store(cfg)
         self.stats: dict[str, JobStats] = {}
-        self.udi = instance.instance_udi(self.store, cfg)
-        sink = self._sink(cfg)
-        self.run_on = self._build(cfg, sink)
+        self.health: dict[str, JobHealth] = {}
         self.scheduler = BlockingScheduler(
             timezone=UTC,
             executors={
@@ -117,6 +124,26 @@ class Daemon:
         self._done = threading.Event()
         self._last_good_sample: float | None = None
         self.watchdog_every = watchdog_interval()
+        self.lock: statedir.DaemonLock | None = None
+        self.store: Store | None = None
+
+    def install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_hup)
+
+    def open(self, cfg: Config) -> None:
+        """The database, the UDI, the syslog sink, the agent and the source, in the order
+        that lets a failure close what was opened before it."""
+        self.store = instance.open_store(cfg, Open.CREATE)
+        self.store.quick_check()
+        self.udi = instance.instance_udi(self.store, cfg)
+        sink = self._sink(cfg)
+        try:
+            self.run_on = self._build(cfg, sink)
+        except BaseException:
+            sink.close(1.0)
+            raise
 
     # --- building -------------------------------------------------------------------
 
@@ -127,6 +154,7 @@ class Daemon:
 
     def _build(self, cfg: Config, sink: SyslogSink, source: Source | None = None) -> Running:
         """The agent, its SSM client and its source for ``cfg`` (raises on a bad one)."""
+        assert self.store is not None
         client = instance.client_for(cfg)
         run = Running(
             cfg, Agent(cfg, self.store, client, udi=self.udi), source or build(cfg.source), sink
@@ -158,7 +186,12 @@ class Daemon:
     # --- jobs -----------------------------------------------------------------------
 
     def _guard(self, name: str, job: Callable[[Running], None]) -> Callable[[], None]:
-        """A job that raises is logged with its context and counted; the scheduler goes on."""
+        """A job that raises is logged with its context and counted; the scheduler goes on.
+
+        A job that keeps failing is an alert (:mod:`ccx_agent.jobhealth`), shown by
+        ``status`` and in systemd's STATUS= line, and after long enough it stops the
+        watchdog pings.
+        """
 
         def guarded() -> None:
             if self._stopping.is_set():
@@ -168,14 +201,65 @@ class Daemon:
             stats.running_since = boottime()
             try:
                 job(run)
-            except Exception:  # a job must never kill the scheduler
+            except Exception as exc:  # a job must never kill the scheduler
                 stats.failures += 1
+                if stats.failing_since is None:
+                    stats.failing_since = boottime()
                 log.exception("job failed", job=name, failures=stats.failures)
+                self._job_failed(name, run, exc)
+            else:
+                stats.failing_since = None
+                self._job_ok(name, run)
             finally:
                 stats.runs += 1
                 stats.running_since = None
 
         return guarded
+
+    def _job_failed(self, name: str, run: Running, exc: Exception) -> None:
+        error = f"{type(exc).__name__}: {exc}".strip()
+        before = self.health.get(name, JobHealth())
+        health, alert = jobhealth.failed(before, name, utcnow(), error, run.cfg.alerts.repeat)
+        self.health[name] = health
+        self._save_health(run)
+        if alert is not None:
+            self._raise_local(run, alert)
+        self._status(run)
+
+    def _job_ok(self, name: str, run: Running) -> None:
+        before = self.health.get(name)
+        if before is not None and not before.failing:
+            self.health[name] = JobHealth(
+                last_error=before.last_error,
+                last_error_at=before.last_error_at,
+                last_success=utcnow(),
+            )
+            return
+        health, alert = jobhealth.succeeded(before or JobHealth(), name, utcnow())
+        self.health[name] = health
+        if before is not None:  # it was failing: status must stop saying so
+            self._save_health(run)
+            self._status(run)
+        if alert is not None:
+            self._raise_local(run, alert)
+
+    def _save_health(self, run: Running) -> None:
+        """Best effort: the failure may be the database itself (a full disk)."""
+        doc = json.dumps({k: v.as_json() for k, v in sorted(self.health.items())})
+        try:
+            with run.agent.store.transaction() as tx:
+                tx.set_meta(JOBS_META_KEY, doc)
+        except Exception as exc:
+            log.debug("job health not saved", error=str(exc))
+
+    def _raise_local(self, run: Running, alert: Alert) -> None:
+        """Record and emit an alert about the daemon itself; when the database is what
+        fails, straight to syslog and the journal (it is said, even if not kept)."""
+        try:
+            run.agent.record(utcnow(), [alert])
+        except Exception as exc:
+            log.error("alert not recorded: the database failed", error=str(exc))
+            self._emitter(run)([unrecorded(alert, run.agent.fmt, utcnow())])
 
     def sample(self, run: Running) -> None:
         now = utcnow()
@@ -230,20 +314,35 @@ class Daemon:
             self.notifier.watchdog()
 
     def _stuck(self, run: Running) -> str | None:
+        """A job running, or failing every time, for longer than max(10 min, 3 × report
+        interval): systemd should restart us (a fresh start reopens everything)."""
         limit = max(STUCK_AFTER, 3 * run.cfg.report.interval).total_seconds()
         now = boottime()
         for name, stats in self.stats.items():
             if stats.running_since is not None and now - stats.running_since > limit:
                 return name
+            if stats.failing_since is not None and now - stats.failing_since > limit:
+                return f"{name} (failing)"
         return None
 
     def _status(self, run: Running) -> None:
         if not self.notifier.enabled:
             return
-        state = run.agent.state()
+        failing = sorted((k, h) for k, h in self.health.items() if h.failing)
+        text = ""
+        if failing:
+            name, h = failing[0]
+            since = iso(h.failing_since) if h.failing_since else "?"
+            text = f"degraded: {name} failing since {since}: {h.last_error}"
+            text += f" (+{len(failing) - 1} more); " if len(failing) > 1 else "; "
+        try:
+            state = run.agent.state()
+        except Exception as exc:
+            self.notifier.status(text + f"state unreadable: {type(exc).__name__}")
+            return
         job = self.scheduler.get_job("report")
         nxt = getattr(job, "next_run_time", None)
-        text = f"{state.registration.value}, {state.authorization.value}"
+        text += f"{state.registration.value}, {state.authorization.value}"
         if state.enforcement:
             text += f", enforcement: {state.enforcement.value}"
         if nxt is not None:
@@ -328,6 +427,13 @@ class Daemon:
 
     def _queue_reload(self) -> None:
         log.info("reload requested (SIGHUP)")
+        # A SIGHUP during start-up waits for the scheduler (the handlers are installed
+        # before anything else, so it never kills the daemon).
+        deadline = time.monotonic() + 60
+        while not self.scheduler.running:
+            if self._done.is_set() or self._stopping.is_set() or time.monotonic() > deadline:
+                return
+            time.sleep(0.02)
         # On the ssm executor: a reload never swaps the agent under a running report.
         self.scheduler.add_job(self._reload, id="reload", executor="ssm", replace_existing=True)
 
@@ -365,14 +471,12 @@ class Daemon:
     # --- the life ---------------------------------------------------------------------
 
     def run(self) -> int:
-        signal.signal(signal.SIGTERM, self._on_stop)
-        signal.signal(signal.SIGINT, self._on_stop)
-        signal.signal(signal.SIGHUP, self._on_hup)
         run = self.run_on
+        self._save_health(run)  # a new life: the last one's failures are history
         self._guard("sample", self.sample)()
         if self._stopping.is_set():
             return self._finish()
-        run.agent.record(utcnow(), [Alert("AGENT_READY", _ready_detail(run))])
+        self._raise_local(run, Alert("AGENT_READY", _ready_detail(run)))
         self.notifier.ready(f"started; {run.agent.state().registration.value}")
         log.info("ready", config=str(self.path), state_dir=str(run.cfg.state_dir))
         self._schedule(run)
@@ -401,7 +505,10 @@ class Daemon:
         up = bool(run.sink.stats().get("connected"))
         drained = run.sink.flush(SYSLOG_DRAIN_S if up else 0.5)
         run.sink.close(1.0)
-        self.store.close()
+        if self.store is not None:
+            self.store.close()
+        if self.lock is not None:
+            self.lock.release()
         log.info(
             "stopped",
             syslog_drained=drained,
@@ -450,12 +557,15 @@ def _ready_detail(run: Running) -> str:
 def main(path: Path, err: TextIO | None = None) -> int:
     """Start the daemon; a bad config is one line per problem and exit 78."""
     err = err or sys.stderr
+    notifier = Notifier.from_env()
+    daemon = Daemon(path, notifier)
+    # First of all: a SIGHUP or SIGTERM in the first second is handled, never fatal.
+    daemon.install_signals()
     faulthandler.enable()
     # `kill -USR1 PID` prints every thread's stack to stderr (the journal): a stuck job's
     # whereabouts, without stopping the daemon.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     logs.configure()
-    notifier = Notifier.from_env()
     try:
         cfg = config_mod.load(path)
     except DocumentError as exc:
@@ -465,23 +575,70 @@ def main(path: Path, err: TextIO | None = None) -> int:
     for warning in cfg.source.warnings():
         log.warning("config warning", warning=warning)
     try:
-        daemon = Daemon(path, cfg, notifier)
-    except (StoreError, SsmError, SourceError, OSError, ValueError, LicenseTypeChanged) as exc:
-        print(f"error: cannot start: {exc}", file=err)
+        _claim_state_dir(daemon, cfg)
+    except statedir.AlreadyRunning as exc:
+        # Not an init failure: the other daemon is fine. systemd's restart will retry.
+        print(f"error: {exc}", file=err)
         log.error("cannot start", error=str(exc))
-        _init_failed(cfg, str(exc))
-        # What only a config change can fix must not make systemd restart it in a loop.
-        fixable_by_config = SsmError | SourceError | ValueError | LicenseTypeChanged
-        return EX_CONFIG if isinstance(exc, fixable_by_config) else EX_FAILED
+        return EX_FAILED
+    except (LocalError, OSError) as exc:
+        return _cannot_start(
+            cfg, daemon, exc, EX_CONFIG if isinstance(exc, LocalError) else EX_FAILED, err
+        )
+    try:
+        daemon.open(cfg)
+    except (LocalError, SsmError, SourceError, OSError, ValueError, LicenseTypeChanged) as exc:
+        # What only a change by the operator can fix (the config, the files, a damaged
+        # database) must not make systemd restart it in a loop: 78. The rest (a transient
+        # I/O error) is worth a restart: 1.
+        fixable = LocalError | SsmError | SourceError | ValueError | LicenseTypeChanged
+        return _cannot_start(
+            cfg, daemon, exc, EX_CONFIG if isinstance(exc, fixable) else EX_FAILED, err
+        )
     return daemon.run()
 
 
+def _claim_state_dir(daemon: Daemon, cfg: Config) -> None:
+    """Become the directory's owner if root, refuse a lost instance or files this user
+    cannot use, then take the one-daemon lock (raises, with one line to say)."""
+    owner = statedir.become_owner(cfg.state_dir)
+    if owner is not None:
+        log.warning("running as the state directory's owner", user=owner)
+    found = statedir.inspect(cfg.state_dir)
+    if found.kind is statedir.Kind.LOST:
+        raise statedir.LostInstance(statedir.lost_message(cfg.state_dir, found.evidence))
+    if found.kind is statedir.Kind.ABSENT:
+        cfg.state_dir.mkdir(mode=0o700, parents=True)
+    problems = statedir.access_problems(cfg.state_dir)
+    if problems:
+        raise LocalError("; ".join(problems))
+    daemon.lock = statedir.DaemonLock(cfg.state_dir)
+    daemon.lock.acquire()
+
+
+def _cannot_start(cfg: Config, daemon: Daemon, exc: BaseException, code: int, err: TextIO) -> int:
+    print(f"error: cannot start: {exc}", file=err)
+    log.error("cannot start", error=str(exc))
+    if daemon.store is not None:
+        daemon.store.close()
+        daemon.store = None
+    _init_failed(cfg, str(exc))
+    if daemon.lock is not None:
+        daemon.lock.release()
+    daemon.notifier.close()
+    return code
+
+
+def unrecorded(alert: Alert, fmt: AlertFormat, now: datetime) -> AlertRow:
+    """An alert as a row that no database holds (id 0), for when the database is the fault."""
+    return AlertRow(
+        0, now, alert.mnemonic, alert.severity, alert.tags, alert.detail, tuple(lines(alert, fmt))
+    )
+
+
 def _init_failed(cfg: Config, reason: str) -> None:
-    """AGENT_INIT_FAILED, recorded and sent if the database can be opened at all."""
-    try:
-        store = instance.open_store(cfg)
-    except (StoreError, OSError):
-        return
+    """AGENT_INIT_FAILED: recorded and sent when the database can be opened, else sent
+    straight to syslog (the fault may be the database itself)."""
     sink = SyslogSink(cfg.alerts.syslog)
     sink.start()
 
@@ -490,12 +647,24 @@ def _init_failed(cfg: Config, reason: str) -> None:
             for line in row.lines:
                 sink.send(row.severity, line, row.time)
 
+    alert = Alert("AGENT_INIT_FAILED", reason)
     try:
-        Agent(cfg, store, None, emit=emit).record(utcnow(), [Alert("AGENT_INIT_FAILED", reason)])
+        store = instance.open_store(cfg, Open.WRITE)
+    except (LocalError, statedir.NoDatabase, OSError):
+        store = None
+    try:
+        if store is not None:
+            Agent(cfg, store, None, emit=emit).record(utcnow(), [alert])
+        else:
+            emit([unrecorded(alert, cfg.alerts.format(), utcnow())])
+    except Exception as exc:
+        log.error("AGENT_INIT_FAILED not recorded", error=str(exc))
+        emit([unrecorded(alert, cfg.alerts.format(), utcnow())])
     finally:
+        if store is not None:
+            store.close()
         sink.flush(2.0)
         sink.close(1.0)
-        store.close()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,13 +4,28 @@ what-if simulator that ``commands`` can run)."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from datetime import UTC, datetime
+from enum import Enum
 
+from ccx_agent import statedir
 from ccx_agent.config import Config
 from ccx_agent.ssm import client as ssm_client
 from ccx_agent.ssm.port import Udi
 from ccx_agent.status import UDI_UUID_KEY
-from ccx_agent.store import DB_NAME, Store
+from ccx_agent.store import Store
+
+
+class Open(Enum):
+    """How a command may open the state database."""
+
+    #: Look only: never create a directory or a database, take no write lock.
+    READ = "read"
+    #: Change an instance that exists (renew, deregister): never create one.
+    WRITE = "write"
+    #: Create the instance if the directory is absent or empty (register, run).
+    CREATE = "create"
 
 
 def instance_udi(store: Store, cfg: Config) -> Udi:
@@ -23,8 +38,30 @@ def instance_udi(store: Store, cfg: Config) -> Udi:
     return Udi(cfg.identity.pid, cfg.identity.serial_number(), value)
 
 
-def open_store(cfg: Config) -> Store:
-    return Store(cfg.state_dir / DB_NAME)
+def open_store(cfg: Config, mode: Open = Open.CREATE) -> Store:
+    """The state database, opened as ``mode`` allows; a lost instance is always refused.
+
+    Raises :class:`~ccx_agent.statedir.NoDatabase` where there is no instance and
+    ``mode`` may not create one, :class:`~ccx_agent.statedir.LostInstance` where an
+    instance lived but its database is gone.
+    """
+    found = statedir.inspect(cfg.state_dir)
+    path = statedir.db_path(cfg.state_dir)
+    if found.kind is statedir.Kind.LOST:
+        raise statedir.LostInstance(statedir.lost_message(cfg.state_dir, found.evidence))
+    if found.kind is not statedir.Kind.LIVE and mode is not Open.CREATE:
+        raise statedir.NoDatabase(
+            f"{path}: no state database (no instance has been registered or run with "
+            f"state_dir {cfg.state_dir}): check state_dir in the config"
+        )
+    store = Store(path, readonly=mode is Open.READ)
+    if mode is not Open.READ:
+        # After the database is committed, never before (a crash between the two must not
+        # leave a marker that calls a half-made new instance "lost"). Best effort: a full
+        # disk must not stop the daemon; the next start writes it.
+        with contextlib.suppress(OSError):
+            statedir.write_marker(cfg.state_dir, datetime.now(UTC).isoformat())
+    return store
 
 
 def client_for(cfg: Config) -> ssm_client.SsmClient | None:

@@ -1,4 +1,4 @@
-"""The SQLite database: the single source of truth of an instance (DESIGN §6).
+"""The SQLite database: the single source of truth of an instance (docs/architecture.md).
 
 WAL with ``synchronous=FULL``: every job's transaction is durable when it returns, and a
 crash at any instant leaves the previous or the next state, never a mix. The CLI may open
@@ -21,7 +21,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ccx_agent import sqlite
+from ccx_agent import sqlite, statedir
+from ccx_agent.errors import LocalError
 from ccx_agent.licensing.alerts import Alert
 from ccx_agent.licensing.catalogue import LicenseType
 from ccx_agent.licensing.compliance import TagCompliance, TagState
@@ -36,7 +37,7 @@ from ccx_agent.licensing.lifecycle import (
 from ccx_agent.licensing.timeutil import parse_iso
 from ccx_agent.ssm.port import Credentials
 
-DB_NAME = "ccx-agent.db"
+DB_NAME = statedir.DB_NAME
 
 #: Each entry moves the schema one version up; never edit a released entry, add one.
 #: An entry is a script of ``;``-separated statements, all applied in one transaction
@@ -108,8 +109,25 @@ SCHEMA_VERSION = len(MIGRATIONS)
 BUSY_TIMEOUT_S = sqlite.BUSY_TIMEOUT_S
 
 
-class StoreError(Exception):
+class StoreError(LocalError):
     """The database cannot be used as it is (newer schema, not a database …)."""
+
+
+def damaged(path: Path, exc: sqlite3.Error) -> StoreError:
+    """The one line every command says about a database SQLite cannot read."""
+    return StoreError(
+        f"{path}: the state database is damaged ({exc}); stop the daemon and "
+        f"{statedir.RESTORE_HINT}"
+    )
+
+
+#: What SQLite says of a file that is not (or no longer) a database.
+_DAMAGE = ("not a database", "malformed", "disk image", "no such table", "file is encrypted")
+
+
+def is_damage(exc: sqlite3.Error) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, sqlite3.DatabaseError) and any(d in text for d in _DAMAGE)
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -467,11 +485,20 @@ class Store:
     from several threads: its transactions are serialised; they do not nest.
     """
 
-    def __init__(self, path: Path, *, durable: bool = True) -> None:
+    def __init__(self, path: Path, *, durable: bool = True, readonly: bool = False) -> None:
+        """Open (and with ``readonly`` False, create and migrate) the database at ``path``.
+
+        ``readonly`` never creates a directory, a database or a migration, and takes no
+        write lock: for ``status`` and the other commands that only look.
+        """
         self.path = path
         self.durable = durable
+        self.readonly = readonly
         self._lock = threading.Lock()
         self._owner: int | None = None
+        if readonly:
+            self._conn = self._open_readonly(path)
+            return
         try:
             if not path.parent.is_dir():
                 path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -479,11 +506,20 @@ class Store:
             sqlite.create_private(path)
         except OSError as exc:
             raise StoreError(f"{path}: cannot create the state database: {exc}") from exc
-        self._conn = sqlite.connect(path, durable=durable, what="state database", fail=StoreError)
+        try:
+            self._conn = sqlite.connect(
+                path, durable=durable, what="state database", fail=StoreError
+            )
+        except StoreError as exc:
+            if isinstance(exc.__cause__, sqlite3.Error) and is_damage(exc.__cause__):
+                raise damaged(path, exc.__cause__) from None
+            raise
         try:
             self._migrate()
         except sqlite3.Error as exc:
             self._conn.close()
+            if is_damage(exc):
+                raise damaged(path, exc) from None
             raise StoreError(f"{path}: cannot open the state database: {exc}") from exc
         except BaseException:
             self._conn.close()
@@ -491,6 +527,44 @@ class Store:
         # A read-only mount still lets ``status`` read the file.
         with contextlib.suppress(OSError):
             os.chmod(path, 0o600)
+
+    @staticmethod
+    def _open_readonly(path: Path) -> sqlite3.Connection:
+        if not path.is_file():
+            raise StoreError(f"{path}: no state database here")
+        try:
+            conn = sqlite3.connect(
+                f"{path.resolve().as_uri()}?mode=ro",
+                uri=True,
+                timeout=BUSY_TIMEOUT_S,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"{path}: cannot open the state database: {exc}") from exc
+        try:
+            conn.execute("PRAGMA query_only = ON")
+            row = conn.execute("SELECT version FROM schema_version").fetchone()
+            version = 0 if row is None else int(row[0])
+        except sqlite3.Error as exc:
+            conn.close()
+            if is_damage(exc):
+                raise damaged(path, exc) from None
+            raise StoreError(f"{path}: cannot open the state database: {exc}") from exc
+        target = len(MIGRATIONS)
+        if version != target:
+            conn.close()
+            newer = version > target
+            raise StoreError(
+                f"{path}: schema version {version} is "
+                + (
+                    f"newer than this ccx-agent understands ({target}); upgrade ccx-agent"
+                    if newer
+                    else f"older than this ccx-agent's ({target}); start the daemon "
+                    "(or any command that writes) once to upgrade it"
+                )
+            )
+        return conn
 
     def _migrate(self) -> None:
         # ``MIGRATIONS`` is read at call time, not import time, so a test can add one.
@@ -542,6 +616,20 @@ class Store:
 
     def integrity_check(self) -> str:
         return str(self._conn.execute("PRAGMA integrity_check").fetchone()[0])
+
+    def quick_check(self) -> None:
+        """Read every page (``PRAGMA quick_check``): a start-up must not run for days on a
+        database whose garbled pages only show when a job reaches them."""
+        try:
+            rows = self._conn.execute("PRAGMA quick_check").fetchall()
+        except sqlite3.Error as exc:
+            raise damaged(self.path, exc) from None
+        result = "; ".join(str(r[0]) for r in rows[:3])
+        if result != "ok":
+            raise StoreError(
+                f"{self.path}: the state database is damaged ({result}); stop the daemon and "
+                f"{statedir.RESTORE_HINT}"
+            )
 
     def close(self) -> None:
         self._conn.close()

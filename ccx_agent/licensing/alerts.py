@@ -38,6 +38,14 @@ _IN_OOC = "This Product Instance is currently in Out of Compliance state because
 CATALOGUE: dict[str, AlertSpec] = {
     "AGENT_READY": AlertSpec(6, "AGENT", "The Smart Licensing agent has started and is ready."),
     "AGENT_INIT_FAILED": AlertSpec(2, "AGENT", "The Smart Licensing agent failed to initialize."),
+    "AGENT_JOB_FAILED": AlertSpec(
+        3,
+        "AGENT",
+        "A job of the Smart Licensing agent keeps failing; usage may not be recorded or reported.",
+    ),
+    "AGENT_JOB_RECOVERED": AlertSpec(
+        5, "AGENT", "A job of the Smart Licensing agent that kept failing has recovered."
+    ),
     "REGISTER_SUCCESS": AlertSpec(
         6, "REGISTER", "This Product Instance is registered with Cisco Smart Software Manager."
     ),

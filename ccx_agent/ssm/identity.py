@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from ccx_agent.errors import LocalError
 from ccx_agent.ssm import protocol
 from ccx_agent.ssm.port import Udi
 from ccx_agent.ssm.protocol import ErrorCode, ProtocolError
@@ -34,6 +35,25 @@ KEY_DIR = "keys"
 
 class IdentityError(Exception):
     """The key store or a trust anchor file cannot be used; the message says which file."""
+
+
+class KeyAccessError(LocalError):
+    """A key file or the key directory exists but this process may not use it (a root-owned
+    key in the service user's directory, a full disk). Not an SSM error: it must fail the
+    job loudly (AGENT_JOB_FAILED), not pass for a refused report."""
+
+
+def _access(path: Path, what: str, exc: OSError) -> KeyAccessError:
+    try:
+        st = path.stat()
+        owner = f" (owned by uid {st.st_uid}, mode {st.st_mode & 0o777:04o})"
+    except OSError:
+        owner = ""
+    return KeyAccessError(
+        f"{path}: cannot {what}{owner}: {exc.strerror or exc}; the state directory and "
+        "everything in it must belong to the user the daemon runs as (see 'ccx-agent doctor' "
+        "or docs/install.md)"
+    )
 
 
 def _fsync_dir(path: Path) -> None:
@@ -54,22 +74,29 @@ class KeyStore:
             self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(self.dir, 0o700)
         except OSError as exc:
-            raise IdentityError(
-                f"{self.dir}: cannot create the key directory: {exc.strerror}"
-            ) from None
+            raise _access(self.dir, "create the key directory", exc) from None
 
     def _files(self) -> list[Path]:
-        if not self.dir.is_dir():
-            return []
-        return sorted(
-            (p for p in self.dir.glob("*.pem") if len(p.stem) == 64),
-            key=lambda p: p.stat().st_mtime_ns,
-        )
+        try:
+            if not self.dir.is_dir():
+                return []
+            return sorted(
+                (p for p in self.dir.iterdir() if p.suffix == ".pem" and len(p.stem) == 64),
+                key=lambda p: p.stat().st_mtime_ns,
+            )
+        except OSError as exc:
+            raise _access(self.dir, "list the key directory", exc) from None
 
     def _load(self, path: Path) -> ec.EllipticCurvePrivateKey:
         try:
-            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        except (OSError, ValueError) as exc:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise IdentityError(f"{path}: the private key is missing") from None
+        except OSError as exc:
+            raise _access(path, "read the private key", exc) from None
+        try:
+            key = serialization.load_pem_private_key(data, password=None)
+        except ValueError as exc:
             raise IdentityError(
                 f"{path}: not a usable private key ({type(exc).__name__})"
             ) from None
@@ -84,7 +111,11 @@ class KeyStore:
         if key is not None:
             return key
         path = self.dir / f"{fp}.pem"
-        if not path.exists():
+        try:
+            present = path.exists()
+        except OSError as exc:  # EACCES on the directory: exists() does not swallow it
+            raise _access(self.dir, "look into the key directory", exc) from None
+        if not present:
             raise IdentityError(
                 f"{path}: the private key of the ID certificate is missing; "
                 "register again (ccx-agent register TOKEN --force)"
@@ -111,15 +142,21 @@ class KeyStore:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".new-", suffix=".tmp")
         try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, pem)
-            os.fsync(fd)
-        finally:
+            fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".new-", suffix=".tmp")
+            try:
+                os.fchmod(fd, 0o600)
+                os.write(fd, pem)
+                os.fsync(fd)
+            except BaseException:
+                os.close(fd)
+                os.unlink(tmp)
+                raise
             os.close(fd)
-        os.replace(tmp, self.dir / f"{fp}.pem")
-        _fsync_dir(self.dir)
+            os.replace(tmp, self.dir / f"{fp}.pem")
+            _fsync_dir(self.dir)
+        except OSError as exc:
+            raise _access(self.dir, "write a new private key", exc) from None
         self._cache[fp] = key
         return key
 

@@ -80,7 +80,8 @@ def test_a_stuck_job_stops_the_watchdog_pings(sim: Sim, tmp_path: Path) -> None:
     notify.settimeout(2.0)
     cfg = config_mod.load(inst.config)
     notifier = Notifier.from_env({"NOTIFY_SOCKET": str(tmp_path / "notify")})
-    daemon = InProcessDaemon(inst.config, cfg, notifier)
+    daemon = InProcessDaemon(inst.config, notifier)
+    daemon.open(cfg)
     try:
         daemon.watchdog_every = 1.0
         daemon.heartbeat(daemon.run_on)
@@ -97,8 +98,22 @@ def test_a_stuck_job_stops_the_watchdog_pings(sim: Sim, tmp_path: Path) -> None:
         daemon.heartbeat(daemon.run_on)
         notify.settimeout(2.0)
         assert notify.recv(100) == b"WATCHDOG=1"
+        # A job that keeps failing for as long is as bad as a stuck one.
+        daemon.stats["report"] = JobStats(failing_since=boottime() - 3600)
+        daemon.heartbeat(daemon.run_on)
+        notify.settimeout(0.3)
+        try:
+            got = notify.recv(100)
+        except TimeoutError:
+            got = b""
+        assert got == b""
+        daemon.stats["report"] = JobStats(failing_since=boottime() - 5)
+        daemon.heartbeat(daemon.run_on)
+        notify.settimeout(2.0)
+        assert notify.recv(100) == b"WATCHDOG=1"
     finally:
         daemon.run_on.sink.close(0.5)
+        assert daemon.store is not None
         daemon.store.close()
         notify.close()
 

@@ -1,0 +1,30 @@
+"""Faults that are neither SSM's nor the source's: the host's.
+
+SSM being unreachable is COMM_FAILED and a failing source is LICENSE_COMPUTATION_FAILED;
+both are expected weather, handled inside the jobs. A :class:`LocalError` is different: a
+key the daemon cannot read, a full disk, a damaged database. Nothing retries it away, so
+it must escape the job (which counts it and raises AGENT_JOB_FAILED) and reach the CLI as
+one line, never be absorbed as "the server refused".
+"""
+
+from __future__ import annotations
+
+#: sysexits.h: a configuration error that a restart cannot fix (systemd's
+#: ``RestartPreventExitStatus=78`` keeps it from restarting in a loop).
+EX_CONFIG = 78
+#: A failed action (the server refused, a daemon already runs …).
+EX_FAILED = 1
+#: Bad command-line usage, as argparse exits.
+EX_USAGE = 2
+#: Interrupted by Ctrl-C (128 + SIGINT), as shells report it.
+EX_INTERRUPTED = 130
+
+
+class AgentError(Exception):
+    """An error that ends a command with one line and :attr:`exit_status`."""
+
+    exit_status = EX_FAILED
+
+
+class LocalError(AgentError):
+    """A fault of this host (permissions, disk, damaged state) that an operator must fix."""

@@ -1,0 +1,281 @@
+"""The state directory as a whole: is an instance new, alive or lost, who may write it,
+and which daemon holds it.
+
+A missing database is not a reason to start afresh. A fresh database means a new UDI, a
+new 90-day evaluation and no registration, so a database deleted or truncated under a
+registered instance would silently become a licence bypass and a lost registration. The
+directory keeps evidence that an instance lived there (a marker written once the first
+database is committed, the keys, a write-ahead log); where that evidence stands without a
+usable database, the instance is *lost*: every command refuses and says how to restore.
+Only an absent or empty directory starts a new instance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import grp
+import os
+import pwd
+import stat
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from ccx_agent.errors import AgentError, LocalError
+
+DB_NAME = "ccx-agent.db"
+#: Written once the first database is committed; its presence means "an instance lived here".
+MARKER_NAME = "instance"
+#: ``flock``ed by the daemon for its whole life: one daemon per state directory.
+LOCK_NAME = "ccx-agent.lock"
+#: The identity's private keys (see :mod:`ccx_agent.ssm.identity`).
+KEY_DIR = "keys"
+#: How long a starting daemon retries the lock: a ``status`` probing it holds it briefly.
+LOCK_RETRY_S = 1.0
+
+RESTORE_HINT = "restore the state directory from a backup (docs/install.md, 'Backup and restore')"
+
+
+class Kind(StrEnum):
+    ABSENT = "absent"
+    NEW = "new"
+    LIVE = "live"
+    LOST = "lost"
+
+
+class NoDatabase(AgentError):
+    """There is no instance here yet; a read-only command has nothing to show."""
+
+
+class LostInstance(LocalError):
+    """An instance lived here but its database is gone or empty: refuse, never start anew."""
+
+
+class AlreadyRunning(AgentError):
+    """Another daemon holds this state directory's lock."""
+
+    def __init__(self, message: str, pid: int | None) -> None:
+        super().__init__(message)
+        self.pid = pid
+
+
+@dataclass(frozen=True, slots=True)
+class Inspection:
+    kind: Kind
+    #: For LOST: what shows that an instance lived here.
+    evidence: tuple[str, ...] = ()
+
+
+def db_path(state_dir: Path) -> Path:
+    return state_dir / DB_NAME
+
+
+def inspect(state_dir: Path) -> Inspection:
+    """What the directory holds, from the file system alone (nothing is opened or made)."""
+    if not state_dir.exists():
+        return Inspection(Kind.ABSENT)
+    db = db_path(state_dir)
+    try:
+        size = db.stat().st_size
+    except FileNotFoundError:
+        size = None
+    if size:
+        return Inspection(Kind.LIVE)
+    evidence = []
+    if (state_dir / MARKER_NAME).exists():
+        evidence.append(f"the marker {state_dir / MARKER_NAME}")
+    keys = state_dir / KEY_DIR
+    with contextlib.suppress(OSError):
+        if keys.is_dir() and any(keys.iterdir()):
+            evidence.append(f"private keys in {keys}")
+    wal = Path(f"{db}-wal")
+    if wal.exists():
+        evidence.append(f"the write-ahead log {wal}")
+    if evidence:
+        return Inspection(Kind.LOST, tuple(evidence))
+    return Inspection(Kind.NEW)
+
+
+def lost_message(state_dir: Path, evidence: tuple[str, ...]) -> str:
+    db = db_path(state_dir)
+    what = "is missing" if not db.exists() else "is empty"
+    return (
+        f"{db}: the state database {what}, but an instance lived here ({', '.join(evidence)}); "
+        f"refusing to start a new one (that would lose the registration): {RESTORE_HINT}"
+    )
+
+
+def write_marker(state_dir: Path, created_at: str) -> None:
+    """Mark the directory as holding an instance (once its first database is committed)."""
+    marker = state_dir / MARKER_NAME
+    if marker.exists():
+        return
+    text = (
+        "ccx-agent state directory: an instance lives here.\n"
+        f"first database committed at {created_at}\n"
+        f"if {DB_NAME} is ever missing, restore it from a backup; never delete this file.\n"
+    )
+    fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+# --- who may write it -----------------------------------------------------------------
+
+
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _group(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def become_owner(state_dir: Path) -> str | None:
+    """Run as the state directory's owner when root works in another user's directory.
+
+    A command run with ``sudo`` would otherwise create the database, its ``-wal``/``-shm``
+    and the keys as root, and the service user's daemon could no longer use them (it
+    would start, say READY and fail every report). Dropping to the owner makes every file
+    a command creates the owner's, whoever typed it. Returns the owner's name, or None
+    when nothing changed (not root, a root-owned or absent directory).
+    """
+    if os.geteuid() != 0:
+        return None
+    try:
+        st = state_dir.stat()
+    except OSError:
+        return None
+    if st.st_uid == 0:
+        return None
+    try:
+        entry = pwd.getpwuid(st.st_uid)
+    except KeyError:
+        name, gid = str(st.st_uid), st.st_gid
+        os.setgroups([])
+    else:
+        name, gid = entry.pw_name, entry.pw_gid
+        os.initgroups(name, gid)
+    os.setgid(gid)
+    os.setuid(st.st_uid)
+    return name
+
+
+def access_problems(state_dir: Path) -> list[str]:
+    """Each file of the state directory that this process cannot read and write, named
+    with its owner and the command that fixes it."""
+    me, my_group = _user(os.geteuid()), _group(os.getegid())
+    fix = f"run: chown -R {me}:{my_group} {state_dir}"
+    paths = [state_dir]
+    db = db_path(state_dir)
+    paths += [db, Path(f"{db}-wal"), Path(f"{db}-shm"), state_dir / MARKER_NAME]
+    paths.append(state_dir / LOCK_NAME)
+    keys = state_dir / KEY_DIR
+    paths.append(keys)
+    problems = []
+    for path in paths:  # the keys are appended once their directory proves usable
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            problems.append(f"{path}: cannot be examined ({exc.strerror}); {fix}")
+            continue
+        is_dir = stat.S_ISDIR(st.st_mode)
+        need = os.R_OK | os.W_OK | (os.X_OK if is_dir else 0)
+        if not os.access(path, need):
+            owner = f"{_user(st.st_uid)}:{_group(st.st_gid)}"
+            problems.append(
+                f"{path}: owned by {owner}, mode {stat.S_IMODE(st.st_mode):04o}, and "
+                f"{me} cannot {'use' if is_dir else 'read and write'} it; {fix}"
+            )
+            continue
+        if path == keys and is_dir:
+            for key in sorted(keys.iterdir()):
+                paths.append(key)
+    return problems
+
+
+# --- one daemon per state directory ----------------------------------------------------
+
+
+class DaemonLock:
+    """An exclusive ``flock`` on ``state_dir/ccx-agent.lock``, held for the daemon's life.
+
+    ``flock`` is released by the kernel when the process dies, however it dies, so a
+    crash never leaves a stale lock; the PID in the file is only for the message.
+    """
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        deadline = time.monotonic() + LOCK_RETRY_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    os.close(fd)
+                    raise
+            # A probe (``status``) holds a shared lock for an instant; a daemon holds it.
+            if time.monotonic() > deadline:
+                pid = _read_pid(fd)
+                os.close(fd)
+                who = f"PID {pid}" if pid else "another process"
+                raise AlreadyRunning(
+                    f"another ccx-agent daemon ({who}) is running on {self.path.parent} "
+                    f"(it holds {self.path}); one daemon per state directory",
+                    pid,
+                )
+            time.sleep(0.05)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        return int(text) if text.isdigit() else None
+    except OSError:
+        return None
+
+
+def lock_holder(state_dir: Path) -> int | None:
+    """The PID of the daemon holding the lock (0 when it cannot be read), or None when no
+    daemon runs. Creates nothing; holds a shared lock only for an instant."""
+    try:
+        fd = os.open(state_dir / LOCK_NAME, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return _read_pid(fd) or 0
+            return None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
