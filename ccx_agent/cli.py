@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from ccx_agent import __version__, commands
 from ccx_agent.config import default_path
+from ccx_agent.errors import EX_FAILED, EX_INTERRUPTED, AgentError
 from ccx_agent.simulator import cli as simulator_cli
 
 
@@ -82,13 +84,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry() -> None:
-    """The console script: a closed pipe (``ccx-agent usage --json | head``) is not an error."""
+    """The console script: never a traceback for what an operator can meet.
+
+    A closed pipe (``ccx-agent usage --json | head``) is not an error; Ctrl-C is one line
+    and 130; a fault of the host (a full disk, a read-only file system, a permission) is
+    one line and 1. Database transactions cut short by either were rolled back.
+    """
     try:
         code = main()
         sys.stdout.flush()
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 0
+    except KeyboardInterrupt:
+        print("\nccx-agent: interrupted; nothing was left half-done", file=sys.stderr)
+        code = EX_INTERRUPTED
+    except AgentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = exc.exit_status
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        code = EX_FAILED
+    except sqlite3.Error as exc:
+        print(f"error: the state database: {exc}", file=sys.stderr)
+        code = EX_FAILED
     sys.exit(code)
 
 

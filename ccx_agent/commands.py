@@ -14,15 +14,17 @@ from pathlib import Path
 from typing import TextIO
 
 from ccx_agent import config as config_mod
+from ccx_agent import statedir
 from ccx_agent import status as status_mod
 from ccx_agent.agent import Agent, LicenseTypeChanged, Outcome
-from ccx_agent.instance import client_for, instance_udi, open_store
+from ccx_agent.errors import AgentError
+from ccx_agent.instance import Open, client_for, instance_udi, open_store
 from ccx_agent.licensing.catalogue import DISPLAY_NAMES
 from ccx_agent.licensing.consumption import compute
 from ccx_agent.sources import SourceError
 from ccx_agent.sources.factory import build
 from ccx_agent.ssm.port import SsmError
-from ccx_agent.store import AlertRow, Store, StoreError
+from ccx_agent.store import AlertRow, Store
 from ccx_agent.yamldoc import EX_CONFIG, DocumentError
 
 EX_FAILED = 1
@@ -130,6 +132,23 @@ def _print_alerts(store: Store, err: TextIO) -> Callable[[Sequence[AlertRow]], N
     return emit
 
 
+def _open(cfg: config_mod.Config, mode: Open, err: TextIO) -> Store | int:
+    """The state database for a command, as the command's user may open it; an exit
+    status with one line said when it cannot be opened."""
+    owner = statedir.become_owner(cfg.state_dir)
+    if owner is not None and mode is not Open.READ:
+        print(
+            f"note: working as {owner}, the owner of {cfg.state_dir}, so that every file "
+            "made here stays usable by the daemon",
+            file=err,
+        )
+    try:
+        return open_store(cfg, mode)
+    except AgentError as exc:
+        print(f"error: {exc}", file=err)
+        return exc.exit_status
+
+
 def _with_agent(
     path: Path,
     action: Callable[[Agent, datetime], Outcome],
@@ -137,6 +156,8 @@ def _with_agent(
     err: TextIO | None,
     *,
     needs_transport: bool = True,
+    mode: Open = Open.WRITE,
+    check: Callable[[Agent], str | None] | None = None,
 ) -> int:
     out, err = out or sys.stdout, err or sys.stderr
     try:
@@ -149,13 +170,11 @@ def _with_agent(
             file=err,
         )
         return EX_FAILED
+    store = _open(cfg, mode, err)
+    if isinstance(store, int):
+        return store
     try:
         client = client_for(cfg)
-        store = open_store(cfg)
-    except (SsmError, StoreError, OSError) as exc:
-        print(f"error: {exc}", file=err)
-        return EX_FAILED
-    try:
         agent = Agent(
             cfg,
             store,
@@ -164,10 +183,14 @@ def _with_agent(
             emit=_print_alerts(store, err),
             delivers_alerts=False,
         )
+        refusal = check(agent) if check is not None else None
+        if refusal is not None:
+            print(f"error: {refusal}", file=err)
+            return EX_FAILED
         outcome = action(agent, _now())
-    except LicenseTypeChanged as exc:
+    except (AgentError, SsmError, LicenseTypeChanged) as exc:
         print(f"error: {exc}", file=err)
-        return EX_FAILED
+        return exc.exit_status if isinstance(exc, AgentError) else EX_FAILED
     finally:
         store.close()
     print(outcome.message, file=out if outcome.ok else err)
@@ -177,12 +200,28 @@ def _with_agent(
 def register(
     path: Path, token: str, force: bool, out: TextIO | None = None, err: TextIO | None = None
 ) -> int:
-    return _with_agent(path, lambda a, now: a.register(token, now, force=force), out, err)
+    return _with_agent(
+        path, lambda a, now: a.register(token, now, force=force), out, err, mode=Open.CREATE
+    )
+
+
+def _registered(agent: Agent) -> str | None:
+    """Renewing an instance that was never registered helps nobody: say so, raise nothing."""
+    if agent.state().identity is None:
+        return "this instance is not registered: run 'ccx-agent register TOKEN' first"
+    return None
 
 
 def deregister(path: Path, out: TextIO | None = None, err: TextIO | None = None) -> int:
     # Works without a transport too: the local identity is wiped all the same.
-    return _with_agent(path, lambda a, now: a.deregister(now), out, err, needs_transport=False)
+    return _with_agent(
+        path,
+        lambda a, now: a.deregister(now),
+        out,
+        err,
+        needs_transport=False,
+        check=_registered,
+    )
 
 
 def renew(path: Path, what: str, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -193,7 +232,7 @@ def renew(path: Path, what: str, out: TextIO | None = None, err: TextIO | None =
             return Outcome(True, f"{label} renewed: {outcome.message}")
         return Outcome(False, f"{label} renewal failed: {outcome.message}")
 
-    return _with_agent(path, act, out, err)
+    return _with_agent(path, act, out, err, check=_registered)
 
 
 def status(path: Path, as_json: bool, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -202,17 +241,29 @@ def status(path: Path, as_json: bool, out: TextIO | None = None, err: TextIO | N
         cfg = config_mod.load(path)
     except DocumentError as exc:
         return _problems(exc, err)
+    statedir.become_owner(cfg.state_dir)
     try:
-        store = open_store(cfg)
-    except (StoreError, OSError) as exc:
+        store = open_store(cfg, Open.READ)
+    except statedir.NoDatabase as exc:
+        if as_json:
+            doc = {"state": "no-database", "path": str(statedir.db_path(cfg.state_dir))}
+            json.dump(doc, out, indent=2)
+            out.write("\n")
         print(f"error: {exc}", file=err)
         return EX_FAILED
+    except AgentError as exc:
+        if as_json:
+            json.dump({"state": "unusable", "error": str(exc)}, out, indent=2)
+            out.write("\n")
+        print(f"error: {exc}", file=err)
+        return exc.exit_status
     try:
         doc = status_mod.collect(
             cfg,
             store,
             _now(),
             {"pid": cfg.identity.pid, "serial": cfg.identity.serial_number()},
+            daemon_pid=statedir.lock_holder(cfg.state_dir),
         )
     finally:
         store.close()

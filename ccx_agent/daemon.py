@@ -52,6 +52,7 @@ from ccx_agent.sdnotify import Notifier, watchdog_interval
 from ccx_agent.sources import Source, SourceError
 from ccx_agent.sources.factory import build
 from ccx_agent.ssm.port import SsmError
+from ccx_agent.status import JOBS_META_KEY
 from ccx_agent.store import AlertRow, Store
 from ccx_agent.syslog import SyslogSink
 from ccx_agent.yamldoc import EX_CONFIG, DocumentError
@@ -67,8 +68,6 @@ SYSLOG_DRAIN_S = 5.0
 #: Keys that a reload cannot change while the daemon runs (the database and the interval
 #: grid depend on them).
 RESTART_KEYS = (("state_dir",), ("report", "interval"))
-#: The ``meta`` key under which the daemon keeps its jobs' health for ``status``.
-JOBS_META_KEY = "daemon_jobs"
 
 log = structlog.get_logger("ccx_agent.daemon")
 

@@ -9,6 +9,7 @@ the spirit of UCCX's ``show license status``.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -26,19 +27,33 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else iso(value)
 
 
+#: The ``meta`` key under which the daemon keeps its jobs' health (see ``daemon.py``).
+JOBS_META_KEY = "daemon_jobs"
+
+
 def collect(
-    cfg: CommonConfig, store: Store, now: datetime, udi: dict[str, str] | None = None
+    cfg: CommonConfig,
+    store: Store,
+    now: datetime,
+    udi: dict[str, str] | None = None,
+    *,
+    daemon_pid: int | None = None,
 ) -> dict[str, Any]:
-    """The status document at ``now``; the state is derived for ``now`` (not written)."""
+    """The status document at ``now``; the state is derived for ``now`` (not written).
+
+    ``daemon_pid`` is the PID holding the state directory's lock (0: unknown PID), None
+    when no daemon runs on it.
+    """
     timers: Timers = cfg.timers()
     with store.read() as tx:
         stored = tx.load_product()
         cred = tx.credentials()
         outbox = tx.outbox_count()
         opened = tx.open_intervals()
-        last = tx.intervals()[-1:] if stored is not None else []
+        last = tx.last_intervals(1) if stored is not None else []
         oldest = tx.outbox_batch(1)
         uuid = tx.meta(UDI_UUID_KEY)
+        jobs_text = tx.meta(JOBS_META_KEY)
     state = stored or ProductState(cfg.license.type)
     state = lifecycle.derive(state, now, timers)
     ident = state.identity
@@ -61,8 +76,20 @@ def collect(
             "locked": comp.locked,
         }
     due = lifecycle.next_due_at(state, timers)
+    try:
+        jobs = json.loads(jobs_text) if jobs_text else {}
+    except ValueError:
+        jobs = {}
     return {
+        "state": "ok",
         "license_type": state.license_type.value,
+        "daemon": {
+            "running": daemon_pid is not None,
+            "pid": daemon_pid or None,
+            # Each job's last error and since when it has been failing (the daemon's
+            # last word; null values when the job never failed).
+            "jobs": jobs if isinstance(jobs, dict) else {},
+        },
         "registration": {
             "state": state.registration.value,
             "piid": ident.piid if ident else None,
@@ -111,8 +138,26 @@ def format_text(doc: dict[str, Any]) -> str:
     reg, auth = doc["registration"], doc["authorization"]
     udi = reg["udi"]
     days, rest = divmod(doc["evaluation_seconds_left"], 86400)
+    daemon = doc["daemon"]
+    if daemon["running"]:
+        running = f"running (PID {daemon['pid']})" if daemon["pid"] else "running"
+    else:
+        running = "not running"
     lines = [
         f"License type:             {doc['license_type']}",
+        f"Daemon:                   {running}",
+    ]
+    for name, job in sorted(daemon["jobs"].items()):
+        if job.get("consecutive_failures"):
+            lines.append(
+                f"  Job {name}: FAILING since {job.get('failing_since')} "
+                f"({job['consecutive_failures']} in a row): {job.get('last_error')}"
+            )
+        elif job.get("last_error"):
+            lines.append(
+                f"  Job {name}: ok; last error at {job.get('last_error_at')}: {job['last_error']}"
+            )
+    lines += [
         "",
         "Smart Licensing registration:",
         f"  Status:                 {reg['state']}",

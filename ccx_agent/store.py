@@ -14,7 +14,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -347,6 +347,19 @@ class Tx:
             "FROM intervals WHERE start >= ? ORDER BY start",
             (_ts(since) if since is not None else "",),
         )
+        return self._interval_records(rows)
+
+    def last_intervals(self, n: int) -> list[IntervalRecord]:
+        """The newest ``n`` closed intervals, oldest first (``status`` needs one, not a year)."""
+        rows = self._c.execute(
+            'SELECT start, "end", status, registration, "authorization", enforcement, tags '
+            "FROM intervals ORDER BY start DESC LIMIT ?",
+            (n,),
+        ).fetchall()
+        return self._interval_records(reversed(rows))
+
+    @staticmethod
+    def _interval_records(rows: Iterable[Sequence[Any]]) -> list[IntervalRecord]:
         out = []
         for r in rows:
             tags = {

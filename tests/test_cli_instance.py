@@ -49,24 +49,73 @@ def test_register_without_a_transport_url_says_so(tmp_path: Path) -> None:
     assert err.startswith("error: transport.url is not set in ")
 
 
+def _fresh_db(tmp: Path) -> None:
+    """An instance that exists but was never registered (as the daemon leaves it)."""
+    from ccx_agent.store import DB_NAME, Store
+
+    Store(tmp / "state" / DB_NAME).close()
+
+
 def test_status_of_a_fresh_instance(tmp_path: Path) -> None:
+    _fresh_db(tmp_path)
     code, out, err = _run(commands.status, _config(tmp_path), True)
     assert code == 0, err
     doc = json.loads(out)
+    assert doc["state"] == "ok"
     assert doc["registration"]["state"] == "UNREGISTERED"
     assert doc["authorization"]["state"] == "NO_LICENSES_IN_USE"
+    assert doc["daemon"] == {"running": False, "pid": None, "jobs": {}}
     assert {"enforcement", "evaluation_seconds_left", "outbox", "tags"} <= doc.keys()
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_status_creates_nothing_where_there_is_no_instance(tmp_path: Path, as_json: bool) -> None:
+    """A typo in state_dir must not make a directory and show a blank instance."""
+    code, out, err = _run(commands.status, _config(tmp_path), as_json)
+    assert code == 1
+    db = tmp_path / "state" / "ccx-agent.db"
+    assert err == (
+        f"error: {db}: no state database (no instance has been registered or run with "
+        f"state_dir {tmp_path / 'state'}): check state_dir in the config\n"
+    )
+    if as_json:
+        assert json.loads(out) == {"state": "no-database", "path": str(db)}
+    else:
+        assert out == ""
+    assert not (tmp_path / "state").exists()
 
 
 def test_deregister_when_not_registered(tmp_path: Path) -> None:
     code, _, err = _run(commands.deregister, _config(tmp_path))
-    assert (code, err) == (1, "this instance is not registered\n")
+    assert code == 1 and "no state database" in err and err.count("\n") == 1
+    assert not (tmp_path / "state").exists()
+    _fresh_db(tmp_path)
+    code, _, err = _run(commands.deregister, _config(tmp_path))
+    assert (code, err) == (
+        1,
+        "error: this instance is not registered: run 'ccx-agent register TOKEN' first\n",
+    )
 
 
-def test_renew_when_not_registered_fails_with_the_reason(tmp_path: Path, server) -> None:  # type: ignore[no-untyped-def]
-    code, _, err = _run(commands.renew, _config(tmp_path, _transport(server)), "auth")
-    assert code == 1
-    assert err.endswith("authorization renewal failed: this instance is not registered\n")
+def test_renew_when_not_registered_is_one_line_and_no_alert(tmp_path: Path, server) -> None:  # type: ignore[no-untyped-def]
+    """No error-severity alert promising a retry that never comes."""
+    from ccx_agent.store import DB_NAME, Store
+
+    cfg = _config(tmp_path, _transport(server))
+    code, _, err = _run(commands.renew, cfg, "auth")
+    assert code == 1 and "no state database" in err and err.count("\n") == 1
+    assert not (tmp_path / "state").exists()
+    _fresh_db(tmp_path)
+    for what in ("auth", "id"):
+        code, out, err = _run(commands.renew, cfg, what)
+        assert (code, out) == (1, "")
+        assert err == "error: this instance is not registered: run 'ccx-agent register TOKEN' first\n"
+    store = Store(tmp_path / "state" / DB_NAME)
+    try:
+        with store.read() as tx:
+            assert tx.alerts() == []
+    finally:
+        store.close()
 
 
 def test_register_status_renew_deregister(tmp_path: Path, server) -> None:  # type: ignore[no-untyped-def]

@@ -33,6 +33,8 @@ from ccx_agent.simulator.server import (
 
 EX_OK = 0
 EX_ERROR = 1
+#: A malformed option, as argparse exits for the main CLI.
+EX_USAGE = 2
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -105,7 +107,10 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
             if args.ssm_command == "token":
                 return _token(admin, args, out)
             return _license(admin, args, out)
-    except (AdminError, CaError, DbError, ServeError, _UsageError) as exc:
+    except _UsageError as exc:
+        print(f"ccx-agent ssm: error: {exc}", file=err)
+        return EX_USAGE
+    except (AdminError, CaError, DbError, ServeError, _NoState) as exc:
         print(f"error: {exc}", file=err)
         return EX_ERROR
     except OSError as exc:
@@ -114,7 +119,11 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
 
 
 class _UsageError(Exception):
-    pass
+    """A malformed option value (exit 2, like argparse's own usage errors)."""
+
+
+class _NoState(Exception):
+    """No simulator state where the command looked (exit 1: an action that failed)."""
 
 
 @contextmanager
@@ -183,7 +192,7 @@ def _serve(state_dir: Path, listen: str, id_lifetime: str, out: TextIO) -> int:
 
 def _show(state_dir: Path, as_json: bool, out: TextIO) -> int:
     if not (state_dir / DB_NAME).exists():
-        raise _UsageError(f"no simulator state in {state_dir} (run 'ssm serve' first)")
+        raise _NoState(f"no simulator state in {state_dir} (run 'ssm serve' first)")
     with _admin(state_dir) as admin:
         state = admin.show(datetime.now(UTC))
     if as_json:

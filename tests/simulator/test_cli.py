@@ -67,14 +67,25 @@ def test_bad_input_is_one_line_on_stderr(state_dir: Path) -> None:
         ["license", "add", "flex-standard-seat", "-3"],
         ["license", "remove", "flex-standard-seat", "1", "--account", "nobody"],
         ["token", "create", "--account", "nobody"],
-        ["token", "create", "--expires", "soon"],
         ["token", "create", "--uses", "0"],
-        ["serve", "--listen", "localhost"],
     ):
         code, out, err = ssm(state_dir, *argv)
         assert code == 1, argv
         assert out == ""
         assert err.startswith("error: ") and err.count("\n") == 1, err
+
+
+def test_malformed_options_are_usage_errors_exit_2(state_dir: Path) -> None:
+    """Like argparse's own usage errors of the main CLI: exit 2, one line."""
+    for argv in (
+        ["token", "create", "--expires", "soon"],
+        ["serve", "--listen", "localhost"],
+        ["serve", "--id-lifetime", "forever"],
+    ):
+        code, out, err = ssm(state_dir, *argv)
+        assert code == 2, argv
+        assert out == ""
+        assert err.startswith("ccx-agent ssm: error: ") and err.count("\n") == 1, err
 
 
 def test_show_without_state(tmp_path: Path) -> None:
