@@ -11,8 +11,11 @@ from pathlib import Path
 
 from ccx_agent import __version__, commands
 from ccx_agent.config import default_path
+from ccx_agent.config import load as load_config
 from ccx_agent.errors import EX_FAILED, EX_INTERRUPTED, AgentError
 from ccx_agent.simulator import cli as simulator_cli
+from ccx_agent.statedir import become_owner
+from ccx_agent.yamldoc import DocumentError
 
 
 def parser() -> argparse.ArgumentParser:
@@ -83,6 +86,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     raise AssertionError(args.command)  # pragma: no cover - argparse enforces the choices
 
 
+#: Commands that open the state directory; run as root in another user's directory they
+#: become that user first (:func:`ccx_agent.statedir.become_owner`).
+STATE_COMMANDS = frozenset({"run", "register", "deregister", "renew", "status"})
+#: ... and of those, the ones that say nothing of it on stderr (``status`` only looks; the
+#: daemon's log names its user).
+QUIET_COMMANDS = frozenset({"status", "run"})
+
+
+def _as_state_dir_owner(argv: Sequence[str] | None) -> None:
+    """Root working in the service user's state directory works as that user, so that no
+    file it makes (database, -wal/-shm, keys) is root's: a root-owned key would let the
+    daemon start, say READY and fail every report. Done here, at the process's entry, not
+    in the commands, which tests also call in process."""
+    if os.geteuid() != 0:
+        return
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit:
+        return  # main() parses again and says what is wrong
+    if args.command not in STATE_COMMANDS:
+        return
+    try:
+        cfg = load_config(args.config or default_path())
+    except DocumentError:
+        return  # the command says what is wrong with it
+    owner = become_owner(cfg.state_dir)
+    if owner is not None and args.command not in QUIET_COMMANDS:
+        print(
+            f"note: working as {owner}, the owner of {cfg.state_dir}, so that every file "
+            "made there stays usable by the daemon",
+            file=sys.stderr,
+        )
+
+
 def entry() -> None:
     """The console script: never a traceback for what an operator can meet.
 
@@ -91,6 +128,7 @@ def entry() -> None:
     one line and 1. Database transactions cut short by either were rolled back.
     """
     try:
+        _as_state_dir_owner(None)
         code = main()
         sys.stdout.flush()
     except BrokenPipeError:

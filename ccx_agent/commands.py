@@ -133,15 +133,8 @@ def _print_alerts(store: Store, err: TextIO) -> Callable[[Sequence[AlertRow]], N
 
 
 def _open(cfg: config_mod.Config, mode: Open, err: TextIO) -> Store | int:
-    """The state database for a command, as the command's user may open it; an exit
-    status with one line said when it cannot be opened."""
-    owner = statedir.become_owner(cfg.state_dir)
-    if owner is not None and mode is not Open.READ:
-        print(
-            f"note: working as {owner}, the owner of {cfg.state_dir}, so that every file "
-            "made here stays usable by the daemon",
-            file=err,
-        )
+    """The state database for a command; an exit status with one line said when it
+    cannot be opened."""
     try:
         return open_store(cfg, mode)
     except AgentError as exc:
@@ -241,7 +234,6 @@ def status(path: Path, as_json: bool, out: TextIO | None = None, err: TextIO | N
         cfg = config_mod.load(path)
     except DocumentError as exc:
         return _problems(exc, err)
-    statedir.become_owner(cfg.state_dir)
     try:
         store = open_store(cfg, Open.READ)
     except statedir.NoDatabase as exc:

@@ -477,7 +477,12 @@ class Daemon:
             return self._finish()
         self._raise_local(run, Alert("AGENT_READY", _ready_detail(run)))
         self.notifier.ready(f"started; {run.agent.state().registration.value}")
-        log.info("ready", config=str(self.path), state_dir=str(run.cfg.state_dir))
+        log.info(
+            "ready",
+            config=str(self.path),
+            state_dir=str(run.cfg.state_dir),
+            user=statedir.user_name(os.geteuid()),
+        )
         self._schedule(run)
         # Catch up at once: intervals missed while down, unsent reports, due renewals.
         self.scheduler.add_job(self._guard("report", self.report), id="catch-up", executor="ssm")
@@ -598,11 +603,9 @@ def main(path: Path, err: TextIO | None = None) -> int:
 
 
 def _claim_state_dir(daemon: Daemon, cfg: Config) -> None:
-    """Become the directory's owner if root, refuse a lost instance or files this user
-    cannot use, then take the one-daemon lock (raises, with one line to say)."""
-    owner = statedir.become_owner(cfg.state_dir)
-    if owner is not None:
-        log.warning("running as the state directory's owner", user=owner)
+    """Refuse a lost instance or files this user cannot use, then take the one-daemon
+    lock (raises, with one line to say). Root in another user's directory was made that
+    user by the CLI's entry point already."""
     found = statedir.inspect(cfg.state_dir)
     if found.kind is statedir.Kind.LOST:
         raise statedir.LostInstance(statedir.lost_message(cfg.state_dir, found.evidence))

@@ -128,7 +128,7 @@ def write_marker(state_dir: Path, created_at: str) -> None:
 # --- who may write it -----------------------------------------------------------------
 
 
-def _user(uid: int) -> str:
+def user_name(uid: int) -> str:
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
@@ -175,7 +175,7 @@ def become_owner(state_dir: Path) -> str | None:
 def access_problems(state_dir: Path) -> list[str]:
     """Each file of the state directory that this process cannot read and write, named
     with its owner and the command that fixes it."""
-    me, my_group = _user(os.geteuid()), _group(os.getegid())
+    me, my_group = user_name(os.geteuid()), _group(os.getegid())
     fix = f"run: chown -R {me}:{my_group} {state_dir}"
     paths = [state_dir]
     db = db_path(state_dir)
@@ -195,7 +195,7 @@ def access_problems(state_dir: Path) -> list[str]:
         is_dir = stat.S_ISDIR(st.st_mode)
         need = os.R_OK | os.W_OK | (os.X_OK if is_dir else 0)
         if not os.access(path, need):
-            owner = f"{_user(st.st_uid)}:{_group(st.st_gid)}"
+            owner = f"{user_name(st.st_uid)}:{_group(st.st_gid)}"
             problems.append(
                 f"{path}: owned by {owner}, mode {stat.S_IMODE(st.st_mode):04o}, and "
                 f"{me} cannot {'use' if is_dir else 'read and write'} it; {fix}"

@@ -1,0 +1,319 @@
+"""Never broken in silence: the faults a new admin meets on a real host, with real
+processes, a real simulator and a real syslog listener.
+
+* two daemons on one state directory;
+* ``sudo ccx-agent register`` in the service user's directory, and a daemon that finds a
+  key it may not read;
+* a database truncated, deleted or garbled under a registered instance (lost, never new);
+* Ctrl-C during a command that waits on a silent server.
+
+The tests that run as another user need root (CI runs as root); elsewhere they skip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.daemon.conftest import (
+    CAPTURED,
+    Daemon,
+    DatagramListener,
+    Instance,
+    Sim,
+    cli,
+    make_instance,
+    run_cli,
+    syslog_messages,
+    wait_until,
+)
+
+
+
+def _why_not_as_nobody() -> str | None:
+    """These tests run the daemon as ``nobody``: root to change owners, and an interpreter
+    that ``nobody`` can reach (``.ci/run`` makes it so in CI)."""
+    if os.geteuid() != 0:
+        return "changing owners needs root"
+    try:
+        probe = subprocess.run(
+            [sys.executable, "-c", "import asyncio, ccx_agent.daemon"],
+            user="nobody",
+            group="nogroup",
+            extra_groups=[],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except OSError as exc:
+        return f"the user nobody cannot run {sys.executable}: {exc}"
+    if probe.returncode != 0:
+        return f"the user nobody cannot run {sys.executable}: {probe.stderr.strip()[-200:]}"
+    return None
+
+
+_WHY = _why_not_as_nobody()
+if _WHY is not None and os.environ.get("CI"):
+    raise RuntimeError(f"CI must run the service-user tests: {_WHY}")
+needs_root = pytest.mark.skipif(_WHY is not None, reason=_WHY or "")
+
+
+def _nobody() -> tuple[int, int]:
+    entry = pwd.getpwnam("nobody")
+    return entry.pw_uid, entry.pw_gid
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A directory that the ``nobody`` user can traverse (pytest's own tmp is root-only)."""
+    path = Path(tempfile.mkdtemp(prefix="ccx-hardening-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _service_instance(base: Path, sim: Sim, target: str, *, register: bool = True) -> Instance:
+    """An instance whose state directory belongs to ``nobody``, as the package's tmpfiles
+    entry makes it for the ``ccx-agent`` user; the CA copied where nobody can read it."""
+    ca = base / "ca.pem"
+    shutil.copy(sim.server.ca_path, ca)
+    ca.chmod(0o644)
+    state = base / "state"
+    state.mkdir(mode=0o700)
+    os.chown(state, *_nobody())
+
+    def tweak(cfg: dict) -> None:  # type: ignore[type-arg]
+        cfg["transport"]["ca_bundle"] = str(ca)
+
+    return make_instance(base, sim, target, register=register, tweak=tweak)
+
+
+def _owners(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_uid for p in sorted(root.rglob("*"))}
+
+
+# --- one daemon per state directory ---------------------------------------------------
+
+
+def test_a_second_daemon_on_one_state_dir_exits_at_once_naming_the_first(
+    sim: Sim, tmp_path: Path, udp_syslog: DatagramListener
+) -> None:
+    inst = make_instance(tmp_path, sim, f"udp://127.0.0.1:{udp_syslog.port}")
+    first = Daemon(inst)
+    first.wait_event("ready")
+    started = time.monotonic()
+    second = subprocess.run(cli(inst.config, "run"), capture_output=True, text=True, timeout=30)
+    CAPTURED.extend([second.stdout, second.stderr])
+    assert second.returncode == 1
+    assert time.monotonic() - started < 10
+    assert second.stderr == (
+        f"error: another ccx-agent daemon (PID {first.pid}) is running on {inst.state_dir} "
+        f"(it holds {inst.state_dir / 'ccx-agent.lock'}); one daemon per state directory\n"
+    )
+    # The first one never noticed; status sees who holds the lock.
+    first.assert_alive()
+    doc = inst.status()
+    assert doc["daemon"]["running"] is True and doc["daemon"]["pid"] == first.pid
+    code, _ = first.stop()
+    assert code == 0
+    # The lock dies with its holder: a new daemon starts at once, even after kill -9.
+    again = Daemon(inst)
+    again.wait_event("ready")
+    again.kill9()
+    assert inst.status()["daemon"] == {"running": False, "pid": None, "jobs": {}}
+    third = Daemon(inst)
+    third.wait_event("ready")
+    assert third.stop()[0] == 0
+
+
+# --- ownership ------------------------------------------------------------------------
+
+
+@needs_root
+def test_register_as_root_in_the_service_users_dir_makes_files_the_user_owns(
+    sim: Sim, open_dir: Path, udp_syslog: DatagramListener
+) -> None:
+    """``sudo ccx-agent register``: every file it makes (database, -wal/-shm, keys, marker)
+    belongs to the state directory's owner, so the service's daemon can use them."""
+    inst = _service_instance(open_dir, sim, f"udp://127.0.0.1:{udp_syslog.port}")
+    uid, _ = _nobody()
+    owners = _owners(inst.state_dir)
+    assert "keys" in owners and "ccx-agent.db" in owners and "instance" in owners
+    assert set(owners.values()) == {uid}, owners
+    # The daemon, started as root too, works as the owner and reports.
+    daemon = Daemon(inst)
+    daemon.wait_event("ready")
+    wait_until("a report", lambda: inst.status()["outbox"] == 0 and daemon.events("report"), 20)
+    assert daemon.stop()[0] == 0
+    assert set(_owners(inst.state_dir).values()) == {uid}
+
+
+@needs_root
+def test_a_daemon_that_may_not_read_its_key_refuses_to_start_and_says_so_in_syslog(
+    sim: Sim, open_dir: Path, udp_syslog: DatagramListener
+) -> None:
+    """The root-owned key of the old ``sudo register``: no READY with every report
+    failing, but one line naming the file, its owner and the fix, AGENT_INIT_FAILED on
+    syslog at once, exit 78 (systemd does not restart it in a loop)."""
+    inst = _service_instance(open_dir, sim, f"udp://127.0.0.1:{udp_syslog.port}")
+    keys = inst.state_dir / "keys"
+    for path in [keys, *keys.iterdir()]:
+        os.chown(path, 0, 0)
+    daemon = Daemon(inst)
+    code = daemon.proc.wait(timeout=30)
+    daemon.capture()
+    assert code == 78, daemon.stderr
+    lines = daemon.stderr.splitlines()
+    assert len(lines) == 1, daemon.stderr
+    assert lines[0].startswith(f"error: cannot start: {keys}: owned by root:root, mode 0700")
+    assert f"run: chown -R nobody:" in lines[0] and str(inst.state_dir) in lines[0]
+    udp_syslog.wait(
+        "AGENT_INIT_FAILED",
+        lambda got: any("-AGENT_INIT_FAILED: " in m for m in syslog_messages(got)),
+        10,
+    )
+    assert not daemon.events("ready")
+
+
+# --- a lost instance is never a new one -----------------------------------------------
+
+
+def _lose(inst: Instance, how: str) -> None:
+    db = inst.state_dir / "ccx-agent.db"
+    if how == "truncated":
+        db.write_bytes(b"")
+    elif how == "deleted":
+        # As a crash can leave it: the -wal and the keys stay.
+        Path(f"{db}-wal").write_bytes(b"\0" * 32)
+        db.unlink()
+        Path(f"{db}-shm").unlink(missing_ok=True)
+    elif how == "garbled":
+        data = bytearray(db.read_bytes())
+        data[:100] = os.urandom(100)
+        db.write_bytes(bytes(data))
+    else:
+        raise AssertionError(how)
+
+
+@pytest.mark.parametrize("how", ["truncated", "deleted", "garbled"])
+def test_a_lost_or_damaged_database_is_refused_never_re_created(
+    sim: Sim, tmp_path: Path, udp_syslog: DatagramListener, how: str
+) -> None:
+    inst = make_instance(tmp_path, sim, f"udp://127.0.0.1:{udp_syslog.port}")
+    uuid_before = inst.status()["registration"]["udi"]["uuid"]
+    assert uuid_before
+    _lose(inst, how)
+    db = inst.state_dir / "ccx-agent.db"
+    size = db.stat().st_size if db.exists() else None
+    daemon = Daemon(inst)
+    code = daemon.proc.wait(timeout=30)
+    daemon.capture()
+    assert code == 78
+    lines = daemon.stderr.splitlines()
+    assert len(lines) == 1, daemon.stderr
+    if how == "garbled":
+        assert "the state database is damaged" in lines[0]
+    else:
+        assert "refusing to start a new one" in lines[0]
+    assert "restore the state directory from a backup" in lines[0]
+    udp_syslog.wait(
+        "AGENT_INIT_FAILED",
+        lambda got: any("-AGENT_INIT_FAILED: " in m for m in syslog_messages(got)),
+        10,
+    )
+    # Nothing was made in its place: no fresh database, no new UUID, no new evaluation.
+    assert (db.stat().st_size if db.exists() else None) == size
+    for args in (("status",), ("status", "--json"), ("renew", "auth"), ("deregister",)):
+        done = run_cli(inst.config, *args)
+        assert done.returncode == 1, (args, done.stderr)
+        assert len(done.stderr.splitlines()) == 1, (args, done.stderr)
+        assert "Traceback" not in done.stderr
+        assert "backup" in done.stderr
+    assert (db.stat().st_size if db.exists() else None) == size
+
+
+def test_only_an_absent_or_empty_state_dir_starts_a_new_instance(
+    sim: Sim, tmp_path: Path, udp_syslog: DatagramListener
+) -> None:
+    inst = make_instance(tmp_path, sim, f"udp://127.0.0.1:{udp_syslog.port}", register=False)
+    inst.state_dir.mkdir()
+    (inst.state_dir / "README").write_text("not ours\n")
+    daemon = Daemon(inst)
+    daemon.wait_event("ready")
+    assert daemon.stop()[0] == 0
+    assert (inst.state_dir / "instance").is_file()
+    assert inst.status()["registration"]["state"] == "UNREGISTERED"
+
+
+# --- Ctrl-C ----------------------------------------------------------------------------
+
+
+def test_ctrl_c_during_register_on_a_silent_server_is_one_line_and_130(
+    sim: Sim, tmp_path: Path
+) -> None:
+    """A server that accepts and never answers; SIGINT as a terminal sends it."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(5)
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = silent.accept()
+            except OSError:
+                return
+            conn.recv(1, socket.MSG_PEEK)  # the TLS hello is written: the client now waits
+            held.append(conn)
+
+    threading.Thread(target=accept, daemon=True).start()
+    config = tmp_path / "ccx-agent.yaml"
+    port = silent.getsockname()[1]
+    config.write_text(
+        f"state_dir: {tmp_path / 'state'}\n"
+        f"transport: {{url: 'https://127.0.0.1:{port}/licservice/license', timeout: 60s, "
+        f"attempts: 1, ca_bundle: {sim.server.ca_path}}}\n"
+        "source: {kind: scripted, steps: [{at: 0s, agents: 1}]}\n",
+        encoding="utf-8",
+    )
+    proc = subprocess.Popen(
+        cli(config, "register", "--", "a-token-that-is-never-sent"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        def connected() -> bool:
+            assert proc.poll() is None, proc.communicate()
+            return bool(held)
+
+        wait_until("the client's first bytes", connected, 20)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        silent.close()
+        for conn in held:
+            conn.close()
+    CAPTURED.extend([out, err])
+    assert proc.returncode == 130
+    assert "Traceback" not in err
+    assert [line for line in err.splitlines() if line.strip()] == [
+        "ccx-agent: interrupted; nothing was left half-done"
+    ]
+    doc = json.loads(run_cli(config, "status", "--json").stdout)
+    assert doc["registration"]["state"] == "UNREGISTERED"
