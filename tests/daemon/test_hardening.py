@@ -42,7 +42,6 @@ from tests.daemon.conftest import (
 )
 
 
-
 def _why_not_as_nobody() -> str | None:
     """These tests run the daemon as ``nobody``: root to change owners, and an interpreter
     that ``nobody`` can reach (``.ci/run`` makes it so in CI)."""
@@ -117,7 +116,9 @@ def test_a_second_daemon_on_one_state_dir_exits_at_once_naming_the_first(
     first = Daemon(inst)
     first.wait_event("ready")
     started = time.monotonic()
-    second = subprocess.run(cli(inst.config, "run"), capture_output=True, text=True, timeout=30)
+    second = subprocess.run(
+        cli(inst.config, "run"), check=False, capture_output=True, text=True, timeout=30
+    )
     CAPTURED.extend([second.stdout, second.stderr])
     assert second.returncode == 1
     assert time.monotonic() - started < 10
@@ -181,7 +182,7 @@ def test_a_daemon_that_may_not_read_its_key_refuses_to_start_and_says_so_in_sysl
     lines = daemon.stderr.splitlines()
     assert len(lines) == 1, daemon.stderr
     assert lines[0].startswith(f"error: cannot start: {keys}: owned by root:root, mode 0700")
-    assert f"run: chown -R nobody:" in lines[0] and str(inst.state_dir) in lines[0]
+    assert "run: chown -R nobody:" in lines[0] and str(inst.state_dir) in lines[0]
     udp_syslog.wait(
         "AGENT_INIT_FAILED",
         lambda got: any("-AGENT_INIT_FAILED: " in m for m in syslog_messages(got)),
