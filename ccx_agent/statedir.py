@@ -191,6 +191,8 @@ def access_problems(state_dir: Path) -> list[str]:
             continue
         except OSError as exc:
             problems.append(f"{path}: cannot be examined ({exc.strerror}); {fix}")
+            if path == state_dir:
+                return problems  # everything below says the same
             continue
         is_dir = stat.S_ISDIR(st.st_mode)
         need = os.R_OK | os.W_OK | (os.X_OK if is_dir else 0)

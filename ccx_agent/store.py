@@ -545,9 +545,12 @@ class Store:
     def _open_readonly(path: Path) -> sqlite3.Connection:
         if not path.is_file():
             raise StoreError(f"{path}: no state database here")
+        # On a read-only mount nobody can write, and SQLite could not make the -shm a
+        # WAL reader needs: read the file as it stands.
+        frozen = bool(os.statvfs(path).f_flag & os.ST_RDONLY)
         try:
             conn = sqlite3.connect(
-                f"{path.resolve().as_uri()}?mode=ro",
+                f"{path.resolve().as_uri()}?{'immutable=1' if frozen else 'mode=ro'}",
                 uri=True,
                 timeout=BUSY_TIMEOUT_S,
                 isolation_level=None,

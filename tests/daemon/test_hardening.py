@@ -299,6 +299,7 @@ def test_ctrl_c_during_register_on_a_silent_server_is_one_line_and_130(
         text=True,
     )
     try:
+
         def connected() -> bool:
             assert proc.poll() is None, proc.communicate()
             return bool(held)

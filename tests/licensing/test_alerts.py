@@ -84,10 +84,13 @@ def test_styles_are_emitted_in_configured_order_and_subset():
     assert lines(alert, uc_only) == [uc_line(alert, uc_only)]
 
 
-def test_catalogue_names_and_severities_are_the_designs():
+def test_catalogue_names_and_severities_are_the_documented_ones():
     expected = {
         "AGENT_READY": 6,
         "AGENT_INIT_FAILED": 2,
+        # Ours, in the same style: a job failing for a local reason, and its recovery.
+        "AGENT_JOB_FAILED": 3,
+        "AGENT_JOB_RECOVERED": 5,
         "REGISTER_SUCCESS": 6,
         "REGISTER_FAILED": 3,
         "DEREGISTER_SUCCESS": 6,
