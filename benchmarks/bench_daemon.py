@@ -98,7 +98,7 @@ def main(argv: Sequence[str]) -> None:
             _admin(sim, "/admin/licenses", {"tag": "flex-standard-seat", "count": 500})
             token = _admin(sim, "/admin/tokens", {})["token"]
             config = _config(work, sim.url, sim.ca_path, syslog.getsockname()[1])
-            cli = [sys.executable, "-m", "ccx_agent.cli", "--config", str(config)]
+            cli = [sys.executable, "-m", "ccx_agent", "--config", str(config)]
             subprocess.run([*cli, "register", token], check=True, capture_output=True)
 
             # Start-up: the bare import to exit, and the daemon to READY=1, taken in turns

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ccx_agent import __version__, commands
+from ccx_agent import __version__, commands, earlysignals
 from ccx_agent.config import default_path
 from ccx_agent.config import load as load_config
 from ccx_agent.errors import EX_FAILED, EX_INTERRUPTED, AgentError
@@ -59,6 +59,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     path: Path = args.config or default_path()
+    if args.command != "run":
+        earlysignals.release_hangups()  # only the daemon makes a hang-up a reload
     if args.command == "run":
         from ccx_agent import daemon  # noqa: PLC0415 - the scheduler only for the daemon
 

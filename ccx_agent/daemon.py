@@ -39,7 +39,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from ccx_agent import config as config_mod
-from ccx_agent import instance, jobhealth, logs, statedir
+from ccx_agent import earlysignals, instance, jobhealth, logs, statedir
 from ccx_agent.agent import Agent, LicenseTypeChanged
 from ccx_agent.config import Config
 from ccx_agent.errors import LocalError
@@ -216,7 +216,8 @@ class Daemon:
         return guarded
 
     def _job_failed(self, name: str, run: Running, exc: Exception) -> None:
-        error = f"{type(exc).__name__}: {exc}".strip()
+        # It goes to syslog and the database too: no credential in it, ever.
+        error = logs.redact_text(f"{type(exc).__name__}: {exc}".strip())
         before = self.health.get(name, JobHealth())
         health, alert = jobhealth.failed(before, name, utcnow(), error, run.cfg.alerts.repeat)
         self.health[name] = health
@@ -226,17 +227,10 @@ class Daemon:
         self._status(run)
 
     def _job_ok(self, name: str, run: Running) -> None:
-        before = self.health.get(name)
-        if before is not None and not before.failing:
-            self.health[name] = JobHealth(
-                last_error=before.last_error,
-                last_error_at=before.last_error_at,
-                last_success=utcnow(),
-            )
-            return
-        health, alert = jobhealth.succeeded(before or JobHealth(), name, utcnow())
+        before = self.health.get(name, JobHealth())
+        health, alert = jobhealth.succeeded(before, name, utcnow())
         self.health[name] = health
-        if before is not None:  # it was failing: status must stop saying so
+        if before.failing:  # status must stop saying so
             self._save_health(run)
             self._status(run)
         if alert is not None:
@@ -425,14 +419,14 @@ class Daemon:
         threading.Thread(target=self._queue_reload, name="reload", daemon=True).start()
 
     def _queue_reload(self) -> None:
-        log.info("reload requested (SIGHUP)")
         # A SIGHUP during start-up waits for the scheduler (the handlers are installed
-        # before anything else, so it never kills the daemon).
+        # before anything else, so it never kills the daemon), and logs once the log is set.
         deadline = time.monotonic() + 60
         while not self.scheduler.running:
             if self._done.is_set() or self._stopping.is_set() or time.monotonic() > deadline:
                 return
             time.sleep(0.02)
+        log.info("reload requested (SIGHUP)")
         # On the ssm executor: a reload never swaps the agent under a running report.
         self.scheduler.add_job(self._reload, id="reload", executor="ssm", replace_existing=True)
 
@@ -570,6 +564,9 @@ def main(path: Path, err: TextIO | None = None) -> int:
     # whereabouts, without stopping the daemon.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     logs.configure()
+    if earlysignals.take_held_hangup():
+        # One came while the interpreter was still importing: a reload, once running.
+        daemon._on_hup(signal.SIGHUP, None)
     try:
         cfg = config_mod.load(path)
     except DocumentError as exc:

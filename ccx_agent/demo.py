@@ -170,7 +170,7 @@ def _admin(sim: ssm_server.RunningServer, path: str, doc: dict[str, Any]) -> dic
 
 
 def _cli(config: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "ccx_agent.cli", "--config", str(config), *args]
+    return [sys.executable, "-m", "ccx_agent", "--config", str(config), *args]
 
 
 def _status(config: Path) -> dict[str, Any]:

@@ -262,7 +262,7 @@ def ccx_agent() -> list[str]:
     script = Path(sys.executable).parent / "ccx-agent"
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-m", "ccx_agent.cli"]  # pragma: no cover - no console script
+    return [sys.executable, "-m", "ccx_agent"]  # pragma: no cover - no console script
 
 
 def run_process(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -31,7 +31,7 @@ def test_demo_runs_the_whole_life_and_leaves_nothing(tmp_path: Path) -> None:
     env = {**os.environ, "TMPDIR": str(scratch)}
     env.pop("NOTIFY_SOCKET", None)
     done = subprocess.run(
-        [sys.executable, "-m", "ccx_agent.cli", "demo"],
+        [sys.executable, "-m", "ccx_agent", "demo"],
         capture_output=True,
         text=True,
         env=env,

@@ -57,7 +57,8 @@ def wait_until(what: str, predicate: Callable[[], Any], timeout: float, step: fl
 
 
 def cli(config: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "ccx_agent.cli", "--config", str(config), *args]
+    # As the console script starts: hang-ups held before the CLI is even imported.
+    return [sys.executable, "-m", "ccx_agent", "--config", str(config), *args]
 
 
 def run_cli(config: Path, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import os
 import subprocess
 import tempfile
@@ -128,7 +129,7 @@ def test_a_full_disk_is_an_alert_loses_nothing_and_heals_by_itself(
         store.close()
     starts = [r.start for r in intervals]
     step = starts[1] - starts[0]
-    assert all(b - a == step for a, b in zip(starts, starts[1:], strict=False)), "a gap"
+    assert all(b - a == step for a, b in itertools.pairwise(starts)), "a gap"
     assert any(r.status == "NO_DATA" for r in intervals), "the full disk left no trace"
     received = sorted(r["id"] for r in sim.reports(inst.piid))
     assert len(received) == len(set(received))

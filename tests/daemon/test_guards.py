@@ -52,7 +52,7 @@ def test_a_license_type_other_than_the_registered_one_exits_78(sim: Sim, tmp_pat
     cfg["license"]["type"] = "perpetual-premium"
     inst.write(cfg)
     done = subprocess.run(
-        [sys.executable, "-m", "ccx_agent.cli", "--config", str(inst.config), "run"],
+        [sys.executable, "-m", "ccx_agent", "--config", str(inst.config), "run"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -319,3 +319,27 @@ def test_ctrl_c_during_register_on_a_silent_server_is_one_line_and_130(
     ]
     doc = json.loads(run_cli(config, "status", "--json").stdout)
     assert doc["registration"]["state"] == "UNREGISTERED"
+
+
+def test_a_sighup_in_the_first_instant_is_a_reload_never_death(
+    sim: Sim, tmp_path: Path, udp_syslog: DatagramListener
+) -> None:
+    """Hang-ups are held before anything is imported: a SIGHUP as soon as the process
+    catches it (the daemon is still importing, its config not even read) must not kill
+    it, and is a reload once it runs."""
+    inst = make_instance(tmp_path, sim, f"udp://127.0.0.1:{udp_syslog.port}")
+
+    def catches_sighup(pid: int) -> bool:
+        status = Path(f"/proc/{pid}/status").read_text()
+        mask = next(line for line in status.splitlines() if line.startswith("SigCgt:"))
+        return bool(int(mask.split()[1], 16) & (1 << (signal.SIGHUP - 1)))
+
+    for _ in range(3):
+        daemon = Daemon(inst)
+        wait_until("SIGHUP caught", lambda d=daemon: catches_sighup(d.pid), 10, step=0.001)
+        assert not daemon.events("ready")
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_event("ready")
+        daemon.wait_event("reload requested (SIGHUP)")
+        daemon.assert_alive()
+        assert daemon.stop()[0] == 0

@@ -964,7 +964,7 @@ def test_a_purchase_mid_run_ends_out_of_compliance(tmp_path: Path) -> None:
 def _ccx(*args: str | Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CCX_", "REQUESTS_"))}
     return subprocess.run(
-        [sys.executable, "-m", "ccx_agent.cli", *map(str, args)],
+        [sys.executable, "-m", "ccx_agent", *map(str, args)],
         capture_output=True,
         text=True,
         cwd=REPO,
