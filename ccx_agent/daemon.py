@@ -173,6 +173,9 @@ class Daemon:
                     "alert",
                     mnemonic=row.mnemonic,
                     severity=row.severity,
+                    # The license tags the alert is about: the countdown's syslog lines
+                    # are the seed's, byte for byte, with no room to name them.
+                    tags=list(row.tags),
                     alert_id=row.id,
                     time=iso(row.time),
                     detail=row.detail,

@@ -7,12 +7,20 @@ handler of the root logger, so every line has the same keys: ``timestamp`` (ISO 
 UTC), ``level``, ``logger``, ``event``, then the event's own. Exceptions are rendered
 without local variables (they could hold a password), and :func:`redact` runs last,
 after the exception has become text, so it also cleans the exception's message.
+
+Under systemd the stream is the journal: :func:`journal_stream` recognises it (systemd's
+``JOURNAL_STREAM`` contract) and then each line starts with the syslog priority of its
+level, ``<3>`` for an error (systemd's ``SyslogLevelPrefix=``), so ``journalctl -p err``
+and ``systemctl status`` see the level. Python warnings (``warnings.warn``, e.g. a
+library's deprecation warning) are routed through the same handler, so nothing but JSON
+lines (or console lines) ever reaches the stream.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import os
 import re
 import sys
 from collections.abc import Mapping, MutableMapping
@@ -159,18 +167,83 @@ def _keys_first(
     return {**head, **event_dict}
 
 
+def journal_stream(stream: TextIO) -> bool:
+    """Whether ``stream`` is connected to the journal.
+
+    systemd sets ``JOURNAL_STREAM=DEV:INODE`` to the device and inode of the socket it
+    connects stdout or stderr to; the stream is the journal's only when its file
+    descriptor has that device and inode (a shell started from the service, or a pipe to
+    ``less``, inherits the variable but not the socket)."""
+    dev, sep, ino = os.environ.get("JOURNAL_STREAM", "").partition(":")
+    if not sep:
+        return False
+    try:
+        want = (int(dev), int(ino))
+        st = os.fstat(stream.fileno())
+    except (AttributeError, ValueError, OSError):  # io.UnsupportedOperation is both
+        return False
+    return (st.st_dev, st.st_ino) == want
+
+
+def syslog_priority(levelno: int) -> int:
+    """The syslog priority (RFC 5424: 2 critical … 7 debug) of a ``logging`` level; a
+    level between INFO and WARNING (a library's NOTICE) is 5, notice."""
+    if levelno >= logging.CRITICAL:
+        return 2
+    if levelno >= logging.ERROR:
+        return 3
+    if levelno >= logging.WARNING:
+        return 4
+    if levelno > logging.INFO:
+        return 5
+    if levelno >= logging.INFO:
+        return 6
+    return 7
+
+
+class _JournalFormatter(structlog.stdlib.ProcessorFormatter):
+    """Every line of a record starts with ``<N>``, its syslog priority: journald takes it
+    off and files the line at that priority (a console traceback's lines too)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{syslog_priority(record.levelno)}>"
+        return "\n".join(prefix + line for line in super().format(record).split("\n"))
+
+
+def _tidy_warning(
+    logger: object, method: str, event_dict: MutableMapping[str, object]
+) -> MutableMapping[str, object]:
+    """A captured Python warning's text ends with a newline (``warnings.formatwarning``)."""
+    record, event = event_dict.get("_record"), event_dict.get("event")
+    if (
+        isinstance(record, logging.LogRecord)
+        and record.name == "py.warnings"
+        and isinstance(event, str)
+    ):
+        event_dict["event"] = event.rstrip()
+    return event_dict
+
+
 #: Libraries whose INFO lines are routine chatter, not news for an operator.
 QUIET_LOGGERS = ("apscheduler",)
 
 
 def configure(
-    *, json: bool | None = None, level: str = "info", stream: TextIO | None = None
+    *,
+    json: bool | None = None,
+    level: str = "info",
+    stream: TextIO | None = None,
+    journal: bool | None = None,
 ) -> None:
-    """Route structlog and the stdlib ``logging`` root to ``stream`` (default stdout).
+    """Route structlog, the stdlib ``logging`` root and Python warnings to ``stream``
+    (default stdout).
 
-    ``json`` None: JSON lines unless ``stream`` is a terminal. Calling again replaces the
-    handler this function installed (other handlers on the root are left alone)."""
+    ``json`` None: JSON lines unless ``stream`` is a terminal. ``journal`` None: the
+    ``<N>`` priority prefix when :func:`journal_stream` says ``stream`` is the journal.
+    Calling again replaces the handler this function installed (other handlers on the
+    root are left alone)."""
     out = sys.stdout if stream is None else stream
+    prefixed = journal_stream(out) if journal is None else journal
     try:
         tty = out.isatty()
     except (AttributeError, ValueError):
@@ -185,6 +258,7 @@ def configure(
         structlog.stdlib.add_logger_name,
         structlog.stdlib.add_log_level,
         timestamper,
+        _tidy_warning,
     ]
     final: list[Processor]
     if as_json:
@@ -202,7 +276,8 @@ def configure(
                 colors=tty, exception_formatter=structlog.dev.plain_traceback
             ),
         ]
-    formatter = structlog.stdlib.ProcessorFormatter(
+    formatter_class = _JournalFormatter if prefixed else structlog.stdlib.ProcessorFormatter
+    formatter = formatter_class(
         foreign_pre_chain=foreign,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
     )
@@ -219,6 +294,12 @@ def configure(
     # (a thousand lines a day into the journal); its warnings and errors still come through.
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(max(levelno, logging.WARNING))
+    # A warning printed by the warnings module is a bare line on stderr, which breaks the
+    # one-JSON-object-per-line promise: log it instead (logger "py.warnings", level
+    # warning). Off then on: `warnings.catch_warnings` may have put back the printer
+    # since a previous call, and on alone would then do nothing.
+    logging.captureWarnings(False)
+    logging.captureWarnings(True)
 
     structlog.configure(
         processors=[
@@ -238,4 +319,12 @@ def configure(
     )
 
 
-__all__ = ["REDACTED", "configure", "redact", "redact_text", "secret_key"]
+__all__ = [
+    "REDACTED",
+    "configure",
+    "journal_stream",
+    "redact",
+    "redact_text",
+    "secret_key",
+    "syslog_priority",
+]

@@ -15,14 +15,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
+import warnings
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
+import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import NameOID
 
 from ccx_agent.errors import LocalError
@@ -31,6 +35,8 @@ from ccx_agent.ssm.port import Udi
 from ccx_agent.ssm.protocol import ErrorCode, ProtocolError
 
 KEY_DIR = "keys"
+
+log = structlog.get_logger("ccx_agent.ssm.identity")
 
 
 class IdentityError(Exception):
@@ -188,19 +194,72 @@ def make_csr(key: ec.EllipticCurvePrivateKey, udi: Udi) -> x509.CertificateSigni
     return x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA256())
 
 
+#: One certificate of a PEM bundle (the tags cryptography reads; an OpenSSL "TRUSTED
+#: CERTIFICATE" carries trust settings cryptography cannot parse, so it is skipped).
+_PEM_CERTIFICATE = re.compile(
+    rb"-----BEGIN (X509 )?CERTIFICATE-----\r?\n.*?-----END \1?CERTIFICATE-----", re.DOTALL
+)
+
+
 def load_anchors(path: Path | None) -> list[x509.Certificate]:
-    """The trust anchors (PEM file) that the server's signing certificate must chain to."""
+    """The trust anchors (PEM file) that the server's signing certificate must chain to.
+
+    The file may be the operating system's CA bundle (``transport.ca_bundle`` defaults the
+    anchor): it holds roots that are not ours, some of which cryptography objects to (a
+    serial number of zero, RFC 5280's rules) with a deprecation warning, and in a later
+    release with an error. Each certificate is therefore read on its own and one that
+    cannot be read, or draws such a warning, is skipped with a debug line: a stranger's
+    root never breaks the log (one JSON object a line) nor, later, the start-up. Only a
+    file with no usable certificate at all is an error."""
     if path is None:
         return []
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise IdentityError(f"{path}: cannot read the trust anchor: {exc.strerror}") from None
-    try:
-        certs = x509.load_pem_x509_certificates(data)
-    except ValueError:
-        raise IdentityError(f"{path}: not a PEM file of certificates") from None
+    blocks = [m[0] for m in _PEM_CERTIFICATE.finditer(data)]
+    if not blocks:
+        raise IdentityError(f"{path}: not a PEM file of certificates")
+    certs: list[x509.Certificate] = []
+    skipped: list[str] = []
+    for number, block in enumerate(blocks, 1):
+        cert, objection = _read_certificate(block)
+        if cert is not None and objection is None:
+            certs.append(cert)
+            continue
+        about = cert.subject.rfc4514_string() if cert is not None else "unreadable"
+        log.debug(
+            "trust anchor skipped",
+            path=str(path),
+            certificate=number,
+            subject=about,
+            reason=objection,
+        )
+        skipped.append(f"certificate {number} ({about}): {objection}")
+    if not certs:
+        raise IdentityError(f"{path}: no usable certificate: {'; '.join(skipped)}")
     return certs
+
+
+def _read_certificate(block: bytes) -> tuple[x509.Certificate | None, str | None]:
+    """One PEM certificate, and why it must not be used (None: it may).
+
+    cryptography's objections are deprecation warnings; they are caught here rather than
+    printed. ``catch_warnings`` is process-wide for its short span: any other warning
+    raised meanwhile (by this or another thread) is passed on unchanged."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            cert: x509.Certificate | None = x509.load_pem_x509_certificate(block)
+            objection = None
+        except ValueError as exc:
+            cert, objection = None, str(exc) or type(exc).__name__
+    for w in caught:
+        if issubclass(w.category, CryptographyDeprecationWarning):
+            objection = objection or str(w.message)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    return cert, objection
 
 
 def check_issued(

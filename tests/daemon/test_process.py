@@ -200,6 +200,24 @@ def test_countdown_lines_exact_and_in_order_over_udp_rfc3164(scenario: Scenario)
     assert pris["AGENT_READY"] == 14
 
 
+def test_alerts_in_the_log_name_their_tags(scenario: Scenario) -> None:
+    """The countdown's syslog lines cannot name the tag (checked byte for byte above);
+    its log line does, like SYSTEM_IN_OOC_STATE's, and an alert about no tag has []."""
+    alerts = scenario.daemon.events("alert")
+    by_mnemonic: dict[str, list[list[str]]] = {}
+    for a in alerts:
+        by_mnemonic.setdefault(a["mnemonic"], []).append(a["tags"])
+    assert by_mnemonic["SYSTEM_TO_ENTER_OOC_STATE"] == [[TAG]] * 3
+    assert by_mnemonic["SYSTEM_TO_ENTER_OOC_STATE_SHORTLY"] == [[TAG]]
+    assert by_mnemonic["SYSTEM_IN_OOC_STATE"] == [[TAG]]
+    assert by_mnemonic["AGENT_READY"] == [[]]
+    countdown = [a for a in alerts if a["mnemonic"].startswith("SYSTEM_TO_ENTER_OOC_STATE")]
+    assert [a["detail"] for a in countdown] == [
+        f"This Product Instance will enter Out of Compliance state in ={s} seconds"
+        for s in (8, 6, 4, 2)
+    ]
+
+
 def test_status_json_while_running_reads_the_db(scenario: Scenario) -> None:
     doc = scenario.status_while_running
     assert doc["registration"]["state"] == "REGISTERED"

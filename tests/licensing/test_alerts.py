@@ -128,3 +128,17 @@ def test_every_alert_renders_on_one_line():
             assert "\n" not in line
             assert line.startswith(("%MCVD-LIB_LICENSE-", "%UC_LIB_LICENSE-"))
             assert f"-{CATALOGUE[name].severity}-{name}: " in line
+
+
+def test_countdown_names_its_tags_outside_the_seed_lines():
+    """The countdown's tags travel with the alert (to the structured log and the
+    database, docs/alerts.md); its syslog lines stay the seed's, with or without them."""
+    tags = ["flex-premium-seat", "flex-standard-seat"]
+    for is_last, seed in ((False, [SEED_MCVD_45]), (True, [SEED_MCVD_15, SEED_UC_15])):
+        left = timedelta(minutes=15 if is_last else 45)
+        alert = ooc_countdown(left, tags, is_last=is_last)
+        assert alert.tags == tuple(tags)
+        rendered = lines(alert, SEED)
+        assert rendered == lines(ooc_countdown(left, [], is_last=is_last), SEED)
+        assert all(line in rendered for line in seed)
+        assert not [line for line in rendered for tag in tags if tag in line]

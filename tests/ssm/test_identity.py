@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import stat
+import subprocess
+import sys
+import warnings
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
+import structlog
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.utils import CryptographyDeprecationWarning
+from cryptography.x509.oid import NameOID
 
 from ccx_agent.simulator.ca import create_authority
 from ccx_agent.ssm import protocol
@@ -112,3 +121,105 @@ def test_an_unwritable_state_dir_is_a_clear_error(tmp_path: Path) -> None:
             KeyStore(tmp_path).registration_key(None)
     finally:
         tmp_path.chmod(0o700)
+
+
+# --- a CA bundle with certificates that are not ours -----------------------------------
+
+#: A serial number that appears once in a certificate's DER: patched to make it invalid.
+_SERIAL = 0x5A5A5A5A5A5A5A5A
+
+
+def _stranger_root(first_serial_byte: int) -> bytes:
+    """A self-signed root whose serial number is patched in its DER to be negative (a
+    first byte of 0x80 or more), which RFC 5280 forbids and cryptography's builder refuses
+    to make; the broken signature does not matter to a loader."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Stranger Root")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(_SERIAL)
+        .not_valid_before(NOW)
+        .not_valid_after(NOW + timedelta(days=3650))
+        .sign(key, hashes.SHA256())
+    )
+    der = cert.public_bytes(serialization.Encoding.DER)
+    field = b"\x02\x08" + _SERIAL.to_bytes(8, "big")
+    assert der.count(field) == 1
+    patched = der.replace(field, b"\x02\x08" + bytes([first_serial_byte]) + field[3:])
+    body = base64.encodebytes(patched).decode().replace("\n", "")
+    lines = "\n".join(body[i : i + 64] for i in range(0, len(body), 64))
+    return f"-----BEGIN CERTIFICATE-----\n{lines}\n-----END CERTIFICATE-----\n".encode()
+
+
+def test_the_crafted_roots_draw_cryptographys_deprecation_warning() -> None:
+    """The premise of the next test: without care, loading them warns."""
+    for first in (0x80, 0xDA):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            x509.load_pem_x509_certificates(_stranger_root(first))
+        assert [w.category for w in caught] == [CryptographyDeprecationWarning]
+
+
+def test_a_bundle_with_strangers_roots_loads_ours_without_a_warning(tmp_path: Path) -> None:
+    ca = create_authority(NOW)
+    ours = ca.root.public_bytes(serialization.Encoding.PEM)
+    bundle = tmp_path / "ca-certificates.crt"
+    bundle.write_bytes(
+        b"# an OS bundle has comments too\n"
+        + _stranger_root(0xDA)
+        + ours
+        + _stranger_root(0x80)
+        + b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n"
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert load_anchors(bundle) == [ca.root]
+    assert [str(w.message) for w in caught] == []
+
+
+def test_the_skipped_roots_are_named_at_debug(tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(
+        _stranger_root(0xDA) + create_authority(NOW).root.public_bytes(serialization.Encoding.PEM)
+    )
+    with structlog.testing.capture_logs() as logs:
+        load_anchors(bundle)
+    assert [(e["log_level"], e["event"], e["certificate"], e["subject"]) for e in logs] == [
+        ("debug", "trust anchor skipped", 1, "CN=Stranger Root")
+    ]
+    assert "serial number" in logs[0]["reason"]
+
+
+def test_a_file_of_only_unusable_certificates_is_an_error(tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(_stranger_root(0x80))
+    with pytest.raises(IdentityError, match=r"no usable certificate: certificate 1 \(CN=Str"):
+        load_anchors(bundle)
+
+
+@pytest.mark.skipif(
+    not Path("/etc/ssl/certs/ca-certificates.crt").is_file(), reason="no Debian CA bundle here"
+)
+def test_the_systems_ca_bundle_loads_under_warnings_as_errors() -> None:
+    """The real OS bundle (Debian's has roots with a zero serial number) under ``-W
+    error``, in a fresh interpreter: no warning at all escapes."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-W",
+            "error",
+            "-c",
+            "from ccx_agent.ssm.identity import load_anchors\n"
+            "print(len(load_anchors('/etc/ssl/certs/ca-certificates.crt')))",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert (done.returncode, done.stderr) == (0, "")
+    # stdout: the (unconfigured) debug lines of the skipped roots, then the count.
+    assert int(done.stdout.splitlines()[-1]) > 10
