@@ -105,6 +105,10 @@ MIGRATIONS: list[str] = [
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+#: The tables the code relies on; each must exist once the schema is current.
+TABLES = frozenset(
+    {"product", "open_interval", "intervals", "outbox", "alerts", "credentials", "meta"}
+)
 #: How long a writer waits for another one (the daemon, the CLI) before giving up.
 BUSY_TIMEOUT_S = sqlite.BUSY_TIMEOUT_S
 
@@ -287,7 +291,16 @@ class Tx:
     # product
     def load_product(self) -> ProductState | None:
         row = self._c.execute("SELECT state FROM product WHERE id = 1").fetchone()
-        return None if row is None else state_from_json(row[0])
+        if row is None:
+            return None
+        try:
+            return state_from_json(row[0])
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            # Not what any version wrote: a damaged database, not a bug to trace back.
+            raise StoreError(
+                f"the state database is damaged (the product state cannot be read: "
+                f"{type(exc).__name__}: {exc}); stop the daemon and {statedir.RESTORE_HINT}"
+            ) from None
 
     def save_product(self, state: ProductState, now: datetime) -> None:
         self._c.execute(
@@ -568,6 +581,12 @@ class Store:
                 raise damaged(path, exc) from None
             raise StoreError(f"{path}: cannot open the state database: {exc}") from exc
         target = len(MIGRATIONS)
+        if version == target:
+            try:
+                Store._check_tables(conn, path)
+            except BaseException:
+                conn.close()
+                raise
         if version != target:
             conn.close()
             newer = version > target
@@ -585,6 +604,19 @@ class Store:
     def _migrate(self) -> None:
         # ``MIGRATIONS`` is read at call time, not import time, so a test can add one.
         sqlite.migrate(self._conn, MIGRATIONS, self.path, StoreError)
+        self._check_tables(self._conn, self.path)
+
+    @staticmethod
+    def _check_tables(conn: sqlite3.Connection, path: Path) -> None:
+        """A table dropped by hand would otherwise be found by the first job that needs
+        it, as a traceback every interval; say it once, at open."""
+        have = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        missing = sorted(TABLES - have)
+        if missing:
+            raise StoreError(
+                f"{path}: the state database is damaged (missing table(s): "
+                f"{', '.join(missing)}); stop the daemon and {statedir.RESTORE_HINT}"
+            )
 
     @property
     def schema_version(self) -> int:

@@ -18,6 +18,7 @@ import pwd
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -207,11 +208,22 @@ def _lose(inst: Instance, how: str) -> None:
         data = bytearray(db.read_bytes())
         data[:100] = os.urandom(100)
         db.write_bytes(bytes(data))
+    elif how in ("bad-state-row", "dropped-table"):
+        conn = sqlite3.connect(db, isolation_level=None)
+        try:
+            if how == "bad-state-row":
+                conn.execute("UPDATE product SET state = '{\"license_type\": 7'")
+            else:
+                conn.execute("DROP TABLE outbox")
+        finally:
+            conn.close()
     else:
         raise AssertionError(how)
 
 
-@pytest.mark.parametrize("how", ["truncated", "deleted", "garbled"])
+@pytest.mark.parametrize(
+    "how", ["truncated", "deleted", "garbled", "bad-state-row", "dropped-table"]
+)
 def test_a_lost_or_damaged_database_is_refused_never_re_created(
     sim: Sim, tmp_path: Path, udp_syslog: DatagramListener, how: str
 ) -> None:
@@ -227,7 +239,7 @@ def test_a_lost_or_damaged_database_is_refused_never_re_created(
     assert code == 78
     lines = daemon.stderr.splitlines()
     assert len(lines) == 1, daemon.stderr
-    if how == "garbled":
+    if how in ("garbled", "bad-state-row", "dropped-table"):
         assert "the state database is damaged" in lines[0]
     else:
         assert "refusing to start a new one" in lines[0]
