@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+import structlog
+
 from ccx_agent.config import CommonConfig
 from ccx_agent.licensing import interval, lifecycle
 from ccx_agent.licensing.alerts import Alert, AlertFormat, lines
@@ -40,6 +42,8 @@ REPORT_BATCH = 96
 MAX_BACKFILL = 96 * 31
 
 Emit = Callable[[Sequence[AlertRow]], None]
+
+log = structlog.get_logger("ccx_agent.agent")
 
 
 class LicenseTypeChanged(Exception):
@@ -270,8 +274,9 @@ class Agent:
                 break
             if cred is None or cred.piid != batch[0].piid:
                 # Reports of an identity this database no longer holds cannot be signed.
-                with self.store.transaction() as tx:
-                    tx.outbox_drop_piid(batch[0].piid)
+                # register and deregister drop them themselves (and say so); reaching this
+                # means something else changed the identity: never drop them silently.
+                self._drop_unsignable(now, batch[0].piid)
                 continue
             batch = [b for b in batch if b.piid == cred.piid]
             try:
@@ -284,6 +289,16 @@ class Agent:
                 acked = set(ack.acked)
                 ids = [b.report_id for b in batch if b.report_id in acked]
                 tx.outbox_ack(ids)
+                if not _same_identity(tx.credentials(), cred):
+                    # Registered again or deregistered while the answer was on its way:
+                    # the acknowledgement stands (the server has those reports), but the
+                    # entitlements of an identity we no longer are must not be applied.
+                    log.warning(
+                        "answer of a replaced identity: acknowledged, nothing else applied",
+                        piid=cred.piid,
+                        acked=len(ids),
+                    )
+                    return sent + len(ids)
                 state, alerts = lifecycle.communication(state, True)
                 state = interval.report_delivered(state)
                 if ack.entitlements:
@@ -297,6 +312,23 @@ class Agent:
             if not ids:
                 break
         return sent
+
+    def _drop_unsignable(self, now: datetime, piid: str) -> None:
+        with self.store.transaction() as tx:
+            dropped = tx.outbox_drop_piid(piid)
+            self._record(
+                tx,
+                now,
+                [
+                    Alert(
+                        "ENTITLEMENT_REPORT_FAILED",
+                        f"{dropped} report(s) of PIID {piid} dropped: this instance no longer "
+                        "holds that identity, so they can never be signed",
+                    )
+                ],
+            )
+        log.error("reports dropped: their identity is gone", piid=piid, dropped=dropped)
+        self._emit_pending()
 
     def _report_failed(self, now: datetime, ids: Sequence[str], exc: SsmError) -> None:
         reason = str(exc) or type(exc).__name__
@@ -363,6 +395,14 @@ class Agent:
             error = exc
         with self.store.transaction() as tx:
             state = self._load(tx)
+            if cred is not None and not _same_identity(tx.credentials(), cred):
+                # register --force or deregister ran while this answer was on its way: it
+                # answers an identity this instance no longer is. Applying it would put the
+                # old certificate back over the new registration.
+                log.warning(
+                    "answer discarded: the identity changed during the exchange", piid=cred.piid
+                )
+                return Outcome(False, "the identity changed during the exchange; nothing applied")
             if error is None:
                 state, comm = lifecycle.communication(state, True)
                 state, alerts = on_ok(state, result)
@@ -508,6 +548,11 @@ class Agent:
         return Outcome(
             True, f"deregistered PIID {piid} locally; the server was not told: {reason}{note}"
         )
+
+
+def _same_identity(current: Credentials | None, asked: Credentials) -> bool:
+    """Whether the credentials an exchange was made with are still this instance's."""
+    return current is not None and current.piid == asked.piid and current.cert == asked.cert
 
 
 def _payload(report_id: str, record: IntervalRecord) -> dict[str, object]:
