@@ -20,7 +20,7 @@ from ccx_agent.agent import Agent, Outcome
 from ccx_agent.simulator.admin import Admin
 from ccx_agent.store import DB_NAME, Store
 from tests.ssm.servers import Reply
-from tests.ssm.test_https import STEP, STANDARD, Lab, config
+from tests.ssm.test_https import STANDARD, Lab, config
 
 
 @pytest.fixture
