@@ -294,6 +294,10 @@ class Daemon:
                 closed=[f"{iso(r.start)} {r.status}" for r in closed],
                 sent=sent,
             )
+        # Once per report: the write-ahead log goes back to zero bytes, so the state
+        # directory's size is the database's plus at most a report interval of changes.
+        if not run.agent.store.checkpoint():
+            log.debug("checkpoint partial: a reader holds an old snapshot")
         self._status(run)
 
     def housekeeping(self, run: Running) -> None:

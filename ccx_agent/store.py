@@ -662,6 +662,13 @@ class Store:
         with self._turn(), sqlite.snapshot(self._conn):
             yield Tx(self._conn)
 
+    def checkpoint(self) -> bool:
+        """Fold the write-ahead log into the database and cut it to nothing; whether it
+        went all the way (a reader's snapshot can hold it back until the next time)."""
+        with self._turn():
+            busy, _, _ = sqlite.checkpoint(self._conn)
+        return busy == 0
+
     def integrity_check(self) -> str:
         return str(self._conn.execute("PRAGMA integrity_check").fetchone()[0])
 
