@@ -382,6 +382,11 @@ def _csq(raw: object, index: int) -> Csq:
     return Csq(name, kind, _str_list(raw.get("skills"), where, "skills"))
 
 
+#: More outbound ports than any UCCX cluster has: a count past it is a broken source, and
+#: must not be reported (SSM would be told a 400-digit usage).
+MAX_PORTS = 100_000
+
+
 def _outbound_ports(ports: object) -> int | None:
     if ports is None:
         return None
@@ -391,9 +396,11 @@ def _outbound_ports(ports: object) -> int | None:
     value = ports.get("outbound")
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_PORTS:
+        shown = _show(value) if not isinstance(value, int) or value < 10**12 else "a huge number"
         raise SnapshotError(
-            f"snapshot: ports: outbound: must be a whole number >= 0, got {_show(value)}"
+            f"snapshot: ports: outbound: must be a whole number from 0 to {MAX_PORTS}, "
+            f"got {shown}"
         )
     return value
 
