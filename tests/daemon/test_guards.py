@@ -36,9 +36,7 @@ def test_reload_that_changes_the_report_interval_is_refused(sim: Sim, tmp_path: 
     cfg["report"]["interval"] = "2s"
     inst.write(cfg)
     daemon.signal(signal.SIGHUP)
-    refused = daemon.wait_event(
-        "reload refused: this key needs a restart, keeping the old config"
-    )
+    refused = daemon.wait_event("reload refused: this key needs a restart, keeping the old config")
     assert refused[0]["key"] == "report.interval"
     count = len(daemon.events("report"))
     wait_until("reports on the old interval", lambda: len(daemon.events("report")) > count, 20)
@@ -138,4 +136,71 @@ def test_the_cli_leaves_its_alerts_for_the_daemon_to_send(sim: Sim, tmp_path: Pa
         code, _ = daemon.stop()
         assert code == 0
     finally:
+        listener.close()
+
+
+def test_a_job_that_keeps_failing_is_an_alert_a_degraded_status_and_a_recovery(
+    sim: Sim, tmp_path: Path
+) -> None:
+    """In process, on a real notify socket and a real syslog listener: a local fault (a
+    PermissionError, as a key the service may not read gives) in a job's second run in a
+    row is AGENT_JOB_FAILED on syslog, ``degraded: …`` in STATUS= and the job's error in
+    ``status``; the next good run is AGENT_JOB_RECOVERED and a clean STATUS=."""
+    listener = DatagramListener()
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(5.0)
+    try:
+        inst = make_instance(tmp_path, sim, f"udp://127.0.0.1:{listener.port}")
+        cfg = config_mod.load(inst.config)
+        daemon = InProcessDaemon(
+            inst.config, Notifier.from_env({"NOTIFY_SOCKET": str(tmp_path / "notify")})
+        )
+        daemon.open(cfg)
+        broken = [True]
+
+        def report(run):  # type: ignore[no-untyped-def]
+            if broken[0]:
+                raise PermissionError(13, "Permission denied", "/var/lib/ccx-agent/keys/k.pem")
+            daemon.report(run)
+
+        job = daemon._guard("report", report)
+        job()
+        assert daemon.health["report"].consecutive_failures == 1
+        assert notify.recv(4096).startswith(b"STATUS=degraded: report failing since ")
+        assert not any("AGENT_JOB_FAILED" in m for m in syslog_messages(listener.snapshot()))
+        job()
+        status = notify.recv(4096).decode()
+        assert status.startswith("STATUS=degraded: report failing since "), status
+        assert (
+            "PermissionError: [Errno 13] Permission denied: '/var/lib/ccx-agent/keys/k.pem'"
+            in status
+        )
+        lines = listener.wait(
+            "AGENT_JOB_FAILED",
+            lambda got: [m for m in syslog_messages(got) if "-AGENT_JOB_FAILED: " in m],
+            10,
+        )
+        assert lines[0].startswith("%MCVD-LIB_LICENSE-3-AGENT_JOB_FAILED: [AGENT] ")
+        assert "job report has failed 2 times in a row since " in lines[0]
+        jobs = inst.status(in_process=True)["daemon"]["jobs"]
+        assert jobs["report"]["consecutive_failures"] == 2
+        assert jobs["report"]["last_error"].startswith("PermissionError: [Errno 13]")
+        broken[0] = False
+        job()
+        listener.wait(
+            "AGENT_JOB_RECOVERED",
+            lambda got: any("-AGENT_JOB_RECOVERED: " in m for m in syslog_messages(got)),
+            10,
+        )
+        clean = [notify.recv(4096).decode() for _ in range(2)]
+        assert not clean[-1].startswith("STATUS=degraded"), clean
+        jobs = inst.status(in_process=True)["daemon"]["jobs"]
+        assert jobs["report"]["consecutive_failures"] == 0
+        assert jobs["report"]["failing_since"] is None
+    finally:
+        daemon.run_on.sink.close(0.5)
+        assert daemon.store is not None
+        daemon.store.close()
+        notify.close()
         listener.close()
