@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ccx_agent import __version__, commands
 from ccx_agent.config import default_path
+from ccx_agent.history import cli as history_cli
 from ccx_agent.simulator import cli as simulator_cli
 
 
@@ -45,6 +46,7 @@ def parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="registration, authorization and usage, from the database")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     simulator_cli.add_parser(sub)
+    history_cli.add_parsers(sub)
     s = sub.add_parser("simulate", help="run a what-if scenario on a simulated clock")
     s.add_argument("scenario", type=Path, help="the scenario YAML file")
     s.add_argument("--json", action="store_true", help="machine-readable output")
@@ -74,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return commands.renew(path, args.what)
     if args.command == "status":
         return commands.status(path, args.json)
+    if args.command in history_cli.COMMANDS:
+        return history_cli.run(args, path)
     if args.command == "ssm":
         return simulator_cli.run(args)
     if args.command == "simulate":
