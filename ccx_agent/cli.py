@@ -35,6 +35,7 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("check-config", help="validate the config file: OK, or one line per problem")
     u = sub.add_parser("usage", help="compute license consumption now, from the configured source")
     u.add_argument("--json", action="store_true", help="machine-readable output")
+    u.add_argument("--explain", action="store_true", help="each agent's seat and why")
     r = sub.add_parser("register", help="register this instance with SSM using an ID token")
     r.add_argument("token", help="the ID token from the virtual account (never logged)")
     r.add_argument("--force", action="store_true", help="register again even if already registered")
@@ -67,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         return commands.check_config(path)
     if args.command == "usage":
-        return commands.usage(path, args.json)
+        return commands.usage(path, args.json, explain=args.explain)
     if args.command == "register":
         return commands.register(path, args.token, args.force)
     if args.command == "deregister":
