@@ -535,9 +535,9 @@ class Tx:
         cut = _ts(before)
         intervals = self._c.execute(
             "DELETE FROM intervals WHERE start IN (SELECT start FROM intervals "
-            'WHERE "end" <= ? AND start NOT IN (SELECT interval_start FROM outbox) '
+            'WHERE start < ? AND "end" <= ? AND start NOT IN (SELECT interval_start FROM outbox) '
             "ORDER BY start LIMIT ?)",
-            (cut, limit),
+            (cut, cut, limit),
         ).rowcount
         alerts = self._c.execute(
             "DELETE FROM alerts WHERE id IN (SELECT id FROM alerts "
