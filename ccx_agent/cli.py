@@ -51,6 +51,12 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("simulate", help="run a what-if scenario on a simulated clock")
     s.add_argument("scenario", type=Path, help="the scenario YAML file")
     s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.add_argument(
+        "--state-dir",
+        type=Path,
+        metavar="DIR",
+        help="keep the simulated database in DIR (created; refused if it holds one)",
+    )
     return p
 
 
@@ -82,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "ssm":
         return simulator_cli.run(args)
     if args.command == "simulate":
-        return commands.simulate(args.scenario, args.json)
+        return commands.simulate(args.scenario, args.json, state_dir=args.state_dir)
     raise AssertionError(args.command)  # pragma: no cover - argparse enforces the choices
 
 

@@ -100,7 +100,12 @@ def usage(
 
 
 def simulate(
-    path: Path, as_json: bool, out: TextIO | None = None, err: TextIO | None = None
+    path: Path,
+    as_json: bool,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    *,
+    state_dir: Path | None = None,
 ) -> int:
     # The what-if machinery (and the simulator it runs in process) only for this command.
     from ccx_agent.scenario.model import read_scenario  # noqa: PLC0415
@@ -111,7 +116,16 @@ def simulate(
         loaded = read_scenario(path)
     except DocumentError as exc:
         return _problems(exc, err)
-    result = run(loaded)
+    if state_dir is not None:
+        from ccx_agent.history import simstate  # noqa: PLC0415
+
+        problem = simstate.prepare(state_dir)
+        if problem:
+            print(f"error: {problem}", file=err)
+            return EX_FAILED
+    result = run(loaded, state_dir)
+    if state_dir is not None:
+        simstate.finish(state_dir)
     if as_json:
         # Compact: a 400-day run has 38,400 intervals, and scripts read it, not people.
         out.write(json.dumps(result.as_json(), separators=(",", ":")) + "\n")
