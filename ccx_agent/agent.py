@@ -40,6 +40,9 @@ from ccx_agent.store import AlertRow, OpenInterval, Store, Tx
 REPORT_BATCH = 96
 #: After a long stop, at most this many missed intervals are recorded (as NO_DATA).
 MAX_BACKFILL = 96 * 31
+#: Retention pruning: rows per write transaction, and transactions per housekeeping run.
+PRUNE_BATCH = 500
+PRUNE_BATCHES = 20
 
 Emit = Callable[[Sequence[AlertRow]], None]
 
@@ -370,6 +373,25 @@ class Agent:
                 self.renew_id(now)
             elif item is Due.AUTHORIZE:
                 self.renew_auth(now)
+        self.prune_history(now)
+
+    def prune_history(self, now: datetime) -> tuple[int, int]:
+        """Drop intervals and delivered alerts older than ``history.retention``.
+
+        A few hundred rows per transaction, so the write lock is never held long (the
+        sample job and the CLI wait for it); what is left goes at the next run. Reports
+        still in the outbox and undelivered alerts are kept (:meth:`Tx.prune_history`).
+        """
+        before = now - self.cfg.history.retention
+        total = [0, 0]
+        for _ in range(PRUNE_BATCHES):
+            with self.store.transaction() as tx:
+                done = tx.prune_history(before, PRUNE_BATCH)
+            total[0] += done[0]
+            total[1] += done[1]
+            if max(done) < PRUNE_BATCH:
+                break
+        return total[0], total[1]
 
     def _talk(
         self,

@@ -13,6 +13,7 @@ from ccx_agent import __version__, commands, earlysignals
 from ccx_agent.config import default_path
 from ccx_agent.config import load as load_config
 from ccx_agent.errors import EX_FAILED, EX_INTERRUPTED, AgentError
+from ccx_agent.history import cli as history_cli
 from ccx_agent.simulator import cli as simulator_cli
 from ccx_agent.statedir import become_owner
 from ccx_agent.yamldoc import DocumentError
@@ -39,6 +40,7 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("check-config", help="validate the config file: OK, or one line per problem")
     u = sub.add_parser("usage", help="compute license consumption now, from the configured source")
     u.add_argument("--json", action="store_true", help="machine-readable output")
+    u.add_argument("--explain", action="store_true", help="each agent's seat and why")
     r = sub.add_parser("register", help="register this instance with SSM using an ID token")
     r.add_argument("token", help="the ID token from the virtual account (never logged)")
     r.add_argument("--force", action="store_true", help="register again even if already registered")
@@ -50,9 +52,16 @@ def parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="registration, authorization and usage, from the database")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     simulator_cli.add_parser(sub)
+    history_cli.add_parsers(sub)
     s = sub.add_parser("simulate", help="run a what-if scenario on a simulated clock")
     s.add_argument("scenario", type=Path, help="the scenario YAML file")
     s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.add_argument(
+        "--state-dir",
+        type=Path,
+        metavar="DIR",
+        help="keep the simulated database in DIR (created; refused if it holds one)",
+    )
     return p
 
 
@@ -72,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         return commands.check_config(path)
     if args.command == "usage":
-        return commands.usage(path, args.json)
+        return commands.usage(path, args.json, explain=args.explain)
     if args.command == "register":
         return commands.register(path, args.token, args.force)
     if args.command == "deregister":
@@ -81,19 +90,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return commands.renew(path, args.what)
     if args.command == "status":
         return commands.status(path, args.json)
+    if args.command in history_cli.COMMANDS:
+        return history_cli.run(args, path)
     if args.command == "ssm":
         return simulator_cli.run(args)
     if args.command == "simulate":
-        return commands.simulate(args.scenario, args.json)
+        return commands.simulate(args.scenario, args.json, state_dir=args.state_dir)
     raise AssertionError(args.command)  # pragma: no cover - argparse enforces the choices
 
 
 #: Commands that open the state directory; run as root in another user's directory they
 #: become that user first (:func:`ccx_agent.statedir.become_owner`).
-STATE_COMMANDS = frozenset({"run", "register", "deregister", "renew", "status"})
+STATE_COMMANDS = frozenset(
+    {"run", "register", "deregister", "renew", "status", "report", "alerts"}
+)
 #: ... and of those, the ones that say nothing of it on stderr (``status`` only looks; the
 #: daemon's log names its user).
-QUIET_COMMANDS = frozenset({"status", "run"})
+QUIET_COMMANDS = frozenset({"status", "report", "alerts", "run"})
 
 
 def _as_state_dir_owner(argv: Sequence[str] | None) -> None:

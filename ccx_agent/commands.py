@@ -19,6 +19,7 @@ from ccx_agent import status as status_mod
 from ccx_agent.agent import Agent, LicenseTypeChanged, Outcome
 from ccx_agent.errors import AgentError
 from ccx_agent.instance import Open, client_for, instance_udi, open_store
+from ccx_agent.licensing import explain as why
 from ccx_agent.licensing.catalogue import DISPLAY_NAMES
 from ccx_agent.licensing.consumption import compute
 from ccx_agent.sources import SourceError
@@ -49,7 +50,14 @@ def check_config(path: Path, out: TextIO | None = None, err: TextIO | None = Non
     return 0
 
 
-def usage(path: Path, as_json: bool, out: TextIO | None = None, err: TextIO | None = None) -> int:
+def usage(
+    path: Path,
+    as_json: bool,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    *,
+    explain: bool = False,
+) -> int:
     out, err = out or sys.stdout, err or sys.stderr
     try:
         cfg = config_mod.load(path)
@@ -75,8 +83,11 @@ def usage(path: Path, as_json: bool, out: TextIO | None = None, err: TextIO | No
             + (f" and {more} more" if more > 0 else ""),
             file=err,
         )
+    explained = (
+        why.explain(snapshot, result, cfg.license.premium_features) if as_json or explain else []
+    )
     if as_json:
-        json.dump(result.as_json(), out, indent=2)
+        json.dump(why.with_reasons(result.as_json(), explained), out, indent=2)
         out.write("\n")
         return 0
     print(f"license type: {result.license_type.value}", file=out)
@@ -84,11 +95,19 @@ def usage(path: Path, as_json: bool, out: TextIO | None = None, err: TextIO | No
     for tag, count in result.tags.items():
         print(f"  {tag.ljust(width)}  {count:>7}  {DISPLAY_NAMES.get(tag, '')}", file=out)
     print(f"logged-in agents and supervisors: {len(result.agents)}", file=out)
+    if explain:
+        for line in why.format_text(explained):
+            print(f"  {line}", file=out)
     return 0
 
 
 def simulate(
-    path: Path, as_json: bool, out: TextIO | None = None, err: TextIO | None = None
+    path: Path,
+    as_json: bool,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    *,
+    state_dir: Path | None = None,
 ) -> int:
     # The what-if machinery (and the simulator it runs in process) only for this command.
     from ccx_agent.scenario.model import read_scenario  # noqa: PLC0415
@@ -99,7 +118,16 @@ def simulate(
         loaded = read_scenario(path)
     except DocumentError as exc:
         return _problems(exc, err)
-    result = run(loaded)
+    if state_dir is not None:
+        from ccx_agent.history import simstate  # noqa: PLC0415
+
+        problem = simstate.prepare(state_dir)
+        if problem:
+            print(f"error: {problem}", file=err)
+            return EX_FAILED
+    result = run(loaded, state_dir)
+    if state_dir is not None:
+        simstate.finish(state_dir)
     if as_json:
         # Compact: a 400-day run has 38,400 intervals, and scripts read it, not people.
         out.write(json.dumps(result.as_json(), separators=(",", ":")) + "\n")

@@ -270,6 +270,11 @@ class AlertsConfig(Section):
         return AlertFormat(tuple(self.styles), node, self.cluster_id, self.app_id, self.mcvd_source)
 
 
+class HistoryConfig(Section):
+    #: Closed intervals and delivered alerts older than this are pruned (docs/reports.md).
+    retention: PositiveDuration = timedelta(days=400)
+
+
 class ClockConfig(Section):
     jump_threshold: PositiveDuration = timedelta(days=1)
 
@@ -540,6 +545,7 @@ class CommonConfig(Section):
     authorization: AuthorizationConfig = AuthorizationConfig()
     alerts: AlertsConfig = AlertsConfig()
     clock: ClockConfig = ClockConfig()
+    history: HistoryConfig = HistoryConfig()
 
     @field_validator(
         "license",
@@ -551,6 +557,7 @@ class CommonConfig(Section):
         "authorization",
         "alerts",
         "clock",
+        "history",
         mode="before",
     )
     @classmethod
@@ -624,6 +631,12 @@ class CommonConfig(Section):
             "authorization.expiry_warning",
             "authorization.validity",
             "must not be longer than",
+        )
+        rule(
+            self.history.retention < self.report.interval * 2,
+            "history.retention",
+            "report.interval",
+            "must be at least twice",
         )
         period_days = self.evaluation.period / timedelta(days=1)
         for i, day in enumerate(self.evaluation.warning_days):

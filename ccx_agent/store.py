@@ -282,6 +282,10 @@ class AlertRow:
     lines: tuple[str, ...]
 
 
+#: ``(start, end, tag, usage, entitlement, reported, state)`` of one interval's tag.
+IntervalTagRow = tuple[str, str, str, int | None, int, int | None, str]
+
+
 class Tx:
     """The operations of one transaction; only :meth:`Store.transaction` makes one."""
 
@@ -502,6 +506,75 @@ class Tx:
 
     def mark_emitted(self, ids: Sequence[int]) -> None:
         self._c.executemany("UPDATE alerts SET emitted = 1 WHERE id = ?", [(i,) for i in ids])
+
+    # --- history: the report, the alert log and retention (docs/reports.md) ----------
+
+    def interval_tag_rows(self, since: datetime, until: datetime) -> list[IntervalTagRow]:
+        """One row per (closed interval, tag) for intervals starting in ``[since, until)``.
+
+        ``(start, end, tag, usage, entitlement, reported, state)``, times as stored (UTC
+        ISO text), ordered by start then tag. No :class:`IntervalRecord` is made: a year
+        is 105,120 rows for three tags, and ``json.loads`` of each row's tags is faster
+        than SQLite's ``json_each`` (measured: docs/performance.md).
+        """
+        out: list[IntervalTagRow] = []
+        add = out.append
+        loads = json.loads
+        for start, end, tags in self._c.execute(
+            'SELECT start, "end", tags FROM intervals WHERE start >= ? AND start < ? '
+            "ORDER BY start",
+            (_ts(since), _ts(until)),
+        ):
+            doc = loads(tags)
+            for tag in sorted(doc):
+                v = doc[tag]
+                add((start, end, tag, v["usage"], v["entitlement"], v["reported"], v["state"]))
+        return out
+
+    def alert_log(self, since: datetime) -> list[tuple[AlertRow, bool]]:
+        """Alerts raised at or after ``since``, oldest first, each with whether it was
+        delivered (emitted to syslog by the daemon)."""
+        rows = self._c.execute(
+            "SELECT id, time, mnemonic, severity, tags, detail, lines, emitted FROM alerts "
+            "WHERE time >= ? ORDER BY id",
+            (_ts(since),),
+        ).fetchall()
+        return [
+            (
+                AlertRow(
+                    r[0],
+                    _req_dt(r[1]),
+                    r[2],
+                    r[3],
+                    tuple(json.loads(r[4])),
+                    r[5],
+                    tuple(json.loads(r[6])),
+                ),
+                bool(r[7]),
+            )
+            for r in rows
+        ]
+
+    def prune_history(self, before: datetime, limit: int) -> tuple[int, int]:
+        """Delete at most ``limit`` intervals that ended by ``before`` and at most ``limit``
+        delivered alerts raised before it; return how many of each went.
+
+        An interval whose report still waits in the outbox is kept, and so is an alert not
+        yet delivered: retention never loses what has not reached its destination.
+        """
+        cut = _ts(before)
+        intervals = self._c.execute(
+            "DELETE FROM intervals WHERE start IN (SELECT start FROM intervals "
+            'WHERE start < ? AND "end" <= ? AND start NOT IN (SELECT interval_start FROM outbox) '
+            "ORDER BY start LIMIT ?)",
+            (cut, cut, limit),
+        ).rowcount
+        alerts = self._c.execute(
+            "DELETE FROM alerts WHERE id IN (SELECT id FROM alerts "
+            "WHERE emitted = 1 AND time < ? ORDER BY id LIMIT ?)",
+            (cut, limit),
+        ).rowcount
+        return intervals, alerts
 
 
 class Store:

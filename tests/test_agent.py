@@ -464,3 +464,75 @@ def test_an_empty_token_is_refused_before_anything_is_sent(agent, ssm, sink):
     out = agent.register("  ", T0)
     assert (out.ok, out.message) == (False, "registration failed: the ID token is empty")
     assert sink.mnemonics == [] and ssm.instances == {}
+
+
+# --- retention (history.retention) ---------------------------------------------------
+
+
+def _history(store: Store, start: datetime, count: int) -> None:
+    """``count`` closed intervals from ``start``, and one alert at each of their starts
+    (every other one delivered)."""
+    from ccx_agent.licensing.alerts import Alert
+    from tests.history.instance import record
+
+    with store.transaction() as tx:
+        tx.add_intervals(
+            [record(start + i * STEP, {PREMIUM: 1}, {PREMIUM: 1}) for i in range(count)]
+        )
+        for i in range(count):
+            row = tx.add_alert(start + i * STEP, Alert("COMM_FAILED", f"n={i}"), ["line"])
+            if i % 2 == 0:
+                tx.mark_emitted([row])
+
+
+def test_housekeeping_prunes_history_older_than_the_retention(store, ssm, sink) -> None:  # type: ignore[no-untyped-def]
+    # Alerts stay undelivered here (as from a one-shot command: only the daemon delivers).
+    agent = Agent(
+        config(history={"retention": "1d"}),
+        store,
+        ssm,
+        udi=UDI,
+        emit=sink,
+        origin=T0,
+        delivers_alerts=False,
+    )
+    _history(store, T0, 8)  # 08:00 .. 10:00
+    with store.transaction() as tx:
+        # The report of the second interval was never delivered: it waits in the outbox.
+        tx.enqueue("r1", "piid", T0 + STEP, {"x": 1}, T0)
+    # Now: one day after 09:00, so the intervals that ended by 09:00 are out of retention.
+    agent.housekeeping(T0 + timedelta(days=1, hours=1))
+    with store.read() as tx:
+        starts = [iso(r.start) for r in tx.intervals()]
+        kept = [(a.detail, delivered) for a, delivered in tx.alert_log(T0)]
+        assert tx.outbox_count() == 1
+    assert starts == [
+        "2027-01-04T08:15:00Z",  # its report is undelivered: kept
+        *(iso(T0 + i * STEP) for i in range(4, 8)),
+    ]
+    # Delivered alerts before 09:00 went; undelivered ones stay whatever their age.
+    assert kept == [
+        ("n=1", False),
+        ("n=3", False),
+        ("n=4", True),
+        ("n=5", False),
+        ("n=6", True),
+        ("n=7", False),
+    ]
+
+
+def test_pruning_goes_in_bounded_batches(store, ssm, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import ccx_agent.agent as agent_mod
+
+    monkeypatch.setattr(agent_mod, "PRUNE_BATCH", 10)
+    monkeypatch.setattr(agent_mod, "PRUNE_BATCHES", 3)
+    agent = Agent(config(history={"retention": "1h"}), store, ssm, udi=UDI, origin=T0)
+    _history(store, T0, 100)
+    now = T0 + 100 * STEP + timedelta(hours=1)
+    assert agent.prune_history(now) == (30, 30)
+    assert agent.prune_history(now) == (30, 20)  # 50 delivered alerts in all
+    assert agent.prune_history(now) == (30, 0)
+    assert agent.prune_history(now) == (10, 0)
+    with store.read() as tx:
+        assert tx.intervals() == []
+        assert len(tx.alert_log(T0)) == 50

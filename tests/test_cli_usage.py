@@ -14,13 +14,62 @@ from ccx_agent.cli import main
 DATA = Path(__file__).parent / "data" / "snapshots"
 CONSOLE_SCRIPT = Path(sys.executable).parent / "ccx-agent"
 
+VOICE_ONLY = {"rule": "standard", "text": "standard: voice CSQs only"}
+
+
+def _media(csq: str, kind: str, skill: str) -> dict[str, str]:
+    return {
+        "rule": "premium",
+        "text": f"premium: CSQ '{csq}' ({kind}) via skill '{skill}'",
+        "feature": kind.lower(),
+        "csq": csq,
+        "csq_type": kind,
+        "skill": skill,
+    }
+
+
+# The contract of `usage --json`: id, tag, features and the reasons of the seat.
 MIXED_AGENTS = [
-    {"id": "voice1", "tag": "flex-standard-seat", "features": []},
-    {"id": "chat1", "tag": "flex-premium-seat", "features": ["chat"]},
-    {"id": "mail1", "tag": "flex-premium-seat", "features": ["email"]},
-    {"id": "out1", "tag": "flex-premium-seat", "features": ["outbound"]},
-    {"id": "sup1", "tag": "flex-premium-seat", "features": ["chat"]},
-    {"id": "new1", "tag": "flex-standard-seat", "features": []},
+    {"id": "voice1", "tag": "flex-standard-seat", "features": [], "reasons": [VOICE_ONLY]},
+    {
+        "id": "chat1",
+        "tag": "flex-premium-seat",
+        "features": ["chat"],
+        "reasons": [_media("WebChatCSQ", "CHAT", "WebChat")],
+    },
+    {
+        "id": "mail1",
+        "tag": "flex-premium-seat",
+        "features": ["email"],
+        "reasons": [_media("MailCSQ", "EMAIL", "Mail")],
+    },
+    {
+        "id": "out1",
+        "tag": "flex-premium-seat",
+        "features": ["outbound"],
+        "reasons": [
+            {
+                "rule": "premium",
+                "text": "premium: outbound (the source marks the agent outbound)",
+                "feature": "outbound",
+            }
+        ],
+    },
+    {
+        "id": "sup1",
+        "tag": "flex-premium-seat",
+        "features": ["chat"],
+        "reasons": [
+            {"rule": "supervisor", "text": "supervisor"},
+            _media("WebChatCSQ", "CHAT", "WebChat"),
+        ],
+    },
+    {
+        "id": "new1",
+        "tag": "flex-standard-seat",
+        "features": [],
+        "reasons": [{"rule": "standard", "text": "standard: no skill"}],
+    },
 ]
 
 
@@ -32,7 +81,7 @@ def _streams_of_the_moment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
         commands,
         "usage",
-        lambda path, as_json: original(path, as_json, sys.stdout, sys.stderr),
+        lambda path, as_json, **kw: original(path, as_json, sys.stdout, sys.stderr, **kw),
     )
 
 
@@ -196,7 +245,14 @@ def test_console_script(config: Config) -> None:
     assert json.loads(done.stdout) == {
         "license_type": "flex",
         "tags": {"flex-standard-seat": 0, "flex-premium-seat": 1, "flex-outbound-port": 12},
-        "agents": [{"id": "a1", "tag": "flex-premium-seat", "features": ["chat"]}],
+        "agents": [
+            {
+                "id": "a1",
+                "tag": "flex-premium-seat",
+                "features": ["chat"],
+                "reasons": [_media("ChatCSQ", "CHAT", "Chat")],
+            }
+        ],
     }
 
 
@@ -214,3 +270,15 @@ def test_console_script_broken_snapshot(config: Config) -> None:
         f"error: {DATA / 'truncated.json'}:4: not valid JSON: "
         "Expecting property name enclosed in double quotes (column 57)\n"
     )
+
+
+def test_usage_explain_prints_each_seat_and_why(
+    capsys: pytest.CaptureFixture[str], config: Config
+) -> None:
+    code, out, _ = usage(capsys, config(DATA / "mixed.json"), "--explain")
+    assert code == 0
+    lines = out.splitlines()
+    assert [line.split()[:2] for line in lines[-6:]] == [[a["id"], a["tag"]] for a in MIXED_AGENTS]
+    assert lines[-5].endswith("premium: CSQ 'WebChatCSQ' (CHAT) via skill 'WebChat'")
+    assert lines[-2].endswith("supervisor; premium: CSQ 'WebChatCSQ' (CHAT) via skill 'WebChat'")
+    assert lines[-1].endswith("standard: no skill")

@@ -420,7 +420,7 @@ def test_example_comments_every_key_with_its_default() -> None:
     text = EXAMPLE.read_text(encoding="utf-8").splitlines()
     doc = parse_yaml("\n".join(text), str(EXAMPLE))
     sections = {"license", "report", "sample", "compliance", "evaluation", "id_certificate"}
-    sections |= {"authorization", "alerts", "clock", "source", "transport", "identity"}
+    sections |= {"authorization", "alerts", "clock", "history", "source", "transport", "identity"}
     for path in _leaf_and_section_paths():
         if (path[0] in sections and len(path) == 1) or path == ("alerts", "syslog"):
             continue
@@ -715,3 +715,18 @@ def test_check_config_warns_about_an_inline_password_without_showing_it(
     assert captured.out == "OK\n"
     assert captured.err.startswith("warning: source.uccx.password: ")
     assert "hunter2" not in captured.out + captured.err
+
+
+def test_history_retention_is_at_least_two_report_intervals(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "source: {kind: file, path: a.json}\nreport: {interval: 1h}\nhistory:\n  retention: 90m\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(DocumentError) as info:
+        load(path)
+    assert [str(p) for p in info.value.problems] == [
+        f"{path}:4: history.retention: must be at least twice report.interval"
+    ]
+    path.write_text("source: {kind: file, path: a.json}\nhistory: {retention: 2h}\n")
+    assert load(path).history.retention == timedelta(hours=2)

@@ -176,6 +176,15 @@ class Csq:
 
 
 @dataclass(frozen=True, slots=True)
+class Campaign:
+    """An outbound campaign and the CSQs whose agents it dials for: only to explain an
+    agent's ``outbound`` flag (``usage --explain``); the flag alone decides the seat."""
+
+    name: str
+    csqs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     #: Any sequence of :class:`Agent` is accepted and kept as an :class:`Agents` table.
     agents: Sequence[Agent] = Agents()
@@ -184,6 +193,8 @@ class Snapshot:
     outbound_ports: int | None = None
     #: Messages about data the parser accepted but an operator should know of.
     notes: tuple[str, ...] = field(default=(), compare=False)
+    #: Agent-based outbound campaigns, where the source knows them (optional).
+    campaigns: tuple[Campaign, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.agents, Agents):
@@ -197,7 +208,8 @@ class Snapshot:
 
 _AGENT_KEYS = frozenset({"id", "type", "state", "skills", "outbound", "team"})
 _CSQ_KEYS = frozenset({"name", "type", "skills", "id"})
-_TOP_KEYS = frozenset({"agents", "csqs", "ports"})
+_CAMPAIGN_KEYS = frozenset({"name", "csqs"})
+_TOP_KEYS = frozenset({"agents", "csqs", "ports", "campaigns"})
 _PORT_KEYS = frozenset({"outbound"})
 _REPR_MAX = 60
 
@@ -382,6 +394,25 @@ def _csq(raw: object, index: int) -> Csq:
     return Csq(name, kind, _str_list(raw.get("skills"), where, "skills"))
 
 
+def _campaigns(raw: object) -> tuple[Campaign, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise SnapshotError(f"snapshot: campaigns: must be a list, got {_kind(raw)}")
+    out = []
+    for i, item in enumerate(raw):
+        where = f"campaigns[{i}]"
+        if not isinstance(item, Mapping):
+            raise SnapshotError(f"{where}: must be a mapping with name and csqs, got {_kind(item)}")
+        _unknown(item, _CAMPAIGN_KEYS, where)
+        out.append(
+            Campaign(
+                _str(item.get("name"), where, "name"), _str_list(item.get("csqs"), where, "csqs")
+            )
+        )
+    return tuple(out)
+
+
 #: More outbound ports than any UCCX cluster has: a count past it is a broken source, and
 #: must not be reported (SSM would be told a 400-digit usage).
 MAX_PORTS = 100_000
@@ -426,4 +457,10 @@ def parse_snapshot(doc: Any) -> Snapshot:
         raise SnapshotError(f"snapshot: csqs: must be a list, got {_kind(raw_csqs)}")
     agents, notes = _agents(raw_agents)
     csqs = tuple(_csq(c, i) for i, c in enumerate(raw_csqs))
-    return Snapshot(agents, csqs, _outbound_ports(doc.get("ports")), tuple(notes))
+    return Snapshot(
+        agents,
+        csqs,
+        _outbound_ports(doc.get("ports")),
+        tuple(notes),
+        _campaigns(doc.get("campaigns")),
+    )

@@ -106,6 +106,8 @@ class Configuration:
     notes: tuple[str, ...] = ()
     #: When it was read (the source's clock).
     loaded_at: float = 0.0
+    #: The outbound campaigns in the file format, to explain ``outbound`` (usage --explain).
+    campaigns: tuple[dict[str, Any], ...] = ()
 
 
 def _names(parent: Element, path: str, where: str) -> tuple[str, ...]:
@@ -164,18 +166,24 @@ def parse_csqs(body: bytes) -> list[CsqInfo]:
     return out
 
 
-def parse_campaigns(body: bytes) -> frozenset[str]:
-    """``GET /adminapi/campaign``: the CSQs of agent-based progressive or predictive
-    campaigns (``campaignType`` AGENT, ``dialingMode`` PROGRESSIVE / PREDICTIVE,
-    ``csqs/csq@name``). IVR-based and preview campaigns give no ``outbound`` feature."""
-    out: set[str] = set()
+def outbound_campaigns(body: bytes) -> dict[str, tuple[str, ...]]:
+    """``GET /adminapi/campaign``: agent-based progressive or predictive campaigns
+    (``campaignType`` AGENT, ``dialingMode`` PROGRESSIVE / PREDICTIVE) by name, with their
+    CSQs (``csqs/csq@name``). IVR-based and preview campaigns give no ``outbound`` feature."""
+    out: dict[str, tuple[str, ...]] = {}
     for i, campaign in enumerate(parse_xml(body, "campaigns").iterfind("campaign")):
         if _text(campaign, "campaignType").upper() != "AGENT":
             continue
         if _text(campaign, "dialingMode").upper() not in OUTBOUND_MODES:
             continue
-        out.update(_names(campaign, "csqs/csq", f"campaign[{i}]"))
-    return frozenset(out)
+        name = _text(campaign, "campaignName") or f"campaign[{i}]"
+        out[name] = tuple(_names(campaign, "csqs/csq", f"campaign[{i}]"))
+    return out
+
+
+def parse_campaigns(body: bytes) -> frozenset[str]:
+    """The CSQs of the campaigns of :func:`outbound_campaigns`: their agents are outbound."""
+    return frozenset(q for csqs in outbound_campaigns(body).values() for q in csqs)
 
 
 def parse_users(body: bytes) -> list[User]:
@@ -273,7 +281,10 @@ def join(config: Configuration, users: Iterable[User]) -> tuple[dict[str, Any], 
             f"{len(unknown)} user(s) logged in to Finesse but unknown to the UCCX Admin API, "
             f"counted with no skills (standard seat): {shown}{more}"
         )
-    return {"agents": agents + extra, "csqs": list(config.csqs)}, notes
+    doc: dict[str, Any] = {"agents": agents + extra, "csqs": list(config.csqs)}
+    if config.campaigns:
+        doc["campaigns"] = list(config.campaigns)
+    return doc, notes
 
 
 def snapshot(config: Configuration, users: Iterable[User]) -> Snapshot:
@@ -539,15 +550,20 @@ class UccxSource:
         body = self.uccx.get(CAMPAIGNS_PATH, missing_ok=True)
         if body is None:
             outbound: frozenset[str] = frozenset()
+            campaigns: tuple[dict[str, Any], ...] = ()
             notes = ("the UCCX Admin API offers no campaigns: no agent has the outbound feature",)
         else:
             try:
-                outbound = parse_campaigns(body)
+                found = outbound_campaigns(body)
             except XmlError as exc:
                 raise SourceError(
                     f"UCCX Admin API {self.uccx.base_url}{CAMPAIGNS_PATH}: {exc}"
                 ) from None
-        return dataclasses.replace(configuration(resources, csqs, outbound, now), notes=notes)
+            outbound = frozenset(q for qs in found.values() for q in qs)
+            campaigns = tuple({"name": n, "csqs": list(qs)} for n, qs in found.items())
+        return dataclasses.replace(
+            configuration(resources, csqs, outbound, now), notes=notes, campaigns=campaigns
+        )
 
     def _configuration(self) -> Configuration:
         now = self.clock()

@@ -299,7 +299,7 @@ def test_malformed_ports(ports: Any, expected: str) -> None:
         ({"agents": [], "csqs": {}}, "snapshot: csqs: must be a list, got a mapping"),
         (
             {"agents": [], "agent": []},
-            "snapshot: unknown field(s) 'agent' (expected: agents, csqs, ports)",
+            "snapshot: unknown field(s) 'agent' (expected: agents, campaigns, csqs, ports)",
         ),
     ],
 )
@@ -385,3 +385,15 @@ def test_agent_table_rejects_ragged_columns() -> None:
 def test_repr_of_a_long_table_is_short() -> None:
     rows = [Agent(f"a{i}", "agent", "READY") for i in range(1000)]
     assert repr(Agents.of(rows)).endswith("... 997 more])")
+
+
+def test_campaigns_are_optional_and_checked() -> None:
+    doc = {"agents": [], "campaigns": [{"name": "Renewals", "csqs": ["Outbound"]}]}
+    assert [(c.name, c.csqs) for c in parse_snapshot(doc).campaigns] == [
+        ("Renewals", ("Outbound",))
+    ]
+    assert parse_snapshot({"agents": []}).campaigns == ()
+    with pytest.raises(SnapshotError, match=r"campaigns\[0\]: name: must be a non-empty string"):
+        parse_snapshot({"agents": [], "campaigns": [{"csqs": ["Outbound"]}]})
+    with pytest.raises(SnapshotError, match="campaigns: must be a list"):
+        parse_snapshot({"agents": [], "campaigns": "Renewals"})

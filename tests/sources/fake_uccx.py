@@ -171,8 +171,9 @@ def file_snapshot(cluster: Cluster) -> dict[str, Any]:
                 "id": res.id,
                 "type": "supervisor" if res.type == 2 else "agent",
                 "state": res.state or "LOGOUT",
-                # A resource group is written as one more skill, named after its CSQ.
-                "skills": res.skills + [f"group {g}" for g in res.rg_csqs],
+                # A resource group is written as one more skill, named after its CSQ
+                # as the UCCX source names it (so `usage --explain` reads the same).
+                "skills": res.skills + [f"csq:{g}" for g in res.rg_csqs],
                 "team": res.team,
                 "outbound": bool(outbound_csqs & set(cluster.csq_map(res))),
             }
@@ -182,10 +183,15 @@ def file_snapshot(cluster: Cluster) -> dict[str, Any]:
             kind = "supervisor" if "Supervisor" in roles else "agent"
             agents.append({"id": login, "type": kind, "state": state})
     csqs = [
-        {"name": c.name, "type": c.type, "skills": c.skills or [f"group {c.name}"]}
+        {"name": c.name, "type": c.type, "skills": c.skills or [f"csq:{c.name}"]}
         for c in cluster.csqs
     ]
-    return {"agents": agents, "csqs": csqs}
+    campaigns = [
+        {"name": c.name, "csqs": c.csqs}
+        for c in cluster.campaigns
+        if c.type == "AGENT" and c.mode in ("PROGRESSIVE", "PREDICTIVE")
+    ]
+    return {"agents": agents, "csqs": csqs, "campaigns": campaigns}
 
 
 # --- XML, as the Admin API and Finesse write it ----------------------------------------------

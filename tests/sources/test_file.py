@@ -185,7 +185,7 @@ def test_yaml_merge_keys_are_not_duplicates(tmp_path: Path) -> None:
     path = write(tmp_path, "s.yaml", content)
     # The merge itself is fine; the unknown top-level key is what is refused.
     assert error(path) == (
-        f"{path}: snapshot: unknown field(s) 'base' (expected: agents, csqs, ports)"
+        f"{path}: snapshot: unknown field(s) 'base' (expected: agents, campaigns, csqs, ports)"
     )
 
 

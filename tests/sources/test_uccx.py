@@ -167,7 +167,9 @@ def test_usage_against_the_fake_server_prints_what_the_file_gives(
 ) -> None:
     """The issue's "done when": ``ccx-agent usage`` prints the same for both sources."""
     monkeypatch.setattr(
-        commands, "usage", lambda p, j, _u=commands.usage: _u(p, j, sys.stdout, sys.stderr)
+        commands,
+        "usage",
+        lambda p, j, _u=commands.usage, **kw: _u(p, j, sys.stdout, sys.stderr, **kw),
     )
     snap = tmp_path / "cluster.json"
     snap.write_text(json.dumps(file_snapshot(cluster)), encoding="utf-8")
@@ -454,7 +456,9 @@ def test_usage_warns_about_an_inline_password(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(
-        commands, "usage", lambda p, j, _u=commands.usage: _u(p, j, sys.stdout, sys.stderr)
+        commands,
+        "usage",
+        lambda p, j, _u=commands.usage, **kw: _u(p, j, sys.stdout, sys.stderr, **kw),
     )
     path = tmp_path / "ccx-agent.yaml"
     path.write_text(
@@ -467,3 +471,16 @@ def test_usage_warns_about_an_inline_password(
     assert err.startswith("warning: source.uccx.password: a password written in the config")
     assert PASSWORD not in out + err
     assert main(["--config", str(path), "check-config"]) == 0
+
+
+def test_explain_names_the_campaign_of_an_outbound_agent(source: SourceMaker) -> None:
+    """``usage --explain`` over UCCX: the Admin API's campaign and CSQ behind ``outbound``."""
+    from ccx_agent.licensing.explain import explain
+
+    snap = source().read()
+    assert {c.name for c in snap.campaigns} == {"Renewals", "Collections"}
+    result = compute(snap, LicenseType.FLEX, ALL_FEATURES)
+    texts = [e.text for e in explain(snap, result, ALL_FEATURES) if "outbound" in e.text]
+    assert any("outbound campaign 'Renewals' via CSQ 'Outbound_RG_CSQ'" in t for t in texts)
+    assert any("outbound campaign 'Collections' via CSQ 'Voice_CSQ_" in t for t in texts)
+    assert not any("the source marks" in t for t in texts)
