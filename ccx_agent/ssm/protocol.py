@@ -17,6 +17,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,12 @@ MAX_SKEW = timedelta(minutes=10)
 MAX_TEXT = 256
 #: Most reports in one REPORT_USAGE message.
 MAX_REPORTS = 1000
+#: Deepest nesting of arrays and objects a message may have (the protocol needs 5): a
+#: deeper one is refused before it is parsed, so that no peer can make a receiver recurse.
+MAX_DEPTH = 32
+#: Largest count (license, usage): beyond it a number is no count, and would not even fit
+#: a database integer at some point.
+MAX_COUNT = 2**31 - 1
 
 _ECDSA = ec.ECDSA(hashes.SHA256())
 
@@ -199,21 +206,62 @@ def key_fingerprint(key: ec.EllipticCurvePublicKey) -> str:
 
 
 def decode(raw: bytes, limit: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
-    """Bytes to a JSON object, refusing oversized, non-UTF-8, duplicate-key or float input."""
+    """Bytes to a JSON object, refusing oversized, non-UTF-8, too deep, duplicate-key or
+    float input.
+
+    Python's ``json`` has no depth limit of its own (it recurses until RecursionError), so
+    the nesting is measured first, on the text without its strings.
+    """
     if len(raw) > limit:
         raise _fail(ErrorCode.TOO_LARGE, f"message of {len(raw)} bytes exceeds {limit}")
     try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _fail(ErrorCode.MALFORMED, f"not a JSON message: {_short(exc)}") from None
+    if _depth(text) > MAX_DEPTH:
+        raise _fail(ErrorCode.MALFORMED, f"nested deeper than {MAX_DEPTH} levels")
+    try:
         data = json.loads(
-            raw.decode("utf-8"),
+            text,
             object_pairs_hook=_unique,
             parse_float=_refuse_float,
             parse_constant=_refuse_float,
         )
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (ValueError, RecursionError) as exc:
         raise _fail(ErrorCode.MALFORMED, f"not a JSON message: {_short(exc)}") from None
     if not isinstance(data, dict):
         raise _fail(ErrorCode.MALFORMED, "a message must be a JSON object")
     return data
+
+
+_SPECIAL = re.compile(r'["\\\[\]{}]')
+
+
+def _depth(text: str) -> int:
+    """The deepest nesting of ``[`` and ``{`` outside strings, in one pass over the
+    characters that matter (exact for valid JSON; invalid JSON is refused by the parser
+    whatever this says)."""
+    deepest = depth = 0
+    in_string = False
+    escaped = -1
+    for match in _SPECIAL.finditer(text):
+        at = match.start()
+        char = text[at]
+        if at == escaped:
+            continue
+        if in_string:
+            if char == "\\":
+                escaped = at + 1
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
 
 
 def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -258,8 +306,10 @@ def counts(obj: Mapping[str, Any], key: str, where: str) -> dict[str, int]:
     for tag, n in value.items():
         if not tag or len(tag) > MAX_TEXT:
             raise _fail(ErrorCode.MALFORMED, f"{where}{key} has an invalid tag name")
-        if type(n) is not int or n < 0:
-            raise _fail(ErrorCode.MALFORMED, f"{where}{key}.{tag} must be an integer >= 0")
+        if type(n) is not int or not 0 <= n <= MAX_COUNT:
+            raise _fail(
+                ErrorCode.MALFORMED, f"{where}{key}.{tag[:40]} must be an integer 0-{MAX_COUNT}"
+            )
     return dict(value)
 
 
