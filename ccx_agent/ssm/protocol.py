@@ -450,6 +450,12 @@ def check_signature(envelope: Mapping[str, Any], key: ec.EllipticCurvePublicKey)
         raise _fail(ErrorCode.BAD_SIGNATURE, "the signature does not verify") from None
 
 
+def _member(value: object, kind: type[StrEnum]) -> bool:
+    """``value`` names a member of ``kind`` (a peer's list or object is no name, and
+    must not reach a ``dict`` lookup that raises on the unhashable)."""
+    return isinstance(value, str) and value in kind.__members__
+
+
 def _common(envelope: Mapping[str, Any], fields: frozenset[str]) -> None:
     missing = sorted(fields - {"cert", "chain", "error", "piid"} - envelope.keys())
     if missing:
@@ -464,7 +470,7 @@ def _common(envelope: Mapping[str, Any], fields: frozenset[str]) -> None:
         )
     if envelope["vendor"] != VENDOR:
         raise _fail(ErrorCode.WRONG_VENDOR, f"vendor must be {VENDOR!r}")
-    if envelope["type"] not in MessageType.__members__:
+    if not _member(envelope["type"], MessageType):
         raise _fail(ErrorCode.MALFORMED, f"unknown message type {str(envelope['type'])[:40]!r}")
     text(envelope, "nonce", "")
     instant(envelope, "sent_at", "")
@@ -585,7 +591,7 @@ def seal_response(
     request echoes what it can).
     """
     req = request or {}
-    echoed_type = req.get("type") if req.get("type") in MessageType.__members__ else None
+    echoed_type = req.get("type") if _member(req.get("type"), MessageType) else None
     echoed_nonce = req.get("nonce") if isinstance(req.get("nonce"), str) else None
     echoed_piid = req.get("piid") if isinstance(req.get("piid"), str) else None
     envelope: dict[str, Any] = {
@@ -638,14 +644,14 @@ def open_response(
     if request.get("piid") is not None and piid != request["piid"]:
         raise _fail(ErrorCode.PIID_MISMATCH, "the response names another instance")
     status = envelope.get("status")
-    if status not in Status.__members__:
+    if not _member(status, Status):
         raise _fail(ErrorCode.MALFORMED, "status must be OK or ERROR")
     error = None
     if status == Status.ERROR.value:
         err = mapping(envelope, "error", "")
         code = err.get("code")
         message = err.get("message")
-        if code not in ErrorCode.__members__ or not isinstance(message, str):
+        if not _member(code, ErrorCode) or not isinstance(message, str):
             raise _fail(ErrorCode.MALFORMED, "error must have a known code and a message")
         error = ProtocolError(ErrorCode(str(code)), message[:500])
     return Response(
