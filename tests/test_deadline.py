@@ -200,3 +200,59 @@ def test_an_exchange_within_its_deadline_is_not_touched(serve: Callable[..., Raw
     with DeadlineSession() as session, session.exchange(5.0) as exchange:
         assert session.get(f"http://127.0.0.1:{server.port}/", timeout=SLOW).text == "ok"
     assert exchange.cancelled is None
+
+
+@pytest.fixture
+def blackhole() -> Iterator[int]:
+    """A port whose connects hang (the listener's backlog is full and never accepted)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(0)
+    port = int(srv.getsockname()[1])
+    filler = socket.create_connection(("127.0.0.1", port), timeout=1)
+    probe = socket.socket()
+    probe.settimeout(0.2)
+    try:
+        probe.connect(("127.0.0.1", port))
+    except TimeoutError:
+        pass
+    else:
+        pytest.skip("this kernel accepts connections beyond the backlog")
+    finally:
+        probe.close()
+    yield port
+    filler.close()
+    srv.close()
+
+
+def test_abort_ends_a_connect_that_hangs(blackhole: int) -> None:
+    """A connect to a peer that never completes the TCP handshake is cut by the stop
+    too (the socket is watched before it connects), not after ``connect_timeout``."""
+    outcome: list[str | None] = []
+    with DeadlineSession() as session:
+
+        def job() -> None:
+            with (
+                session.exchange(60.0) as exchange,
+                contextlib.suppress(requests.RequestException),
+            ):
+                session.get(f"http://127.0.0.1:{blackhole}/", timeout=(30.0, 30.0))
+            outcome.append(exchange.cancelled)
+
+        thread = threading.Thread(target=job)
+        thread.start()
+        thread.join(0.5)  # it is now inside connect (or the test proves less, not wrongly)
+        assert thread.is_alive()
+        started = time.monotonic()
+        session.abort()
+        thread.join(5)
+        assert not thread.is_alive() and time.monotonic() - started < 1
+    assert outcome == [ABORTED]
+
+
+def test_the_deadline_bounds_a_connect_that_hangs(blackhole: int) -> None:
+    with DeadlineSession() as session:
+        started = time.monotonic()
+        with session.exchange(0.5), pytest.raises(requests.ConnectionError):
+            session.get(f"http://127.0.0.1:{blackhole}/", timeout=(30.0, 30.0))
+        assert time.monotonic() - started < 2
