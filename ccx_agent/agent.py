@@ -29,6 +29,7 @@ from ccx_agent.ssm.port import (
     Authorized,
     Credentials,
     IdRenewed,
+    SsmAborted,
     SsmError,
     SsmPort,
     SsmUnreachable,
@@ -284,6 +285,8 @@ class Agent:
             batch = [b for b in batch if b.piid == cred.piid]
             try:
                 ack = self.ssm.report(cred, [b.payload for b in batch], now)
+            except SsmAborted:
+                break  # stopping: the batch stays in the outbox as it was
             except SsmError as exc:
                 self._report_failed(now, [b.report_id for b in batch], exc)
                 break
@@ -413,6 +416,9 @@ class Agent:
             if cred is None or cred.piid != state.identity.piid:
                 raise SsmError("the ID certificate is missing from the database: register again")
             result = call(state, cred)
+        except SsmAborted as exc:
+            # Stopping: nothing was learnt, so nothing changes (the timer is still due).
+            return Outcome(False, str(exc))
         except SsmError as exc:
             error = exc
         with self.store.transaction() as tx:
@@ -507,6 +513,8 @@ class Agent:
             )
         try:
             res = self._ssm().register(token, self.udi, self.cfg.license.type.value, now, current)
+        except SsmAborted as exc:
+            return Outcome(False, f"registration not completed: {exc}")
         except SsmError as exc:
             reason = str(exc) or type(exc).__name__
             with self.store.transaction() as tx:

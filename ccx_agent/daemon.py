@@ -263,6 +263,8 @@ class Daemon:
         try:
             snapshot = run.source.read()
         except SourceError as exc:
+            if self._stopping.is_set():
+                return  # a read cut by the stop is no failed sample
             log.error("sample failed", error=str(exc))
             run.agent.sample([now], None, error=str(exc))
             return
@@ -411,6 +413,9 @@ class Daemon:
     def _stop(self, signum: int) -> None:
         log.info("stopping", signal=signal.Signals(signum).name)
         self.notifier.stopping("stopping: finishing the running job")
+        # The running job may be waiting on SSM or UCCX: its exchange is cut now, its
+        # report stays in the outbox (docs/daemon.md, "Stopping").
+        _abort_network(self.run_on)
         # A signal during start-up: run() does not start the scheduler once it sees the
         # flag, and if it is starting it right now, it is stopped as soon as it runs.
         deadline = time.monotonic() + 60
@@ -542,6 +547,14 @@ def _close_client(agent: Agent) -> None:
     close = getattr(getattr(agent.ssm, "transport", None), "close", None)
     if callable(close):
         close()
+
+
+def _abort_network(run: Running) -> None:
+    """Cut the SSM exchange and the source read in flight, and refuse later ones."""
+    for part in (run.agent.ssm, run.source):
+        abort = getattr(part, "abort", None)
+        if callable(abort):
+            abort()
 
 
 def _get(cfg: Config, key: tuple[str, ...]) -> Any:

@@ -40,9 +40,11 @@ from ccx_agent.config import SyslogConfig, SyslogFormat
 #: The longest message sent, in bytes (header included): rsyslog's default
 #: ``maxMessageSize``, and well inside a UDP datagram (65507 bytes over IPv4).
 MAX_MESSAGE = 8192
-#: Connecting to a network target gives up after this long.
+#: Connecting to a network target (TCP, and the TLS handshake for ``tls://``) gives up
+#: after this long in all.
 CONNECT_TIMEOUT = 5.0
-#: A send that cannot complete in this long (a stalled peer) counts as a lost connection.
+#: A message that cannot be sent whole in this long (a stalled or slow-reading peer)
+#: counts as a lost connection.
 SEND_TIMEOUT = 10.0
 #: Reconnection backoff: the first wait, and the longest; it doubles in between.
 BACKOFF_FIRST = 0.5
@@ -214,6 +216,9 @@ class SyslogSink:
             thread = self._thread
         if thread is not None:
             thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                # Stuck in a send to a peer that reads nothing: wake it (it then exits).
+                _cut(self._sock)
         if thread is None or not thread.is_alive():
             self._disconnect()
         with self._cond:
@@ -356,10 +361,14 @@ class SyslogSink:
                 raise
             self._sock, self._stream = sock, False
         else:
+            deadline = time.monotonic() + CONNECT_TIMEOUT
             sock = socket.create_connection((t.host, t.port), timeout=CONNECT_TIMEOUT)
             try:
                 if t.scheme == "tls":
-                    sock = self._context().wrap_socket(sock, server_hostname=t.host)
+                    sock = self._context().wrap_socket(
+                        sock, server_hostname=t.host, do_handshake_on_connect=False
+                    )
+                    _handshake(sock, deadline)
                 sock.settimeout(SEND_TIMEOUT)
             except BaseException:
                 sock.close()
@@ -382,13 +391,54 @@ class SyslogSink:
             return
         if _peer_closed(sock):
             raise ConnectionResetError(errno.ECONNRESET, "the syslog server closed the connection")
-        sock.sendall(octet_frame(data))
+        _send_all(sock, octet_frame(data), time.monotonic() + SEND_TIMEOUT)
 
     def _disconnect(self) -> None:
         sock, self._sock = self._sock, None
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.close()
+
+
+def _handshake(sock: ssl.SSLSocket, deadline: float) -> None:
+    """The TLS handshake, done by ``deadline`` in all (a blocking one would give each
+    read of a peer that answers byte by byte the whole timeout)."""
+    sock.setblocking(False)
+    wait: tuple[list[ssl.SSLSocket], list[ssl.SSLSocket]]
+    while True:
+        try:
+            sock.do_handshake()
+            return
+        except ssl.SSLWantReadError:
+            wait = ([sock], [])
+        except ssl.SSLWantWriteError:
+            wait = ([], [sock])
+        left = deadline - time.monotonic()
+        if left <= 0 or not any(select.select(*wait, [], left)[:2]):
+            raise TimeoutError(f"TLS handshake not complete within {CONNECT_TIMEOUT:g} s")
+
+
+def _send_all(sock: socket.socket, data: bytes, deadline: float) -> None:
+    """``sendall`` done by ``deadline`` in all (an SSL socket's ``sendall`` gives each
+    partial send the whole timeout)."""
+    view = memoryview(data)
+    try:
+        while view:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"a message not sent within {SEND_TIMEOUT:g} s")
+            sock.settimeout(left)
+            view = view[sock.send(view) :]
+    finally:
+        with contextlib.suppress(OSError):
+            sock.settimeout(SEND_TIMEOUT)
+
+
+def _cut(sock: socket.socket | None) -> None:
+    """Shut ``sock`` down from another thread: a send or recv blocked on it returns."""
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 def _unix_socket(path: str) -> socket.socket:

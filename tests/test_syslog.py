@@ -717,3 +717,45 @@ def test_flush_on_an_empty_queue_is_true_at_once() -> None:
     sink = make_sink("udp://127.0.0.1:9", format=SyslogFormat.RFC5424.value)
     with running(sink):
         assert sink.flush(0.0)
+
+
+def test_a_tls_handshake_dripped_byte_by_byte_gives_up_within_the_connect_timeout(
+    pki: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``tls://`` collector that answers the ClientHello one byte every 0.1 s: each
+    read gets a byte long before the socket timeout, but connect + handshake get
+    CONNECT_TIMEOUT in all; then the sink counts the target unreachable and keeps the
+    message queued."""
+    monkeypatch.setattr("ccx_agent.syslog.CONNECT_TIMEOUT", 0.5)
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    port = int(srv.getsockname()[1])
+    stop = threading.Event()
+
+    def drip() -> None:
+        conn, _ = srv.accept()
+        with conn, contextlib.suppress(OSError):
+            conn.recv(4096)
+            for byte in b"\x16\x03\x03\x40\x00" + b"\x02" * 0x4000:
+                conn.sendall(bytes([byte]))
+                if stop.wait(0.1):
+                    return
+
+    thread = threading.Thread(target=drip, daemon=True)
+    thread.start()
+    sink = make_sink(f"tls://127.0.0.1:{port}", ca_bundle=str(pki["ca"]))
+    try:
+        sink.start()
+        started = time.monotonic()
+        sink.send(2, "held", WHEN)
+        wait_for(lambda: sink.stats()["last_error"] is not None, timeout=5)
+        assert time.monotonic() - started < 2.0
+        stats = sink.stats()
+        assert "TLS handshake not complete within 0.5 s" in str(stats["last_error"])
+        assert stats["queued"] == 1 and stats["sent"] == 0
+    finally:
+        stop.set()
+        sink.close(timeout=0.5)
+        srv.close()
+        thread.join(5)

@@ -18,7 +18,8 @@ API is counted (no skills: a standard or base seat) and noted, never dropped.
 
 Security: basic auth over TLS that is always verified (``ca_bundle`` or the system trust
 store; ``REQUESTS_CA_BUNDLE`` and proxy variables are ignored), no redirects followed,
-explicit connect and read timeouts, bodies capped at :data:`MAX_BODY` and parsed by
+explicit connect and read timeouts and a deadline for each whole request (enforced while
+reading, :mod:`ccx_agent.deadline`), bodies capped at :data:`MAX_BODY` and parsed by
 :mod:`ccx_agent.sources.safexml`. Error messages are built here, never copied from an
 exception, and every one is scrubbed of the passwords before it leaves this module.
 """
@@ -40,6 +41,7 @@ import requests
 
 from ccx_agent.config import FINESSE_CREDENTIAL, UCCX_CREDENTIAL
 from ccx_agent.config import UccxSource as UccxSourceConfig
+from ccx_agent.deadline import ABORTED, DeadlineSession, Exchange
 from ccx_agent.licensing.snapshot import Snapshot, SnapshotError, parse_snapshot
 from ccx_agent.sources import SourceError
 from ccx_agent.sources.safexml import XmlError, parse_xml
@@ -371,7 +373,7 @@ class Endpoint:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.user_key = user_key
-        self.session = requests.Session()
+        self.session = DeadlineSession()
         # Only the configured CA and no proxy: the environment cannot weaken either.
         self.session.trust_env = False
         self.session.verify = str(ca_bundle) if ca_bundle is not None else True
@@ -382,16 +384,38 @@ class Endpoint:
         url = self.base_url + path
         where = f"{self.what} {url}"
         password = self.password()
-        try:
-            body = self._fetch(url, password, missing_ok, where)
-        except requests.RequestException as exc:
-            raise SourceError(
-                f"{where}: {_reason(exc, self.connect_timeout, self.read_timeout)}"
-            ) from None
+        with self.session.exchange(self.connect_timeout + self.read_timeout) as exchange:
+            self._check(exchange, where)
+            try:
+                body = self._fetch(url, password, missing_ok, where)
+            except (requests.RequestException, OSError) as exc:
+                # A connection shut down by the deadline or the stop: say which.
+                self._check(exchange, where)
+                reason = (
+                    _reason(exc, self.connect_timeout, self.read_timeout)
+                    if isinstance(exc, requests.RequestException)
+                    else "cannot connect, or the connection broke"
+                )
+                raise SourceError(f"{where}: {reason}") from None
+            except SourceError:
+                self._check(exchange, where)
+                raise
+            # A cut connection can look like the end of a body without a length.
+            self._check(exchange, where)
         return body
 
+    def _check(self, exchange: Exchange, where: str) -> None:
+        if exchange.cancelled == ABORTED:
+            raise SourceError(f"{where}: not completed: the agent is stopping")
+        if exchange.cancelled is not None:
+            # A server trickling bytes would never trip the per-read timeout.
+            raise SourceError(
+                f"{where}: response not complete within "
+                f"{_seconds(self.connect_timeout + self.read_timeout)} "
+                "(source.uccx.connect_timeout + source.uccx.timeout)"
+            )
+
     def _fetch(self, url: str, password: str, missing_ok: bool, where: str) -> bytes | None:
-        deadline = time.monotonic() + self.connect_timeout + self.read_timeout
         with self.session.get(
             url,
             auth=(self.user, password),
@@ -415,14 +439,12 @@ class Endpoint:
                 size += len(chunk)
                 if size > MAX_BODY:
                     raise SourceError(f"{where}: response larger than {MAX_BODY} bytes, refused")
-                if time.monotonic() > deadline:
-                    # A server trickling bytes would never trip the per-read timeout.
-                    raise SourceError(
-                        f"{where}: response not complete within "
-                        f"{_seconds(self.connect_timeout + self.read_timeout)}"
-                    )
                 chunks.append(chunk)
         return b"".join(chunks)
+
+    def abort(self) -> None:
+        """Cut the request in flight and refuse later ones (from any thread)."""
+        self.session.abort()
 
     def close(self) -> None:
         self.session.close()
@@ -606,6 +628,11 @@ class UccxSource:
             log.warning("%s", self._scrub(note))
         notes = (*config.notes, *joined, *snap.notes)
         return dataclasses.replace(snap, notes=tuple(self._scrub(n) for n in notes))
+
+    def abort(self) -> None:
+        """The daemon is stopping: no read waits on UCCX or Finesse any more."""
+        self.uccx.abort()
+        self.finesse.abort()
 
     def close(self) -> None:
         self.uccx.close()

@@ -6,9 +6,16 @@ CLI, or an in-process one that hands the bytes to the simulator (``simulate``). 
 the same code seals every request and checks every response (docs/protocol.md §4).
 
 Errors are sorted for the jobs: a signed refusal is :class:`SsmRefused` (final for this
-attempt); no usable answer, including a response that fails a check, is
-:class:`SsmUnreachable` (a communication failure, retried later). Messages name the
-message type, the host and the reason, never a token, a password or a URL's credentials.
+attempt); no usable answer, including a response that fails a check or cannot even be
+read (too deep, too large, not UTF-8, a number out of range, a field of the wrong type),
+is :class:`SsmUnreachable` (a communication failure, retried later); an exchange the
+agent cut itself because it is stopping (:meth:`SsmClient.abort`) is :class:`SsmAborted`,
+which the jobs record nowhere. Messages name the message type, the host and the reason,
+never a token, a password or a URL's credentials.
+
+Every try has a wall-clock deadline, ``transport.timeout``, for all of it: connect, TLS,
+request and the streamed answer (:mod:`ccx_agent.deadline`), so a server that drips its
+answer cannot hold a job longer than that.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import ssl
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,6 +37,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from ccx_agent.deadline import ABORTED, DeadlineSession, Exchange
 from ccx_agent.ssm import protocol
 from ccx_agent.ssm.identity import IdentityError, KeyStore, check_issued, load_anchors, make_csr
 from ccx_agent.ssm.port import (
@@ -37,6 +46,7 @@ from ccx_agent.ssm.port import (
     Credentials,
     IdRenewed,
     Registered,
+    SsmAborted,
     SsmError,
     SsmRefused,
     SsmUnreachable,
@@ -62,6 +72,27 @@ class TransportError(Exception):
     def __init__(self, message: str, *, retryable: bool = True) -> None:
         super().__init__(message)
         self.retryable = retryable
+
+
+class ExchangeAborted(TransportError):
+    """The agent cut the exchange itself (it is stopping): says nothing about the server."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)
+
+
+#: What reading a hostile answer may raise besides :class:`ProtocolError`, in our code or
+#: in a library's (a certificate field that does not parse, a number too large …): every
+#: one of them is a bad answer, never a crashed job.
+BAD_ANSWER = (
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    OverflowError,
+    RecursionError,
+    UnicodeError,
+)
 
 
 class RetryableStatus(Exception):
@@ -102,7 +133,12 @@ def system_ca_file() -> str | bool:
 
 
 class HttpTransport:
-    """HTTPS POSTs with verified TLS, explicit timeouts and a cap on the response size.
+    """HTTPS POSTs with verified TLS, a deadline for each whole exchange and a cap on the
+    response size.
+
+    ``timeout`` bounds everything from connecting to the answer's last byte (the connect,
+    TLS handshake included, is also bounded by ``connect_timeout``); :meth:`abort` cuts
+    an exchange in flight from another thread and every later one.
 
     ``trust_env`` is off: ``REQUESTS_CA_BUNDLE``, ``HTTPS_PROXY`` or a ``.netrc`` must not
     silently change where the agent's messages go or which CA it trusts.
@@ -121,8 +157,10 @@ class HttpTransport:
         self.url = url
         self.label = safe_url(url)
         self.max_bytes = max_bytes
-        self.timeout = (connect_timeout.total_seconds(), timeout.total_seconds())
-        self.session = requests.Session()
+        self.total = timeout.total_seconds()
+        # Per socket operation; the exchange's deadline bounds their sum.
+        self.timeout = (min(connect_timeout.total_seconds(), self.total), self.total)
+        self.session = DeadlineSession()
         self.session.trust_env = False
         self.session.verify = str(ca_bundle) if ca_bundle is not None else system_ca_file()
         if proxy:
@@ -132,35 +170,67 @@ class HttpTransport:
         )
 
     def post(self, body: bytes, now: datetime) -> tuple[int, bytes, Mapping[str, str]]:
-        try:
-            with self.session.post(
-                self.url, data=body, timeout=self.timeout, stream=True, allow_redirects=False
-            ) as resp:
-                data = bytearray()
-                for chunk in resp.iter_content(64 * 1024):
-                    data += chunk
-                    if len(data) > self.max_bytes:
-                        raise TransportError(
-                            f"the response from {self.label} is larger than "
-                            f"{self.max_bytes} bytes: refused",
-                            retryable=False,
-                        )
-                return resp.status_code, bytes(data), dict(resp.headers)
-        except requests.exceptions.SSLError:
+        with self.session.exchange(self.total) as exchange:
+            self._check(exchange)
+            try:
+                answer = self._post(body)
+            except (requests.exceptions.RequestException, OSError) as exc:
+                # Whatever ``requests`` made of a connection that was shut down under it,
+                # the reason is the deadline or the stop.
+                self._check(exchange)
+                raise self._failure(exc) from None
+            except TransportError:
+                self._check(exchange)
+                raise
+            # A cut connection can look like the end of an answer without a length.
+            self._check(exchange)
+            return answer
+
+    def _post(self, body: bytes) -> tuple[int, bytes, Mapping[str, str]]:
+        with self.session.post(
+            self.url, data=body, timeout=self.timeout, stream=True, allow_redirects=False
+        ) as resp:
+            data = bytearray()
+            for chunk in resp.iter_content(64 * 1024):
+                data += chunk
+                if len(data) > self.max_bytes:
+                    raise TransportError(
+                        f"the response from {self.label} is larger than "
+                        f"{self.max_bytes} bytes: refused",
+                        retryable=False,
+                    )
+            return resp.status_code, bytes(data), dict(resp.headers)
+
+    def _check(self, exchange: Exchange) -> None:
+        if exchange.cancelled == ABORTED:
+            raise ExchangeAborted(
+                f"the exchange with {self.label} was cut short: the agent is stopping"
+            )
+        if exchange.cancelled is not None:
             raise TransportError(
+                f"{self.label} did not answer within the timeout "
+                f"({self.total:g} s for the whole exchange)"
+            )
+
+    def _failure(self, exc: BaseException) -> TransportError:
+        if isinstance(exc, requests.exceptions.SSLError):
+            return TransportError(
                 f"TLS verification of {self.label} failed (check transport.ca_bundle)",
                 retryable=False,
-            ) from None
-        except requests.exceptions.ConnectTimeout:
-            raise TransportError(f"no connection to {self.label} within the timeout") from None
-        except requests.exceptions.ReadTimeout:
-            raise TransportError(f"{self.label} did not answer within the timeout") from None
-        except requests.exceptions.ProxyError:
-            raise TransportError(f"the proxy refused the connection to {self.label}") from None
-        except requests.exceptions.ConnectionError as exc:
-            raise TransportError(f"cannot reach {self.label}: {_reason(exc)}") from None
-        except requests.exceptions.RequestException as exc:
-            raise TransportError(f"HTTP error with {self.label}: {type(exc).__name__}") from None
+            )
+        if isinstance(exc, requests.exceptions.ConnectTimeout):
+            return TransportError(f"no connection to {self.label} within the timeout")
+        if isinstance(exc, requests.exceptions.ReadTimeout):
+            return TransportError(f"{self.label} did not answer within the timeout")
+        if isinstance(exc, requests.exceptions.ProxyError):
+            return TransportError(f"the proxy refused the connection to {self.label}")
+        if isinstance(exc, requests.exceptions.ConnectionError | OSError):
+            return TransportError(f"cannot reach {self.label}: {_reason(exc)}")
+        return TransportError(f"HTTP error with {self.label}: {type(exc).__name__}")
+
+    def abort(self) -> None:
+        """Cut the exchange in flight, if any, and refuse every later one (from any thread)."""
+        self.session.abort()
 
     def close(self) -> None:
         self.session.close()
@@ -182,6 +252,14 @@ def _reason(exc: BaseException) -> str:
         if marker in text:
             return marker.lower()
     return "connection error"
+
+
+def _why(exc: Exception) -> str:
+    """A check's own message, or the kind of error a library raised on a hostile answer
+    (its text may quote the answer, so it is not shown)."""
+    if isinstance(exc, ProtocolError):
+        return str(exc)
+    return f"it cannot be read ({type(exc).__name__})"
 
 
 def _worth_retrying(exc: BaseException) -> bool:
@@ -231,6 +309,7 @@ class SsmClient:
         self.anchors = list(anchors)
         self.attempts = attempts
         self.budget = budget
+        self._stopped = threading.Event()
         self._sleep = sleep
         self._signers: dict[bytes, tuple[x509.Certificate, ec.EllipticCurvePrivateKey]] = {}
 
@@ -265,9 +344,7 @@ class SsmClient:
                 state.upcoming_sleep,
             )
 
-        kwargs: dict[str, Any] = {}
-        if self._sleep is not None:
-            kwargs["sleep"] = self._sleep
+        kwargs: dict[str, Any] = {"sleep": self._sleep or self._wait}
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.attempts)
             | tenacity.stop_after_delay(self.budget.total_seconds()),
@@ -279,6 +356,11 @@ class SsmClient:
         )
         try:
             return retrying(self._once, type_, body, now, key, cred, cert)
+        except ExchangeAborted as exc:
+            log.info(
+                "%s to %s not completed: the agent is stopping", type_.value, self.transport.label
+            )
+            raise SsmAborted(f"{type_.value}: {exc}") from None
         except TransportError as exc:
             raise SsmUnreachable(str(exc)) from None
         except RetryableStatus as exc:
@@ -295,6 +377,8 @@ class SsmClient:
         cred: Credentials | None,
         cert: x509.Certificate | None,
     ) -> _Answer:
+        if self._stopped.is_set():
+            raise ExchangeAborted(f"{self.transport.label} not tried: the agent is stopping")
         # A new nonce for every try: the server refuses a nonce it has seen.
         request = protocol.seal_request(
             type_, body, now, key, piid=cred.piid if cred else None, cert=cert
@@ -302,12 +386,12 @@ class SsmClient:
         status, raw, headers = self.transport.post(protocol.canonical(request), now)
         try:
             resp = protocol.open_response(raw, request, now, self.anchors)
-        except ProtocolError as exc:
+        except (ProtocolError, *BAD_ANSWER) as exc:
             if status in RETRY_STATUS:
                 raise RetryableStatus(status, _retry_after(headers)) from None
             what = f"HTTP {status}" if status != 200 else "the response"
             raise SsmUnreachable(
-                f"{type_.value}: {what} from {self.transport.label} was rejected: {exc}"
+                f"{type_.value}: {what} from {self.transport.label} was rejected: {_why(exc)}"
             ) from None
         if resp.error is not None:
             if resp.error.code is ErrorCode.INTERNAL_ERROR or status in RETRY_STATUS:
@@ -335,10 +419,22 @@ class SsmClient:
         self._signers = {cred.cert: signer}
         return signer
 
-    def _bad(self, type_: MessageType, exc: ProtocolError) -> SsmUnreachable:
+    def _bad(self, type_: MessageType, exc: Exception) -> SsmUnreachable:
         return SsmUnreachable(
-            f"{type_.value}: the response from {self.transport.label} was rejected: {exc}"
+            f"{type_.value}: the response from {self.transport.label} was rejected: {_why(exc)}"
         )
+
+    def _wait(self, seconds: float) -> None:
+        """The back-off between two tries, cut short by :meth:`abort`."""
+        self._stopped.wait(seconds)
+
+    def abort(self) -> None:
+        """Stop talking, from any thread (the daemon's stop): the exchange in flight is
+        cut, a back-off ends, and every later call raises :class:`SsmAborted` at once."""
+        self._stopped.set()
+        abort = getattr(self.transport, "abort", None)
+        if callable(abort):
+            abort()
 
     @staticmethod
     def _der(cert: x509.Certificate) -> bytes:
@@ -359,7 +455,10 @@ class SsmClient:
                 raise ProtocolError(ErrorCode.MALFORMED, "body.chain must be a short list")
             chain = tuple(protocol.unb64(c, "body.chain[]") for c in chain_field)
             cert = check_issued(der, chain, key, piid, self.anchors, now)
-        except ProtocolError as exc:
+            # Read here, not later in a job: a date the library cannot represent is a bad
+            # answer too.
+            cert.not_valid_after_utc  # noqa: B018
+        except (ProtocolError, *BAD_ANSWER) as exc:
             raise self._bad(type_, exc) from None
         return cert, chain
 
@@ -395,7 +494,7 @@ class SsmClient:
                 raise ProtocolError(ErrorCode.PIID_MISMATCH, "body.piid is not the envelope's")
             entitlements = protocol.counts(answer.body, "entitlements", "body.")
             account = protocol.text(answer.body, "account", "body.", optional=True)
-        except ProtocolError as exc:
+        except (ProtocolError, *BAD_ANSWER) as exc:
             raise self._bad(MessageType.REGISTER, exc) from None
         cert, chain = self._issued(MessageType.REGISTER, answer.body, key, piid, now)
         # Issued "now" for the agent's timers: a server backdates not-before for clock skew.
@@ -427,7 +526,7 @@ class SsmClient:
         answer = self._exchange(MessageType.AUTHORIZE, body, now, key, cred=cred, cert=cert)
         try:
             return Authorized(protocol.counts(answer.body, "entitlements", "body."))
-        except ProtocolError as exc:
+        except (ProtocolError, *BAD_ANSWER) as exc:
             raise self._bad(MessageType.AUTHORIZE, exc) from None
 
     def report(
@@ -445,7 +544,7 @@ class SsmClient:
                 [a for a in acked if a in sent],
                 protocol.counts(answer.body, "entitlements", "body."),
             )
-        except ProtocolError as exc:
+        except (ProtocolError, *BAD_ANSWER) as exc:
             raise self._bad(MessageType.REPORT_USAGE, exc) from None
 
     def deregister(self, cred: Credentials, now: datetime) -> None:

@@ -28,6 +28,12 @@ class SsmUnreachable(SsmError):
     """No usable answer (down, timeout, garbage): a communication failure, worth retrying."""
 
 
+class SsmAborted(SsmError):
+    """The agent cut the exchange itself because it is stopping: nothing was learnt about
+    the server, so nothing is recorded (no failure, no back-off); what was to be sent is
+    sent at the next start."""
+
+
 @dataclass(frozen=True, slots=True)
 class Udi:
     """Unique device identifier: product id, serial number and a UUID."""

@@ -16,7 +16,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import itertools
 import json
+import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -44,6 +46,12 @@ MAX_SKEW = timedelta(minutes=10)
 MAX_TEXT = 256
 #: Most reports in one REPORT_USAGE message.
 MAX_REPORTS = 1000
+#: Deepest nesting of arrays and objects a message may have (the protocol needs 5): a
+#: deeper one is refused before it is parsed, so that no peer can make a receiver recurse.
+MAX_DEPTH = 32
+#: Largest count (license, usage): beyond it a number is no count, and would not even fit
+#: a database integer at some point.
+MAX_COUNT = 2**31 - 1
 
 _ECDSA = ec.ECDSA(hashes.SHA256())
 
@@ -199,21 +207,46 @@ def key_fingerprint(key: ec.EllipticCurvePublicKey) -> str:
 
 
 def decode(raw: bytes, limit: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
-    """Bytes to a JSON object, refusing oversized, non-UTF-8, duplicate-key or float input."""
+    """Bytes to a JSON object, refusing oversized, non-UTF-8, too deep, duplicate-key or
+    float input.
+
+    Python's ``json`` has no depth limit of its own (it recurses until RecursionError), so
+    the nesting is measured first, on the text without its strings.
+    """
     if len(raw) > limit:
         raise _fail(ErrorCode.TOO_LARGE, f"message of {len(raw)} bytes exceeds {limit}")
     try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _fail(ErrorCode.MALFORMED, f"not a JSON message: {_short(exc)}") from None
+    # Counting brackets is cheap; only a text with enough of them can be too deep.
+    if text.count("[") + text.count("{") > MAX_DEPTH and _depth(text) > MAX_DEPTH:
+        raise _fail(ErrorCode.MALFORMED, f"nested deeper than {MAX_DEPTH} levels")
+    try:
         data = json.loads(
-            raw.decode("utf-8"),
+            text,
             object_pairs_hook=_unique,
             parse_float=_refuse_float,
             parse_constant=_refuse_float,
         )
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (ValueError, RecursionError) as exc:
         raise _fail(ErrorCode.MALFORMED, f"not a JSON message: {_short(exc)}") from None
     if not isinstance(data, dict):
         raise _fail(ErrorCode.MALFORMED, "a message must be a JSON object")
     return data
+
+
+#: A JSON string, or what is left of an unterminated one: possessive, and never failing
+#: once it has started, so removing every string is one linear pass.
+_STRING = re.compile(r'"(?:[^"\\]++|\\.)*+"?', re.DOTALL)
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def _depth(text: str) -> int:
+    """The deepest nesting of ``[`` and ``{`` outside strings (exact for valid JSON;
+    invalid JSON is refused by the parser whatever this says)."""
+    steps = (1 if b in "[{" else -1 for b in _BRACKET.findall(_STRING.sub("", text)))
+    return max(itertools.accumulate(steps), default=0)
 
 
 def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -258,8 +291,10 @@ def counts(obj: Mapping[str, Any], key: str, where: str) -> dict[str, int]:
     for tag, n in value.items():
         if not tag or len(tag) > MAX_TEXT:
             raise _fail(ErrorCode.MALFORMED, f"{where}{key} has an invalid tag name")
-        if type(n) is not int or n < 0:
-            raise _fail(ErrorCode.MALFORMED, f"{where}{key}.{tag} must be an integer >= 0")
+        if type(n) is not int or not 0 <= n <= MAX_COUNT:
+            raise _fail(
+                ErrorCode.MALFORMED, f"{where}{key}.{tag[:40]} must be an integer 0-{MAX_COUNT}"
+            )
     return dict(value)
 
 
@@ -400,6 +435,12 @@ def check_signature(envelope: Mapping[str, Any], key: ec.EllipticCurvePublicKey)
         raise _fail(ErrorCode.BAD_SIGNATURE, "the signature does not verify") from None
 
 
+def _member(value: object, kind: type[StrEnum]) -> bool:
+    """``value`` names a member of ``kind`` (a peer's list or object is no name, and
+    must not reach a ``dict`` lookup that raises on the unhashable)."""
+    return isinstance(value, str) and value in kind.__members__
+
+
 def _common(envelope: Mapping[str, Any], fields: frozenset[str]) -> None:
     missing = sorted(fields - {"cert", "chain", "error", "piid"} - envelope.keys())
     if missing:
@@ -414,7 +455,7 @@ def _common(envelope: Mapping[str, Any], fields: frozenset[str]) -> None:
         )
     if envelope["vendor"] != VENDOR:
         raise _fail(ErrorCode.WRONG_VENDOR, f"vendor must be {VENDOR!r}")
-    if envelope["type"] not in MessageType.__members__:
+    if not _member(envelope["type"], MessageType):
         raise _fail(ErrorCode.MALFORMED, f"unknown message type {str(envelope['type'])[:40]!r}")
     text(envelope, "nonce", "")
     instant(envelope, "sent_at", "")
@@ -535,7 +576,7 @@ def seal_response(
     request echoes what it can).
     """
     req = request or {}
-    echoed_type = req.get("type") if req.get("type") in MessageType.__members__ else None
+    echoed_type = req.get("type") if _member(req.get("type"), MessageType) else None
     echoed_nonce = req.get("nonce") if isinstance(req.get("nonce"), str) else None
     echoed_piid = req.get("piid") if isinstance(req.get("piid"), str) else None
     envelope: dict[str, Any] = {
@@ -588,14 +629,14 @@ def open_response(
     if request.get("piid") is not None and piid != request["piid"]:
         raise _fail(ErrorCode.PIID_MISMATCH, "the response names another instance")
     status = envelope.get("status")
-    if status not in Status.__members__:
+    if not _member(status, Status):
         raise _fail(ErrorCode.MALFORMED, "status must be OK or ERROR")
     error = None
     if status == Status.ERROR.value:
         err = mapping(envelope, "error", "")
         code = err.get("code")
         message = err.get("message")
-        if code not in ErrorCode.__members__ or not isinstance(message, str):
+        if not _member(code, ErrorCode) or not isinstance(message, str):
             raise _fail(ErrorCode.MALFORMED, "error must have a known code and a message")
         error = ProtocolError(ErrorCode(str(code)), message[:500])
     return Response(

@@ -10,7 +10,8 @@
 * :class:`FakeUccx` serves it over TLS with a CA made at test time (:func:`make_pki`,
   into a temporary directory: no key is ever committed), checks basic auth, and can be
   told to fail per path: ``401``, ``403``, ``500``, ``302``, ``slow``, ``truncated``,
-  ``cut`` (connection closed mid-body), ``bomb``, ``html``, ``empty``, ``404``, ``huge``.
+  ``cut`` (connection closed mid-body), ``bomb``, ``html``, ``empty``, ``404``, ``huge``,
+  ``drip`` (the right body, one byte every :data:`DRIP_EVERY` seconds).
 
 The benchmark (``benchmarks/bench_sources.py``) renders its 2,000-agent pair from here.
 """
@@ -37,6 +38,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 HOST = "https://uccx-pub.example.com"
+#: A ``drip`` answer sends one byte this often: far inside any per-read timeout.
+DRIP_EVERY = 0.2
 
 # --- the cluster ------------------------------------------------------------------------------
 
@@ -409,6 +412,9 @@ class FakeUccx:
         self.hits: dict[str, int] = {}
         self.auth_seen: list[str] = []
         self.release = threading.Event()  # ends a "slow" answer at once when set
+        self.dripping = threading.Event()  # set when a "drip" answer has begun
+        #: Per "drip" answer: how many bytes the client took before it hung up.
+        self.dripped: list[int] = []
         self.bodies = {
             "/adminapi/resource?withCsqs": resources_xml(cluster),
             "/adminapi/csq": csqs_xml(cluster),
@@ -451,6 +457,24 @@ class FakeUccx:
         h.end_headers()
         h.wfile.write(body)
 
+    def _drip(self, h: BaseHTTPRequestHandler, body: bytes) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", "application/xml")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        self.dripping.set()
+        sent = 0
+        try:
+            for i in range(len(body)):
+                h.wfile.write(body[i : i + 1])
+                h.wfile.flush()
+                sent += 1
+                if self.release.wait(DRIP_EVERY):
+                    break
+        except OSError:
+            h.close_connection = True
+        self.dripped.append(sent)
+
     def _answer(self, h: BaseHTTPRequestHandler) -> None:
         path = h.path
         self.hits[path] = self.hits.get(path, 0) + 1
@@ -483,6 +507,8 @@ class FakeUccx:
             root = re.search(rb"<(\w+)>", body)
             assert root is not None
             self._send(h, 200, b"<" + root.group(1) + b"/>")
+        elif mode == "drip":
+            self._drip(h, body)
         elif mode == "huge":
             self._send(h, 200, b"", length=1 << 40)
         else:

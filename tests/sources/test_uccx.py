@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -272,6 +274,57 @@ def test_a_failed_live_state_read_fails_the_sample(
     message = fails(src)
     assert message.startswith(f"Finesse {fake.url}{USERS}: ")
     assert expected in message
+
+
+def test_a_dripped_answer_is_cut_at_the_deadline_of_the_whole_request(
+    source: SourceMaker, fake: FakeUccx
+) -> None:
+    """One byte every 0.2 s never trips the 1 s read timeout: the request's deadline
+    (``connect_timeout + timeout``) cuts it while it is reading, and the client hangs up."""
+    src = source(timeout="1s", connect_timeout="1s")
+    src.read()
+    fake.fail[USERS] = "drip"
+    started = time.monotonic()
+    message = fails(src)
+    took = time.monotonic() - started
+    assert message == (
+        f"Finesse {fake.url}{USERS}: response not complete within 2s "
+        "(source.uccx.connect_timeout + source.uccx.timeout)"
+    )
+    assert 1.8 <= took < 4
+    wait = time.monotonic() + 5
+    while not fake.dripped and time.monotonic() < wait:
+        time.sleep(0.05)
+    assert fake.dripped and fake.dripped[0] < len(fake.bodies[USERS])
+
+
+def test_abort_cuts_a_read_in_flight_and_every_later_one(
+    source: SourceMaker, fake: FakeUccx
+) -> None:
+    """The daemon's stop: a read waiting on a dripping Finesse ends at once, and the
+    source reads nothing more (no request is even sent)."""
+    src = source(timeout="30s")
+    src.read()
+    fake.fail[USERS] = "drip"
+    errors: list[str] = []
+
+    def read() -> None:
+        try:
+            src.read()
+        except SourceError as exc:
+            errors.append(str(exc))
+
+    job = threading.Thread(target=read)
+    job.start()
+    assert fake.dripping.wait(10)
+    started = time.monotonic()
+    src.abort()
+    job.join(5)
+    assert not job.is_alive() and time.monotonic() - started < 1
+    assert errors == [f"Finesse {fake.url}{USERS}: not completed: the agent is stopping"]
+    hits = dict(fake.hits)
+    assert fails(src) == f"Finesse {fake.url}{USERS}: not completed: the agent is stopping"
+    assert fake.hits == hits
 
 
 def test_a_failed_sample_raises_the_alert_and_reports_no_zero(

@@ -4,20 +4,23 @@ Each is a ``ThreadingHTTPServer`` on ``127.0.0.1:0`` behind TLS. By default it p
 the simulator's own TLS certificate (``tls_files(state_dir)``), so the agent's
 ``transport.ca_bundle`` (the simulator's ``ca.pem``) verifies it and the test reaches the
 part it is about: what the server *says*. What it says is a :data:`Behaviour`: a fixed
-answer, a 10 MB body, silence, or a :class:`Relay` that forwards to the real simulator and
-may change a byte on the way in or out, replay an old answer, or re-sign an answer.
+answer, a 10 MB body, silence, an answer dripped a byte at a time or one that never ends
+(:attr:`Reply.stream`), or a :class:`Relay` that forwards to the real simulator and may
+change a byte on the way in or out, replay an old answer, or re-sign an answer.
 
 Nothing here mocks the client: the agent's ``requests`` session talks TLS to a socket.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 import socketserver
 import ssl
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -41,6 +44,9 @@ class Reply:
     status: int
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
+    #: When set, the answer is these pieces, each written as it comes, without a
+    #: Content-Length (the end of the connection ends it): ``body`` is not sent.
+    stream: Iterable[bytes] | None = None
 
 
 #: What a server does with one request body: a reply, or None to close the connection
@@ -88,6 +94,9 @@ class _Handler(BaseHTTPRequestHandler):
         if reply is None:
             self.close_connection = True
             return
+        if reply.stream is not None:
+            self._stream(reply)
+            return
         self.send_response(reply.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(reply.body)))
@@ -104,6 +113,27 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         with owner.lock:
             owner.answers.append((sent, complete))
+        owner.answered.set()
+
+
+    def _stream(self, reply: Reply) -> None:
+        owner = self.server.owner
+        self.close_connection = True
+        sent, complete = 0, True
+        try:
+            self.send_response(reply.status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            assert reply.stream is not None
+            for piece in reply.stream:
+                self.wfile.write(piece)
+                sent += len(piece)
+        except OSError:
+            complete = False
+        with owner.lock:
+            owner.answers.append((sent, complete))
+            owner.hung_up.append(time.monotonic())
         owner.answered.set()
 
 
@@ -124,6 +154,11 @@ class MisbehavingServer:
         self.received: list[bytes] = []
         #: Per answer written: (bytes the client took, whether it took them all).
         self.answers: list[tuple[int, bool]] = []
+        #: When each streamed answer ended (``time.monotonic()``): written whole, or the
+        #: client hung up.
+        self.hung_up: list[float] = []
+        #: Set when a streamed answer has begun (its headers are out).
+        self.streaming = threading.Event()
         self.answered = threading.Event()
         #: Set at stop: a server holding a request open lets go.
         self.released = threading.Event()
@@ -186,6 +221,26 @@ def hang(server: MisbehavingServer, request: bytes) -> Reply | None:
     is what ends the exchange)."""
     server.released.wait(30)
     return None
+
+
+def drip(server: MisbehavingServer, data: Iterable[bytes], every: float) -> Iterator[bytes]:
+    """``data`` one byte at a time, ``every`` seconds apart (slowloris): each read of the
+    client gets a byte long before any per-read timeout. Stops when the server stops."""
+    server.streaming.set()
+    for piece in data:
+        for i in range(len(piece)):
+            yield piece[i : i + 1]
+            if server.released.wait(every):
+                return
+
+
+def endless(server: MisbehavingServer, piece: bytes = b" " * 65536) -> Iterator[bytes]:
+    """A body that never ends, as fast as the client takes it."""
+    server.streaming.set()
+    for chunk in itertools.repeat(piece):
+        if server.released.is_set():
+            return
+        yield chunk
 
 
 class Relay:

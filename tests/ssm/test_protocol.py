@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -65,12 +66,43 @@ def test_floats_have_no_canonical_form() -> None:
         (b'{"a": NaN}', ErrorCode.MALFORMED),
         (b"\xff\xfe", ErrorCode.MALFORMED),
         (b" " * (protocol.MAX_MESSAGE_BYTES + 1), ErrorCode.TOO_LARGE),
+        (b'{"a":' + b"[" * 10_000 + b"]" * 10_000 + b"}", ErrorCode.MALFORMED),
+        (b'{"a":' + b"{" * 400_000, ErrorCode.MALFORMED),
+        (b'{"a":1' + b"0" * 5000 + b"}", ErrorCode.MALFORMED),
     ],
 )
 def test_decode_refuses(raw: bytes, code: ErrorCode) -> None:
     with pytest.raises(ProtocolError) as info:
         protocol.decode(raw)
     assert info.value.code is code
+
+
+def _nested(depth: int) -> bytes:
+    return b'{"a":' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"
+
+
+def test_decode_allows_32_levels_and_refuses_33_before_parsing() -> None:
+    assert protocol.decode(_nested(protocol.MAX_DEPTH))["a"]
+    with pytest.raises(ProtocolError, match="nested deeper than 32 levels"):
+        protocol.decode(_nested(protocol.MAX_DEPTH + 1))
+
+
+def test_brackets_inside_strings_are_not_nesting() -> None:
+    text = '{"a":"' + "[{" * 1000 + r'\\","b":"\"[["}'
+    doc = protocol.decode(text.encode())
+    assert doc["a"].startswith("[{[{") and doc["b"] == '"[['
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['"' * 1_000_000, '"\\' * 500_000, '"' + '\\"' * 500_000, "[" * 1_000_000],
+)
+def test_the_depth_of_any_text_is_measured_in_linear_time(text: str) -> None:
+    """No input makes the depth scan quadratic (a 1 MiB message, the most a peer can send,
+    is measured in well under a second even on a loaded machine)."""
+    started = time.monotonic()
+    protocol._depth(text)
+    assert time.monotonic() - started < 1.0
 
 
 def test_a_register_opens_and_its_signature_is_the_csr_key() -> None:

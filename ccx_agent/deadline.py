@@ -1,0 +1,266 @@
+"""A wall-clock deadline for a whole HTTP exchange, and a stop that does not wait for one.
+
+A socket timeout bounds each read, not an exchange: a server that sends one byte every
+two seconds never trips a 30 s read timeout and keeps a job (and a stopping daemon) for
+as long as it likes. So every request made through a :class:`DeadlineSession` runs inside
+an :class:`Exchange`, and the sockets it uses are registered with it as they are made
+(before ``connect``, so that a connection in progress can be cut too) or taken from the
+pool. When the deadline passes, or when :meth:`DeadlineSession.abort` is called from
+another thread (the daemon's stop), those sockets are shut down (``SHUT_RDWR``): a
+``connect``, ``recv`` or TLS handshake blocked on one returns at once with end-of-file or
+an error, and the caller, seeing :attr:`Exchange.cancelled`, reports the real reason
+instead of whatever ``requests`` made of a connection that ended under it.
+
+The exchange shuts down a duplicate of each socket's file descriptor that it owns: TLS
+replaces the connection's socket object with another on the same descriptor, and a closed
+descriptor's number may already name another file, but the duplicate names this
+connection until the exchange ends.
+
+Only name resolution (``getaddrinfo``) cannot be cut short: the system's resolver bounds it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3 import connection as u3connection
+from urllib3 import connectionpool
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.util.connection import allowed_gai_family
+
+#: :attr:`Exchange.cancelled` when the deadline passed.
+TIMED_OUT = "timed out"
+#: :attr:`Exchange.cancelled` when :meth:`DeadlineSession.abort` cut it.
+ABORTED = "aborted"
+
+_current = threading.local()
+
+
+class Exchange:
+    """One request and its answer: the deadline, the sockets, and why it was cut if it was."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.deadline = time.monotonic() + seconds
+        #: None while the exchange may go on; :data:`TIMED_OUT` or :data:`ABORTED` after.
+        self.cancelled: str | None = None
+        self._lock = threading.Lock()
+        self._socks: list[socket.socket] = []
+        self._ended = False
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+    def watch(self, sock: socket.socket) -> None:
+        """Cut ``sock`` too when the exchange is cut (at once if it already was)."""
+        try:
+            dup = socket.socket(fileno=os.dup(sock.fileno()))
+        except OSError:
+            return
+        with self._lock:
+            if not self._ended and self.cancelled is None:
+                self._socks.append(dup)
+                return
+        _cut(dup)
+        dup.close()
+
+    def cancel(self, why: str) -> None:
+        """Shut down every socket of the exchange; from any thread, any number of times."""
+        with self._lock:
+            if self._ended or self.cancelled is not None:
+                return
+            self.cancelled = why
+            socks = list(self._socks)
+        for sock in socks:
+            _cut(sock)
+
+    def end(self) -> None:
+        """The exchange is over: later cancels touch nothing; the duplicates are closed."""
+        with self._lock:
+            self._ended = True
+            socks, self._socks = self._socks, []
+        for sock in socks:
+            sock.close()
+
+
+def _cut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def current() -> Exchange | None:
+    """The exchange running in this thread, if any."""
+    exchange: Exchange | None = getattr(_current, "exchange", None)
+    return exchange
+
+
+def connect(
+    address: tuple[str, int],
+    timeout: float | None,
+    source_address: tuple[str, int] | None,
+    socket_options: Any,
+    exchange: Exchange,
+) -> socket.socket:
+    """``urllib3.util.connection.create_connection``, with each socket watched by
+    ``exchange`` before it connects, and the connect bounded by what is left of it."""
+    host, port = address
+    host = host.strip("[]")
+    left = max(0.01, exchange.remaining())
+    timeout = left if timeout is None else min(timeout, left)
+    err: OSError | None = None
+    family = allowed_gai_family()
+    for af, socktype, proto, _name, sa in socket.getaddrinfo(
+        host, port, family, socket.SOCK_STREAM
+    ):
+        sock = socket.socket(af, socktype, proto)
+        try:
+            for opt in socket_options or ():
+                sock.setsockopt(*opt)
+            sock.settimeout(timeout)
+            if source_address:
+                sock.bind(source_address)
+            exchange.watch(sock)
+            if exchange.cancelled is not None:
+                raise TimeoutError(f"the exchange was cut ({exchange.cancelled})")
+            sock.connect(sa)
+            return sock
+        except OSError as exc:
+            err = exc
+            sock.close()
+    raise err if err is not None else OSError("getaddrinfo returned nothing")
+
+
+def _new_conn(conn: u3connection.HTTPConnection) -> socket.socket:
+    exchange = current()
+    assert exchange is not None
+    timeout = conn.timeout if isinstance(conn.timeout, int | float) else None
+    try:
+        return connect(
+            (conn._dns_host, conn.port or 0),  # urllib3 resolves _dns_host, not host
+            timeout,
+            conn.source_address,
+            conn.socket_options,
+            exchange,
+        )
+    except socket.gaierror as exc:
+        raise NameResolutionError(conn.host, conn, exc) from exc
+    except TimeoutError as exc:
+        raise ConnectTimeoutError(conn, f"Connection to {conn.host} timed out") from exc
+    except OSError as exc:
+        raise NewConnectionError(conn, f"Failed to establish a new connection: {exc}") from exc
+
+
+class _HTTPConnection(u3connection.HTTPConnection):
+    def _new_conn(self) -> socket.socket:
+        if current() is None:
+            return super()._new_conn()
+        return _new_conn(self)
+
+
+class _HTTPSConnection(u3connection.HTTPSConnection):
+    def _new_conn(self) -> socket.socket:
+        if current() is None:
+            return super()._new_conn()
+        return _new_conn(self)
+
+
+def _watch_pooled(conn: Any) -> None:
+    """A kept-alive connection taken from the pool is this exchange's too."""
+    exchange = current()
+    sock = getattr(conn, "sock", None)
+    if exchange is not None and isinstance(sock, socket.socket):
+        exchange.watch(sock)
+
+
+class _HTTPPool(connectionpool.HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        conn = super()._get_conn(timeout)
+        _watch_pooled(conn)
+        return conn
+
+
+class _HTTPSPool(connectionpool.HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        conn = super()._get_conn(timeout)
+        _watch_pooled(conn)
+        return conn
+
+
+_POOLS = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+class _Adapter(HTTPAdapter):
+    """Connections whose sockets the running :class:`Exchange` watches (direct or
+    through a proxy)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        manager.pool_classes_by_scheme = _POOLS
+        return manager
+
+
+class DeadlineSession(requests.Session):
+    """A ``requests`` session whose requests run inside :meth:`exchange`, and that
+    :meth:`abort` stops for good from any thread."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        adapter = _Adapter()
+        self.mount("https://", adapter)
+        self.mount("http://", adapter)
+        self._lock = threading.Lock()
+        self._running: set[Exchange] = set()
+        self._aborted = False
+
+    @property
+    def aborted(self) -> bool:
+        return self._aborted
+
+    @contextlib.contextmanager
+    def exchange(self, seconds: float) -> Iterator[Exchange]:
+        """Everything done in the block (connect, TLS, request, reading the body) is cut
+        after ``seconds`` or at :meth:`abort`; the caller checks ``cancelled`` after it,
+        whatever it returned or raised. An exchange begun after :meth:`abort` is cut
+        before it connects."""
+        exchange = Exchange(seconds)
+        timer = threading.Timer(seconds, exchange.cancel, (TIMED_OUT,))
+        timer.daemon = True
+        with self._lock:
+            self._running.add(exchange)
+            if self._aborted:
+                exchange.cancel(ABORTED)
+        previous = current()
+        _current.exchange = exchange
+        timer.start()
+        try:
+            yield exchange
+        finally:
+            timer.cancel()
+            _current.exchange = previous
+            with self._lock:
+                self._running.discard(exchange)
+            exchange.end()
+
+    def abort(self) -> None:
+        """Cut every exchange in flight and every later one (the daemon is stopping)."""
+        with self._lock:
+            self._aborted = True
+            running = list(self._running)
+        for exchange in running:
+            exchange.cancel(ABORTED)
