@@ -415,7 +415,9 @@ class Daemon:
         self.notifier.stopping("stopping: finishing the running job")
         # The running job may be waiting on SSM or UCCX: its exchange is cut now, its
         # report stays in the outbox (docs/daemon.md, "Stopping").
-        _abort_network(self.run_on)
+        run = getattr(self, "run_on", None)  # None: a stop before the parts were made
+        if run is not None:
+            _abort_network(run)
         # A signal during start-up: run() does not start the scheduler once it sees the
         # flag, and if it is starting it right now, it is stopped as soon as it runs.
         deadline = time.monotonic() + 60
