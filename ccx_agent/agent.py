@@ -32,6 +32,7 @@ from ccx_agent.ssm.port import (
     SsmUnreachable,
     Udi,
 )
+from ccx_agent.status import LAST_REPORT_KEY
 from ccx_agent.store import AlertRow, OpenInterval, Store, Tx
 
 #: How many interval reports go in one REPORT_USAGE message.
@@ -284,6 +285,8 @@ class Agent:
                 acked = set(ack.acked)
                 ids = [b.report_id for b in batch if b.report_id in acked]
                 tx.outbox_ack(ids)
+                if ids:  # for status, the metrics and status --check (reports stale?)
+                    tx.set_meta(LAST_REPORT_KEY, iso(now))
                 state, alerts = lifecycle.communication(state, True)
                 state = interval.report_delivered(state)
                 if ack.entitlements:
