@@ -36,9 +36,7 @@ def test_reload_that_changes_the_report_interval_is_refused(sim: Sim, tmp_path: 
     cfg["report"]["interval"] = "2s"
     inst.write(cfg)
     daemon.signal(signal.SIGHUP)
-    refused = daemon.wait_event(
-        "reload refused: this key needs a restart, keeping the old config"
-    )
+    refused = daemon.wait_event("reload refused: this key needs a restart, keeping the old config")
     assert refused[0]["key"] == "report.interval"
     count = len(daemon.events("report"))
     wait_until("reports on the old interval", lambda: len(daemon.events("report")) > count, 20)
