@@ -63,6 +63,8 @@ def _config(work: Path, url: str, ca: Path, syslog_port: int) -> Path:
         "state_dir": str(work / "state"),
         "alerts": {"syslog": {"target": f"udp://127.0.0.1:{syslog_port}"}},
         "transport": {"url": url, "ca_bundle": str(ca)},
+        # On, as by default, on any free port (bench_metrics compares on against off).
+        "metrics": {"listen": "127.0.0.1:0"},
         "source": {"kind": "scripted", "steps": [{"agents": 300, "premium_agents": 100}]},
     }
     path = work / "ccx-agent.yaml"
@@ -108,7 +110,11 @@ def main(argv: Sequence[str]) -> None:
             for i in range(5):
                 t0 = time.monotonic()
                 bare = subprocess.Popen(
-                    [sys.executable, "-c", "import ccx_agent.daemon; print('imported', flush=True)"],
+                    [
+                        sys.executable,
+                        "-c",
+                        "import ccx_agent.daemon; print('imported', flush=True)",
+                    ],
                     stdout=subprocess.PIPE,
                 )
                 assert bare.stdout is not None

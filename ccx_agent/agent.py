@@ -35,6 +35,7 @@ from ccx_agent.ssm.port import (
     SsmUnreachable,
     Udi,
 )
+from ccx_agent.status import LAST_REPORT_KEY
 from ccx_agent.store import AlertRow, OpenInterval, Store, Tx
 
 #: How many interval reports go in one REPORT_USAGE message.
@@ -295,6 +296,8 @@ class Agent:
                 acked = set(ack.acked)
                 ids = [b.report_id for b in batch if b.report_id in acked]
                 tx.outbox_ack(ids)
+                if ids:  # for status, the metrics and status --check (reports stale?)
+                    tx.set_meta(LAST_REPORT_KEY, iso(now))
                 if not _same_identity(tx.credentials(), cred):
                     # Registered again or deregistered while the answer was on its way:
                     # the acknowledgement stands (the server has those reports), but the

@@ -7,6 +7,7 @@ import os
 import sqlite3
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ccx_agent import __version__, commands, earlysignals
@@ -50,7 +51,13 @@ def parser() -> argparse.ArgumentParser:
     n = sub.add_parser("renew", help="renew the ID certificate or the authorization now")
     n.add_argument("what", choices=["id", "auth"])
     st = sub.add_parser("status", help="registration, authorization and usage, from the database")
-    st.add_argument("--json", action="store_true", help="machine-readable output")
+    how = st.add_mutually_exclusive_group()
+    how.add_argument("--json", action="store_true", help="machine-readable output")
+    how.add_argument(
+        "--check",
+        action="store_true",
+        help="one monitoring-plugins line; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN",
+    )
     simulator_cli.add_parser(sub)
     history_cli.add_parsers(sub)
     s = sub.add_parser("simulate", help="run a what-if scenario on a simulated clock")
@@ -88,6 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return commands.deregister(path)
     if args.command == "renew":
         return commands.renew(path, args.what)
+    if args.command == "status" and args.check:
+        from ccx_agent import check  # noqa: PLC0415
+
+        return check.main(path, datetime.now(UTC))
     if args.command == "status":
         return commands.status(path, args.json)
     if args.command in history_cli.COMMANDS:

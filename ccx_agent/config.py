@@ -319,6 +319,63 @@ class TransportConfig(Section):
         return self.trust_anchor or self.ca_bundle
 
 
+def _listen(value: str) -> str:
+    """``HOST:PORT`` (``[ADDR]:PORT`` for IPv6); port 0 takes any free port (tests)."""
+    _one_line(value)
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"must be HOST:PORT (like 127.0.0.1:9725), got {value!r}")
+    if host.startswith("["):
+        if not host.endswith("]") or len(host) < 3:
+            raise ValueError(f"an IPv6 address is written [ADDR]:PORT, got {value!r}")
+    elif ":" in host:
+        raise ValueError(f"an IPv6 address is written [ADDR]:PORT, got {value!r}")
+    return value
+
+
+def listen_address(value: str) -> tuple[str, int]:
+    """The (host, port) of a validated ``metrics.listen``."""
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class MetricsTlsConfig(Section):
+    """The metrics endpoint over HTTPS: both files or neither."""
+
+    cert: OptionalPath = None
+    key: OptionalPath = None
+
+    @model_validator(mode="after")
+    def _both(self) -> Self:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("give both cert and key, or neither (plain HTTP)")
+        return self
+
+
+class MetricsConfig(Section):
+    """The Prometheus endpoint of ``ccx-agent run`` (docs/monitoring.md)."""
+
+    #: ``HOST:PORT``; null turns the endpoint off.
+    listen: Annotated[
+        Annotated[str, AfterValidator(_listen)] | None, BeforeValidator(_blank_is_none)
+    ] = "127.0.0.1:9725"
+    tls: MetricsTlsConfig = MetricsTlsConfig()
+    #: ``user:hash`` lines (bcrypt or SHA-256); never a password in the YAML.
+    basic_auth_file: OptionalPath = None
+
+    @field_validator("tls", mode="before")
+    @classmethod
+    def _empty_tls(cls, value: object) -> object:
+        return {} if value is None else value
+
+
+class MonitoringConfig(Section):
+    """Thresholds of ``ccx-agent status --check``."""
+
+    #: No report delivered for longer than this while registered: CRITICAL.
+    stale_after: PositiveDuration = timedelta(hours=1)
+
+
 class IdentityConfig(Section):
     """The UDI's product id and serial number; its UUID is created once and kept in the
     state database."""
@@ -656,9 +713,11 @@ class CommonConfig(Section):
 class Config(CommonConfig):
     transport: TransportConfig = TransportConfig()
     identity: IdentityConfig = IdentityConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
     source: SourceConfig
 
-    @field_validator("transport", "identity", mode="before")
+    @field_validator("transport", "identity", "metrics", "monitoring", mode="before")
     @classmethod
     def _empty_own_section(cls, value: object) -> object:
         return {} if value is None else value
@@ -864,7 +923,18 @@ def _anchor(cfg: Config, base: Path) -> Config:
         updates["alerts"] = cfg.alerts.model_copy(
             update={"syslog": syslog.model_copy(update={"ca_bundle": base / syslog.ca_bundle})}
         )
+    metrics = _anchored_metrics(cfg.metrics, base)
+    if metrics is not cfg.metrics:
+        updates["metrics"] = metrics
     source = cfg.source.anchored(base)
     if source is not cfg.source:
         updates["source"] = source
     return cfg.model_copy(update=updates) if updates else cfg
+
+
+def _anchored_metrics(metrics: MetricsConfig, base: Path) -> MetricsConfig:
+    tls = _beside(metrics.tls, base, ("cert", "key"))
+    out = _beside(metrics, base, ("basic_auth_file",))
+    if tls is not metrics.tls:
+        out = out.model_copy(update={"tls": tls})
+    return out

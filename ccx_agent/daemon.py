@@ -48,6 +48,7 @@ from ccx_agent.jobhealth import JobHealth
 from ccx_agent.licensing.alerts import Alert, AlertFormat, lines
 from ccx_agent.licensing.consumption import compute
 from ccx_agent.licensing.timeutil import EPOCH, iso
+from ccx_agent.monitoring import Monitor
 from ccx_agent.sdnotify import Notifier, watchdog_interval
 from ccx_agent.sources import Source, SourceError
 from ccx_agent.sources.factory import build
@@ -88,6 +89,8 @@ class JobStats:
     running_since: float | None = None
     #: ``boottime()`` of the first of the current run of failures (None: not failing).
     failing_since: float | None = None
+    #: ``boottime()`` of the last run that succeeded (``/healthz``).
+    last_ok: float | None = None
 
 
 @dataclass
@@ -125,6 +128,9 @@ class Daemon:
         self.watchdog_every = watchdog_interval()
         self.lock: statedir.DaemonLock | None = None
         self.store: Store | None = None
+        self.started = boottime()
+        #: The metrics and their endpoint (docs/monitoring.md); no-ops while off.
+        self.monitor = Monitor(self.healthz)
 
     def install_signals(self) -> None:
         signal.signal(signal.SIGTERM, self._on_stop)
@@ -137,6 +143,8 @@ class Daemon:
         self.store = instance.open_store(cfg, Open.CREATE)
         self.store.quick_check()
         self.udi = instance.instance_udi(self.store, cfg)
+        # Before anything that would need closing: a port in use is one line and exit 78.
+        self.monitor.start(cfg.metrics)
         sink = self._sink(cfg)
         try:
             self.run_on = self._build(cfg, sink)
@@ -149,12 +157,13 @@ class Daemon:
     def _sink(self, cfg: Config) -> SyslogSink:
         sink = SyslogSink(cfg.alerts.syslog)
         sink.start()
+        self.monitor.sink(sink)
         return sink
 
     def _build(self, cfg: Config, sink: SyslogSink, source: Source | None = None) -> Running:
         """The agent, its SSM client and its source for ``cfg`` (raises on a bad one)."""
         assert self.store is not None
-        client = instance.client_for(cfg)
+        client = self.monitor.counted(instance.client_for(cfg))
         run = Running(
             cfg, Agent(cfg, self.store, client, udi=self.udi), source or build(cfg.source), sink
         )
@@ -166,6 +175,7 @@ class Daemon:
 
     def _emitter(self, run: Running) -> Callable[[Sequence[AlertRow]], None]:
         def emit(rows: Sequence[AlertRow]) -> None:
+            self.monitor.emitted(rows)
             for row in rows:
                 # Into the structured log too: journald keeps it when syslog is down.
                 log.log(
@@ -211,15 +221,19 @@ class Daemon:
                 self._job_failed(name, run, exc)
             else:
                 stats.failing_since = None
+                stats.last_ok = boottime()
                 self._job_ok(name, run)
             finally:
                 stats.runs += 1
                 stats.running_since = None
+                if name != "heartbeat":  # what the job committed, for the next scrape
+                    self.monitor.refresh(run.cfg, run.agent.store, utcnow())
 
         return guarded
 
     def _job_failed(self, name: str, run: Running, exc: Exception) -> None:
         # It goes to syslog and the database too: no credential in it, ever.
+        self.monitor.job_failed(name)
         error = logs.redact_text(f"{type(exc).__name__}: {exc}".strip())
         before = self.health.get(name, JobHealth())
         health, alert = jobhealth.failed(before, name, utcnow(), error, run.cfg.alerts.repeat)
@@ -265,13 +279,16 @@ class Daemon:
         except SourceError as exc:
             if self._stopping.is_set():
                 return  # a read cut by the stop is no failed sample
+            self.monitor.sampled(boottime() - mono, ok=False)
             log.error("sample failed", error=str(exc))
             run.agent.sample([now], None, error=str(exc))
             return
         except Exception as exc:
+            self.monitor.sampled(boottime() - mono, ok=False)
             # A bug in a source is still a failed sample, never a sample of zero agents.
             run.agent.sample([now], None, error=f"{type(exc).__name__}: {exc}")
             raise
+        self.monitor.sampled(boottime() - mono, ok=True)
         result = compute(snapshot, run.cfg.license.type, run.cfg.license.premium_features)
         for note in snapshot.notes:
             log.info("source note", note=note)
@@ -320,7 +337,7 @@ class Daemon:
         interval): systemd should restart us (a fresh start reopens everything)."""
         limit = max(STUCK_AFTER, 3 * run.cfg.report.interval).total_seconds()
         now = boottime()
-        for name, stats in self.stats.items():
+        for name, stats in list(self.stats.items()):  # also read by /healthz's thread
             if stats.running_since is not None and now - stats.running_since > limit:
                 return name
             if stats.failing_since is not None and now - stats.failing_since > limit:
@@ -350,6 +367,36 @@ class Daemon:
         if nxt is not None:
             text += f"; next report {iso(nxt)}"
         self.notifier.status(text)
+
+    def healthz(self) -> tuple[bool, dict[str, Any]]:
+        """``GET /healthz``: healthy while the scheduler runs, no job is stuck (what
+        withholds the watchdog ping) and the sample and report jobs have each completed
+        within twice their interval (since the start, before their first run)."""
+        run = self.run_on if hasattr(self, "run_on") else None
+        if run is None or self._stopping.is_set() or not self.scheduler.running:
+            return False, {"status": "unhealthy", "reason": "the scheduler is not running"}
+        stuck = self._stuck(run)
+        if stuck:
+            reason = f"job {stuck} for too long: the watchdog pings are withheld"
+            return False, {"status": "unhealthy", "reason": reason}
+        now = boottime()
+        doc: dict[str, Any] = {"status": "ok"}
+        for job, every in (
+            ("sample", run.cfg.sample.interval),
+            ("report", run.cfg.report.interval),
+        ):
+            stats = self.stats.get(job)
+            last = stats.last_ok if stats is not None else None
+            age = now - (self.started if last is None else last)
+            limit = 2 * every.total_seconds()
+            if age > limit:
+                reason = (
+                    f"the {job} job has not completed for {age:.1f}s "
+                    f"(more than 2 x its interval, {limit:g}s)"
+                )
+                return False, {"status": "unhealthy", "reason": reason}
+            doc[f"{job}_age_seconds"] = None if last is None else round(age, 3)
+        return True, doc
 
     def _missed(self, event: JobExecutionEvent) -> None:
         # Coalesced runs are normal after a suspend; say so rather than stay silent.
@@ -460,13 +507,18 @@ class Daemon:
                     key=".".join(key),
                 )
                 return
+        sink = old.sink
         try:
+            self.monitor.prepare(cfg.metrics)  # before the build: its SSM client is counted
             sink = old.sink if cfg.alerts.syslog == old.cfg.alerts.syslog else self._sink(cfg)
             source = old.source if cfg.source == old.cfg.source else None
             new = self._build(cfg, sink, source)
         except (SsmError, SourceError, OSError, ValueError, LicenseTypeChanged) as exc:
+            if sink is not old.sink:
+                self.monitor.sink(old.sink)
             log.error("reload refused, keeping the old config", error=str(exc))
             return
+        self.monitor.reload(cfg.metrics, old.cfg.metrics)
         self.run_on = new
         # No SSM job runs meanwhile (they share this executor): the old client can go.
         _close_client(old.agent)
@@ -511,6 +563,7 @@ class Daemon:
         self._done.set()
         for executor in self.scheduler._executors.values():
             executor.shutdown(wait=True)
+        self.monitor.stop()
         run = self.run_on
         _close_client(run.agent)
         # Waiting for a target that is down helps nobody: every alert is in the journal too.
@@ -640,6 +693,7 @@ def _claim_state_dir(daemon: Daemon, cfg: Config) -> None:
 def _cannot_start(cfg: Config, daemon: Daemon, exc: BaseException, code: int, err: TextIO) -> int:
     print(f"error: cannot start: {exc}", file=err)
     log.error("cannot start", error=str(exc))
+    daemon.monitor.stop()
     if daemon.store is not None:
         daemon.store.close()
         daemon.store = None

@@ -74,6 +74,8 @@ def demo_config(state_dir: Path, url: str, ca: Path, syslog_port: int) -> dict[s
         },
         "transport": {"url": url, "ca_bundle": str(ca), "timeout": "5s", "attempts": 2},
         "identity": {"pid": "UCCX", "serial": "DEMO0001"},
+        # Any free port: the demo prints the URL that the daemon logs.
+        "metrics": {"listen": "127.0.0.1:0"},
         "source": {
             "kind": "scripted",
             "steps": [
@@ -180,6 +182,37 @@ def _status(config: Path) -> dict[str, Any]:
     return doc
 
 
+def _metrics_url(log: Path, deadline: float) -> str:
+    """The URL the daemon logged when its metrics endpoint started listening."""
+    while time.monotonic() < deadline:
+        for line in log.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                doc = json.loads(line)
+                if isinstance(doc, dict) and doc.get("event") == "metrics listening":
+                    return str(doc["url"])
+        time.sleep(0.1)
+    raise DemoError("the daemon did not log its metrics URL in time")
+
+
+def _scrape(url: str, name: str, *words: str) -> str:
+    """The line of the exposition for ``name`` that holds every one of ``words`` and says
+    1; the metrics follow the job that raised the alert, so they may lag it a moment."""
+    line = f"(no {name} line)"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            text = requests.get(url, timeout=5).text
+        except requests.RequestException as exc:
+            return f"(scrape failed: {exc})"
+        for found in text.splitlines():
+            if found.startswith(name + "{") and all(w in found for w in words):
+                line = found
+        if line.endswith(" 1.0"):
+            break
+        time.sleep(0.1)
+    return line
+
+
 def main(*, keep: bool = False, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     with _workdir(keep) as work:
@@ -225,10 +258,17 @@ def _run(work: Path, out: TextIO) -> int:
         )
         log.close()
         listen.wait_for("AGENT_READY", deadline)
+        metrics = _metrics_url(work / "daemon.log", deadline)
+        listen.say(
+            f"metrics: {metrics}  (and /healthz; try: curl -s {metrics} | grep ^ccx_license)"
+        )
         listen.wait_for("AUTH_RENEW_SUCCESS", deadline)
         listen.wait_for("SYSTEM_TO_ENTER_OOC_STATE", deadline, count=3)
         listen.wait_for("SYSTEM_TO_ENTER_OOC_STATE_SHORTLY", deadline)
         listen.wait_for("SYSTEM_IN_OOC_STATE", deadline)
+        listen.say(
+            f"metrics: {_scrape(metrics, 'ccx_license_compliance', TAG, 'OUT_OF_COMPLIANCE')}"
+        )
         tag = _status(config)["tags"][TAG]
         deficit = tag["locked"] - tag["entitlement"]
         listen.say(

@@ -29,6 +29,8 @@ def _iso(value: datetime | None) -> str | None:
 
 #: The ``meta`` key under which the daemon keeps its jobs' health (see ``daemon.py``).
 JOBS_META_KEY = "daemon_jobs"
+#: The ``meta`` key of the last time SSM acknowledged reports (written with the ack).
+LAST_REPORT_KEY = "last_report_delivered"
 
 
 def collect(
@@ -54,6 +56,7 @@ def collect(
         oldest = tx.outbox_batch(1)
         uuid = tx.meta(UDI_UUID_KEY)
         jobs_text = tx.meta(JOBS_META_KEY)
+        last_report = tx.meta(LAST_REPORT_KEY)
     state = stored or ProductState(cfg.license.type)
     state = lifecycle.derive(state, now, timers)
     ident = state.identity
@@ -125,6 +128,8 @@ def collect(
         "evaluation_seconds_left": int(lifecycle.evaluation_left(state, timers).total_seconds()),
         "outbox": outbox,
         "oldest_unsent": _iso(oldest[0].interval_start) if oldest else None,
+        # When SSM last acknowledged reports (null: never, or before this was recorded).
+        "last_report_at": last_report,
         "last_sample_at": _iso(state.last_sample_at),
         "communication": {
             "ok": state.comm_ok,

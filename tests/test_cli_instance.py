@@ -109,7 +109,9 @@ def test_renew_when_not_registered_is_one_line_and_no_alert(tmp_path: Path, serv
     for what in ("auth", "id"):
         code, out, err = _run(commands.renew, cfg, what)
         assert (code, out) == (1, "")
-        assert err == "error: this instance is not registered: run 'ccx-agent register TOKEN' first\n"
+        assert (
+            err == "error: this instance is not registered: run 'ccx-agent register TOKEN' first\n"
+        )
     store = Store(tmp_path / "state" / DB_NAME)
     try:
         with store.read() as tx:

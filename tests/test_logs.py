@@ -386,6 +386,7 @@ def daemon_config(tmp_path: Path, bundle: Path, syslog_port: int) -> Path:
         "alerts": {"syslog": {"target": f"udp://127.0.0.1:{syslog_port}"}},
         "transport": {"url": "https://127.0.0.1:9/", "ca_bundle": str(bundle)},
         "identity": {"pid": "UCCX", "serial": "TEST0001"},
+        "metrics": {"listen": "127.0.0.1:0"},
         "source": {"kind": "scripted", "steps": [{"at": "0s", "agents": 8}]},
     }
     config.write_text(yaml.safe_dump(cfg), encoding="utf-8")

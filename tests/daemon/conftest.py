@@ -149,6 +149,8 @@ def base_config(state_dir: Path, sim: Sim, syslog_target: str) -> dict[str, Any]
             "attempts": 2,
         },
         "identity": {"pid": "UCCX", "serial": "TEST0001"},
+        # Any free port: daemons of several tests never fight over 9725.
+        "metrics": {"listen": "127.0.0.1:0"},
         "source": {"kind": "scripted", "steps": [{"at": "0s", "agents": 8}]},
     }
 
@@ -279,6 +281,11 @@ class Daemon:
 
         result: list[dict[str, Any]] = wait_until(f"log event {event!r}", seen, timeout)
         return result
+
+    def metrics_url(self, timeout: float = 20) -> str:
+        """The URL of ``/metrics`` as the daemon's log names it (the last one bound)."""
+        url: str = self.wait_event("metrics listening", timeout)[-1]["url"]
+        return url
 
     def assert_alive(self) -> None:
         code = self.proc.poll()

@@ -1,0 +1,164 @@
+"""``ccx-agent status --check``: a monitoring-plugins (Nagios, Icinga, Zabbix agent …)
+check, for hosts that watch services that way rather than with Prometheus.
+
+One line, ``CCX-LICENSE OK|WARNING|CRITICAL|UNKNOWN - <what> | <perfdata>``, and the
+plugin exit status: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN. It reads what ``status``
+reads (:func:`ccx_agent.status.collect`, a read snapshot of the database), so it never
+blocks the daemon nor needs it to run. The thresholds, and why each one, are in
+docs/monitoring.md; they are decided by :func:`verdict`, which is pure.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, TextIO
+
+from ccx_agent import config as config_mod
+from ccx_agent import status as status_mod
+from ccx_agent.config import Config
+from ccx_agent.durations import format_duration
+from ccx_agent.errors import AgentError
+from ccx_agent.instance import Open, open_store
+from ccx_agent.licensing.compliance import TagState
+from ccx_agent.licensing.lifecycle import Authorization, Registration
+from ccx_agent.licensing.timeutil import parse_iso
+from ccx_agent.yamldoc import DocumentError
+
+OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
+NAMES = ("OK", "WARNING", "CRITICAL", "UNKNOWN")
+PREFIX = "CCX-LICENSE"
+
+
+@dataclass
+class Verdict:
+    critical: list[str] = field(default_factory=list)
+    warning: list[str] = field(default_factory=list)
+    ok: str = ""
+
+    @property
+    def code(self) -> int:
+        return CRITICAL if self.critical else WARNING if self.warning else OK
+
+    @property
+    def what(self) -> str:
+        return "; ".join(self.critical + self.warning) or self.ok
+
+
+def approx(span: timedelta) -> str:
+    """A span as a person reads it: days and hours, hours and minutes, or seconds."""
+    seconds = max(0, int(span.total_seconds()))
+    step = 3600 if seconds >= 86400 else 60 if seconds >= 3600 else 1
+    return format_duration(timedelta(seconds=seconds - seconds % step))
+
+
+def _at(value: str | None) -> datetime | None:
+    return None if value is None else parse_iso(value)
+
+
+def verdict(doc: dict[str, Any], cfg: Config, now: datetime) -> Verdict:
+    """What the ``status`` document ``doc`` means for a monitoring system at ``now``."""
+    v = Verdict()
+    reg, auth = doc["registration"], doc["authorization"]
+    registered = reg["state"] == Registration.REGISTERED.value
+    threshold = cfg.compliance.ooc_threshold
+
+    for tag, t in doc["tags"].items():
+        if t["state"] in (TagState.OUT_OF_COMPLIANCE.value, TagState.ENFORCEMENT.value):
+            v.critical.append(
+                f"{tag} {t['state']} (locked usage {t['locked']}, entitlement {t['entitlement']})"
+            )
+        elif t["state"] == TagState.OVERAGE.value:
+            v.warning.append(
+                f"{tag} countdown {t['overage_count']}/{threshold} (usage {t['usage']}, "
+                f"entitlement {t['entitlement']})"
+            )
+    if doc["enforcement"]:
+        v.critical.append(f"enforcement: {doc['enforcement']}")
+    if reg["state"] == Registration.REGISTRATION_EXPIRED.value:
+        v.critical.append(f"registration expired (ID certificate {reg['certificate_expires_at']})")
+    if auth["state"] == Authorization.AUTHORIZATION_EXPIRED.value:
+        v.critical.append(f"authorization expired at {auth['expires_at']}")
+    if auth["state"] == Authorization.EVALUATION_EXPIRED.value:
+        v.critical.append("evaluation period expired: register the instance")
+
+    if registered:
+        last = _at(doc.get("last_report_at")) or _at(reg["registered_at"])
+        stale = cfg.monitoring.stale_after
+        if last is not None and now - last > stale:
+            v.critical.append(
+                f"no report delivered for {approx(now - last)} "
+                f"(monitoring.stale_after {format_duration(stale)})"
+            )
+        cert = _at(reg["certificate_expires_at"])
+        if cert is not None and now < cert <= now + cfg.id_certificate.expiry_warning:
+            v.warning.append(f"ID certificate expires in {approx(cert - now)}")
+        expires = _at(auth["expires_at"])
+        if (
+            auth["state"] != Authorization.AUTHORIZATION_EXPIRED.value
+            and expires is not None
+            and now < expires <= now + cfg.authorization.expiry_warning
+        ):
+            v.warning.append(f"authorization expires in {approx(expires - now)}")
+    elif auth["state"] != Authorization.EVALUATION_EXPIRED.value:
+        left = timedelta(seconds=doc["evaluation_seconds_left"])
+        v.warning.append(f"not registered: evaluation mode, {approx(left)} left")
+
+    if doc["outbox"]:
+        v.warning.append(f"{doc['outbox']} report(s) pending")
+
+    tags = doc["tags"]
+    v.ok = f"{reg['state']}, {auth['state']}, {len(tags)} tag(s) in compliance"
+    return v
+
+
+def perfdata(doc: dict[str, Any]) -> str:
+    """Usage and entitlement per tag; usage's warning threshold is the entitlement (above
+    it, the countdown starts)."""
+    parts = []
+    for tag, t in doc["tags"].items():
+        parts.append(f"{tag}_usage={t['usage']};{t['entitlement']};;0")
+        parts.append(f"{tag}_entitlement={t['entitlement']};;;0")
+    return " ".join(parts)
+
+
+def line(code: int, what: str, perf: str = "") -> str:
+    # "|" starts the perfdata: it must not appear in the text before it.
+    text = f"{PREFIX} {NAMES[code]} - {what.replace('|', '/')}"
+    return f"{text} | {perf}" if perf else text
+
+
+def main(path: Path, now: datetime, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
+    try:
+        cfg = config_mod.load(path)
+    except DocumentError as exc:
+        # A plugin's status is 0-3 whatever goes wrong; the details on stderr.
+        for problem in exc.problems:
+            print(problem, file=err)
+        print(line(UNKNOWN, f"the config {path} is not valid"), file=out)
+        return UNKNOWN
+    try:
+        store = open_store(cfg, Open.READ)
+    except AgentError as exc:  # no database, a lost or damaged one: the line says which
+        print(line(UNKNOWN, f"cannot read the state database: {exc}"), file=out)
+        return UNKNOWN
+    except Exception as exc:  # a permission, an I/O error: still a plugin answer
+        print(
+            line(UNKNOWN, f"cannot read the state database: {type(exc).__name__}: {exc}"), file=out
+        )
+        return UNKNOWN
+    try:
+        doc = status_mod.collect(cfg, store, now)
+    except Exception as exc:  # a damaged database, a full disk: still a plugin answer
+        print(
+            line(UNKNOWN, f"cannot read the state database: {type(exc).__name__}: {exc}"), file=out
+        )
+        return UNKNOWN
+    finally:
+        store.close()
+    v = verdict(doc, cfg, now)
+    print(line(v.code, v.what, perfdata(doc)), file=out)
+    return v.code

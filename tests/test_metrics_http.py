@@ -1,0 +1,255 @@
+"""ccx_agent/metrics_http.py and the reload rules of ccx_agent/monitoring.py: a real
+listening socket on loopback, real HTTP and TLS clients (requests), real bcrypt hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import pytest
+import requests
+
+from ccx_agent.config import MetricsConfig
+from ccx_agent.metrics import Metrics
+from ccx_agent.metrics_http import Endpoint, MetricsError, Settings, Users, settings
+from ccx_agent.monitoring import Monitor
+from ccx_agent.simulator import ca
+
+HEALTH: list[tuple[bool, dict[str, Any]]] = [(True, {"status": "ok"})]
+
+
+def health() -> tuple[bool, dict[str, Any]]:
+    return HEALTH[-1]
+
+
+@pytest.fixture
+def endpoint() -> Iterator[Endpoint]:
+    ep = Endpoint("127.0.0.1:0", Settings(), Metrics().registry, health)
+    ep.start()
+    yield ep
+    ep.stop()
+
+
+def base(ep: Endpoint) -> str:
+    return ep.url.removesuffix("/metrics")
+
+
+def test_metrics_healthz_and_the_rest(endpoint: Endpoint) -> None:
+    r = requests.get(endpoint.url, timeout=5)
+    assert r.status_code == 200
+    assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert "ccx_ssm_requests_total{" in r.text
+    # OpenMetrics when Prometheus asks for it.
+    om = requests.get(
+        endpoint.url, headers={"Accept": "application/openmetrics-text; version=1.0.0"}, timeout=5
+    )
+    assert om.headers["Content-Type"].startswith("application/openmetrics-text")
+    assert om.text.rstrip().endswith("# EOF")
+
+    HEALTH.append((True, {"status": "ok", "sample_age_seconds": 0.5}))
+    r = requests.get(base(endpoint) + "/healthz", timeout=5)
+    assert r.status_code == 200
+    assert r.text.count("\n") == 1 and r.text.endswith("\n")  # one line
+    assert r.json() == {"status": "ok", "sample_age_seconds": 0.5}
+    HEALTH.append((False, {"status": "unhealthy", "reason": "the scheduler is not running"}))
+    r = requests.get(base(endpoint) + "/healthz", timeout=5)
+    assert r.status_code == 503
+    assert r.json()["reason"] == "the scheduler is not running"
+    HEALTH.pop()
+    HEALTH.pop()
+    assert requests.get(base(endpoint) + "/nope", timeout=5).status_code == 404
+    assert requests.post(endpoint.url, timeout=5).status_code == 501
+
+
+def test_a_port_in_use_is_one_line_naming_the_key() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ep = Endpoint(f"127.0.0.1:{port}", Settings(), Metrics().registry, health)
+        with pytest.raises(MetricsError) as err:
+            ep.start()
+    assert str(err.value) == (
+        f"metrics.listen 127.0.0.1:{port}: cannot listen there: address already in use "
+        "(change metrics.listen, or null to turn the endpoint off)"
+    )
+
+
+@pytest.fixture(scope="module")
+def tls_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA and a server certificate for localhost / 127.0.0.1 (the simulator's CA code)."""
+    d = tmp_path_factory.mktemp("tls")
+    ca.load_or_create(d, datetime.now(UTC))
+    return d
+
+
+def test_tls(tls_dir: Path) -> None:
+    cert, key = ca.tls_files(tls_dir)
+    cfg = MetricsConfig(listen="127.0.0.1:0", tls={"cert": cert, "key": key})  # type: ignore[arg-type]
+    ep = Endpoint("127.0.0.1:0", settings(cfg), Metrics().registry, health)
+    ep.start()
+    try:
+        assert ep.url.startswith("https://127.0.0.1:")
+        r = requests.get(ep.url, verify=str(ca.ca_path(tls_dir)), timeout=5)
+        assert r.status_code == 200 and "ccx_alerts" in r.text
+        # Not signed by a CA the client trusts: refused by the client.
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.get(ep.url, timeout=5)
+        # Plain HTTP to the TLS port gets no HTTP answer, and the server goes on.
+        with pytest.raises(requests.exceptions.ConnectionError):
+            requests.get(ep.url.replace("https://", "http://"), timeout=5)
+        assert requests.get(ep.url, verify=str(ca.ca_path(tls_dir)), timeout=5).ok
+    finally:
+        ep.stop()
+
+
+def test_unusable_tls_files_name_the_key(tmp_path: Path, tls_dir: Path) -> None:
+    cert, _ = ca.tls_files(tls_dir)
+    cfg = MetricsConfig(tls={"cert": cert, "key": tmp_path / "missing.key"})  # type: ignore[arg-type]
+    with pytest.raises(MetricsError, match=r"^metrics\.tls: cannot use cert .*: No such file"):
+        settings(cfg)
+
+
+def _users(tmp_path: Path) -> Path:
+    """bcrypt as Python writes it ($2b$), as htpasswd -B writes it ($2y$, the same
+    algorithm), and a hex SHA-256."""
+    path = tmp_path / "users"
+    prom = bcrypt.hashpw(b"s3cret-prom", bcrypt.gensalt(4)).decode()
+    nagios = bcrypt.hashpw(b"nag", bcrypt.gensalt(4)).decode().replace("$2b$", "$2y$", 1)
+    grafana = hashlib.sha256(b"pass for grafana").hexdigest()
+    path.write_text(
+        f"# the scrapers\nprometheus:{prom}\n\ngrafana:{grafana}\nnagios:{nagios}\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_basic_auth(tmp_path: Path) -> None:
+    cfg = MetricsConfig(basic_auth_file=_users(tmp_path))
+    ep = Endpoint("127.0.0.1:0", settings(cfg), Metrics().registry, health)
+    ep.start()
+    try:
+        none = requests.get(ep.url, timeout=5)
+        assert none.status_code == 401
+        assert none.headers["WWW-Authenticate"].startswith('Basic realm="ccx-agent"')
+        assert requests.get(base(ep) + "/healthz", timeout=5).status_code == 401
+        for user, password in (
+            ("prometheus", "s3cret-prom"),
+            ("grafana", "pass for grafana"),
+            ("nagios", "nag"),
+        ):
+            assert requests.get(ep.url, auth=(user, password), timeout=5).status_code == 200
+            # Again: the remembered good password (no second bcrypt).
+            assert requests.get(ep.url, auth=(user, password), timeout=5).status_code == 200
+            assert requests.get(ep.url, auth=(user, password + "x"), timeout=5).status_code == 401
+        assert requests.get(ep.url, auth=("nobody", "nag"), timeout=5).status_code == 401
+        bad = requests.get(ep.url, headers={"Authorization": "Basic !!!"}, timeout=5)
+        assert bad.status_code == 401
+    finally:
+        ep.stop()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("prometheus:hunter2\n", "users:1: the hash of user 'prometheus' is neither bcrypt"),
+        ("# nobody\n", "users: names no user"),
+        ("justaname\n", "users:1: must be USER:HASH"),
+        (f"a:{'0' * 64}\na:{'1' * 64}\n", "users:2: user 'a' is listed twice"),
+    ],
+)
+def test_a_bad_users_file_is_one_line_without_the_secret(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = tmp_path / "users"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(MetricsError) as err:
+        Users.load(path)
+    assert str(err.value).startswith("metrics.basic_auth_file ")
+    assert message in str(err.value)
+    assert "hunter2" not in str(err.value)
+
+
+def test_an_unreadable_users_file(tmp_path: Path) -> None:
+    with pytest.raises(MetricsError, match=r"metrics.basic_auth_file .*: cannot read it: No such"):
+        Users.load(tmp_path / "absent")
+
+
+# --- reloads (ccx_agent/monitoring.py) -----------------------------------------------------
+
+
+def test_reload_rules(tmp_path: Path) -> None:
+    mon = Monitor(health)
+    first = MetricsConfig(listen="127.0.0.1:0")
+    mon.start(first)
+    try:
+        assert mon.endpoint is not None
+        url = mon.endpoint.url
+        assert requests.get(url, timeout=5).ok
+
+        # Same address, a users file: the same socket asks for a password from now on.
+        users = MetricsConfig(listen="127.0.0.1:0", basic_auth_file=_users(tmp_path))
+        mon.reload(users, first)
+        assert mon.endpoint.url == url
+        assert requests.get(url, timeout=5).status_code == 401
+        assert requests.get(url, auth=("grafana", "pass for grafana"), timeout=5).ok
+
+        # A users file that cannot be read: refused, the old settings stay.
+        broken = MetricsConfig(listen="127.0.0.1:0", basic_auth_file=tmp_path / "absent")
+        mon.reload(broken, users)
+        assert requests.get(url, auth=("grafana", "pass for grafana"), timeout=5).ok
+
+        # A new address that is taken: the old listener is kept.
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            busy = MetricsConfig(listen=f"127.0.0.1:{taken.getsockname()[1]}")
+            mon.reload(busy, users)
+            assert mon.endpoint.url == url
+            assert requests.get(url, timeout=5).status_code == 401
+
+        # A free new address: bound, and the old one closed.
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            free = probe.getsockname()[1]
+        moved = MetricsConfig(listen=f"127.0.0.1:{free}")
+        mon.reload(moved, users)
+        assert mon.endpoint.url == f"http://127.0.0.1:{free}/metrics"
+        assert requests.get(mon.endpoint.url, timeout=5).ok
+        with pytest.raises(requests.exceptions.ConnectionError):
+            requests.get(url, timeout=5)
+
+        # null: closed.
+        mon.reload(MetricsConfig(listen=None), moved)
+        assert mon.endpoint is None
+        with pytest.raises(requests.exceptions.ConnectionError):
+            requests.get(f"http://127.0.0.1:{free}/metrics", timeout=5)
+    finally:
+        mon.stop()
+
+
+def test_metrics_off_imports_nothing_of_prometheus_client() -> None:
+    """A config with metrics off never loads prometheus_client (a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from ccx_agent import daemon; from ccx_agent.monitoring import Monitor\n"
+        "from ccx_agent.config import MetricsConfig\n"
+        "m = Monitor(lambda: (True, {})); m.start(MetricsConfig(listen=None))\n"
+        "print(json.dumps(sorted(k for k in sys.modules if k.startswith('prometheus'))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", "import json\n" + code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(done.stdout) == []
