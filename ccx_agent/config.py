@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self, TypeVar
+from typing import Annotated, Any, Literal, Self, TypeVar, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -34,6 +34,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
+from pydantic_core.core_schema import ErrorType
 
 from ccx_agent.durations import Duration, PositiveDuration
 from ccx_agent.licensing.alerts import AlertFormat, Style
@@ -703,8 +704,14 @@ def _source_error(err: ErrorDetails, value: object) -> InitErrorDetails:
     if model is not None and loc[:1] == (kind,):
         loc = loc[1:]
     need = {"uccx": "at least uccx.url and uccx.user", "command": "the program to run"}
-    out: InitErrorDetails = {"type": err["type"], "loc": loc, "input": err["input"]}
-    if "ctx" in err:
+    kind_of_error: str | PydanticCustomError = err["type"]
+    if err["type"] not in _CORE_ERROR_TYPES:
+        # An error type of pydantic itself (``path_type``), not of pydantic-core: it can
+        # only be raised again as a custom error of the same name and message.
+        # Without a context, so that the message is taken as written (not a template).
+        kind_of_error = PydanticCustomError(err["type"], err["msg"])
+    out: InitErrorDetails = {"type": kind_of_error, "loc": loc, "input": err["input"]}
+    if "ctx" in err and isinstance(kind_of_error, str):
         out["ctx"] = err["ctx"]
     if err["type"] == "missing" and loc == (kind,) and kind in need:
         # Said at ``source`` itself: yamldoc would drop a location of ``source.uccx``
@@ -723,6 +730,10 @@ def _source_error(err: ErrorDetails, value: object) -> InitErrorDetails:
             "input": err["input"],
         }
     return out
+
+
+#: The error types :meth:`ValidationError.from_exception_data` knows by name.
+_CORE_ERROR_TYPES = frozenset(get_args(ErrorType))
 
 
 def _unknown_source_key(model: type[BaseModel], loc: Loc) -> str:
