@@ -40,6 +40,10 @@ def check_config(path: Path, out: TextIO | None = None, err: TextIO | None = Non
         cfg = config_mod.load(path)
     except DocumentError as exc:
         return _problems(exc, err)
+    # What `run` will need: the files the config names, a usable state directory.
+    problems = config_mod.runtime_problems(cfg, path)
+    if problems:
+        return _problems(DocumentError(problems), err)
     # Accepted but unwise settings (an inline password): valid, so still OK and exit 0.
     for warning in cfg.source.warnings():
         print(f"warning: {warning}", file=err)

@@ -11,7 +11,10 @@ from __future__ import annotations
 import copy
 import difflib
 import os
+import pwd
+import shutil
 import socket
+import stat
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from enum import StrEnum
@@ -866,3 +869,139 @@ def _anchor(cfg: Config, base: Path) -> Config:
     if source is not cfg.source:
         updates["source"] = source
     return cfg.model_copy(update=updates) if updates else cfg
+
+
+# --- what `run` will need: the files the config names, the state directory ---------------
+
+
+def _user() -> str:
+    """This process's user, as a message names it (``uid 998 (ccx-agent)``)."""
+    uid = os.geteuid()
+    try:
+        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _can(path: Path, mode: int) -> bool:
+    """Whether this process may access ``path`` (its effective ids where the OS can say)."""
+    if os.access in os.supports_effective_ids:
+        return os.access(path, mode, effective_ids=True)
+    return os.access(path, mode)  # pragma: no cover - Linux supports effective ids
+
+
+def _file_problem(path: Path, executable: bool = False) -> str | None:
+    """Why ``path`` cannot be used as a file this config names, or None if it can.
+
+    A regular file only: a FIFO would block the reader, a device never ends, a directory
+    is not a PEM file or a snapshot. Nothing is opened, so checking never blocks.
+    """
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return f"{path}: no such file"
+    except NotADirectoryError:
+        return f"{path}: no such file (a part of the path is not a directory)"
+    except PermissionError:
+        return f"{path}: cannot be reached by {_user()} (permission denied on a directory)"
+    except OSError as exc:
+        return f"{path}: cannot be checked: {exc.strerror or type(exc).__name__}"
+    if not stat.S_ISREG(mode):
+        return f"{path}: {_kind_of_file(mode)}, not a regular file"
+    if not _can(path, os.R_OK):
+        return f"{path}: not readable by {_user()}"
+    if executable and not _can(path, os.X_OK):
+        return f"{path}: not executable by {_user()}"
+    return None
+
+
+def _kind_of_file(mode: int) -> str:
+    kinds = (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISREG, "a file"),
+    )
+    return next((name for test, name in kinds if test(mode)), "a special file")
+
+
+def _program_problem(program: str) -> str | None:
+    """A program given with a ``/`` must be an executable file; a bare name must be found
+    on PATH (this process's PATH: the daemon's, under systemd, may differ)."""
+    if "/" in program:
+        return _file_problem(Path(program), executable=True)
+    if shutil.which(program) is None:
+        return f"program {program!r} not found on PATH ({os.environ.get('PATH', '')})"
+    return None
+
+
+def _state_dir_problem(state_dir: Path) -> str | None:
+    """A state directory that exists must be a directory this user can write; one that
+    does not exist is left alone (``run`` creates it; a check never does)."""
+    try:
+        mode = state_dir.stat().st_mode
+    except FileNotFoundError:
+        return None
+    except NotADirectoryError:
+        return f"{state_dir}: a part of the path is not a directory"
+    except PermissionError:
+        return f"{state_dir}: cannot be reached by {_user()} (permission denied on a directory)"
+    except OSError as exc:
+        return f"{state_dir}: cannot be checked: {exc.strerror or type(exc).__name__}"
+    if not stat.S_ISDIR(mode):
+        return f"{state_dir}: {_kind_of_file(mode)}, not a directory"
+    if not _can(state_dir, os.W_OK | os.X_OK):
+        return f"{state_dir}: not writable by {_user()}"
+    return None
+
+
+def named_files(cfg: Config) -> list[tuple[Loc, Path]]:
+    """Every file the config names that the agent reads, with its key."""
+    files: list[tuple[Loc, Path | None]] = [
+        (("transport", "ca_bundle"), cfg.transport.ca_bundle),
+        (("transport", "trust_anchor"), cfg.transport.trust_anchor),
+        (("alerts", "syslog", "ca_bundle"), cfg.alerts.syslog.ca_bundle),
+    ]
+    source = cfg.source
+    if isinstance(source, FileSource):
+        files.append((("source", "path"), source.path))
+    elif isinstance(source, UccxSource):
+        files += [
+            (("source", "uccx", "password_file"), source.uccx.password_file),
+            (("source", "uccx", "ca_bundle"), source.uccx.ca_bundle),
+            (("source", "finesse", "password_file"), source.finesse.password_file),
+        ]
+    return [(key, path) for key, path in files if path is not None]
+
+
+def file_problems(cfg: Config, doc: Document) -> list[Problem]:
+    """The files ``cfg`` names that this user cannot use, and a state directory it cannot
+    write, as ``PATH:LINE: key: message`` problems (``doc`` gives the lines)."""
+    found: list[tuple[Loc, str | None]] = [
+        (key, _file_problem(path)) for key, path in named_files(cfg)
+    ]
+    if isinstance(cfg.source, CommandSource):
+        found.append((("source", "command", 0), _program_problem(cfg.source.command[0])))
+    found.append((("state_dir",), _state_dir_problem(cfg.state_dir)))
+    return [
+        Problem(doc.name, doc.line_of(key), dotted(key), message)
+        for key, message in found
+        if message is not None
+    ]
+
+
+def runtime_problems(cfg: Config, path: Path) -> list[Problem]:
+    """What ``run`` will need that is not there: ``check-config`` and the daemon's start
+    both call this after :func:`load`, so that a config that checks OK starts.
+
+    ``path`` is the config file ``cfg`` was loaded from, read again for the lines of the
+    keys. Today: :func:`file_problems`. Add here what else a start needs (the problems
+    are sorted by line).
+    """
+    try:
+        doc = read_yaml(path, keep_going=True)
+    except DocumentError:  # changed since it was loaded: name the keys at line 1
+        doc = Document(str(path), {}, {(): 1})
+    return sorted(file_problems(cfg, doc), key=lambda p: p.line)
