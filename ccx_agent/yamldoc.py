@@ -201,7 +201,7 @@ def _key(node: yaml.Node) -> object:
         return node.value
     try:
         return SafeConstructor().construct_object(node, deep=True)
-    except (yaml.YAMLError, ValueError, TypeError):
+    except (yaml.YAMLError, ValueError, TypeError, IndexError, OverflowError):
         return node.value
 
 
@@ -326,9 +326,15 @@ def alias_problem(
 class _Unconstructable(Exception):
     """A scalar that parses but cannot become a Python value (see :class:`_Loader`)."""
 
-    def __init__(self, node: yaml.Node, error: ValueError) -> None:
+    def __init__(self, node: yaml.Node, error: Exception) -> None:
         super().__init__(str(error))
         self.node, self.error = node, error
+
+
+def _too_many_digits() -> int:
+    """The smallest int that repr() refuses (the limit can change at run time)."""
+    limit: int = 10 ** sys.get_int_max_str_digits()
+    return limit
 
 
 class _Loader(yaml.SafeLoader):
@@ -353,24 +359,47 @@ class _Loader(yaml.SafeLoader):
                 self.alias_lines[(id(parent), index)] = event.start_mark.line + 1
         return super().compose_node(parent, index)
 
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        """An int, refused when it has more digits than Python converts to text: a YAML
+        1.1 base-60 number (``59:59:...``) computes one that no message could show."""
+        value: int = super().construct_yaml_int(node)
+        if abs(value) >= _too_many_digits():
+            raise ValueError(f"more than {sys.get_int_max_str_digits()} digits")
+        return value
+
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         try:
             return super().construct_object(node, deep=deep)
-        except ValueError as exc:
+        except (ValueError, IndexError, TypeError, OverflowError) as exc:
+            # IndexError: PyYAML's float and int constructors index an empty value
+            # (``!!float ''``).
             raise _Unconstructable(node, exc) from None
+
+
+_Loader.add_constructor(_INT_TAG, _Loader.construct_yaml_int)
+
+
+def _short_tag(tag: str) -> str:
+    """``tag:yaml.org,2002:float`` -> ``!!float``, as it is written in YAML."""
+    return "!!" + tag.removeprefix("tag:yaml.org,2002:") if tag.startswith("tag:yaml.org") else tag
 
 
 def _unconstructable(exc: _Unconstructable, name: str, w: _Walk) -> Problem:
     node = exc.node
     shown = w.shown_at.get(id(node), ())
     if node.tag == _INT_TAG:
-        digits = sum(c.isdigit() for c in str(node.value))
         limit = sys.get_int_max_str_digits()
-        message = f"a number of {digits} digits is too long (at most {limit})"
+        written = str(node.value).lstrip("+-").replace("_", "")
+        if written.isdigit():
+            message = f"a number of {len(written)} digits is too long (at most {limit})"
+        else:  # base 60 (1:2:3), 16, 8 or 2: the digits written are not the number's
+            message = f"a number too large (more than {limit} digits)"
     elif node.tag == _TIMESTAMP_TAG:
         message = f"not a real date or time ({' '.join(str(exc.error).split())})"
+    elif isinstance(exc.error, ValueError) and str(exc.error):
+        message = f"not a valid {_short_tag(node.tag)} value ({' '.join(str(exc.error).split())})"
     else:
-        message = f"cannot be read: {' '.join(str(exc.error).split())}"
+        message = f"not a valid {_short_tag(node.tag)} value"
     return Problem(name, node.start_mark.line + 1, dotted(shown), message)
 
 

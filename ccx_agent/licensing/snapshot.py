@@ -200,11 +200,16 @@ _CSQ_KEYS = frozenset({"name", "type", "skills", "id"})
 _TOP_KEYS = frozenset({"agents", "csqs", "ports"})
 _PORT_KEYS = frozenset({"outbound"})
 _REPR_MAX = 60
+#: More outbound ports than any UCCX has: a larger count is a broken snapshot.
+MAX_PORTS = 1_000_000
 
 
 def _show(value: object) -> str:
     """``repr`` cut to one short line: an error message must never carry a whole document."""
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an int of more digits than repr() converts (a YAML 1:2:3... number)
+        return "a number of thousands of digits"
     return text if len(text) <= _REPR_MAX else f"{text[: _REPR_MAX - 3]}..."
 
 
@@ -394,6 +399,10 @@ def _outbound_ports(ports: object) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise SnapshotError(
             f"snapshot: ports: outbound: must be a whole number >= 0, got {_show(value)}"
+        )
+    if value > MAX_PORTS:
+        raise SnapshotError(
+            f"snapshot: ports: outbound: must be at most {MAX_PORTS}, got {_show(value)}"
         )
     return value
 

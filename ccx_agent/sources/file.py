@@ -110,6 +110,8 @@ def _yaml(text: str, name: str) -> Any:
         raise SourceError(f"{name}: not valid YAML: nested too deeply") from None
     except ValueError as exc:  # e.g. a date that does not exist: 2024-02-30
         raise SourceError(f"{name}: not valid YAML: {_one_line(exc)}") from None
+    except (IndexError, TypeError, OverflowError):  # PyYAML on an empty ``!!float ''``
+        raise SourceError(f"{name}: not valid YAML: a tagged value it cannot read") from None
 
 
 def decode(raw: bytes, name: str) -> Any:

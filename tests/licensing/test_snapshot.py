@@ -268,6 +268,22 @@ def test_malformed_csq(csq: Any, expected: str) -> None:
         ({"outbound": "12"}, "snapshot: ports: outbound: must be a whole number >= 0, got '12'"),
         ({"inbound": 3}, "snapshot: ports: unknown field(s) 'inbound' (expected: outbound)"),
         (12, "snapshot: ports: must be a mapping, got int 12"),
+        # Found by fuzzing: a YAML base-60 number (59:59:...) is an int too long for
+        # repr(), and usage's table could not print it.
+        (
+            {"outbound": 60**3000},
+            "snapshot: ports: outbound: must be at most 1000000, got a number of thousands "
+            "of digits",
+        ),
+        (
+            {"outbound": 1_000_001},
+            "snapshot: ports: outbound: must be at most 1000000, got 1000001",
+        ),
+        (
+            {"outbound": -(60**3000)},
+            "snapshot: ports: outbound: must be a whole number >= 0, got "
+            "a number of thousands of digits",
+        ),
     ],
 )
 def test_malformed_ports(ports: Any, expected: str) -> None:
