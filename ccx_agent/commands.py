@@ -26,7 +26,7 @@ from ccx_agent.sources import SourceError
 from ccx_agent.sources.factory import build
 from ccx_agent.ssm.port import SsmError
 from ccx_agent.store import AlertRow, Store
-from ccx_agent.yamldoc import EX_CONFIG, DocumentError
+from ccx_agent.yamldoc import EX_CONFIG, DocumentError, Problem
 
 EX_FAILED = 1
 
@@ -43,11 +43,49 @@ def check_config(path: Path, out: TextIO | None = None, err: TextIO | None = Non
         cfg = config_mod.load(path)
     except DocumentError as exc:
         return _problems(exc, err)
+    # What `run` will need: the files the config names, a usable state directory, and
+    # an instance there that this config can run.
+    problems = config_mod.runtime_problems(cfg, path) + _instance_problems(cfg, path)
+    if problems:
+        return _problems(DocumentError(problems), err)
     # Accepted but unwise settings (an inline password): valid, so still OK and exit 0.
     for warning in cfg.source.warnings():
         print(f"warning: {warning}", file=err)
     print("OK", file=out)
     return 0
+
+
+def _instance_problems(cfg: config_mod.Config, path: Path) -> list[Problem]:
+    """What the state directory says against this config, read-only: a lost or damaged
+    instance, or a license type other than the registered one (``run`` refuses both)."""
+    found = statedir.inspect(cfg.state_dir)
+    if found.kind is statedir.Kind.LOST:
+        message = statedir.lost_message(cfg.state_dir, found.evidence)
+        return [config_mod.key_problem(path, ("state_dir",), message)]
+    if found.kind is not statedir.Kind.LIVE:
+        return []
+    try:
+        store = open_store(cfg, Open.READ)
+    except AgentError as exc:
+        return [config_mod.key_problem(path, ("state_dir",), str(exc))]
+    try:
+        with store.read() as tx:
+            state = tx.load_product()
+    except AgentError as exc:
+        return [config_mod.key_problem(path, ("state_dir",), str(exc))]
+    finally:
+        store.close()
+    if state is None or state.identity is None or state.license_type is cfg.license.type:
+        return []
+    return [
+        config_mod.key_problem(
+            path,
+            ("license", "type"),
+            f"is {cfg.license.type.value!r} but the instance in {cfg.state_dir} is registered "
+            f"as {state.license_type.value!r}: run 'ccx-agent deregister' first, then change "
+            "the license type",
+        )
+    ]
 
 
 def usage(

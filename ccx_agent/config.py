@@ -11,12 +11,15 @@ from __future__ import annotations
 import copy
 import difflib
 import os
+import pwd
+import shutil
 import socket
+import stat
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self, TypeVar
+from typing import Annotated, Any, Literal, Self, TypeVar, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -34,6 +37,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
+from pydantic_core.core_schema import ErrorType
 
 from ccx_agent.durations import Duration, PositiveDuration
 from ccx_agent.licensing.alerts import AlertFormat, Style
@@ -775,8 +779,14 @@ def _source_error(err: ErrorDetails, value: object) -> InitErrorDetails:
     if model is not None and loc[:1] == (kind,):
         loc = loc[1:]
     need = {"uccx": "at least uccx.url and uccx.user", "command": "the program to run"}
-    out: InitErrorDetails = {"type": err["type"], "loc": loc, "input": err["input"]}
-    if "ctx" in err:
+    kind_of_error: str | PydanticCustomError = err["type"]
+    if err["type"] not in _CORE_ERROR_TYPES:
+        # An error type of pydantic itself (``path_type``), not of pydantic-core: it can
+        # only be raised again as a custom error of the same name and message.
+        # Without a context, so that the message is taken as written (not a template).
+        kind_of_error = PydanticCustomError(err["type"], err["msg"])
+    out: InitErrorDetails = {"type": kind_of_error, "loc": loc, "input": err["input"]}
+    if "ctx" in err and isinstance(kind_of_error, str):
         out["ctx"] = err["ctx"]
     if err["type"] == "missing" and loc == (kind,) and kind in need:
         # Said at ``source`` itself: yamldoc would drop a location of ``source.uccx``
@@ -795,6 +805,10 @@ def _source_error(err: ErrorDetails, value: object) -> InitErrorDetails:
             "input": err["input"],
         }
     return out
+
+
+#: The error types :meth:`ValidationError.from_exception_data` knows by name.
+_CORE_ERROR_TYPES = frozenset(get_args(ErrorType))
 
 
 def _unknown_source_key(model: type[BaseModel], loc: Loc) -> str:
@@ -938,3 +952,154 @@ def _anchored_metrics(metrics: MetricsConfig, base: Path) -> MetricsConfig:
     if tls is not metrics.tls:
         out = out.model_copy(update={"tls": tls})
     return out
+
+
+# --- what `run` will need: the files the config names, the state directory ---------------
+
+
+def _user() -> str:
+    """This process's user, as a message names it (``uid 998 (ccx-agent)``)."""
+    uid = os.geteuid()
+    try:
+        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _can(path: Path, mode: int) -> bool:
+    """Whether this process may access ``path`` (its effective ids where the OS can say)."""
+    if os.access in os.supports_effective_ids:
+        return os.access(path, mode, effective_ids=True)
+    return os.access(path, mode)  # pragma: no cover - Linux supports effective ids
+
+
+def _file_problem(path: Path, executable: bool = False) -> str | None:
+    """Why ``path`` cannot be used as a file this config names, or None if it can.
+
+    A regular file only: a FIFO would block the reader, a device never ends, a directory
+    is not a PEM file or a snapshot. Nothing is opened, so checking never blocks.
+    """
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return f"{path}: no such file"
+    except NotADirectoryError:
+        return f"{path}: no such file (a part of the path is not a directory)"
+    except PermissionError:
+        return f"{path}: cannot be reached by {_user()} (permission denied on a directory)"
+    except OSError as exc:
+        return f"{path}: cannot be checked: {exc.strerror or type(exc).__name__}"
+    if not stat.S_ISREG(mode):
+        return f"{path}: {_kind_of_file(mode)}, not a regular file"
+    if not _can(path, os.R_OK):
+        return f"{path}: not readable by {_user()}"
+    if executable and not _can(path, os.X_OK):
+        return f"{path}: not executable by {_user()}"
+    return None
+
+
+def _kind_of_file(mode: int) -> str:
+    kinds = (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISREG, "a file"),
+    )
+    return next((name for test, name in kinds if test(mode)), "a special file")
+
+
+def _program_problem(program: str) -> str | None:
+    """A program given with a ``/`` must be an executable file; a bare name must be found
+    on PATH (this process's PATH: the daemon's, under systemd, may differ)."""
+    if "/" in program:
+        return _file_problem(Path(program), executable=True)
+    if shutil.which(program) is None:
+        return f"program {program!r} not found on PATH ({os.environ.get('PATH', '')})"
+    return None
+
+
+def _state_dir_problem(state_dir: Path) -> str | None:
+    """A state directory that exists must be a directory this user can write; one that
+    does not exist is left alone (``run`` creates it; a check never does)."""
+    try:
+        mode = state_dir.stat().st_mode
+    except FileNotFoundError:
+        return None
+    except NotADirectoryError:
+        return f"{state_dir}: a part of the path is not a directory"
+    except PermissionError:
+        return f"{state_dir}: cannot be reached by {_user()} (permission denied on a directory)"
+    except OSError as exc:
+        return f"{state_dir}: cannot be checked: {exc.strerror or type(exc).__name__}"
+    if not stat.S_ISDIR(mode):
+        return f"{state_dir}: {_kind_of_file(mode)}, not a directory"
+    if not _can(state_dir, os.W_OK | os.X_OK):
+        return f"{state_dir}: not writable by {_user()}"
+    return None
+
+
+def named_files(cfg: Config) -> list[tuple[Loc, Path]]:
+    """Every file the config names that the agent reads, with its key."""
+    files: list[tuple[Loc, Path | None]] = [
+        (("transport", "ca_bundle"), cfg.transport.ca_bundle),
+        (("transport", "trust_anchor"), cfg.transport.trust_anchor),
+        (("alerts", "syslog", "ca_bundle"), cfg.alerts.syslog.ca_bundle),
+    ]
+    if cfg.metrics.listen is not None:
+        files += [
+            (("metrics", "tls", "cert"), cfg.metrics.tls.cert),
+            (("metrics", "tls", "key"), cfg.metrics.tls.key),
+            (("metrics", "basic_auth_file"), cfg.metrics.basic_auth_file),
+        ]
+    source = cfg.source
+    if isinstance(source, FileSource):
+        files.append((("source", "path"), source.path))
+    elif isinstance(source, UccxSource):
+        files += [
+            (("source", "uccx", "password_file"), source.uccx.password_file),
+            (("source", "uccx", "ca_bundle"), source.uccx.ca_bundle),
+            (("source", "finesse", "password_file"), source.finesse.password_file),
+        ]
+    return [(key, path) for key, path in files if path is not None]
+
+
+def file_problems(cfg: Config, doc: Document) -> list[Problem]:
+    """The files ``cfg`` names that this user cannot use, and a state directory it cannot
+    write, as ``PATH:LINE: key: message`` problems (``doc`` gives the lines)."""
+    found: list[tuple[Loc, str | None]] = [
+        (key, _file_problem(path)) for key, path in named_files(cfg)
+    ]
+    if isinstance(cfg.source, CommandSource):
+        found.append((("source", "command", 0), _program_problem(cfg.source.command[0])))
+    found.append((("state_dir",), _state_dir_problem(cfg.state_dir)))
+    return [
+        Problem(doc.name, doc.line_of(key), dotted(key), message)
+        for key, message in found
+        if message is not None
+    ]
+
+
+def key_problem(path: Path, key: Loc, message: str) -> Problem:
+    """A ``PATH:LINE: key: message`` problem about a key of a config already loaded."""
+    try:
+        doc = read_yaml(path, keep_going=True)
+    except DocumentError:
+        return Problem(str(path), 1, dotted(key), message)
+    return Problem(doc.name, doc.line_of(key), dotted(key), message)
+
+
+def runtime_problems(cfg: Config, path: Path) -> list[Problem]:
+    """What ``run`` will need that is not there: ``check-config`` and the daemon's start
+    both call this after :func:`load`, so that a config that checks OK starts.
+
+    ``path`` is the config file ``cfg`` was loaded from, read again for the lines of the
+    keys. Today: :func:`file_problems`. Add here what else a start needs (the problems
+    are sorted by line).
+    """
+    try:
+        doc = read_yaml(path, keep_going=True)
+    except DocumentError:  # changed since it was loaded: name the keys at line 1
+        doc = Document(str(path), {}, {(): 1})
+    return sorted(file_problems(cfg, doc), key=lambda p: p.line)

@@ -648,6 +648,15 @@ def main(path: Path, err: TextIO | None = None) -> int:
         for problem in exc.problems:
             print(problem, file=err)
         return EX_CONFIG
+    # The files the config names, checked as check-config checks them: a missing one is
+    # named by its key and line, not by a later error that names only the file.
+    problems = config_mod.runtime_problems(cfg, path)
+    if problems:
+        for problem in problems:
+            print(problem, file=err)
+        log.error("cannot start", error=str(problems[0]), problems=len(problems))
+        _init_failed(cfg, str(problems[0]))
+        return EX_CONFIG
     for warning in cfg.source.warnings():
         log.warning("config warning", warning=warning)
     try:

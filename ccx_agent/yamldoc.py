@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -27,6 +28,15 @@ Loc = tuple[Any, ...]
 EX_CONFIG = 78
 
 _STR_TAG = "tag:yaml.org,2002:str"
+_INT_TAG = "tag:yaml.org,2002:int"
+_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+
+#: Values that aliases (``*name``) may add to a document once expanded. A config or a
+#: scenario uses a few anchors at most; nested aliases ("billion laughs") would expand a
+#: few hundred bytes of text into billions of values that validation then walks.
+MAX_ALIAS_VALUES = 10_000
+#: A YAML file larger than this is refused unread: configs and scenarios are kilobytes.
+MAX_FILE_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +118,10 @@ def show(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
-        return repr(value)
+        try:
+            return repr(value)
+        except ValueError:  # more digits than int -> str converts (sys.get_int_max_str_digits)
+            return f"a number of more than {sys.get_int_max_str_digits()} digits"
     if isinstance(value, str):
         if not value:
             return "an empty string ('')"
@@ -188,7 +201,7 @@ def _key(node: yaml.Node) -> object:
         return node.value
     try:
         return SafeConstructor().construct_object(node, deep=True)
-    except (yaml.YAMLError, ValueError, TypeError):
+    except (yaml.YAMLError, ValueError, TypeError, IndexError, OverflowError):
         return node.value
 
 
@@ -200,6 +213,11 @@ class _Walk:
     #: Problems that leave nothing to validate (a list used as a key).
     fatal: list[Problem] = field(default_factory=list)
     seen_nodes: set[int] = field(default_factory=set)
+    #: The first key path (as written) of each node, to name the key of a value that
+    #: cannot be constructed.
+    shown_at: dict[int, Loc] = field(default_factory=dict)
+    #: Lines of list items that are aliases (see :class:`_Loader`).
+    alias_lines: dict[tuple[int, int], int] = field(default_factory=dict)
 
 
 def _walk(node: yaml.Node, loc: Loc, shown: Loc, w: _Walk) -> None:
@@ -210,6 +228,7 @@ def _walk(node: yaml.Node, loc: Loc, shown: Loc, w: _Walk) -> None:
     """
     lines, name = w.lines, w.name
     lines.setdefault(loc, node.start_mark.line + 1)
+    w.shown_at.setdefault(id(node), shown)
     if id(node) in w.seen_nodes:  # an alias: walked once already, and aliases can nest
         return
     if isinstance(node, yaml.MappingNode | yaml.SequenceNode):
@@ -237,7 +256,151 @@ def _walk(node: yaml.Node, loc: Loc, shown: Loc, w: _Walk) -> None:
             _walk(value_node, sub, shown_sub, w)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
+            if (id(node), i) in w.alias_lines:
+                lines[(*loc, i)] = w.alias_lines[(id(node), i)]
             _walk(item, (*loc, i), (*shown, i), w)
+
+
+class _Stop(Exception):
+    def __init__(self, loc: Loc, shown: Loc, message: str) -> None:
+        super().__init__(message)
+        self.loc, self.shown, self.message = loc, shown, message
+
+
+def alias_problem(
+    root: yaml.Node,
+    name: str,
+    lines: dict[Loc, int] | None = None,
+    limit: int = MAX_ALIAS_VALUES,
+) -> Problem | None:
+    """A problem if aliases expand the document beyond ``limit`` values, or
+    if an alias sits inside the value it names (a cycle); else None.
+
+    Walks the document as its constructed data would be walked, aliases expanded, and
+    stops as soon as the bound is passed: the cost is bounded by the text's size plus
+    the bound, however the aliases nest. The problem names the key where the alias that
+    crossed the bound is used.
+    """
+    seen: set[int] = set()
+    active: set[int] = set()
+    budget = limit
+
+    def visit(node: yaml.Node, loc: Loc, shown: Loc, alias: tuple[Loc, Loc] | None) -> None:
+        nonlocal budget
+        ident = id(node)
+        if ident in active:
+            where = alias or (loc, shown)
+            raise _Stop(*where, "an alias refers to the value that holds it (a cycle): refused")
+        if ident in seen:  # every node under an alias has been seen before: an expansion
+            alias = alias or (loc, shown)
+            budget -= 1
+            if budget < 0:
+                raise _Stop(
+                    *alias,
+                    f"aliases expand the document by more than {limit} values "
+                    "(an alias bomb?): refused",
+                )
+        seen.add(ident)
+        if isinstance(node, yaml.MappingNode):
+            active.add(ident)
+            for key_node, value_node in node.value:
+                key = _key(key_node) if isinstance(key_node, yaml.ScalarNode) else None
+                shown_key = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
+                visit(key_node, loc, shown, alias)
+                visit(value_node, (*loc, key), (*shown, str(shown_key)), alias)
+            active.discard(ident)
+        elif isinstance(node, yaml.SequenceNode):
+            active.add(ident)
+            for i, item in enumerate(node.value):
+                visit(item, (*loc, i), (*shown, i), alias)
+            active.discard(ident)
+
+    try:
+        visit(root, (), (), None)
+    except _Stop as stop:
+        doc = Document(name, None, lines or {})
+        return Problem(name, doc.line_of(stop.loc), dotted(stop.shown), stop.message)
+    return None
+
+
+class _Unconstructable(Exception):
+    """A scalar that parses but cannot become a Python value (see :class:`_Loader`)."""
+
+    def __init__(self, node: yaml.Node, error: Exception) -> None:
+        super().__init__(str(error))
+        self.node, self.error = node, error
+
+
+def _too_many_digits() -> int:
+    """The smallest int that repr() refuses (the limit can change at run time)."""
+    limit: int = 10 ** sys.get_int_max_str_digits()
+    return limit
+
+
+class _Loader(yaml.SafeLoader):
+    """The safe loader, with the scalar that fails to construct named.
+
+    PyYAML raises a bare ``ValueError`` for a number of more than 4300 digits (Python's
+    int conversion limit) or a date that does not exist (2024-02-30), without saying
+    where; this keeps the node so that the problem names its key and line.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        #: The line of each list item that is an alias, by (id of the list node, index):
+        #: the composed node is the anchor's, whose mark is the anchor's line.
+        self.alias_lines: dict[tuple[int, int], int] = {}
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        # ``index`` is a list index, or (despite the stubs) a mapping's key node or None.
+        if isinstance(index, int) and parent is not None and self.check_event(yaml.AliasEvent):
+            event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]
+            if event.start_mark is not None:
+                self.alias_lines[(id(parent), index)] = event.start_mark.line + 1
+        return super().compose_node(parent, index)
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        """An int, refused when it has more digits than Python converts to text: a YAML
+        1.1 base-60 number (``59:59:...``) computes one that no message could show."""
+        value: int = super().construct_yaml_int(node)
+        if abs(value) >= _too_many_digits():
+            raise ValueError(f"more than {sys.get_int_max_str_digits()} digits")
+        return value
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, IndexError, TypeError, OverflowError) as exc:
+            # IndexError: PyYAML's float and int constructors index an empty value
+            # (``!!float ''``).
+            raise _Unconstructable(node, exc) from None
+
+
+_Loader.add_constructor(_INT_TAG, _Loader.construct_yaml_int)
+
+
+def _short_tag(tag: str) -> str:
+    """``tag:yaml.org,2002:float`` -> ``!!float``, as it is written in YAML."""
+    return "!!" + tag.removeprefix("tag:yaml.org,2002:") if tag.startswith("tag:yaml.org") else tag
+
+
+def _unconstructable(exc: _Unconstructable, name: str, w: _Walk) -> Problem:
+    node = exc.node
+    shown = w.shown_at.get(id(node), ())
+    if node.tag == _INT_TAG:
+        limit = sys.get_int_max_str_digits()
+        written = str(node.value).lstrip("+-").replace("_", "")
+        if written.isdigit():
+            message = f"a number of {len(written)} digits is too long (at most {limit})"
+        else:  # base 60 (1:2:3), 16, 8 or 2: the digits written are not the number's
+            message = f"a number too large (more than {limit} digits)"
+    elif node.tag == _TIMESTAMP_TAG:
+        message = f"not a real date or time ({' '.join(str(exc.error).split())})"
+    elif isinstance(exc.error, ValueError) and str(exc.error):
+        message = f"not a valid {_short_tag(node.tag)} value ({' '.join(str(exc.error).split())})"
+    else:
+        message = f"not a valid {_short_tag(node.tag)} value"
+    return Problem(name, node.start_mark.line + 1, dotted(shown), message)
 
 
 def parse_yaml(text: str, name: str, *, keep_going: bool = False) -> Document:
@@ -248,18 +411,24 @@ def parse_yaml(text: str, name: str, *, keep_going: bool = False) -> Document:
     """
     try:
         # One pass: compose (for the lines of keys), then construct from the same nodes.
-        loader = yaml.SafeLoader(text)
+        loader = _Loader(text)
         try:
             node = loader.get_single_node()
             if node is None:
                 return Document(name, {}, {(): 1})
-            w = _Walk(name)
+            w = _Walk(name, alias_lines=loader.alias_lines)
             _walk(node, (), (), w)
+            bomb = alias_problem(node, name, w.lines)
+            if bomb is not None:
+                w.fatal.append(bomb)
             if w.fatal:
                 raise DocumentError(sorted(w.fatal + w.problems, key=lambda p: p.line))
             if w.problems and not keep_going:
                 raise DocumentError(w.problems)
-            data = loader.construct_document(node)
+            try:
+                data = loader.construct_document(node)
+            except _Unconstructable as exc:
+                raise DocumentError([_unconstructable(exc, name, w)]) from None
         finally:
             loader.dispose()
     except yaml.reader.ReaderError as exc:
@@ -281,10 +450,14 @@ def read_yaml(path: Path, *, keep_going: bool = False) -> Document:
     """Read a UTF-8 YAML file; any failure is a :class:`DocumentError`, never a traceback."""
     name = str(path)
     try:
-        raw = Path(path).read_bytes()
+        with Path(path).open("rb") as fh:
+            raw = fh.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise DocumentError([Problem(name, 1, "(file)", f"cannot read: {reason}")]) from None
+    if len(raw) > MAX_FILE_BYTES:
+        message = f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB: not a config or scenario"
+        raise DocumentError([Problem(name, 1, "(file)", message)])
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -388,10 +561,11 @@ def _message(err: Any, model: type[BaseModel], loc: Loc) -> str:
     if kind == "less_than":
         return f"must be less than {ctx['lt']}, got {show(got)}"
     if kind == "string_type":
-        hint = f" (put it in quotes: '{got}')" if isinstance(got, int | float) else ""
+        hint = f" (put it in quotes: '{show(got)}')" if isinstance(got, int | float) else ""
         return f"must be text, got {show(got)}{hint}"
     if kind in ("list_type", "tuple_type", "set_type"):
-        like = f"[{got}]" if isinstance(got, str | int) and not isinstance(got, bool) else "[a, b]"
+        short = isinstance(got, str | int) and not isinstance(got, bool) and len(show(got)) < 40
+        like = f"[{got}]" if short else "[a, b]"
         return f"must be a list, like {like}, got {show(got)}"
     if kind in ("dict_type", "model_type", "model_attributes_type", "mapping_type"):
         return f"must be a mapping of keys (key: value lines), got {show(got)}"
@@ -399,7 +573,11 @@ def _message(err: Any, model: type[BaseModel], loc: Loc) -> str:
         return one_of(_QUOTED.findall(str(ctx.get("expected", ""))), got)
     if kind == "union_tag_invalid":
         what = " ".join(key_text(p) for p in loc[-2:] if not isinstance(p, int))
-        return one_of(_QUOTED.findall(str(ctx.get("expected_tags", ""))), ctx.get("tag"), what)
+        tags = _QUOTED.findall(str(ctx.get("expected_tags", "")))
+        field_name = str(ctx.get("discriminator", "kind")).strip("'\"")
+        tag = got.get(field_name, ctx.get("tag")) if isinstance(got, dict) else ctx.get("tag")
+        # A tag that is not text (a list, a mapping) is shown as what it is, not its repr.
+        return one_of(tags, tag, what) if isinstance(tag, str) else one_of(tags, tag)
     if kind == "too_short":
         if ctx.get("min_length") == 1:
             return "must not be empty"

@@ -196,3 +196,33 @@ def test_a_commands_alerts_are_shown_once_and_left_for_the_daemon(tmp_path: Path
     finally:
         store.close()
     assert pending == ["REGISTER_SUCCESS", "AUTH_RENEW_SUCCESS"]
+
+
+def test_check_config_refuses_a_license_type_other_than_the_registered_one(
+    tmp_path: Path, server
+) -> None:  # type: ignore[no-untyped-def]
+    """What run would refuse, check-config says first, with the key and its line."""
+    token = server.simulator.create_token(now=datetime.now(UTC))
+    assert _run(commands.register, _config(tmp_path, _transport(server)), token, False)[0] == 0
+    assert _run(commands.check_config, _config(tmp_path, _transport(server)))[:2] == (0, "OK\n")
+    changed = _config(tmp_path, _transport(server) + "license:\n  type: perpetual-premium\n")
+    line = changed.read_text().splitlines().index("  type: perpetual-premium") + 1
+    code, out, err = _run(commands.check_config, changed)
+    assert (code, out) == (78, "")
+    assert err == (
+        f"{changed}:{line}: license.type: is 'perpetual-premium' but the instance in "
+        f"{tmp_path / 'state'} is registered as 'flex': run 'ccx-agent deregister' first, "
+        "then change the license type\n"
+    )
+
+
+def test_check_config_says_when_the_instance_is_lost(tmp_path: Path, server) -> None:  # type: ignore[no-untyped-def]
+    token = server.simulator.create_token(now=datetime.now(UTC))
+    cfg = _config(tmp_path, _transport(server))
+    assert _run(commands.register, cfg, token, False)[0] == 0
+    (tmp_path / "state" / "ccx-agent.db").write_bytes(b"")
+    code, out, err = _run(commands.check_config, cfg)
+    assert (code, out) == (78, "")
+    assert err.startswith(f"{cfg}:1: state_dir: {tmp_path / 'state' / 'ccx-agent.db'}: ")
+    assert "restore the state directory from a backup" in err and err.count("\n") == 1
+    assert (tmp_path / "state" / "ccx-agent.db").stat().st_size == 0

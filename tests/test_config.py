@@ -7,11 +7,16 @@ every problem at once) and exits 78. Bad input never gives a traceback.
 from __future__ import annotations
 
 import os
+import pwd
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -202,6 +207,21 @@ def write(tmp_path: Path, text: str, name: str = "ccx-agent.yaml") -> Path:
 
 
 MINIMAL = "source:\n  kind: file\n  path: /etc/ccx-agent/agents.json\n"
+SNAPSHOT = Path(__file__).resolve().parent / "data" / "snapshots" / "contract.json"
+#: A config that passes check-config on any host: its snapshot exists, and its state
+#: directory does not (check-config never creates it).
+RUNNABLE = f"state_dir: state\nsource:\n  kind: file\n  path: {SNAPSHOT}\n"
+
+
+def runnable_example(tmp_path: Path) -> Path:
+    """The example file, its snapshot and state directory moved to where this host has
+    them (the shipped file names /etc/ccx-agent/agents.json)."""
+    text = EXAMPLE.read_text(encoding="utf-8")
+    assert text.count(f"path: {AGENTS}\n") == 1
+    assert text.count("\nstate_dir: /var/lib/ccx-agent\n") == 1
+    text = text.replace(f"path: {AGENTS}\n", f"path: {SNAPSHOT}\n")
+    text = text.replace("\nstate_dir: /var/lib/ccx-agent\n", f"\nstate_dir: {tmp_path / 'state'}\n")
+    return write(tmp_path, text, "example.yaml")
 
 
 # --- the corpus of bad files -------------------------------------------------------------
@@ -311,13 +331,14 @@ def test_process_missing_file_and_directory(tmp_path: Path) -> None:
     assert done.stderr == f"{tmp_path}:1: (file): cannot read: Is a directory\n"
 
 
-def test_process_good_config_prints_ok() -> None:
-    done = run_process("--config", str(EXAMPLE), "check-config")
+def test_process_good_config_prints_ok(tmp_path: Path) -> None:
+    done = run_process("--config", str(runnable_example(tmp_path)), "check-config")
     assert (done.returncode, done.stdout, done.stderr) == (0, "OK\n", "")
 
 
 def test_process_reads_the_environment_variable(tmp_path: Path) -> None:
-    done = run_process("check-config", env={"CCX_AGENT_CONFIG": str(EXAMPLE)})
+    example = runnable_example(tmp_path)
+    done = run_process("check-config", env={"CCX_AGENT_CONFIG": str(example)})
     assert (done.returncode, done.stdout, done.stderr) == (0, "OK\n", "")
 
 
@@ -341,7 +362,7 @@ def test_without_config_the_default_path_is_used(
     assert main(["check-config"]) == 78
     assert capsys.readouterr().err.startswith(f"{default}:1: (file): no such file")
     default.parent.mkdir()
-    default.write_text(MINIMAL, encoding="utf-8")
+    default.write_text(RUNNABLE, encoding="utf-8")
     assert main(["check-config"]) == 0
     assert capsys.readouterr().out == "OK\n"
 
@@ -354,16 +375,16 @@ def test_environment_variable_names_the_file(
     monkeypatch.setenv("CCX_AGENT_CONFIG", str(bad))
     assert main(["check-config"]) == 78
     assert capsys.readouterr().err == f"{bad}:{EXPECTED['threshold_zero.yaml'][0]}\n"
-    monkeypatch.setenv("CCX_AGENT_CONFIG", str(EXAMPLE))
+    monkeypatch.setenv("CCX_AGENT_CONFIG", str(runnable_example(tmp_path)))
     assert main(["check-config"]) == 0
     assert capsys.readouterr().out == "OK\n"
 
 
 def test_config_option_beats_the_environment(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("CCX_AGENT_CONFIG", str(BAD / "threshold_zero.yaml"))
-    assert main(["--config", str(EXAMPLE), "check-config"]) == 0
+    assert main(["--config", str(runnable_example(tmp_path)), "check-config"]) == 0
     assert capsys.readouterr() == ("OK\n", "")
 
 
@@ -380,8 +401,19 @@ def test_missing_file_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFi
 # --- the example file ---------------------------------------------------------------------
 
 
-def test_example_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
-    assert run_check(EXAMPLE, capsys) == (0, "OK\n", "")
+def test_example_is_valid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_check(runnable_example(tmp_path), capsys) == (0, "OK\n", "")
+
+
+@pytest.mark.skipif(AGENTS.exists(), reason=f"this host has {AGENTS}")
+def test_example_as_shipped_names_its_missing_snapshot(capsys: pytest.CaptureFixture[str]) -> None:
+    """Valid, but not runnable here: check-config says what ``run`` would miss."""
+    line = EXAMPLE.read_text(encoding="utf-8").splitlines().index(f"  path: {AGENTS}") + 1
+    assert run_check(EXAMPLE, capsys) == (
+        78,
+        "",
+        f"{EXAMPLE}:{line}: source.path: {AGENTS}: no such file\n",
+    )
 
 
 def test_example_equals_the_defaults() -> None:
@@ -734,3 +766,248 @@ def test_history_retention_is_at_least_two_report_intervals(tmp_path: Path) -> N
     ]
     path.write_text("source: {kind: file, path: a.json}\nhistory: {retention: 2h}\n")
     assert load(path).history.retention == timedelta(hours=2)
+
+
+# --- what `run` will need: check-config checks the files and the state directory --------
+
+#: Each file key, and a config that names a missing file there.
+MISSING = "/nonexistent/ccx-agent-test/file.pem"
+NOBODY = 65534
+NAMED_FILES: dict[str, str] = {
+    "transport.ca_bundle": (
+        f"transport:\n  url: https://ssm.example.com/\n  ca_bundle: {MISSING}\n"
+    ),
+    "transport.trust_anchor": (
+        f"transport:\n  url: https://ssm.example.com/\n  trust_anchor: {MISSING}\n"
+    ),
+    "alerts.syslog.ca_bundle": (
+        f"alerts:\n  syslog:\n    target: tls://127.0.0.1:6514\n    ca_bundle: {MISSING}\n"
+    ),
+    "source.uccx.password_file": (
+        "source:\n  kind: uccx\n  uccx:\n    url: https://uccx.example.com\n    user: u\n"
+        f"    password_file: {MISSING}\n"
+    ),
+    "source.uccx.ca_bundle": (
+        "source:\n  kind: uccx\n  uccx:\n    url: https://uccx.example.com\n    user: u\n"
+        f"    ca_bundle: {MISSING}\n"
+    ),
+    "source.finesse.password_file": (
+        "source:\n  kind: uccx\n  uccx:\n    url: https://uccx.example.com\n    user: u\n"
+        f"  finesse:\n    password_file: {MISSING}\n"
+    ),
+    "source.command[0]": f"source:\n  kind: command\n  command: [{MISSING}, --all]\n",
+    "source.path": f"source:\n  kind: file\n  path: {MISSING}\n",
+}
+
+
+def _with_source(text: str) -> str:
+    """``text`` with the runnable file source unless it brings its own, state dir first."""
+    head = "state_dir: state\n"
+    return head + text if text.startswith("source:") else RUNNABLE + text
+
+
+@pytest.mark.parametrize("key", sorted(NAMED_FILES))
+def test_a_missing_file_is_named_by_key_and_line(
+    key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, _with_source(NAMED_FILES[key]))
+    # The line that names the file (a list item is on its list's line here).
+    line = next(i for i, t in enumerate(path.read_text().splitlines(), 1) if MISSING in t)
+    load(path)  # valid: only what run needs is missing
+    assert run_check(path, capsys) == (78, "", f"{path}:{line}: {key}: {MISSING}: no such file\n")
+
+
+def test_every_missing_file_at_once_in_line_order(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(
+        tmp_path,
+        "state_dir: state\nalerts:\n  syslog:\n    ca_bundle: syslog-ca.pem\n"
+        "transport:\n  ca_bundle: ca.pem\n  trust_anchor: anchor.pem\n"
+        "source:\n  kind: file\n  path: agents.json\n",
+    )
+    code, out, err = run_check(path, capsys)
+    assert (code, out) == (78, "")
+    # Relative paths are beside the config file, and named so.
+    assert err.splitlines() == [
+        f"{path}:4: alerts.syslog.ca_bundle: {tmp_path / 'syslog-ca.pem'}: no such file",
+        f"{path}:6: transport.ca_bundle: {tmp_path / 'ca.pem'}: no such file",
+        f"{path}:7: transport.trust_anchor: {tmp_path / 'anchor.pem'}: no such file",
+        f"{path}:10: source.path: {tmp_path / 'agents.json'}: no such file",
+    ]
+
+
+def test_files_that_are_there_pass(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("ca.pem", "uccx-password", "finesse-password"):
+        write(tmp_path, "x\n", name)
+    path = write(
+        tmp_path,
+        "transport:\n  url: https://ssm.example.com/\n  ca_bundle: ca.pem\n"
+        "source:\n  kind: uccx\n  uccx:\n    url: https://uccx.example.com\n    user: u\n"
+        "    password_file: uccx-password\n    ca_bundle: ca.pem\n"
+        "  finesse:\n    password_file: finesse-password\n",
+    )
+    assert run_check(path, capsys) == (0, "OK\n", "")
+
+
+def test_a_snapshot_that_is_not_a_regular_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Nothing is opened: checking a FIFO must not block as reading it would."""
+    fifo = tmp_path / "agents.fifo"
+    os.mkfifo(fifo)
+    for target, what in ((fifo, "a FIFO (named pipe)"), (tmp_path, "a directory")):
+        path = write(tmp_path, f"source:\n  kind: file\n  path: {target}\n")
+        assert run_check(path, capsys) == (
+            78,
+            "",
+            f"{path}:3: source.path: {target}: {what}, not a regular file\n",
+        )
+    (tmp_path / "zero").symlink_to("/dev/zero")
+    path = write(tmp_path, "transport:\n  ca_bundle: zero\n" + RUNNABLE)
+    assert run_check(path, capsys)[2] == (
+        f"{path}:2: transport.ca_bundle: {tmp_path / 'zero'}: a character device, "
+        "not a regular file\n"
+    )
+
+
+def test_the_command_program(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    script = write(tmp_path, "#!/bin/sh\necho '{\"agents\": []}'\n", "snap")
+    path = write(tmp_path, "source:\n  kind: command\n  command: [./snap]\n")
+    assert run_check(path, capsys) == (
+        78,
+        "",
+        f"{path}:3: source.command[0]: {script}: not executable by {config._user()}\n",
+    )
+    script.chmod(0o755)
+    assert run_check(path, capsys) == (0, "OK\n", "")
+    # A bare name is looked up on PATH, as the source runs it.
+    path = write(tmp_path, "source:\n  kind: command\n  command: [sh, -c, 'cat x']\n")
+    assert run_check(path, capsys) == (0, "OK\n", "")
+    path = write(tmp_path, "source:\n  kind: command\n  command:\n    - no-such-ccx-program\n")
+    code, _, err = run_check(path, capsys)
+    assert code == 78
+    assert err.startswith(
+        f"{path}:4: source.command[0]: program 'no-such-ccx-program' not found on PATH ("
+    )
+
+
+def test_the_state_dir_is_never_created_and_must_be_writable_if_it_exists(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, RUNNABLE.replace("state_dir: state", "state_dir: a/b/state"))
+    assert run_check(path, capsys) == (0, "OK\n", "")
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "b").write_text("")
+    assert run_check(path, capsys) == (
+        78,
+        "",
+        f"{path}:1: state_dir: {tmp_path / 'a/b/state'}: a part of the path is not a directory\n",
+    )
+    (tmp_path / "a" / "b").unlink()
+    (tmp_path / "a" / "b").mkdir()
+    (tmp_path / "a" / "b" / "state").write_text("")
+    assert run_check(path, capsys) == (
+        78,
+        "",
+        f"{path}:1: state_dir: {tmp_path / 'a/b/state'}: a file, not a directory\n",
+    )
+
+
+def _as_nobody(config_file: Path) -> subprocess.CompletedProcess[str]:
+    """``check-config`` run by another user than the one who owns the files: as root,
+    the real CLI as nobody (root may read and write anything); otherwise, this user."""
+    args = [*ccx_agent(), "--config", str(config_file), "check-config"]
+    ids: dict[str, Any] = {}
+    if os.geteuid() == 0:
+        ids = {"user": NOBODY, "group": NOBODY, "extra_groups": []}
+    return subprocess.run(args, capture_output=True, text=True, timeout=60, check=False, **ids)
+
+
+def test_unreadable_files_and_an_unwritable_state_dir(tmp_path: Path) -> None:
+    """What a service user meets when root made the files: named, with the user."""
+    base = Path(tempfile.mkdtemp(prefix="ccx-perm-"))
+    try:
+        base.chmod(0o755)
+        secret = base / "uccx-password"
+        secret.write_text("hunter2\n")
+        secret.chmod(0o600 if os.geteuid() == 0 else 0)
+        state = base / "state"
+        state.mkdir(mode=0o755 if os.geteuid() == 0 else 0o500)
+        path = base / "ccx-agent.yaml"
+        path.write_text(
+            "state_dir: state\nsource:\n  kind: uccx\n  uccx:\n    url: https://u.example.com\n"
+            "    user: u\n    password_file: uccx-password\n"
+        )
+        path.chmod(0o644)
+        done = _as_nobody(path)
+        user = (
+            f"uid {NOBODY} ({pwd.getpwuid(NOBODY).pw_name})"
+            if os.geteuid() == 0
+            else config._user()
+        )
+        assert (done.returncode, done.stdout) == (78, ""), done.stderr
+        assert done.stderr.splitlines() == [
+            f"{path}:1: state_dir: {state}: not writable by {user}",
+            f"{path}:7: source.uccx.password_file: {secret}: not readable by {user}",
+        ]
+    finally:
+        (base / "state").chmod(0o700)
+        shutil.rmtree(base)
+
+
+def test_wrong_typed_source_path_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by fuzzing: a KeyError "Invalid error type: 'path_type'" from _source_errors."""
+    for value, got in (("[a, b]", "a list"), ("12", "12"), ("{a: 1}", "a mapping")):
+        path = write(tmp_path, f"source:\n  kind: file\n  path: {value}\n")
+        assert run_check(path, capsys) == (
+            78,
+            "",
+            f"{path}:3: source.path: must be a path, got {got}\n",
+        )
+    path = write(
+        tmp_path,
+        "source:\n  kind: uccx\n  uccx:\n    url: https://u.example.com\n"
+        "    user: u\n    ca_bundle: [x]\n",
+    )
+    assert (
+        run_check(path, capsys)[2]
+        == f"{path}:6: source.uccx.ca_bundle: must be a path, got a list\n"
+    )
+
+
+def test_a_number_of_5000_digits_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by fuzzing: int's max-digits ValueError from the YAML constructor."""
+    path = write(tmp_path, RUNNABLE + "compliance:\n  ooc_threshold: " + "7" * 5000 + "\n")
+    limit = sys.get_int_max_str_digits()
+    assert run_check(path, capsys) == (
+        78,
+        "",
+        f"{path}:6: compliance.ooc_threshold: a number of 5000 digits is too long "
+        f"(at most {limit})\n",
+    )
+
+
+def test_an_alias_bomb_is_one_line_and_quick(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by fuzzing: a billion laughs at source.kind ran past 10 s and ate memory
+    (pydantic wrote the expanded tag into its message)."""
+    lines = ['x0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"x{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    path = write(tmp_path, "\n".join([*lines, "source:", "  kind: *a8", "  path: x", ""]))
+    started = time.monotonic()
+    code, out, err = run_check(path, capsys)
+    assert time.monotonic() - started < 2
+    assert (code, out) == (78, "")
+    # x0 is 11 values (the list and its items), x_i is 1 + 10 * x_(i-1): before x3,
+    # 10 * 11 + 10 * 111 = 1,220; each x3 item adds 1,111, so the eighth crosses 10,000.
+    assert err == (
+        f"{path}:4: x3[7]: aliases expand the document by more than 10000 values "
+        "(an alias bomb?): refused\n"
+    )

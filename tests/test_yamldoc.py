@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import time
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
@@ -10,6 +12,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from ccx_agent.yamldoc import (
+    MAX_ALIAS_VALUES,
     Document,
     DocumentError,
     Problem,
@@ -75,12 +78,68 @@ def test_anchors_and_aliases() -> None:
     assert doc.line_of(("c", "b")) == 2
 
 
-def test_nested_aliases_do_not_blow_up() -> None:
-    """A billion-laughs document: keys are walked once, not exponentially often."""
+def test_nested_aliases_are_refused_quickly() -> None:
+    """A billion-laughs document (3^29 values once expanded) is one problem at the key
+    whose alias crosses the bound, found without expanding it: validation would walk
+    every value, and check-config ran past 10 s and ate memory."""
     lines = ["a0: &a0 [x, x]"]
     lines += [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}]" for i in range(1, 30)]
-    doc = parse_yaml("\n".join(lines) + "\n", "f.yaml")
-    assert len(doc.lines) < 200
+    started = time.monotonic()
+    found = problems("\n".join(lines) + "\n")
+    assert time.monotonic() - started < 2
+    # 2 * 3^7 = 4374 values under a7; its third alias takes the expansion past 10,000.
+    assert found == [
+        f"f.yaml:8: a7[2]: aliases expand the document by more than {MAX_ALIAS_VALUES} "
+        "values (an alias bomb?): refused"
+    ]
+
+
+def test_aliases_within_the_bound_are_expanded() -> None:
+    """A few anchors, as an operator would use them, are fine and expand as usual."""
+    text = "base: &b {interval: 15m, jitter: 60s}\nreport: *b\nlists: [*b, *b, *b]\n"
+    doc = parse_yaml(text, "f.yaml")
+    assert doc.data["report"] == doc.data["lists"][2] == {"interval": "15m", "jitter": "60s"}
+    items = ", ".join(["*x"] * (MAX_ALIAS_VALUES - 1))
+    assert len(parse_yaml(f"a: &x 1\nb: [{items}]\n", "f.yaml").data["b"]) == MAX_ALIAS_VALUES - 1
+
+
+def test_an_alias_inside_its_own_value_is_refused() -> None:
+    assert problems("a:\n  b: &x [1, *x]\n") == [
+        "f.yaml:2: a.b[1]: an alias refers to the value that holds it (a cycle): refused"
+    ]
+
+
+def test_a_number_too_long_to_convert_names_its_key() -> None:
+    """5,000 digits: Python's int conversion limit made PyYAML raise a bare ValueError."""
+    text = "a:\n  b: 1\n  n: " + "9" * 5000 + "\n"
+    limit = sys.get_int_max_str_digits()
+    assert problems(text) == [
+        f"f.yaml:3: a.n: a number of 5000 digits is too long (at most {limit})"
+    ]
+    # In a list, and negative, and with separators: the same one line.
+    assert problems("l:\n  - 1\n  - -" + "1_000" * 1200 + "\n") == [
+        f"f.yaml:3: l[1]: a number of 4800 digits is too long (at most {limit})"
+    ]
+
+
+def test_a_date_that_does_not_exist_names_its_key() -> None:
+    assert problems("when:\n  day: 2024-02-30\n") == [
+        "f.yaml:2: when.day: not a real date or time (day is out of range for month)"
+    ]
+
+
+def test_a_huge_number_made_by_yaml_arithmetic_is_refused() -> None:
+    """Found by fuzzing: a YAML 1.1 base-60 number (1:2:3) of 3,000 groups converts to an
+    int of ~5,300 digits whose repr() raises, in pydantic (at source.kind) and in show()."""
+    limit = sys.get_int_max_str_digits()
+    assert problems("n: " + ":".join(["59"] * 3000) + "\n") == [
+        f"f.yaml:1: n: a number too large (more than {limit} digits)"
+    ]
+    assert problems("n: 0x" + "f" * 4000 + "\n") == [
+        f"f.yaml:1: n: a number too large (more than {limit} digits)"
+    ]
+    assert parse_yaml("n: 1:2:3\n", "f.yaml").data == {"n": 3723}
+    assert show(60**3000) == f"a number of more than {limit} digits"
 
 
 # --- what is wrong with the text ----------------------------------------------------------

@@ -216,7 +216,10 @@ _REPR_MAX = 60
 
 def _show(value: object) -> str:
     """``repr`` cut to one short line: an error message must never carry a whole document."""
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an int of more digits than repr() converts (a YAML 1:2:3... number)
+        return "a number of thousands of digits"
     return text if len(text) <= _REPR_MAX else f"{text[: _REPR_MAX - 3]}..."
 
 
@@ -428,10 +431,9 @@ def _outbound_ports(ports: object) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_PORTS:
-        shown = _show(value) if not isinstance(value, int) or value < 10**12 else "a huge number"
         raise SnapshotError(
             f"snapshot: ports: outbound: must be a whole number from 0 to {MAX_PORTS}, "
-            f"got {shown}"
+            f"got {_show(value)}"
         )
     return value
 

@@ -10,7 +10,9 @@ refuses. None of them is ever a snapshot of zero agents.
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +20,14 @@ import yaml
 
 from ccx_agent.licensing.snapshot import Snapshot, SnapshotError, parse_snapshot
 from ccx_agent.sources import SourceError
+from ccx_agent.yamldoc import alias_problem
 
 #: A snapshot larger than this is refused rather than read into memory.
 MAX_BYTES = 256 * 1024 * 1024
+
+#: Values that aliases may add to a YAML snapshot: room for anchors shared by thousands
+#: of agents, not for nested aliases that expand to billions.
+MAX_ALIAS_VALUES = 1_000_000
 
 _LOOKS_LIKE_JSON = re.compile(r"\s*[\[{]")
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -63,6 +70,16 @@ class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[mi
             seen.add(key)
         return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
 
+    def construct_document(self, node: yaml.Node) -> Any:
+        """Refuse an alias bomb before it is built: parse_snapshot would walk every one of
+        the billions of agents a few nested aliases make."""
+        problem = alias_problem(node, "snapshot", limit=MAX_ALIAS_VALUES)
+        if problem is not None:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{problem.key}: {problem.message}", None
+            )
+        return super().construct_document(node)
+
 
 def _one_line(text: object) -> str:
     return " ".join(str(text).split())
@@ -93,6 +110,8 @@ def _yaml(text: str, name: str) -> Any:
         raise SourceError(f"{name}: not valid YAML: nested too deeply") from None
     except ValueError as exc:  # e.g. a date that does not exist: 2024-02-30
         raise SourceError(f"{name}: not valid YAML: {_one_line(exc)}") from None
+    except (IndexError, TypeError, OverflowError):  # PyYAML on an empty ``!!float ''``
+        raise SourceError(f"{name}: not valid YAML: a tagged value it cannot read") from None
 
 
 def decode(raw: bytes, name: str) -> Any:
@@ -120,20 +139,62 @@ def decode(raw: bytes, name: str) -> Any:
     return _yaml(text, name)
 
 
+def kind_of_file(mode: int) -> str:
+    """What a file that is not a regular one is, for a message."""
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def read_regular(path: Path, limit: int, what: str) -> bytes:
+    """The bytes of ``path``, which must be a regular file of at most ``limit`` bytes.
+
+    Opened without blocking, then checked, before a byte is read: a FIFO with no writer
+    would block a sample forever, and ``/dev/zero`` (or a link to it) never ends. A file
+    that grows past ``limit`` while being read is refused all the same.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        reason = _one_line(exc.strerror or exc)
+        raise SourceError(f"{path}: cannot read the {what}: {reason}") from None
+    try:
+        mode, size = (st := os.fstat(fd)).st_mode, st.st_size
+        if stat.S_ISDIR(mode):
+            raise SourceError(f"{path}: cannot read the {what}: Is a directory")
+        if not stat.S_ISREG(mode):
+            raise SourceError(
+                f"{path}: the {what} is {kind_of_file(mode)}, not a regular file: refused"
+            )
+        if size > limit:
+            raise SourceError(f"{path}: {what} larger than {limit} bytes, refused")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            raw = fh.read(limit + 1)
+    except OSError as exc:
+        reason = _one_line(exc.strerror or exc)
+        raise SourceError(f"{path}: cannot read the {what}: {reason}") from None
+    finally:
+        os.close(fd)
+    if len(raw) > limit:
+        raise SourceError(f"{path}: {what} larger than {limit} bytes, refused")
+    return raw
+
+
 class FileSource:
     def __init__(self, path: Path) -> None:
         self.path = path
 
     def read(self) -> Snapshot:
-        try:
-            with self.path.open("rb") as fh:
-                raw = fh.read(MAX_BYTES + 1)
-        except OSError as exc:
-            raise SourceError(
-                f"{self.path}: cannot read the snapshot: {_one_line(exc.strerror or exc)}"
-            ) from None
-        if len(raw) > MAX_BYTES:
-            raise SourceError(f"{self.path}: snapshot larger than {MAX_BYTES} bytes, refused")
+        raw = read_regular(self.path, MAX_BYTES, "snapshot")
         doc = decode(raw, str(self.path))
         try:
             return parse_snapshot(doc)

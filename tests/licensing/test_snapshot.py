@@ -269,11 +269,24 @@ def test_malformed_csq(csq: Any, expected: str) -> None:
         # A broken source must not have SSM told a 400-digit usage.
         (
             {"outbound": 10**400},
-            "snapshot: ports: outbound: must be a whole number from 0 to 100000, got a huge number",
+            "snapshot: ports: outbound: must be a whole number from 0 to 100000, got "
+            + "1" + "0" * 56 + "...",
         ),
         ({"outbound": 100_001}, "snapshot: ports: outbound: must be a whole number from 0 to 100000, got 100001"),
         ({"inbound": 3}, "snapshot: ports: unknown field(s) 'inbound' (expected: outbound)"),
         (12, "snapshot: ports: must be a mapping, got int 12"),
+        # Found by fuzzing: a YAML base-60 number (59:59:...) is an int too long for
+        # repr(), and usage's table could not print it.
+        (
+            {"outbound": 60**3000},
+            "snapshot: ports: outbound: must be a whole number from 0 to 100000, got a number "
+            "of thousands of digits",
+        ),
+        (
+            {"outbound": -(60**3000)},
+            "snapshot: ports: outbound: must be a whole number from 0 to 100000, got "
+            "a number of thousands of digits",
+        ),
     ],
 )
 def test_malformed_ports(ports: Any, expected: str) -> None:

@@ -1,6 +1,9 @@
 """``source.kind: file``: JSON and YAML snapshots, and every way a file can be wrong."""
 
 import os
+import stat
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +14,7 @@ from ccx_agent.licensing.consumption import compute
 from ccx_agent.licensing.snapshot import Agent, Csq, Snapshot
 from ccx_agent.sources import Source, SourceError
 from ccx_agent.sources.factory import build
-from ccx_agent.sources.file import FileSource, decode
+from ccx_agent.sources.file import MAX_ALIAS_VALUES, FileSource, decode
 
 DATA = Path(__file__).parent.parent / "data" / "snapshots"
 CONTRACT = Snapshot(
@@ -107,7 +110,7 @@ def test_permission_denied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
         raise PermissionError(13, "Permission denied")
 
     path = write(tmp_path, "s.json", '{"agents": []}')
-    monkeypatch.setattr(Path, "open", refuse)
+    monkeypatch.setattr("ccx_agent.sources.file.os.open", refuse)
     assert error(path) == f"{path}: cannot read the snapshot: Permission denied"
 
 
@@ -218,6 +221,82 @@ def test_too_large(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("ccx_agent.sources.file.MAX_BYTES", 10)
     path = write(tmp_path, "s.json", '{"agents": []}')
     assert error(path) == f"{path}: snapshot larger than 10 bytes, refused"
+
+
+def _read_within(path: Path, seconds: float) -> str:
+    """The error of reading ``path``, which must come within ``seconds``. A read blocked
+    in open() on a FIFO is released by opening the FIFO for writing, so that a failing
+    test does not hang the run."""
+    result: list[str] = []
+
+    def target() -> None:
+        try:
+            read(path)
+            result.append("no error")
+        except SourceError as exc:
+            result.append(str(exc))
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        if stat.S_ISFIFO(path.stat().st_mode):
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(5)
+        pytest.fail(f"reading {path} did not end within {seconds}s")
+    return result[0]
+
+
+def test_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
+    """Found by fuzzing: a named pipe with no writer blocked ``usage`` (and a sample)
+    forever in open()."""
+    path = tmp_path / "agents.json"
+    os.mkfifo(path)
+    assert _read_within(path, 5) == (
+        f"{path}: the snapshot is a FIFO (named pipe), not a regular file: refused"
+    )
+
+
+def test_a_link_to_dev_zero_is_refused_unread(tmp_path: Path) -> None:
+    """Found by fuzzing: /dev/zero never ends; it was read up to the size cap (256 MiB)
+    before being refused."""
+    path = tmp_path / "agents.json"
+    path.symlink_to("/dev/zero")
+    assert _read_within(path, 5) == (
+        f"{path}: the snapshot is a character device, not a regular file: refused"
+    )
+
+
+def test_a_file_over_the_cap_is_refused_by_its_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("ccx_agent.sources.file.MAX_BYTES", 100)
+    path = write(tmp_path, "s.yaml", "agents: []\n" + "#" * 200)
+    assert error(path) == f"{path}: snapshot larger than 100 bytes, refused"
+
+
+def test_a_yaml_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
+    """Nested aliases: a few hundred bytes that would expand to 2 * 10^11 agents."""
+    lines = ["a0: &a0 [{id: a, state: READY}, {id: b, state: READY}]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 12)]
+    path = write(tmp_path, "s.yaml", "\n".join([*lines, "agents: *a11", ""]))
+    started = time.monotonic()
+    message = error(path)
+    assert time.monotonic() - started < 5
+    # a0 is 11 nodes, a_i is 1 + 10 * a_(i-1). Expanded before a5: 10 * (11 + 111 + 1111
+    # + 11111) = 123,340; each a4 adds 111,111, so a5's eighth item crosses 1,000,000.
+    assert message == (
+        f"{path}: not valid YAML: a5[7]: aliases expand the document by more than "
+        f"{MAX_ALIAS_VALUES} values (an alias bomb?): refused"
+    )
+
+
+def test_anchors_shared_by_many_agents_are_fine(tmp_path: Path) -> None:
+    """The bound leaves room for a real snapshot's anchors (one skill list, 2,000 agents)."""
+    first = "  - {id: a0, state: READY, skills: &s [Sales, Chat, Email]}\n"
+    rest = "".join(f"  - {{id: a{i}, state: READY, skills: *s}}\n" for i in range(1, 2000))
+    path = write(tmp_path, "s.yaml", f"agents:\n{first}{rest}")
+    assert len(read(path).agents) == 2000
 
 
 def test_decode_directly() -> None:
