@@ -128,6 +128,9 @@ class Daemon:
         self.watchdog_every = watchdog_interval()
         self.lock: statedir.DaemonLock | None = None
         self.store: Store | None = None
+        #: Alert rows handed to the sink and not yet written (see :meth:`_emitter`).
+        self._in_flight: set[int] = set()
+        self._in_flight_lock = threading.Lock()
         self.started = boottime()
         #: The metrics and their endpoint (docs/monitoring.md); no-ops while off.
         self.monitor = Monitor(self.healthz)
@@ -164,9 +167,9 @@ class Daemon:
         """The agent, its SSM client and its source for ``cfg`` (raises on a bad one)."""
         assert self.store is not None
         client = self.monitor.counted(instance.client_for(cfg))
-        run = Running(
-            cfg, Agent(cfg, self.store, client, udi=self.udi), source or build(cfg.source), sink
-        )
+        # The agent does not mark its alerts emitted: the emitter does, once written.
+        agent = Agent(cfg, self.store, client, udi=self.udi, delivers_alerts=False)
+        run = Running(cfg, agent, source or build(cfg.source), sink)
         run.agent.emit = self._emitter(run)
         # A license type that differs from the registered instance's is refused here, once,
         # rather than failing every job.
@@ -174,26 +177,38 @@ class Daemon:
         return run
 
     def _emitter(self, run: Running) -> Callable[[Sequence[AlertRow]], None]:
+        """Hand alert rows to the syslog sink. A row is marked emitted in the database
+        only once its last line is written to the socket (:meth:`_settled`), so a crash
+        with lines still queued sends them again at the next start: syslog delivery is at
+        least once. Rows already handed over are not handed over again meanwhile."""
+
         def emit(rows: Sequence[AlertRow]) -> None:
-            self.monitor.emitted(rows)
-            for row in rows:
-                # Into the structured log too: journald keeps it when syslog is down.
-                log.log(
-                    _LOG_LEVEL[min(max(row.severity, 0), 7)],
-                    "alert",
-                    mnemonic=row.mnemonic,
-                    severity=row.severity,
-                    # The license tags the alert is about: the countdown's syslog lines
-                    # are the seed's, byte for byte, with no room to name them.
-                    tags=list(row.tags),
-                    alert_id=row.id,
-                    time=iso(row.time),
-                    detail=row.detail,
-                )
-                for line in row.lines:
-                    run.sink.send(row.severity, line, row.time)
+            with self._in_flight_lock:
+                fresh = [r for r in rows if r.id == 0 or r.id not in self._in_flight]
+                self._in_flight.update(r.id for r in fresh if r.id)
+            self.monitor.emitted(fresh)
+            for row in fresh:
+                log_alert(row)
+                last = len(row.lines) - 1
+                for i, line in enumerate(row.lines):
+                    done = self._settled(row.id) if row.id and i == last else None
+                    run.sink.send(row.severity, line, row.time, on_done=done)
 
         return emit
+
+    def _settled(self, row_id: int) -> Callable[[bool], None]:
+        def done(settled: bool) -> None:
+            if settled and self.store is not None:
+                try:
+                    with self.store.transaction() as tx:
+                        tx.mark_emitted([row_id])
+                except Exception as exc:  # a full disk: kept in flight; the next start resends
+                    log.debug("alert not marked emitted", alert_id=row_id, error=str(exc))
+                    return
+            with self._in_flight_lock:
+                self._in_flight.discard(row_id)
+
+        return done
 
     # --- jobs -----------------------------------------------------------------------
 
@@ -713,6 +728,22 @@ def _cannot_start(cfg: Config, daemon: Daemon, exc: BaseException, code: int, er
     return code
 
 
+def log_alert(row: AlertRow) -> None:
+    """Every alert into the structured log too: journald keeps it when syslog is down."""
+    log.log(
+        _LOG_LEVEL[min(max(row.severity, 0), 7)],
+        "alert",
+        mnemonic=row.mnemonic,
+        severity=row.severity,
+        # The license tags the alert is about: the countdown's syslog lines are the
+        # seed's, byte for byte, with no room to name them.
+        tags=list(row.tags),
+        alert_id=row.id,
+        time=iso(row.time),
+        detail=row.detail,
+    )
+
+
 def unrecorded(alert: Alert, fmt: AlertFormat, now: datetime) -> AlertRow:
     """An alert as a row that no database holds (id 0), for when the database is the fault."""
     return AlertRow(
@@ -721,34 +752,45 @@ def unrecorded(alert: Alert, fmt: AlertFormat, now: datetime) -> AlertRow:
 
 
 def _init_failed(cfg: Config, reason: str) -> None:
-    """AGENT_INIT_FAILED: recorded and sent when the database can be opened, else sent
-    straight to syslog (the fault may be the database itself)."""
+    """AGENT_INIT_FAILED: recorded and sent when the database can be opened (marked
+    emitted once written, like every alert), else sent straight to syslog (the fault may
+    be the database itself). A failed start never creates a state directory or database."""
     sink = SyslogSink(cfg.alerts.syslog)
     sink.start()
+    try:
+        store: Store | None = instance.open_store(cfg, Open.WRITE)
+    except (LocalError, statedir.NoDatabase, OSError):
+        store = None
+
+    def mark(row_id: int) -> Callable[[bool], None]:
+        def done(settled: bool) -> None:
+            if settled and store is not None:
+                with contextlib.suppress(Exception), store.transaction() as tx:
+                    tx.mark_emitted([row_id])
+
+        return done
 
     def emit(rows: Sequence[AlertRow]) -> None:
         for row in rows:
-            for line in row.lines:
-                sink.send(row.severity, line, row.time)
+            log_alert(row)
+            for i, line in enumerate(row.lines):
+                last = row.id and i == len(row.lines) - 1
+                sink.send(row.severity, line, row.time, on_done=mark(row.id) if last else None)
 
     alert = Alert("AGENT_INIT_FAILED", reason)
     try:
-        store = instance.open_store(cfg, Open.WRITE)
-    except (LocalError, statedir.NoDatabase, OSError):
-        store = None
-    try:
         if store is not None:
-            Agent(cfg, store, None, emit=emit).record(utcnow(), [alert])
+            Agent(cfg, store, None, emit=emit, delivers_alerts=False).record(utcnow(), [alert])
         else:
             emit([unrecorded(alert, cfg.alerts.format(), utcnow())])
     except Exception as exc:
         log.error("AGENT_INIT_FAILED not recorded", error=str(exc))
         emit([unrecorded(alert, cfg.alerts.format(), utcnow())])
     finally:
-        if store is not None:
-            store.close()
         sink.flush(2.0)
         sink.close(1.0)
+        if store is not None:
+            store.close()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -75,12 +75,12 @@ def db_path(state_dir: Path) -> Path:
 
 def inspect(state_dir: Path) -> Inspection:
     """What the directory holds, from the file system alone (nothing is opened or made)."""
-    if not state_dir.exists():
+    if not state_dir.is_dir():  # absent, or not a directory (which the config check says)
         return Inspection(Kind.ABSENT)
     db = db_path(state_dir)
     try:
         size = db.stat().st_size
-    except FileNotFoundError:
+    except OSError:
         size = None
     if size:
         return Inspection(Kind.LIVE)

@@ -30,6 +30,8 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
@@ -115,6 +117,25 @@ def _header_host(hostname: str, fmt: SyslogFormat) -> str:
     return hostname
 
 
+#: What :meth:`SyslogSink.send` calls once a line is settled (True) or given back (False).
+OnDone = Callable[[bool], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    data: bytes
+    on_done: OnDone | None
+
+
+def _settle(item: _Item, settled: bool) -> None:
+    if item.on_done is None:
+        return
+    try:
+        item.on_done(settled)
+    except Exception:  # the delivery thread must outlive its callers' bugs
+        log.exception("syslog delivery callback failed")
+
+
 class _Target:
     """Where and how to deliver: parsed once from the validated ``target``."""
 
@@ -150,7 +171,8 @@ class SyslogSink:
 
         self._cond = threading.Condition()
         # Guarded by _cond:
-        self._queue: collections.deque[bytes] = collections.deque()
+        #: Each message with what to call once it is settled (see :meth:`send`).
+        self._queue: collections.deque[_Item] = collections.deque()
         self._sent = 0
         self._dropped = 0
         self._refusals = 0
@@ -175,18 +197,30 @@ class SyslogSink:
             self._thread = threading.Thread(target=self._run, name="ccx-agent-syslog", daemon=True)
             self._thread.start()
 
-    def send(self, severity: int, line: str, when: datetime) -> None:
-        """Queue one alert line; never blocks on the network, never raises."""
+    def send(
+        self, severity: int, line: str, when: datetime, on_done: OnDone | None = None
+    ) -> None:
+        """Queue one alert line; never blocks on the network, never raises.
+
+        ``on_done(True)`` is called once the line is settled: written to the socket, or
+        dropped as the oldest of a full queue (counted, and in the journal). It is called
+        with False for a line still queued when the sink is closed: not delivered, so the
+        caller may hand it to the next sink (or the next start) again. Called from the
+        delivery thread, or from the thread that closes the sink; never under a lock.
+        """
         try:
             data = self._message(severity, line, when)
         except Exception:  # an alert must never take its caller down
             data = _encode(f"<{self._facility * 8 + 3}>{line}")
+        dropped: _Item | None = None
         with self._cond:
             if len(self._queue) >= self._cfg.queue:
-                self._queue.popleft()
+                dropped = self._queue.popleft()
                 self._dropped += 1
-            self._queue.append(data)
+            self._queue.append(_Item(data, on_done))
             self._cond.notify_all()
+        if dropped is not None:
+            _settle(dropped, True)
 
     def flush(self, timeout: float) -> bool:
         """Wait until every queued message has been sent (True) or ``timeout`` (False)."""
@@ -223,6 +257,10 @@ class SyslogSink:
             self._disconnect()
         with self._cond:
             self._thread = None if thread is None or not thread.is_alive() else thread
+            left = list(self._queue)
+            self._queue.clear()
+        for item in left:  # never written: the caller hands them on (next sink, next start)
+            _settle(item, False)
 
     def stats(self) -> dict[str, object]:
         with self._cond:
@@ -256,7 +294,8 @@ class SyslogSink:
                     self._cond.wait()
                 if self._stopping:
                     break
-                data = self._queue[0]
+                item = self._queue[0]
+                data = item.data
             try:
                 if self._sock is None:
                     self._connect()
@@ -281,13 +320,17 @@ class SyslogSink:
                 continue
             with self._cond:
                 # ``is``: the head may have been dropped (queue full) while it was sent.
-                if self._queue and self._queue[0] is data:
+                ours = bool(self._queue) and self._queue[0] is item
+                if ours:  # else dropped (queue full) while it was sent, and settled then
                     self._queue.popleft()
                 self._sent += 1
                 first = self._sent == 1
                 self._connected = True
                 self._cond.notify_all()
                 queued, dropped = len(self._queue), self._dropped
+            if ours:
+                # Written to the socket: now, not when queued, the caller may call it sent.
+                _settle(item, True)
             if failing:
                 log.info(
                     "syslog target reachable again",

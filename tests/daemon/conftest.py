@@ -425,10 +425,11 @@ class DatagramListener(_Listener):
 class TcpListener(_Listener):
     """A TCP syslog collector that keeps the raw byte stream of every connection."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         super().__init__()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
         self.sock.listen(8)
         self.sock.settimeout(0.1)
         self.port = int(self.sock.getsockname()[1])

@@ -382,3 +382,52 @@ def test_kill_9_then_the_write_ahead_log_deleted_leaves_no_gap(
     received = [r["id"] for r in sim.reports(inst.piid)]
     assert len(received) == len(set(received)), "a report counted twice"
     assert set(inst.reported_ids()) <= set(received)
+
+
+def test_alert_lines_queued_at_a_kill_9_reach_syslog_after_the_restart(
+    sim: Sim, tmp_path: Path
+) -> None:
+    """Syslog delivery is at least once: an alert is marked emitted only once its lines
+    are written to the socket. Here the TCP collector is down while the countdown raises
+    alerts, the daemon is killed with them queued, the collector comes up, the daemon
+    restarts: every line of every alert recorded before the kill arrives."""
+    from tests.daemon.conftest import TcpListener
+
+    probe = TcpListener()
+    port = probe.port
+    probe.close()  # nothing listens there now: the sink queues and retries
+
+    def tweak(cfg: dict) -> None:  # type: ignore[type-arg]
+        cfg["compliance"] = {"ooc_threshold": 200}  # a countdown alert every report
+        cfg["source"]["steps"] = [{"at": "0s", "agents": 13}]
+
+    inst = make_instance(tmp_path, sim, f"tcp://127.0.0.1:{port}", tweak=tweak)
+    first = Daemon(inst)
+    first.wait_event("alert", count=6)
+    first.kill9()
+    store = inst.store()
+    try:
+        with store.read() as tx:
+            before = tx.alerts()
+    finally:
+        store.close()
+    assert len(before) >= 6
+    collector = TcpListener(port)
+    try:
+        second = Daemon(inst)
+        wanted = {line for row in before for line in row.lines}
+
+        def all_arrived(messages: list[bytes]) -> bool:
+            got = "\n".join(m.decode(errors="replace") for m in messages)
+            return all(line in got for line in wanted)
+
+        collector.wait_messages("every line recorded before the kill", all_arrived, 30)
+        assert second.stop()[0] == 0
+    finally:
+        collector.close()
+    store = inst.store()
+    try:
+        with store.read() as tx:
+            assert tx.alerts(pending_only=True) == [], "a delivered alert still pending"
+    finally:
+        store.close()
