@@ -17,6 +17,7 @@ from ccx_agent.errors import EX_FAILED, EX_INTERRUPTED, AgentError
 from ccx_agent.history import cli as history_cli
 from ccx_agent.simulator import cli as simulator_cli
 from ccx_agent.statedir import become_owner
+from ccx_agent.store import damaged, is_damage
 from ccx_agent.yamldoc import DocumentError
 
 
@@ -171,7 +172,10 @@ def entry() -> None:
         print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         code = EX_FAILED
     except sqlite3.Error as exc:
-        print(f"error: the state database: {exc}", file=sys.stderr)
+        if is_damage(exc):  # garbled pages found by a read: the one line for damage
+            print(f"error: {damaged(exc)}", file=sys.stderr)
+        else:
+            print(f"error: the state database: {exc}", file=sys.stderr)
         code = EX_FAILED
     sys.exit(code)
 

@@ -117,10 +117,11 @@ class StoreError(LocalError):
     """The database cannot be used as it is (newer schema, not a database …)."""
 
 
-def damaged(path: Path, exc: sqlite3.Error) -> StoreError:
+def damaged(exc: sqlite3.Error, path: Path | None = None) -> StoreError:
     """The one line every command says about a database SQLite cannot read."""
+    where = f"{path}: " if path is not None else ""
     return StoreError(
-        f"{path}: the state database is damaged ({exc}); stop the daemon and "
+        f"{where}the state database is damaged ({exc}); stop the daemon and "
         f"{statedir.RESTORE_HINT}"
     )
 
@@ -611,14 +612,14 @@ class Store:
             )
         except StoreError as exc:
             if isinstance(exc.__cause__, sqlite3.Error) and is_damage(exc.__cause__):
-                raise damaged(path, exc.__cause__) from None
+                raise damaged(exc.__cause__, path) from None
             raise
         try:
             self._migrate()
         except sqlite3.Error as exc:
             self._conn.close()
             if is_damage(exc):
-                raise damaged(path, exc) from None
+                raise damaged(exc, path) from None
             raise StoreError(f"{path}: cannot open the state database: {exc}") from exc
         except BaseException:
             self._conn.close()
@@ -651,7 +652,7 @@ class Store:
         except sqlite3.Error as exc:
             conn.close()
             if is_damage(exc):
-                raise damaged(path, exc) from None
+                raise damaged(exc, path) from None
             raise StoreError(f"{path}: cannot open the state database: {exc}") from exc
         target = len(MIGRATIONS)
         if version == target:
@@ -751,7 +752,7 @@ class Store:
         try:
             rows = self._conn.execute("PRAGMA quick_check").fetchall()
         except sqlite3.Error as exc:
-            raise damaged(self.path, exc) from None
+            raise damaged(exc, self.path) from None
         result = "; ".join(str(r[0]) for r in rows[:3])
         if result != "ok":
             raise StoreError(
