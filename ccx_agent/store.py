@@ -287,6 +287,13 @@ class AlertRow:
 IntervalTagRow = tuple[str, str, str, int | None, int, int | None, str]
 
 
+def _alert_row(r: Sequence[Any]) -> AlertRow:
+    """An ``alerts`` row (id, time, mnemonic, severity, tags, detail, lines …)."""
+    return AlertRow(
+        r[0], _req_dt(r[1]), r[2], r[3], tuple(json.loads(r[4])), r[5], tuple(json.loads(r[6]))
+    )
+
+
 class Tx:
     """The operations of one transaction; only :meth:`Store.transaction` makes one."""
 
@@ -489,18 +496,7 @@ class Tx:
         if pending_only:
             sql += " AND emitted = 0"
         rows = self._c.execute(sql + " ORDER BY id", (since_id,)).fetchall()
-        return [
-            AlertRow(
-                r[0],
-                _req_dt(r[1]),
-                r[2],
-                r[3],
-                tuple(json.loads(r[4])),
-                r[5],
-                tuple(json.loads(r[6])),
-            )
-            for r in rows
-        ]
+        return [_alert_row(r) for r in rows]
 
     def last_alert_id(self) -> int:
         return int(self._c.execute("SELECT COALESCE(MAX(id), 0) FROM alerts").fetchone()[0])
@@ -540,21 +536,7 @@ class Tx:
             "WHERE time >= ? ORDER BY id",
             (_ts(since),),
         ).fetchall()
-        return [
-            (
-                AlertRow(
-                    r[0],
-                    _req_dt(r[1]),
-                    r[2],
-                    r[3],
-                    tuple(json.loads(r[4])),
-                    r[5],
-                    tuple(json.loads(r[6])),
-                ),
-                bool(r[7]),
-            )
-            for r in rows
-        ]
+        return [(_alert_row(r), bool(r[7])) for r in rows]
 
     def prune_history(self, before: datetime, limit: int) -> tuple[int, int]:
         """Delete at most ``limit`` intervals that ended by ``before`` and at most ``limit``

@@ -514,3 +514,13 @@ def udp_syslog() -> Iterator[DatagramListener]:
 def syslog_messages(items: list[Received]) -> list[str]:
     """The MSG part of each RFC 3164 datagram (after ``]: ``)."""
     return [r.text.split("]: ", 1)[1] if "]: " in r.text else r.text for r in items]
+
+
+def lines_arrived(wanted: set[str]) -> Callable[[list[bytes]], bool]:
+    """A TcpListener.wait_messages predicate: each of ``wanted`` is in some message."""
+
+    def arrived(messages: list[bytes]) -> bool:
+        got = "\n".join(m.decode(errors="replace") for m in messages)
+        return all(line in got for line in wanted)
+
+    return arrived

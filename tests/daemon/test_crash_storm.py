@@ -9,7 +9,14 @@ import random
 import time
 from pathlib import Path
 
-from tests.daemon.conftest import Daemon, Sim, TcpListener, make_instance, wait_until
+from tests.daemon.conftest import (
+    Daemon,
+    Sim,
+    TcpListener,
+    lines_arrived,
+    make_instance,
+    wait_until,
+)
 from tests.daemon.test_process import _check_contiguous, _check_reports
 
 KILLS = 12
@@ -48,11 +55,7 @@ def test_random_kill_9s_lose_nothing_double_nothing_and_leave_no_line_unsent(
             store.close()
         wanted = {line for row in rows for line in row.lines}
 
-        def all_arrived(messages: list[bytes]) -> bool:
-            got = "\n".join(m.decode(errors="replace") for m in messages)
-            return all(line in got for line in wanted)
-
-        collector.wait_messages("every recorded alert line", all_arrived, 30)
+        collector.wait_messages("every recorded alert line", lines_arrived(wanted), 30)
         assert final.stop()[0] == 0
     finally:
         collector.close()

@@ -391,7 +391,7 @@ def test_alert_lines_queued_at_a_kill_9_reach_syslog_after_the_restart(
     are written to the socket. Here the TCP collector is down while the countdown raises
     alerts, the daemon is killed with them queued, the collector comes up, the daemon
     restarts: every line of every alert recorded before the kill arrives."""
-    from tests.daemon.conftest import TcpListener
+    from tests.daemon.conftest import TcpListener, lines_arrived
 
     probe = TcpListener()
     port = probe.port
@@ -417,11 +417,7 @@ def test_alert_lines_queued_at_a_kill_9_reach_syslog_after_the_restart(
         second = Daemon(inst)
         wanted = {line for row in before for line in row.lines}
 
-        def all_arrived(messages: list[bytes]) -> bool:
-            got = "\n".join(m.decode(errors="replace") for m in messages)
-            return all(line in got for line in wanted)
-
-        collector.wait_messages("every line recorded before the kill", all_arrived, 30)
+        collector.wait_messages("every line recorded before the kill", lines_arrived(wanted), 30)
         assert second.stop()[0] == 0
     finally:
         collector.close()
