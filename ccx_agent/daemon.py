@@ -165,7 +165,10 @@ class Daemon:
         assert self.store is not None
         client = self.monitor.counted(instance.client_for(cfg))
         run = Running(
-            cfg, Agent(cfg, self.store, client, udi=self.udi), source or build(cfg.source), sink
+            cfg,
+            Agent(cfg, self.store, client, udi=self.udi, offline=cfg.transport.mode == "offline"),
+            source or build(cfg.source),
+            sink,
         )
         run.agent.emit = self._emitter(run)
         # A license type that differs from the registered instance's is refused here, once,
