@@ -23,7 +23,7 @@ import hashlib
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from ccx_agent.agent import Agent, Outcome
 from ccx_agent.licensing.timeutil import iso
 from ccx_agent.offline import files
+from ccx_agent.offline.plan import renew_id_due
 from ccx_agent.ssm import protocol
 from ccx_agent.ssm.client import RetryableStatus, SsmClient, TransportError, _Answer
 from ccx_agent.ssm.identity import KeyStore
@@ -46,8 +47,6 @@ from ccx_agent.ssm.port import (
 from ccx_agent.ssm.protocol import MAX_REPORTS, MessageType, ProtocolError
 from ccx_agent.store import ExportRecord, RequestRecord, Tx
 
-#: An ID-certificate renewal rides along when it falls due within this long.
-RENEW_ID_AHEAD = timedelta(days=30)
 #: What stands for the token in an imported REGISTER (the token itself went on the file).
 CARRIED_TOKEN = "(carried on the exchange file)"  # noqa: S105 - a placeholder, not a secret
 LAST_EXPORT_SIZE_KEY = "offline_last_export_bytes"
@@ -309,8 +308,7 @@ def export(
                 sealed(lambda: sealer.authorize(cred, lt, usage, now)),
                 tags=sorted(state.tags_in_use),
             )
-            renew_at = ident.cert_issued_at + agent.timers.id_cert_renew_after
-            if renew_id or renew_at <= now + RENEW_ID_AHEAD:
+            if renew_id or renew_id_due(state, now, agent.timers):
                 add(sealed(lambda: sealer.renew_id(cred, now)))
         writer.finish()
         with agent.store.transaction() as tx:
@@ -399,7 +397,7 @@ def import_answers(
     try:
         sealed_file = files.check(path, files.RESPONSE)
     except files.FileError as exc:
-        raise ExchangeError(f"refused: {exc}; nothing was changed") from None
+        _refuse(exc.path, exc.reason)
     _check_seal(sealed_file, anchors, now)
     pinned = _PinnedKeys(keys.dir.parent)
     client = AnswerClient(pinned, anchors)
@@ -437,7 +435,7 @@ def import_answers(
             except SsmError as exc:
                 _refuse(path, f"answer {n} ({request.type}): {exc}")
     except files.FileError as exc:
-        raise ExchangeError(f"refused: {exc}; nothing was changed") from None
+        _refuse(exc.path, exc.reason)
     if todo == 0:
         when = iso(record.imported_at) if record.imported_at else "earlier"
         return ImportResult(
@@ -468,7 +466,9 @@ def import_answers(
             finally:
                 agent.answer_tx = None
     except files.FileError as exc:
-        raise ExchangeError(f"{exc}: the answers before it were applied; import it again") from None
+        raise ExchangeError(
+            f"{exc}: the answers read before were applied; import the file again"
+        ) from None
     finally:
         agent.ssm = online_port
     with agent.store.transaction() as tx:

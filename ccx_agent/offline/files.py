@@ -48,6 +48,11 @@ _GZIP_MAGIC = b"\x1f\x8b"
 class FileError(Exception):
     """A file that is not a sealed exchange file of the expected kind: one line why."""
 
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
 
 class Writer:
     """Writes an exchange file to a temporary name beside ``path``; :meth:`commit` puts
@@ -137,7 +142,7 @@ def _open(path: Path) -> IO[bytes]:
     try:
         raw = path.open("rb")
     except OSError as exc:
-        raise FileError(f"{path}: cannot read it: {exc.strerror or exc}") from None
+        raise FileError(path, f"cannot read it: {exc.strerror or exc}") from None
     magic = raw.read(2)
     raw.seek(0)
     if magic == _GZIP_MAGIC:
@@ -152,12 +157,12 @@ def _lines(path: Path) -> Iterator[bytes]:
             try:
                 line = stream.readline(MAX_LINE + 1)
             except (OSError, EOFError, gzip.BadGzipFile) as exc:
-                raise FileError(f"{path}: the compressed file is damaged ({exc})") from None
+                raise FileError(path, f"the compressed file is damaged ({exc})") from None
             if not line:
                 return
             n += 1
             if len(line) > MAX_LINE:
-                raise FileError(f"{path}: line {n} is longer than any envelope may be")
+                raise FileError(path, f"line {n} is longer than any envelope may be")
             yield line
 
 
@@ -165,7 +170,7 @@ def _small(data: bytes, path: Path, what: str) -> dict[str, Any]:
     try:
         return protocol.decode(data, MAX_SMALL)
     except ProtocolError as exc:
-        raise FileError(f"{path}: the {what} is not valid: {exc.message}") from None
+        raise FileError(path, f"the {what} is not valid: {exc.message}") from None
 
 
 def check(path: Path, kind: str) -> Sealed:
@@ -177,14 +182,15 @@ def check(path: Path, kind: str) -> Sealed:
     lines = _lines(path)
     first = next(lines, b"")
     if not (first.startswith(_HEAD_START) and first.endswith(_HEAD_END)):
-        raise FileError(f"{path}: not a ccx-agent exchange file (no {FORMAT} head)")
+        raise FileError(path, f"not a ccx-agent exchange file (no {FORMAT} head)")
     head = _small(first[len(_HEAD_START) : -len(_HEAD_END)], path, "head")
     if head.get("format") != FORMAT:
-        raise FileError(f"{path}: format {str(head.get('format'))[:40]!r} is not {FORMAT!r}")
+        raise FileError(path, f"format {str(head.get('format'))[:40]!r} is not {FORMAT!r}")
     if head.get("kind") != kind:
         raise FileError(
-            f"{path}: this is a {str(head.get('kind'))[:20]} file, not a {kind} file"
-            + (" (import the answer, not the export)" if kind == RESPONSE else "")
+            path,
+            f"this is a {str(head.get('kind'))[:20]} file, not a {kind} file"
+            + (" (import the answer, not the export)" if kind == RESPONSE else ""),
         )
     digest = hashlib.sha256(first)
     count = 0
@@ -192,30 +198,30 @@ def check(path: Path, kind: str) -> Sealed:
     last_had_comma = False
     for line in lines:
         if seal is not None:
-            raise FileError(f"{path}: data after the seal")
+            raise FileError(path, "data after the seal")
         if line.startswith(_SEAL_START):
             if not line.endswith(_SEAL_END):
-                raise FileError(f"{path}: the seal is cut short (an incomplete copy?)")
+                raise FileError(path, "the seal is cut short (an incomplete copy?)")
             if last_had_comma:
-                raise FileError(f"{path}: envelopes are missing before the seal")
+                raise FileError(path, "envelopes are missing before the seal")
             seal = _small(line[len(_SEAL_START) : -len(_SEAL_END)], path, "seal")
             continue
         if not line.endswith(b"\n") or line.strip() in (b"", b","):
-            raise FileError(f"{path}: line {count + 2} is not an envelope (an incomplete copy?)")
+            raise FileError(path, f"line {count + 2} is not an envelope (an incomplete copy?)")
         if count and not last_had_comma:
-            raise FileError(f"{path}: line {count + 2}: envelopes must be separated by commas")
+            raise FileError(path, f"line {count + 2}: envelopes must be separated by commas")
         last_had_comma = line.endswith(b",\n")
         digest.update(line)
         count += 1
     if seal is None:
-        raise FileError(f"{path}: the file ends before its seal (an incomplete copy?)")
+        raise FileError(path, "the file ends before its seal (an incomplete copy?)")
     if seal.get("count") != count:
         raise FileError(
-            f"{path}: the seal counts {str(seal.get('count'))[:12]} envelope(s), the file "
-            f"holds {count}"
+            path,
+            f"the seal counts {str(seal.get('count'))[:12]} envelope(s), the file holds {count}",
         )
     if seal.get("sha256") != digest.hexdigest():
-        raise FileError(f"{path}: the content does not match its seal (the file was changed)")
+        raise FileError(path, "the content does not match its seal (the file was changed)")
     return Sealed(path, head, seal, count, digest.hexdigest())
 
 
@@ -231,4 +237,4 @@ def envelopes(sealed: Sealed) -> Iterator[bytes]:
         digest.update(line)
         yield line[:-2] if line.endswith(b",\n") else line[:-1]
     if digest.hexdigest() != sealed.digest:
-        raise FileError(f"{sealed.path}: the file changed while it was being read")
+        raise FileError(sealed.path, "the file changed while it was being read")
