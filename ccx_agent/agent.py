@@ -25,7 +25,9 @@ from ccx_agent.licensing.catalogue import tags_of
 from ccx_agent.licensing.interval import IntervalRecord
 from ccx_agent.licensing.lifecycle import Due, Identity, ProductState, Timers
 from ccx_agent.licensing.timeutil import EPOCH, floor_to, iso
+from ccx_agent.offline.alerts import exchange_due
 from ccx_agent.ssm.port import (
+    Acknowledged,
     Authorized,
     Credentials,
     IdRenewed,
@@ -79,8 +81,15 @@ class Agent:
         fmt: AlertFormat | None = None,
         origin: datetime = EPOCH,
         delivers_alerts: bool = True,
+        offline: bool = False,
     ) -> None:
         self.cfg = cfg
+        #: ``transport.mode: offline``: SSM is reached by file exchange only
+        #: (:mod:`ccx_agent.offline`), so no job talks to it and no renewal is attempted.
+        self.offline = offline
+        #: Called inside each transaction that applies (or discards) an SSM answer: a file
+        #: import records there that the answer was used, atomically with its effect.
+        self.answer_tx: Callable[[Tx], None] | None = None
         self.store = store
         #: False for a one-shot command: it shows its alerts, but they stay pending for
         #: the process that delivers alerts (the daemon's syslog sink).
@@ -112,6 +121,8 @@ class Agent:
         return state
 
     def _record(self, tx: Tx, now: datetime, alerts: Sequence[Alert]) -> None:
+        if self.offline:
+            alerts = [exchange_due(a) for a in alerts]
         for alert in alerts:
             tx.add_alert(now, alert, lines(alert, self.fmt))
 
@@ -289,38 +300,48 @@ class Agent:
             except SsmAborted:
                 break  # stopping: the batch stays in the outbox as it was
             except SsmError as exc:
-                self._report_failed(now, [b.report_id for b in batch], exc)
+                self.report_failed(now, [b.report_id for b in batch], exc)
                 break
-            with self.store.transaction() as tx:
-                before = state = self._load(tx)
-                acked = set(ack.acked)
-                ids = [b.report_id for b in batch if b.report_id in acked]
-                tx.outbox_ack(ids)
-                if ids:  # for status, the metrics and status --check (reports stale?)
-                    tx.set_meta(LAST_REPORT_KEY, iso(now))
-                if not _same_identity(tx.credentials(), cred):
-                    # Registered again or deregistered while the answer was on its way:
-                    # the acknowledgement stands (the server has those reports), but the
-                    # entitlements of an identity we no longer are must not be applied.
-                    log.warning(
-                        "answer of a replaced identity: acknowledged, nothing else applied",
-                        piid=cred.piid,
-                        acked=len(ids),
-                    )
-                    return sent + len(ids)
-                state, alerts = lifecycle.communication(state, True)
-                state = interval.report_delivered(state)
-                if ack.entitlements:
-                    state = lifecycle.entitlements_received(state, ack.entitlements)
-                if state is not before:
-                    tx.save_product(state, now)
-                self._record(tx, now, alerts)
+            ids, current = self.delivered(now, cred, [b.report_id for b in batch], ack)
             sent += len(ids)
-            if alerts:
-                self._emit_pending()
-            if not ids:
+            if not ids or not current:
                 break
         return sent
+
+    def delivered(
+        self, now: datetime, cred: Credentials, batch: Sequence[str], ack: Acknowledged
+    ) -> tuple[list[str], bool]:
+        """Apply SSM's acknowledgement of the reports ``batch`` sent with ``cred``: the
+        acknowledged ids, and whether ``cred`` is still this instance's identity."""
+        with self.store.transaction() as tx:
+            if self.answer_tx is not None:
+                self.answer_tx(tx)
+            before = state = self._load(tx)
+            acked = set(ack.acked)
+            ids = [b for b in batch if b in acked]
+            tx.outbox_ack(ids)
+            if ids:  # for status, the metrics and status --check (reports stale?)
+                tx.set_meta(LAST_REPORT_KEY, iso(now))
+            if not _same_identity(tx.credentials(), cred):
+                # Registered again or deregistered while the answer was on its way:
+                # the acknowledgement stands (the server has those reports), but the
+                # entitlements of an identity we no longer are must not be applied.
+                log.warning(
+                    "answer of a replaced identity: acknowledged, nothing else applied",
+                    piid=cred.piid,
+                    acked=len(ids),
+                )
+                return ids, False
+            state, alerts = lifecycle.communication(state, True)
+            state = interval.report_delivered(state)
+            if ack.entitlements:
+                state = lifecycle.entitlements_received(state, ack.entitlements)
+            if state is not before:
+                tx.save_product(state, now)
+            self._record(tx, now, alerts)
+        if alerts:
+            self._emit_pending()
+        return ids, True
 
     def _drop_unsignable(self, now: datetime, piid: str) -> None:
         with self.store.transaction() as tx:
@@ -339,9 +360,12 @@ class Agent:
         log.error("reports dropped: their identity is gone", piid=piid, dropped=dropped)
         self._emit_pending()
 
-    def _report_failed(self, now: datetime, ids: Sequence[str], exc: SsmError) -> None:
+    def report_failed(self, now: datetime, ids: Sequence[str], exc: SsmError) -> None:
+        """The reports ``ids`` were not delivered: count the attempt, back off."""
         reason = str(exc) or type(exc).__name__
         with self.store.transaction() as tx:
+            if self.answer_tx is not None:
+                self.answer_tx(tx)
             state = self._load(tx)
             tx.outbox_failed(ids, reason)
             alerts: list[Alert] = []
@@ -374,7 +398,7 @@ class Agent:
                 tx.save_product(state, now)
                 self._record(tx, now, alerts)
         self._emit_pending()
-        for item in todo:
+        for item in [] if self.offline else todo:  # offline: the warnings say an exchange is due
             if item is Due.RENEW_ID:
                 self.renew_id(now)
             elif item is Due.AUTHORIZE:
@@ -425,6 +449,8 @@ class Agent:
         except SsmError as exc:
             error = exc
         with self.store.transaction() as tx:
+            if self.answer_tx is not None:
+                self.answer_tx(tx)
             state = self._load(tx)
             if cred is not None and not _same_identity(tx.credentials(), cred):
                 # register --force or deregister ran while this answer was on its way: it
@@ -482,16 +508,22 @@ class Agent:
             now, call, ok, lambda s, r: lifecycle.id_renew_failed(s, now, r, self.timers), persist
         )
 
-    def renew_auth(self, now: datetime) -> Outcome:
+    def auth_usage(self, state: ProductState) -> dict[str, int]:
+        """What an AUTHORIZE says is in use: the current interval's peaks."""
+        with self.store.read() as tx:
+            opened = tx.open_intervals()
+        usage = {t: 0 for t in tags_of(state.license_type)}
+        for o in opened[-1:]:
+            usage.update(o.peaks)
+        return usage
+
+    def renew_auth(self, now: datetime, *, tags: frozenset[str] | None = None) -> Outcome:
+        """``tags``: the tags in use when the request was made, if not now (a file import)."""
         sent: dict[str, frozenset[str]] = {}
 
         def call(state: ProductState, cred: Credentials) -> object:
-            with self.store.read() as tx:
-                opened = tx.open_intervals()
-            usage = {t: 0 for t in tags_of(state.license_type)}
-            for o in opened[-1:]:
-                usage.update(o.peaks)
-            sent["tags"] = state.tags_in_use
+            usage = self.auth_usage(state)
+            sent["tags"] = state.tags_in_use if tags is None else tags
             return self._ssm().authorize(cred, state.license_type.value, usage, now)
 
         def ok(state: ProductState, res: object) -> lifecycle.Result:
@@ -521,6 +553,8 @@ class Agent:
         except SsmError as exc:
             reason = str(exc) or type(exc).__name__
             with self.store.transaction() as tx:
+                if self.answer_tx is not None:
+                    self.answer_tx(tx)
                 state = self._load(tx)
                 comm: list[Alert] = []
                 if isinstance(exc, SsmUnreachable):
@@ -531,6 +565,8 @@ class Agent:
             return Outcome(False, f"registration failed: {reason}")
         ident = Identity(res.piid, now, res.cert_issued_at, res.cert_expires_at)
         with self.store.transaction() as tx:
+            if self.answer_tx is not None:
+                self.answer_tx(tx)
             state = self._load(tx)
             if state.identity is not None:
                 tx.outbox_drop_piid(state.identity.piid)

@@ -84,10 +84,13 @@ def verdict(doc: dict[str, Any], cfg: Config, now: datetime) -> Verdict:
     if auth["state"] == Authorization.EVALUATION_EXPIRED.value:
         v.critical.append("evaluation period expired: register the instance")
 
+    # Offline (docs/offline.md), reports wait for the next file exchange: neither their
+    # age nor their number is a fault; the authorization's expiry warnings say when.
+    offline = cfg.transport.mode == "offline"
     if registered:
         last = _at(doc.get("last_report_at")) or _at(reg["registered_at"])
         stale = cfg.monitoring.stale_after
-        if last is not None and now - last > stale:
+        if last is not None and now - last > stale and not offline:
             v.critical.append(
                 f"no report delivered for {approx(now - last)} "
                 f"(monitoring.stale_after {format_duration(stale)})"
@@ -106,7 +109,7 @@ def verdict(doc: dict[str, Any], cfg: Config, now: datetime) -> Verdict:
         left = timedelta(seconds=doc["evaluation_seconds_left"])
         v.warning.append(f"not registered: evaluation mode, {approx(left)} left")
 
-    if doc["outbox"]:
+    if doc["outbox"] and not offline:
         v.warning.append(f"{doc['outbox']} report(s) pending")
 
     tags = doc["tags"]

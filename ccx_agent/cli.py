@@ -15,6 +15,7 @@ from ccx_agent.config import default_path
 from ccx_agent.config import load as load_config
 from ccx_agent.errors import EX_FAILED, EX_INTERRUPTED, AgentError
 from ccx_agent.history import cli as history_cli
+from ccx_agent.offline import cli as offline_cli
 from ccx_agent.simulator import cli as simulator_cli
 from ccx_agent.statedir import become_owner
 from ccx_agent.store import damaged, is_damage
@@ -61,6 +62,7 @@ def parser() -> argparse.ArgumentParser:
     )
     simulator_cli.add_parser(sub)
     history_cli.add_parsers(sub)
+    offline_cli.add_parser(sub)
     s = sub.add_parser("simulate", help="run a what-if scenario on a simulated clock")
     s.add_argument("scenario", type=Path, help="the scenario YAML file")
     s.add_argument("--json", action="store_true", help="machine-readable output")
@@ -104,6 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return commands.status(path, args.json)
     if args.command in history_cli.COMMANDS:
         return history_cli.run(args, path)
+    if args.command == "offline":
+        return offline_cli.run(args, path)
     if args.command == "ssm":
         return simulator_cli.run(args)
     if args.command == "simulate":
@@ -114,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 #: Commands that open the state directory; run as root in another user's directory they
 #: become that user first (:func:`ccx_agent.statedir.become_owner`).
 STATE_COMMANDS = frozenset(
-    {"run", "register", "deregister", "renew", "status", "report", "alerts"}
+    {"run", "register", "deregister", "renew", "status", "report", "alerts", "offline"}
 )
 #: ... and of those, the ones that say nothing of it on stderr (``status`` only looks; the
 #: daemon's log names its user).

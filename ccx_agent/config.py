@@ -310,6 +310,9 @@ OptionalPath = Annotated[ConfigPath | None, BeforeValidator(_blank_is_none)]
 class TransportConfig(Section):
     """How the agent reaches SSM or SSM On-Prem (docs/protocol.md)."""
 
+    #: ``offline``: SSM is reached by file exchange only (docs/offline.md); no connection
+    #: is ever opened, and ``url`` is not used.
+    mode: Literal["online", "offline"] = "online"
     url: Annotated[HttpsUrl | None, BeforeValidator(_blank_is_none)] = None
     ca_bundle: OptionalPath = None
     #: The root the server's signing certificate must chain to; default: ``ca_bundle``.
@@ -729,13 +732,22 @@ class Config(CommonConfig):
     def cross_rules(self) -> list[tuple[tuple[str, ...], tuple[str, ...], str]]:
         out = super().cross_rules()
         t = self.transport
-        if t.url is not None and t.anchor() is None:
+        if t.url is not None and t.anchor() is None and t.mode == "online":
             out.append(
                 (
                     ("transport", "trust_anchor"),
                     ("transport", "url"),
                     "must be set (or transport.ca_bundle) when transport.url is set: the "
                     "server's signing certificate must chain to it",
+                )
+            )
+        if t.mode == "offline" and t.anchor() is None:
+            out.append(
+                (
+                    ("transport", "trust_anchor"),
+                    ("transport", "mode"),
+                    "must be set (or transport.ca_bundle) when transport.mode is offline: the "
+                    "answer files must be signed by a certificate that chains to it",
                 )
             )
         return out

@@ -168,7 +168,14 @@ class Daemon:
         assert self.store is not None
         client = self.monitor.counted(instance.client_for(cfg))
         # The agent does not mark its alerts emitted: the emitter does, once written.
-        agent = Agent(cfg, self.store, client, udi=self.udi, delivers_alerts=False)
+        agent = Agent(
+            cfg,
+            self.store,
+            client,
+            udi=self.udi,
+            delivers_alerts=False,
+            offline=cfg.transport.mode == "offline",
+        )
         run = Running(cfg, agent, source or build(cfg.source), sink)
         run.agent.emit = self._emitter(run)
         # A license type that differs from the registered instance's is refused here, once,

@@ -65,7 +65,10 @@ def open_store(cfg: Config, mode: Open = Open.CREATE) -> Store:
 
 
 def client_for(cfg: Config) -> ssm_client.SsmClient | None:
+    """The SSM client of ``cfg``; None in ``transport.mode: offline`` (no connection, ever)."""
     t = cfg.transport
+    if t.mode == "offline":
+        return None
     return ssm_client.build(
         t.url,
         cfg.state_dir,

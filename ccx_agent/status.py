@@ -18,6 +18,7 @@ from ccx_agent.licensing import lifecycle
 from ccx_agent.licensing.catalogue import DISPLAY_NAMES, tags_of
 from ccx_agent.licensing.lifecycle import ProductState, Timers
 from ccx_agent.licensing.timeutil import iso
+from ccx_agent.offline.plan import exchange_status
 from ccx_agent.store import Store
 
 UDI_UUID_KEY = "udi_uuid"
@@ -57,8 +58,8 @@ def collect(
         uuid = tx.meta(UDI_UUID_KEY)
         jobs_text = tx.meta(JOBS_META_KEY)
         last_report = tx.meta(LAST_REPORT_KEY)
-    state = stored or ProductState(cfg.license.type)
-    state = lifecycle.derive(state, now, timers)
+        state = lifecycle.derive(stored or ProductState(cfg.license.type), now, timers)
+        exchange = exchange_status(tx, state, now, timers)
     ident = state.identity
     anchor = None
     if ident is not None:
@@ -136,6 +137,9 @@ def collect(
             "last_error": state.last_comm_error,
         },
         "tags": tags,
+        # ``transport.mode``, and the file exchanges of an air-gapped site (docs/offline.md).
+        "transport": {"mode": getattr(getattr(cfg, "transport", None), "mode", "online")},
+        "file_exchange": exchange,
     }
 
 
@@ -187,6 +191,7 @@ def format_text(doc: dict[str, Any]) -> str:
         + (f" (oldest interval {doc['oldest_unsent']})" if doc["oldest_unsent"] else ""),
         f"Last communication error: {doc['communication']['last_error'] or '-'}",
         "",
+        *_exchange_lines(doc),
         "License usage:",
     ]
     width = max((len(t) for t in doc["tags"]), default=3)
@@ -198,3 +203,34 @@ def format_text(doc: dict[str, Any]) -> str:
             f"{t['state']}  ({DISPLAY_NAMES.get(tag, '')})"
         )
     return "\n".join(lines)
+
+
+def _exchange_lines(doc: dict[str, Any]) -> list[str]:
+    """The transport mode; offline, or after any file exchange, the exchanges too."""
+    mode = doc["transport"]["mode"]
+    ex = doc["file_exchange"]
+    lines = [f"Transport mode:           {mode}"]
+    if mode != "offline" and ex["last_export"] is None:
+        return [*lines, ""]
+    last, imported = ex["last_export"], ex["last_import"]
+    lines.append(
+        "  Last export:            "
+        + (f"#{last['number']} at {last['created_at']}" if last else "never")
+        + (" (answer not imported yet)" if ex["awaiting_answer"] else "")
+    )
+    lines.append(
+        "  Last import:            "
+        + (f"answer to #{imported['number']} at {imported['imported_at']}" if imported else "never")
+    )
+    nxt = ex["next_export"]
+    parts = ["REGISTER (with --token-file)"] if nxt["register"] else []
+    if nxt["reports"]:
+        parts.append(
+            f"{nxt['reports']} report(s) ({nxt['first_interval']} to {nxt['last_interval']})"
+        )
+    if nxt["authorize"]:
+        parts.append("authorization renewal")
+    if nxt["renew_id"]:
+        parts.append("ID certificate renewal")
+    lines.append(f"  Next export carries:    {', '.join(parts) or 'nothing'}")
+    return [*lines, ""]

@@ -103,11 +103,47 @@ MIGRATIONS: list[str] = [
         value TEXT NOT NULL
     );
     """,
+    # 3: file exchanges of an air-gapped site (docs/offline.md): each export, and the
+    # nonce of every request it carried, so that only answers to them are believed; a
+    # REPORT_USAGE request names the outbox rows it carried by their ``seq`` range.
+    """
+    CREATE TABLE offline_exports (
+        number INTEGER PRIMARY KEY AUTOINCREMENT,
+        export TEXT NOT NULL UNIQUE,
+        created_at TEXT NOT NULL,
+        piid TEXT,
+        cert_sha256 TEXT,
+        carries TEXT NOT NULL,
+        imported_at TEXT
+    );
+    CREATE TABLE offline_requests (
+        nonce TEXT PRIMARY KEY,
+        number INTEGER NOT NULL REFERENCES offline_exports (number),
+        position INTEGER NOT NULL,
+        type TEXT NOT NULL,
+        piid TEXT,
+        first_seq INTEGER,
+        last_seq INTEGER,
+        extra TEXT NOT NULL DEFAULT '{}',
+        applied_at TEXT
+    );
+    CREATE INDEX offline_requests_export ON offline_requests (number, position);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 #: The tables the code relies on; each must exist once the schema is current.
 TABLES = frozenset(
-    {"product", "open_interval", "intervals", "outbox", "alerts", "credentials", "meta"}
+    {
+        "product",
+        "open_interval",
+        "intervals",
+        "outbox",
+        "alerts",
+        "credentials",
+        "meta",
+        "offline_exports",
+        "offline_requests",
+    }
 )
 #: How long a writer waits for another one (the daemon, the CLI) before giving up.
 BUSY_TIMEOUT_S = sqlite.BUSY_TIMEOUT_S
@@ -270,6 +306,35 @@ class OutboxItem:
     interval_start: datetime
     payload: dict[str, Any]
     attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExportRecord:
+    """One file export (docs/offline.md): ``number`` counts exports, ``export`` is the
+    random id the files carry; ``piid``/``cert_sha256`` the identity it was made with."""
+
+    number: int
+    export: str
+    created_at: datetime
+    piid: str | None
+    cert_sha256: str | None
+    carries: dict[str, int]
+    imported_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """One request of an export, found by its nonce; ``applied_at`` once its answer was."""
+
+    nonce: str
+    number: int
+    position: int
+    type: str
+    piid: str | None
+    first_seq: int | None
+    last_seq: int | None
+    extra: dict[str, Any]
+    applied_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -444,6 +509,113 @@ class Tx:
     def outbox_drop_piid(self, piid: str) -> int:
         """Reports of a wiped identity can never be signed again; they are dropped."""
         return self._c.execute("DELETE FROM outbox WHERE piid = ?", (piid,)).rowcount
+
+    # file exchanges (ccx_agent/offline)
+    def outbox_after(self, seq: int, limit: int, piid: str) -> list[tuple[int, dict[str, Any]]]:
+        """``(seq, payload)`` of up to ``limit`` reports of ``piid`` after ``seq``, in order:
+        an export pages through a year of reports without holding them all."""
+        rows = self._c.execute(
+            "SELECT seq, payload FROM outbox WHERE seq > ? AND piid = ? ORDER BY seq LIMIT ?",
+            (seq, piid, limit),
+        ).fetchall()
+        return [(int(r[0]), json.loads(r[1])) for r in rows]
+
+    def outbox_ids_between(self, first: int, last: int, piid: str) -> list[str]:
+        rows = self._c.execute(
+            "SELECT report_id FROM outbox WHERE seq BETWEEN ? AND ? AND piid = ? ORDER BY seq",
+            (first, last, piid),
+        ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def outbox_span(self, piid: str) -> tuple[int, datetime | None, datetime | None]:
+        """How many reports of ``piid`` wait, and the first and last interval they cover."""
+        row = self._c.execute(
+            "SELECT COUNT(*), MIN(interval_start), MAX(interval_start) FROM outbox WHERE piid = ?",
+            (piid,),
+        ).fetchone()
+        return int(row[0]), _dt(row[1]), _dt(row[2])
+
+    def add_export(
+        self,
+        export: str,
+        now: datetime,
+        piid: str | None,
+        cert_sha256: str | None,
+        carries: Mapping[str, int],
+        requests: Iterable[tuple[str, int, str, str | None, int | None, int | None, str]],
+    ) -> int:
+        """Record an export and its requests ``(nonce, position, type, piid, first_seq,
+        last_seq, extra JSON)``; the requests of earlier exports are forgotten (an answer
+        to them is refused as stale). Returns the export's number."""
+        cur = self._c.execute(
+            "INSERT INTO offline_exports (export, created_at, piid, cert_sha256, carries) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (export, _ts(now), piid, cert_sha256, json.dumps(dict(carries), sort_keys=True)),
+        )
+        number = int(cur.lastrowid or 0)
+        self._c.execute("DELETE FROM offline_requests WHERE number < ?", (number,))
+        self._c.executemany(
+            "INSERT INTO offline_requests (nonce, number, position, type, piid, first_seq, "
+            "last_seq, extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            ((n, number, pos, t, p, f, la, x) for n, pos, t, p, f, la, x in requests),
+        )
+        return number
+
+    _EXPORT = "SELECT number, export, created_at, piid, cert_sha256, carries, imported_at FROM offline_exports"
+
+    @staticmethod
+    def _export(row: Sequence[Any] | None) -> ExportRecord | None:
+        if row is None:
+            return None
+        return ExportRecord(
+            int(row[0]), row[1], _req_dt(row[2]), row[3], row[4], json.loads(row[5]), _dt(row[6])
+        )
+
+    def export(self, export: str) -> ExportRecord | None:
+        return self._export(
+            self._c.execute(f"{self._EXPORT} WHERE export = ?", (export,)).fetchone()
+        )
+
+    def latest_export(self) -> ExportRecord | None:
+        row = self._c.execute(f"{self._EXPORT} ORDER BY number DESC LIMIT 1").fetchone()
+        return self._export(row)
+
+    def last_import(self) -> ExportRecord | None:
+        row = self._c.execute(
+            f"{self._EXPORT} WHERE imported_at IS NOT NULL ORDER BY number DESC LIMIT 1"
+        ).fetchone()
+        return self._export(row)
+
+    def export_request(self, nonce: str) -> RequestRecord | None:
+        row = self._c.execute(
+            "SELECT nonce, number, position, type, piid, first_seq, last_seq, extra, applied_at "
+            "FROM offline_requests WHERE nonce = ?",
+            (nonce,),
+        ).fetchone()
+        if row is None:
+            return None
+        return RequestRecord(
+            row[0], int(row[1]), int(row[2]), row[3], row[4], row[5], row[6],
+            json.loads(row[7]), _dt(row[8]),
+        )  # fmt: skip
+
+    def export_requests(self, number: int) -> int:
+        """How many requests export ``number`` carried (0 once superseded)."""
+        row = self._c.execute(
+            "SELECT COUNT(*) FROM offline_requests WHERE number = ?", (number,)
+        ).fetchone()
+        return int(row[0])
+
+    def request_applied(self, nonce: str, now: datetime) -> None:
+        self._c.execute(
+            "UPDATE offline_requests SET applied_at = ? WHERE nonce = ?", (_ts(now), nonce)
+        )
+
+    def export_imported(self, number: int, now: datetime) -> None:
+        self._c.execute(
+            "UPDATE offline_exports SET imported_at = ? WHERE number = ? AND imported_at IS NULL",
+            (_ts(now), number),
+        )
 
     # alert log
     def credentials(self) -> Credentials | None:

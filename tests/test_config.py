@@ -709,6 +709,12 @@ def test_relative_paths_are_resolved_beside_the_config_file(tmp_path, monkeypatc
             "transport.proxy: must be a URL starting with http:// or https://",
         ),
         ("transport:\n  attempts: 0\n", "transport.attempts:"),
+        ("transport:\n  mode: sideways\n", "transport.mode:"),
+        (
+            "transport:\n  mode: offline\n",
+            "transport.trust_anchor: must be set (or transport.ca_bundle) when transport.mode "
+            "is offline",
+        ),
         ('identity:\n  pid: "a\\nb"\n', "identity.pid: must be one line of text"),
     ],
 )

@@ -26,14 +26,25 @@ class ScenarioEvent(Section):
     #: ``register`` in the file (the attribute name is taken by pydantic's BaseModel).
     register_: Literal[True] | None = Field(default=None, alias="register")
     deregister: Literal[True] | None = None
+    #: A file exchange (docs/offline.md): export, the simulator's answer, import.
+    exchange: Literal[True] | None = None
 
     @model_validator(mode="after")
     def _one_thing(self) -> ScenarioEvent:
         if not any(
             v is not None
-            for v in (self.usage, self.purchase, self.ssm, self.register_, self.deregister)
+            for v in (
+                self.usage,
+                self.purchase,
+                self.ssm,
+                self.register_,
+                self.deregister,
+                self.exchange,
+            )
         ):
-            raise ValueError("an event needs one of usage, purchase, ssm, register, deregister")
+            raise ValueError(
+                "an event needs one of usage, purchase, ssm, register, deregister, exchange"
+            )
         if self.register_ and self.deregister:
             raise ValueError("an event cannot both register and deregister")
         return self
@@ -43,6 +54,9 @@ class Scenario(Section):
     start: datetime = DEFAULT_START
     license_type: LicenseType = LicenseType.FLEX
     registered: StrictBool = True
+    #: ``transport.mode: offline``: SSM only by ``exchange`` events (registering at the
+    #: start is an exchange too); no job talks to it.
+    offline: StrictBool = False
     entitlements: dict[str, Count] = Field(default_factory=dict)
     config: dict[str, Any] = Field(default_factory=dict)
     events: list[ScenarioEvent] = Field(default_factory=list)

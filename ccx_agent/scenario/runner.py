@@ -25,8 +25,10 @@ from ccx_agent.licensing.catalogue import tags_of
 from ccx_agent.licensing.interval import IntervalRecord
 from ccx_agent.licensing.lifecycle import evaluation_left
 from ccx_agent.licensing.timeutil import iso
+from ccx_agent.offline import exchange as offline
+from ccx_agent.offline.answer import answer
 from ccx_agent.scenario.model import LoadedScenario, ScenarioEvent
-from ccx_agent.scenario.simssm import SCENARIO_TOKEN, ScenarioSsm
+from ccx_agent.scenario.simssm import SCENARIO_TOKEN, TOKEN_LIFETIME, ScenarioSsm
 from ccx_agent.ssm.port import Udi
 from ccx_agent.store import DB_NAME, AlertRow, Store
 
@@ -77,7 +79,15 @@ def setup(
     sc, cfg = loaded.scenario, loaded.config
     ssm = ScenarioSsm(dict(sc.entitlements), cfg.id_certificate.lifetime, sc.start, workdir)
     store = Store(workdir / DB_NAME, durable=False)
-    agent = agent_cls(cfg, store, ssm, udi=SIM_UDI, emit=emit, origin=sc.start)
+    agent = agent_cls(
+        cfg,
+        store,
+        None if sc.offline else ssm,
+        udi=SIM_UDI,
+        emit=emit,
+        origin=sc.start,
+        offline=sc.offline,
+    )
     return agent, ssm, store
 
 
@@ -149,7 +159,9 @@ def _drive(
         agent.flush(now)
         quiet = 0
 
-    if registered:
+    if registered and agent.offline:
+        file_exchange(agent, ssm, start)
+    elif registered:
         agent.register(SCENARIO_TOKEN, start)
 
     # Every instant at which something happens, in order, as whole seconds from the start
@@ -208,10 +220,11 @@ def _busy(agent: Agent, now: datetime) -> bool:
     ident = state.identity
     if state.registered and ident is not None and ident.cert_expires_at <= now:
         return True  # the registration expires here, and evaluation starts counting
-    nxt = lifecycle.next_due_at(state, agent.timers)
-    if nxt is not None and nxt <= now:
+    if agent.offline:
+        pass  # nothing is renewed but by an exchange event: no renewal makes a boundary busy
+    elif (nxt := lifecycle.next_due_at(state, agent.timers)) is not None and nxt <= now:
         return True
-    if not state.tags_in_use <= state.authorized_tags and state.registered:
+    elif not state.tags_in_use <= state.authorized_tags and state.registered:
         return True
     retry = state.report_next_attempt
     return retry is not None and retry <= now
@@ -230,6 +243,23 @@ def _apply(
         agent.deregister(now)
     if ev.register_:
         agent.register(SCENARIO_TOKEN, now, force=True)
+    if ev.exchange:
+        file_exchange(agent, ssm, now)
+
+
+def file_exchange(agent: Agent, ssm: ScenarioSsm, now: datetime) -> None:
+    """An ``exchange`` event: the agent's export, the simulator's answer and the agent's
+    import, through real files in the run's directory (docs/offline.md). An instance that
+    is not registered registers by it, with a token made in the simulator just before."""
+    keys = ssm.client.keys
+    workdir = keys.dir.parent
+    token = None
+    if not agent.state().registered:
+        token = ssm.simulator.create_token(uses=1, expires=TOKEN_LIFETIME, now=now)
+    request, response = workdir / "exchange-request.json", workdir / "exchange-response.json"
+    offline.export(agent, keys, request, now, token=token)
+    answer(ssm.simulator, request, response, now)
+    offline.import_answers(agent, keys, [ssm.simulator.root], response, now)
 
 
 def format_text(result: SimulationResult) -> str:

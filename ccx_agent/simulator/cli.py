@@ -18,8 +18,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ccx_agent.durations import parse_positive_duration
+from ccx_agent.offline.answer import AnswerError as _AnswerError
+from ccx_agent.offline.answer import answer
 from ccx_agent.simulator.admin import DEFAULT_TOKEN_EXPIRY, Admin, AdminError
 from ccx_agent.simulator.ca import DEFAULT_ID_LIFETIME, CaError
+from ccx_agent.simulator.core import Simulator
 from ccx_agent.simulator.db import DB_NAME, DEFAULT_ACCOUNT, DbError
 from ccx_agent.simulator.server import (
     ADMIN_TOKEN_FILE,
@@ -89,6 +92,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         action.add_argument("count", type=int, metavar="N")
         action.add_argument("--account", default=DEFAULT_ACCOUNT, metavar="NAME")
 
+    off = sub.add_parser("offline", help="answer an air-gapped agent's request file")
+    osub = off.add_subparsers(dest="offline_command", required=True, metavar="ACTION")
+    ans = osub.add_parser(
+        "answer", help="answer every request of an 'offline export' file into one signed file"
+    )
+    ans.add_argument("request", type=Path, metavar="REQUEST", help="the agent's export file")
+    ans.add_argument(
+        "--output", type=Path, required=True, metavar="RESPONSE", help="the answer file to write"
+    )
+
     show = sub.add_parser("show", help="accounts, instances and their last reports")
     show.add_argument("--json", action="store_true", help="machine-readable output")
     return p
@@ -103,6 +116,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
             return _serve(state_dir, args.listen, args.id_lifetime, out)
         if args.ssm_command == "show":
             return _show(state_dir, args.json, out)
+        if args.ssm_command == "offline":
+            return _answer(state_dir, args.request, args.output, out)
         with _admin(state_dir) as admin:
             if args.ssm_command == "token":
                 return _token(admin, args, out)
@@ -110,7 +125,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     except _UsageError as exc:
         print(f"ccx-agent ssm: error: {exc}", file=err)
         return EX_USAGE
-    except (AdminError, CaError, DbError, ServeError, _NoState) as exc:
+    except (AdminError, CaError, DbError, ServeError, _NoState, _AnswerError) as exc:
         print(f"error: {exc}", file=err)
         return EX_ERROR
     except OSError as exc:
@@ -187,6 +202,21 @@ def _serve(state_dir: Path, listen: str, id_lifetime: str, out: TextIO) -> int:
         out.flush()
 
     serve_forever(state_dir, address, announce=announce, id_lifetime=lifetime)
+    return EX_OK
+
+
+def _answer(state_dir: Path, request: Path, output: Path, out: TextIO) -> int:
+    """``offline answer``: the same code as the HTTPS endpoint, one file in, one out."""
+    if not (state_dir / DB_NAME).exists():
+        raise _NoState(f"no simulator state in {state_dir} (run 'ssm serve' first)")
+    now = datetime.now(UTC)
+    simulator = Simulator.open(state_dir, now)
+    try:
+        done = answer(simulator, request, output, now)
+    finally:
+        simulator.close()
+    for line in done.lines():
+        print(line, file=out)
     return EX_OK
 
 

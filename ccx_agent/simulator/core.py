@@ -128,16 +128,20 @@ class Simulator(Admin):
 
     # --- the protocol ---------------------------------------------------------------------
 
-    def handle(self, raw: bytes, now: datetime) -> tuple[int, bytes]:
+    def handle(
+        self, raw: bytes, now: datetime, *, max_age: timedelta | None = None
+    ) -> tuple[int, bytes]:
         """Answer one request: ``(HTTP status, signed response envelope)``.
 
         Every answer is signed, errors included. An unexpected failure is logged here and
-        answered ``INTERNAL_ERROR`` without a word about what went wrong.
+        answered ``INTERNAL_ERROR`` without a word about what went wrong. ``max_age``: how
+        old a request may be (a request carried on a file, :mod:`ccx_agent.offline`; its
+        nonce is then remembered that long, so it is answered once).
         """
         echo = _peek(raw)
         try:
-            request = open_request(raw, now, self._anchors)
-            body, piid = self._process(request, now)
+            request = open_request(raw, now, self._anchors, max_age=max_age)
+            body, piid = self._process(request, now, max_age or NONCE_MEMORY)
             return 200, self._seal(echo, now, body=body, piid=piid)
         except ProtocolError as exc:
             return HTTP_STATUS.get(exc.code, 400), self._seal(echo, now, error=exc)
@@ -170,7 +174,7 @@ class Simulator(Admin):
         )
         return protocol.canonical(envelope)
 
-    def _process(self, request: Request, now: datetime) -> tuple[Body, str]:
+    def _process(self, request: Request, now: datetime, memory: timedelta) -> tuple[Body, str]:
         with self.db.transaction() as tx:
             if tx.nonce_seen(request.nonce):
                 raise _refuse(ErrorCode.REPLAYED_NONCE, "this nonce was already used")
@@ -181,8 +185,8 @@ class Simulator(Admin):
                 body = self._handlers[request.type](tx, inst, request, now)
                 piid = inst.piid
                 tx.touch(piid, now)
-            tx.prune_nonces(now - NONCE_MEMORY)
-            tx.add_nonce(request.nonce, now)
+            tx.prune_nonces(now - NONCE_MEMORY, now)
+            tx.add_nonce(request.nonce, now, keep_until=max(request.sent_at, now) + memory)
         return body, piid
 
     def _sender(self, tx: Tx, request: Request) -> Instance:

@@ -92,6 +92,11 @@ MIGRATIONS: list[str] = [
     CREATE INDEX nonces_age ON nonces (seen_at);
     INSERT INTO accounts (name) VALUES ('default');
     """,
+    # 2: how long each nonce is remembered: a request carried on a file may be answered
+    # days after it was made (docs/offline.md), and must be answered once only.
+    """
+    ALTER TABLE nonces ADD COLUMN keep_until TEXT;
+    """,
 ]
 
 
@@ -377,13 +382,23 @@ class Tx:
         row = self._c.execute("SELECT 1 FROM nonces WHERE nonce = ?", (nonce,)).fetchone()
         return row is not None
 
-    def add_nonce(self, nonce: str, now: datetime) -> None:
+    def add_nonce(self, nonce: str, now: datetime, *, keep_until: datetime | None = None) -> None:
         self._c.execute(
-            "INSERT OR REPLACE INTO nonces (nonce, seen_at) VALUES (?, ?)", (nonce, iso(now))
+            "INSERT OR REPLACE INTO nonces (nonce, seen_at, keep_until) VALUES (?, ?, ?)",
+            (nonce, iso(now), None if keep_until is None else iso(keep_until)),
         )
 
-    def prune_nonces(self, before: datetime) -> None:
-        self._c.execute("DELETE FROM nonces WHERE seen_at < ?", (iso(before),))
+    def nonce_seen_at(self, nonce: str) -> datetime | None:
+        """When a nonce was answered, if it is still remembered."""
+        row = self._c.execute("SELECT seen_at FROM nonces WHERE nonce = ?", (nonce,)).fetchone()
+        return None if row is None else parse_iso(row[0])
+
+    def prune_nonces(self, before: datetime, now: datetime | None = None) -> None:
+        """Forget nonces seen before ``before`` whose ``keep_until`` (if any) is past ``now``."""
+        self._c.execute(
+            "DELETE FROM nonces WHERE seen_at < ? AND (keep_until IS NULL OR keep_until < ?)",
+            (iso(before), iso(now or before)),
+        )
 
 
 class Database:

@@ -384,6 +384,19 @@ class SsmClient:
             type_, body, now, key, piid=cred.piid if cred else None, cert=cert
         )
         status, raw, headers = self.transport.post(protocol.canonical(request), now)
+        return self._read(type_, request, status, raw, headers, now)
+
+    def _read(
+        self,
+        type_: MessageType,
+        request: Mapping[str, Any],
+        status: int,
+        raw: bytes,
+        headers: Mapping[str, str],
+        now: datetime,
+    ) -> _Answer:
+        """Every check on one answer to ``request`` (docs/protocol.md §4); also how an
+        answer carried on a file is read (:mod:`ccx_agent.offline`)."""
         try:
             resp = protocol.open_response(raw, request, now, self.anchors)
         except (ProtocolError, *BAD_ANSWER) as exc:

@@ -511,20 +511,25 @@ def open_request(
     anchors: Sequence[x509.Certificate],
     *,
     max_skew: timedelta = MAX_SKEW,
+    max_age: timedelta | None = None,
 ) -> Request:
     """Every check a server makes before looking a request's sender up.
 
     Order matters for what a forger learns: structure, then freshness, then signature and
     certificate; the nonce is recorded by the caller only after all of them passed.
+    ``max_age`` (default ``max_skew``) is how old a request may be: a request carried on
+    a file (docs/offline.md) is answered days after it was made, never one from the future.
     """
     envelope = decode(raw)
     _common(envelope, REQUEST_FIELDS)
     type_ = MessageType(envelope["type"])
     sent_at = instant(envelope, "sent_at", "")
-    if abs(now - sent_at) > max_skew:
+    oldest = max_skew if max_age is None else max_age
+    if sent_at - now > max_skew or now - sent_at > oldest:
+        limit = max_skew if sent_at > now else oldest
         raise _fail(
             ErrorCode.STALE_MESSAGE,
-            f"sent_at {iso(sent_at)} is more than {int(max_skew.total_seconds())} s "
+            f"sent_at {iso(sent_at)} is more than {int(limit.total_seconds())} s "
             f"from the server's clock ({iso(now)})",
         )
     body: dict[str, Any] = envelope["body"]

@@ -1,0 +1,129 @@
+"""``ccx-agent offline export|import``: the agent's half of a file exchange (docs/offline.md).
+
+Exit status: 0 done (an import of a file already imported too: it says so and changes
+nothing), 1 refused or failed (one line on stderr, nothing changed), 78 a bad config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from ccx_agent import config as config_mod
+from ccx_agent.agent import Agent, LicenseTypeChanged
+from ccx_agent.errors import AgentError
+from ccx_agent.instance import Open, instance_udi, open_store
+from ccx_agent.offline import exchange
+from ccx_agent.ssm.identity import IdentityError, KeyStore, load_anchors
+from ccx_agent.ssm.port import SsmError
+from ccx_agent.store import AlertRow, Store
+from ccx_agent.yamldoc import EX_CONFIG, DocumentError
+
+EX_FAILED = 1
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "offline", help="air-gapped sites: export requests to a file, import SSM's answers"
+    )
+    sub = p.add_subparsers(dest="offline_command", required=True, metavar="ACTION")
+    e = sub.add_parser(
+        "export", help="write the pending reports and due renewals, signed, to one file"
+    )
+    e.add_argument("--output", type=Path, required=True, metavar="FILE", help="the file to write")
+    e.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="F",
+        help="register by file: a file holding the ID token (never printed or logged)",
+    )
+    e.add_argument(
+        "--renew-id",
+        action="store_true",
+        help="renew the ID certificate even if it is not due within 30 days",
+    )
+    i = sub.add_parser("import", help="check SSM's answer file and apply it")
+    i.add_argument("response", type=Path, metavar="RESPONSE", help="the answer file")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def run(
+    args: argparse.Namespace, path: Path, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
+    try:
+        cfg = config_mod.load(path)
+    except DocumentError as exc:
+        for problem in exc.problems:
+            print(problem, file=err)
+        return EX_CONFIG
+    token: str | None = None
+    if args.offline_command == "export" and args.token_file is not None:
+        try:
+            token = args.token_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            print(f"error: {args.token_file}: cannot read the token: {reason}", file=err)
+            return EX_FAILED
+    # Registering by file may create the instance, as 'register' does.
+    mode = Open.CREATE if token is not None else Open.WRITE
+    try:
+        store = open_store(cfg, mode)
+    except AgentError as exc:
+        print(f"error: {exc}", file=err)
+        return exc.exit_status
+    try:
+        agent = Agent(
+            cfg,
+            store,
+            None,
+            udi=instance_udi(store, cfg),
+            emit=_show_alerts(store, err),
+            delivers_alerts=False,
+            offline=cfg.transport.mode == "offline",
+        )
+        agent.state()  # a license type other than the registered one is refused here
+        keys = KeyStore(cfg.state_dir)
+        if args.offline_command == "export":
+            result = exchange.export(
+                agent, keys, args.output, _now(), token=token, renew_id=args.renew_id
+            )
+            lines = result.lines()
+        else:
+            anchors = load_anchors(cfg.transport.anchor())
+            if not anchors:
+                raise exchange.ExchangeError(
+                    "transport.trust_anchor is not set: the answers' signatures cannot be checked"
+                )
+            lines = exchange.import_answers(agent, keys, anchors, args.response, _now()).lines
+    except (exchange.ExchangeError, AgentError, SsmError, IdentityError, LicenseTypeChanged) as exc:
+        print(f"error: {exc}", file=err)
+        return exc.exit_status if isinstance(exc, AgentError) else EX_FAILED
+    finally:
+        store.close()
+    for line in lines:
+        print(line, file=out)
+    return 0
+
+
+def _show_alerts(store: Store, err: TextIO) -> Callable[[Sequence[AlertRow]], None]:
+    """Show the alerts this command raises (they stay pending for the daemon's syslog)."""
+    with store.read() as tx:
+        seen = tx.last_alert_id()
+
+    def emit(rows: Sequence[AlertRow]) -> None:
+        nonlocal seen
+        for row in rows:
+            if row.id > seen:
+                for line in row.lines:
+                    print(f"alert: {line}", file=err)
+        seen = max([seen, *(row.id for row in rows)])
+
+    return emit
