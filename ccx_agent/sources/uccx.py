@@ -36,7 +36,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 from xml.etree.ElementTree import Element
 
 import requests
@@ -740,11 +739,13 @@ class UccxSource:
 
     def _why_not(self, probe: Probe) -> str:
         why = probe.why_not()
-        if len(self.nodes) == 1 and probe.info is not None:
-            own = urlsplit(probe.url).hostname or ""
-            others = [h for h in (probe.info.primary, probe.info.secondary) if h and h != own]
-            if others:
-                why += f"; the other node is {others[0]}: name both in source.uccx.nodes"
+        if len(self.nodes) == 1 and probe.info is not None and not probe.in_service:
+            hosts = [h for h in (probe.info.primary, probe.info.secondary) if h]
+            if len(hosts) == 2:
+                why += (
+                    f"; Finesse names the cluster's nodes {hosts[0]} and {hosts[1]}: "
+                    "list both in source.uccx.nodes"
+                )
         return why
 
     def _live_state(self, config: Configuration, probes: Sequence[Probe]) -> LiveState:

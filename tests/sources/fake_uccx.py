@@ -35,6 +35,7 @@ import re
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -486,6 +487,9 @@ class FakeUccx:
             USERS: users_xml(cluster),
         }
         self._nobody = users_xml(cluster, nobody=True)
+        #: Called when a request for the path arrives, before it is answered (a failover
+        #: that happens while a sample is being read).
+        self.on_hit: dict[str, Callable[[], None]] = {}
         self.dark = False
         self._serve(port)
         self.url = f"https://127.0.0.1:{self.port}"
@@ -584,6 +588,9 @@ class FakeUccx:
     def _answer(self, h: BaseHTTPRequestHandler) -> None:
         path = h.path
         self.hits[path] = self.hits.get(path, 0) + 1
+        hook = self.on_hit.get(path)
+        if hook is not None:
+            hook()
         auth = h.headers.get("Authorization", "")
         self.auth_seen.append(auth)
         expected = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
