@@ -31,6 +31,8 @@ def _iso(value: datetime | None) -> str | None:
 JOBS_META_KEY = "daemon_jobs"
 #: The ``meta`` key of the last time SSM acknowledged reports (written with the ack).
 LAST_REPORT_KEY = "last_report_delivered"
+#: The ``meta`` key of the UCCX nodes the daemon's samples are read from (``daemon.py``).
+SOURCE_META_KEY = "source_origin"
 
 
 def collect(
@@ -57,6 +59,7 @@ def collect(
         uuid = tx.meta(UDI_UUID_KEY)
         jobs_text = tx.meta(JOBS_META_KEY)
         last_report = tx.meta(LAST_REPORT_KEY)
+        source_text = tx.meta(SOURCE_META_KEY)
     state = stored or ProductState(cfg.license.type)
     state = lifecycle.derive(state, now, timers)
     ident = state.identity
@@ -83,6 +86,10 @@ def collect(
         jobs = json.loads(jobs_text) if jobs_text else {}
     except ValueError:
         jobs = {}
+    try:
+        source = json.loads(source_text) if source_text else None
+    except ValueError:
+        source = None
     return {
         "state": "ok",
         "license_type": state.license_type.value,
@@ -136,6 +143,8 @@ def collect(
             "last_error": state.last_comm_error,
         },
         "tags": tags,
+        # The UCCX nodes the last good sample was read from (null: not a uccx source).
+        "source": source if isinstance(source, dict) else None,
     }
 
 
@@ -186,6 +195,7 @@ def format_text(doc: dict[str, Any]) -> str:
         f"Unsent reports:           {doc['outbox']}"
         + (f" (oldest interval {doc['oldest_unsent']})" if doc["oldest_unsent"] else ""),
         f"Last communication error: {doc['communication']['last_error'] or '-'}",
+        *_source_lines(doc.get("source")),
         "",
         "License usage:",
     ]
@@ -198,3 +208,20 @@ def format_text(doc: dict[str, Any]) -> str:
             f"{t['state']}  ({DISPLAY_NAMES.get(tag, '')})"
         )
     return "\n".join(lines)
+
+
+def _source_lines(source: Any) -> list[str]:
+    """Which UCCX node each part of the samples comes from, and island mode."""
+    if not isinstance(source, dict):
+        return []
+    kept = " (kept: its refresh failed)" if source.get("configuration_kept") else ""
+    live = " and ".join(str(u) for u in source.get("live_state_from") or []) or "-"
+    out = [
+        "",
+        "UCCX source (since {}):".format(source.get("since") or "-"),
+        f"  Configuration from:     {source.get('configuration_from') or '-'}{kept}",
+        f"  Live state from:        {live}",
+    ]
+    if source.get("island"):
+        out.append("  ISLAND MODE: both Finesse nodes are in service; each agent counted once")
+    return out

@@ -28,10 +28,13 @@ tested without a network and the reading stays in :mod:`ccx_agent.sources.uccx`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from ccx_agent.licensing.alerts import Alert
+from ccx_agent.licensing.timeutil import iso
 from ccx_agent.sources.safexml import XmlError, parse_xml
 
 if TYPE_CHECKING:
@@ -215,3 +218,39 @@ def island_message(origin: Origin) -> str:
         f"({' and '.join(origin.live_state)}); both are read and each agent is counted "
         "once (by login id) until the nodes agree on one master again"
     )
+
+
+def origin_change(
+    saved: Mapping[str, Any] | None, origin: Origin, now: datetime
+) -> tuple[dict[str, Any], list[Alert]]:
+    """What the daemon keeps for ``status`` about ``origin`` at ``now``, and the alerts of
+    the change from ``saved`` (what it kept before, maybe in an earlier run).
+
+    Island mode raises ``UCCX_ISLAND_MODE`` once when it begins and
+    ``UCCX_ISLAND_MODE_ENDED`` once when it ends, across restarts too (``saved`` says
+    whether it was on). ``since`` is when this origin began to be the one in use.
+    """
+    doc = origin.as_json()
+    same = saved is not None and {k: saved.get(k) for k in doc} == doc
+    doc["since"] = saved.get("since") if same and saved is not None else iso(now)
+    was_island = bool(saved and saved.get("island"))
+    nodes = " and ".join(origin.live_state)
+    alerts: list[Alert] = []
+    if origin.island and not was_island:
+        alerts.append(
+            Alert(
+                "UCCX_ISLAND_MODE",
+                f"both Finesse nodes say IN_SERVICE ({nodes}): each agent is counted once "
+                "(by login id) until they agree on one master",
+                data={"live_state_from": list(origin.live_state)},
+            )
+        )
+    elif was_island and not origin.island:
+        alerts.append(
+            Alert(
+                "UCCX_ISLAND_MODE_ENDED",
+                f"one master again: live state from {nodes}",
+                data={"live_state_from": list(origin.live_state)},
+            )
+        )
+    return doc, alerts
