@@ -8,14 +8,19 @@ never read for agents, and when no node can answer the sample fails: never a zer
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ccx_agent import commands
+from ccx_agent.cli import main
 from ccx_agent.config import UccxSource
 from ccx_agent.licensing.catalogue import ALL_FEATURES, LicenseType
 from ccx_agent.licensing.consumption import Consumption, compute
@@ -27,6 +32,7 @@ from ccx_agent.sources.cluster import (
     SystemInfo,
     Watch,
     config_order,
+    origin_change,
     parse_system_info,
     union,
 )
@@ -372,3 +378,65 @@ def test_the_watch_says_each_change_once() -> None:
     assert next(m for _, m in watch.observe(island)).startswith("UCCX island mode: both")
     assert watch.observe(island) == []
     assert [m for _, m in watch.observe(b)] == ["UCCX island mode ended: live state from B only"]
+
+
+def test_island_alerts_once_each_way_even_across_a_restart() -> None:
+    """``origin_change``: what the daemon keeps (``saved``) decides the alerts, so a daemon
+    restarted during an island does not raise it again, and still says when it ends."""
+    t0 = datetime(2027, 1, 4, 8, 0, tzinfo=UTC)
+    one = Origin("A", ("A",))
+    island = Origin("A", ("A", "B"), island=True)
+    doc, alerts = origin_change(None, one, t0)
+    assert alerts == [] and doc["since"] == "2027-01-04T08:00:00Z"
+    doc, alerts = origin_change(doc, island, t0 + timedelta(minutes=1))
+    assert [a.mnemonic for a in alerts] == ["UCCX_ISLAND_MODE"]
+    assert alerts[0].detail == (
+        "both Finesse nodes say IN_SERVICE (A and B): each agent is counted once (by login "
+        "id) until they agree on one master"
+    )
+    # Restarted: the same origin seen again raises nothing, and keeps its "since".
+    again, alerts = origin_change(json.loads(json.dumps(doc)), island, t0 + timedelta(hours=1))
+    assert alerts == [] and again == doc
+    doc, alerts = origin_change(again, Origin("A", ("B",)), t0 + timedelta(hours=2))
+    assert [(a.mnemonic, a.detail) for a in alerts] == [
+        ("UCCX_ISLAND_MODE_ENDED", "one master again: live state from B")
+    ]
+    assert doc["since"] == "2027-01-04T10:00:00Z" and doc["island"] is False
+
+
+def test_usage_names_the_nodes_it_read(
+    pair: FakePair,
+    pki: Pki,
+    password_file: Path,
+    cluster: Cluster,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``ccx-agent usage`` over the pair prints what the file snapshot gives, and says on
+    stderr where each part came from."""
+    monkeypatch.setattr(
+        commands,
+        "usage",
+        lambda p, j, _u=commands.usage, **kw: _u(p, j, sys.stdout, sys.stderr, **kw),
+    )
+    snap = tmp_path / "cluster.json"
+    snap.write_text(json.dumps(file_snapshot(cluster)), encoding="utf-8")
+    (tmp_path / "file.yaml").write_text(f"source:\n  kind: file\n  path: {snap}\n")
+    (tmp_path / "pair.yaml").write_text(
+        "source:\n  kind: uccx\n  uccx:\n"
+        f"    nodes: [{pair.urls[0]}, {pair.urls[1]}]\n    user: {USER}\n"
+        f"    password_file: {password_file}\n    ca_bundle: {pki.ca}\n"
+    )
+    pair.make_master(1)
+    outputs = []
+    for name in ("file.yaml", "pair.yaml"):
+        assert main(["--config", str(tmp_path / name), "usage"]) == 0
+        out, err = capsys.readouterr()
+        outputs.append(out)
+    assert outputs[0] == outputs[1]
+    assert (
+        f"note: read from UCCX: configuration from {pair.urls[1]}, live state from {pair.urls[1]}\n"
+    ) in err
+    assert PASSWORD not in err
+    assert main(["--config", str(tmp_path / "pair.yaml"), "check-config"]) == 0
