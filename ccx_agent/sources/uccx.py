@@ -755,7 +755,9 @@ class UccxSource:
         live = [p.node for p in probes if p.in_service]
         if len(live) > 1:
             got = self._each(lambda i: self._try_users(i, config), live)
-            read = [(i, found) for i, (found, _) in zip(live, got, strict=True) if found]
+            read = [
+                (i, found) for i, (found, _) in zip(live, got, strict=True) if found is not None
+            ]
             errors = [error for found, error in got if found is None]
             if not read:
                 raise self._nobody(errors)
