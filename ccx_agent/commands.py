@@ -104,12 +104,16 @@ def usage(
     for warning in cfg.source.warnings():
         print(f"warning: {warning}", file=err)
     try:
-        snapshot = build(cfg.source).read()
+        source = build(cfg.source)
+        snapshot = source.read()
     except SourceError as exc:
         print(f"error: {exc}", file=err)
         return EX_FAILED
     result = compute(snapshot, cfg.license.type, cfg.license.premium_features)
     # Warnings go to stderr in both modes, so that --json stays clean for scripts.
+    origin = getattr(source, "origin", None)  # the UCCX nodes each part came from
+    if origin is not None:
+        print(f"note: read from UCCX: {origin.text()}", file=err)
     for note in snapshot.notes:
         print(f"note: {note}", file=err)
     if result.unlicensed_agents:

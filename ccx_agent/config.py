@@ -447,10 +447,35 @@ UCCX_CREDENTIAL = "uccx-password"
 FINESSE_CREDENTIAL = "finesse-password"
 
 
+def _node_key(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{(parts.hostname or '').lower()}:{parts.port or 443}"
+
+
+def _pair(value: list[str]) -> list[str]:
+    """One or two nodes (a UCCX cluster is a publisher and at most one subscriber), each
+    named once: the same node twice would read it twice as if it were the other."""
+    if not value:
+        raise ValueError("must not be empty: give one or two nodes (publisher, subscriber)")
+    if len(value) > 2:
+        raise ValueError(
+            f"lists {len(value)} nodes: a UCCX cluster has one or two (publisher, subscriber)"
+        )
+    if len(value) == 2 and _node_key(value[0]) == _node_key(value[1]):
+        raise ValueError(f"names the same node twice ({value[0]!r}, {value[1]!r})")
+    return value
+
+
+#: ``source.uccx.nodes`` / ``source.finesse.nodes``: the HA pair (docs/sources.md).
+NodeList = Annotated[list[SourceUrl], AfterValidator(_pair)]
+
+
 class UccxSettings(Section):
     """The UCCX Administration REST API: who is configured for what (docs/sources.md)."""
 
-    url: SourceUrl
+    #: One node; or ``nodes``, the HA pair (exactly one of the two).
+    url: Annotated[SourceUrl | None, BeforeValidator(_blank_is_none)] = None
+    nodes: Annotated[NodeList | None, BeforeValidator(_blank_is_none)] = None
     user: UserName
     password_file: OptionalPath = None
     #: Accepted with a warning: a password belongs in a file only root can read.
@@ -464,15 +489,31 @@ class UccxSettings(Section):
     def _one_password(self) -> UccxSettings:
         if self.password is not None and self.password_file is not None:
             raise ValueError("give password_file or password, not both (keep password_file)")
+        if self.url is not None and self.nodes is not None:
+            raise ValueError("give url (one node) or nodes (the HA pair), not both")
+        if self.url is None and self.nodes is None:
+            raise ValueError("give url (one node) or nodes (the HA pair): one of the two")
         return self
+
+    def node_urls(self) -> list[str]:
+        """The UCCX nodes, in the order written."""
+        return list(self.nodes) if self.nodes is not None else [self.url or ""]
 
 
 class FinesseSettings(Section):
     """Finesse, for who is logged in; by default the UCCX host and credentials."""
 
     url: Annotated[SourceUrl | None, BeforeValidator(_blank_is_none)] = None
+    #: One Finesse per UCCX node, in the same order (default: the UCCX hosts).
+    nodes: Annotated[NodeList | None, BeforeValidator(_blank_is_none)] = None
     user: Annotated[UserName | None, BeforeValidator(_blank_is_none)] = None
     password_file: OptionalPath = None
+
+    @model_validator(mode="after")
+    def _one_address(self) -> FinesseSettings:
+        if self.url is not None and self.nodes is not None:
+            raise ValueError("give url (one node) or nodes (the HA pair), not both")
+        return self
 
 
 class UccxSource(SourceSection):
@@ -494,10 +535,36 @@ class UccxSource(SourceSection):
 
     def finesse_url(self) -> str:
         """Finesse runs on the UCCX node: the UCCX scheme, host and port by default."""
+        return self.finesse_urls()[0]
+
+    def finesse_urls(self) -> list[str]:
+        """The Finesse of each UCCX node, in the order of :meth:`UccxSettings.node_urls`:
+        ``source.finesse.nodes`` or ``url`` if given, else each UCCX node's scheme, host
+        and port (Finesse runs on the UCCX node)."""
+        if self.finesse.nodes is not None:
+            return list(self.finesse.nodes)
         if self.finesse.url is not None:
-            return self.finesse.url
-        parts = urlsplit(self.uccx.url)
-        return f"{parts.scheme}://{parts.netloc}"
+            return [self.finesse.url]
+        out = []
+        for url in self.uccx.node_urls():
+            parts = urlsplit(url)
+            out.append(f"{parts.scheme}://{parts.netloc}")
+        return out
+
+    def node_problem(self) -> tuple[tuple[str, ...], tuple[str, ...], str] | None:
+        """Finesse node *i* runs on UCCX node *i*: as many of one as of the other, or the
+        key to change, the key it is held to and why (a rule of ``check-config``)."""
+        uccx, finesse = len(self.uccx.node_urls()), len(self.finesse_urls())
+        if uccx == finesse:
+            return None
+        key = "nodes" if self.finesse.nodes is not None else "url"
+        return (
+            ("source", "finesse", key),
+            ("source", "uccx", "nodes" if self.uccx.nodes is not None else "url"),
+            f"names {finesse} Finesse node(s) for {uccx} UCCX node(s): give one Finesse per "
+            "UCCX node, in the same order, in source.finesse.nodes (or leave it unset: "
+            "the UCCX hosts)",
+        )
 
     def warnings(self) -> list[str]:
         if self.uccx.password is None:
@@ -750,6 +817,8 @@ class Config(CommonConfig):
                     "answer files must be signed by a certificate that chains to it",
                 )
             )
+        if isinstance(self.source, UccxSource) and (nodes := self.source.node_problem()):
+            out.append(nodes)
         return out
 
     @field_validator("source", mode="before")
@@ -790,7 +859,10 @@ def _source_error(err: ErrorDetails, value: object) -> InitErrorDetails:
     model = _SOURCE_KINDS.get(kind) if isinstance(kind, str) else None
     if model is not None and loc[:1] == (kind,):
         loc = loc[1:]
-    need = {"uccx": "at least uccx.url and uccx.user", "command": "the program to run"}
+    need = {
+        "uccx": "at least uccx.url (or uccx.nodes) and uccx.user",
+        "command": "the program to run",
+    }
     kind_of_error: str | PydanticCustomError = err["type"]
     if err["type"] not in _CORE_ERROR_TYPES:
         # An error type of pydantic itself (``path_type``), not of pydantic-core: it can

@@ -32,6 +32,8 @@ def _iso(value: datetime | None) -> str | None:
 JOBS_META_KEY = "daemon_jobs"
 #: The ``meta`` key of the last time SSM acknowledged reports (written with the ack).
 LAST_REPORT_KEY = "last_report_delivered"
+#: The ``meta`` key of the UCCX nodes the daemon's samples are read from (``daemon.py``).
+SOURCE_META_KEY = "source_origin"
 
 
 def collect(
@@ -58,6 +60,7 @@ def collect(
         uuid = tx.meta(UDI_UUID_KEY)
         jobs_text = tx.meta(JOBS_META_KEY)
         last_report = tx.meta(LAST_REPORT_KEY)
+        source_text = tx.meta(SOURCE_META_KEY)
         state = lifecycle.derive(stored or ProductState(cfg.license.type), now, timers)
         exchange = exchange_status(tx, state, now, timers)
     ident = state.identity
@@ -84,6 +87,10 @@ def collect(
         jobs = json.loads(jobs_text) if jobs_text else {}
     except ValueError:
         jobs = {}
+    try:
+        source = json.loads(source_text) if source_text else None
+    except ValueError:
+        source = None
     return {
         "state": "ok",
         "license_type": state.license_type.value,
@@ -140,6 +147,8 @@ def collect(
         # ``transport.mode``, and the file exchanges of an air-gapped site (docs/offline.md).
         "transport": {"mode": getattr(getattr(cfg, "transport", None), "mode", "online")},
         "file_exchange": exchange,
+        # The UCCX nodes the last good sample was read from (null: not a uccx source).
+        "source": source if isinstance(source, dict) else None,
     }
 
 
@@ -190,6 +199,7 @@ def format_text(doc: dict[str, Any]) -> str:
         f"Unsent reports:           {doc['outbox']}"
         + (f" (oldest interval {doc['oldest_unsent']})" if doc["oldest_unsent"] else ""),
         f"Last communication error: {doc['communication']['last_error'] or '-'}",
+        *_source_lines(doc.get("source")),
         "",
         *_exchange_lines(doc),
         "License usage:",
@@ -234,3 +244,20 @@ def _exchange_lines(doc: dict[str, Any]) -> list[str]:
         parts.append("ID certificate renewal")
     lines.append(f"  Next export carries:    {', '.join(parts) or 'nothing'}")
     return [*lines, ""]
+
+
+def _source_lines(source: Any) -> list[str]:
+    """Which UCCX node each part of the samples comes from, and island mode."""
+    if not isinstance(source, dict):
+        return []
+    kept = " (kept: its refresh failed)" if source.get("configuration_kept") else ""
+    live = " and ".join(str(u) for u in source.get("live_state_from") or []) or "-"
+    out = [
+        "",
+        "UCCX source (since {}):".format(source.get("since") or "-"),
+        f"  Configuration from:     {source.get('configuration_from') or '-'}{kept}",
+        f"  Live state from:        {live}",
+    ]
+    if source.get("island"):
+        out.append("  ISLAND MODE: both Finesse nodes are in service; each agent counted once")
+    return out

@@ -134,8 +134,25 @@ EXPECTED: dict[str, list[str]] = {
         "4: source.uccx: give password_file or password, not both (keep password_file)"
     ],
     "source_uccx_without_settings.yaml": [
-        "2: source: required key 'uccx' is missing (kind: uccx needs at least uccx.url and "
-        "uccx.user)"
+        "2: source: required key 'uccx' is missing (kind: uccx needs at least uccx.url (or "
+        "uccx.nodes) and uccx.user)"
+    ],
+    "source_uccx_url_and_nodes.yaml": [
+        "4: source.uccx: give url (one node) or nodes (the HA pair), not both"
+    ],
+    "source_uccx_no_node.yaml": [
+        "6: source.uccx.nodes: must not be empty: give one or two nodes (publisher, subscriber)"
+    ],
+    "source_uccx_bad_nodes.yaml": [
+        "5: source.uccx.nodes: lists 3 nodes: a UCCX cluster has one or two (publisher, "
+        "subscriber)",
+        "11: source.finesse.nodes: names the same node twice ('https://UCCX-A.example.com:443', "
+        "'https://uccx-a.example.com/finesse')",
+    ],
+    "source_finesse_nodes_mismatch.yaml": [
+        "8: source.finesse.url: names 1 Finesse node(s) for 2 UCCX node(s): give one Finesse "
+        "per UCCX node, in the same order, in source.finesse.nodes (or leave it unset: the "
+        "UCCX hosts)"
     ],
     "source_command_empty.yaml": [
         "4: source.command: must not be empty",

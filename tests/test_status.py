@@ -103,3 +103,32 @@ def test_the_state_is_derived_for_now_without_writing(rig) -> None:  # type: ign
     with store.read() as tx:
         stored = tx.load_product()
     assert stored is not None and stored.registration.value == "REGISTERED"
+
+
+def test_the_uccx_nodes_read_are_shown(rig) -> None:  # type: ignore[no-untyped-def]
+    """What the daemon keeps of the source's origin (``source_origin``) is in both forms;
+    null, and no section, for a source that has none."""
+    import json
+
+    from ccx_agent.sources.cluster import Origin, origin_change
+
+    cfg, store, _, _ = rig
+    doc = status.collect(cfg, store, T0, UDI_DOC)
+    assert doc["source"] is None
+    assert "UCCX source" not in status.format_text(doc)
+    origin = Origin("https://uccx-a", ("https://uccx-a", "https://uccx-b"), island=True)
+    kept, _ = origin_change(None, origin, T0)
+    with store.transaction() as tx:
+        tx.set_meta(status.SOURCE_META_KEY, json.dumps(kept))
+    doc = status.collect(cfg, store, T0, UDI_DOC)
+    assert doc["source"] == {
+        "configuration_from": "https://uccx-a",
+        "configuration_kept": False,
+        "live_state_from": ["https://uccx-a", "https://uccx-b"],
+        "island": True,
+        "since": "2027-01-04T08:00:00Z",
+    }
+    text = status.format_text(doc)
+    assert "  Configuration from:     https://uccx-a\n" in text
+    assert "  Live state from:        https://uccx-a and https://uccx-b\n" in text
+    assert "ISLAND MODE: both Finesse nodes are in service" in text

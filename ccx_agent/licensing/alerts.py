@@ -143,6 +143,16 @@ CATALOGUE: dict[str, AlertSpec] = {
         "LICENSE_CONTROL",
         "License usage has reached the purchased quantity; overage is not allowed.",
     ),
+    "UCCX_ISLAND_MODE": AlertSpec(
+        4,
+        "LICENSE_COMPUTE",
+        "Both UCCX nodes are in service (island mode); usage counts each agent once across both nodes.",
+    ),
+    "UCCX_ISLAND_MODE_ENDED": AlertSpec(
+        5,
+        "LICENSE_COMPUTE",
+        "The UCCX nodes agree on one master again; usage is read from it alone.",
+    ),
     "SYSTEM_CLOCK_CHANGED": AlertSpec(
         5, "CLOCK", "The system clock changed; licensing timers are computed from the new time."
     ),

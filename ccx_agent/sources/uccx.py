@@ -31,10 +31,11 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from xml.etree.ElementTree import Element
 
 import requests
@@ -44,6 +45,16 @@ from ccx_agent.config import UccxSource as UccxSourceConfig
 from ccx_agent.deadline import ABORTED, DeadlineSession, Exchange
 from ccx_agent.licensing.snapshot import Snapshot, SnapshotError, parse_snapshot
 from ccx_agent.sources import SourceError
+from ccx_agent.sources.cluster import (
+    IN_SERVICE,
+    SYSTEM_INFO_PATH,
+    Origin,
+    Probe,
+    Watch,
+    config_order,
+    parse_system_info,
+    union,
+)
 from ccx_agent.sources.safexml import XmlError, parse_xml
 
 log = logging.getLogger(__name__)
@@ -110,6 +121,8 @@ class Configuration:
     loaded_at: float = 0.0
     #: The outbound campaigns in the file format, to explain ``outbound`` (usage --explain).
     campaigns: tuple[dict[str, Any], ...] = ()
+    #: The Admin API base URL it was read from.
+    read_from: str = ""
 
 
 def _names(parent: Element, path: str, where: str) -> tuple[str, ...]:
@@ -450,29 +463,59 @@ class Endpoint:
         self.session.close()
 
 
+class CredentialError(SourceError):
+    """A password that cannot be had: the same for every node, so asking the other node
+    would only say it twice."""
+
+
 def _read_password(path: Path, key: str) -> str:
     """The password in ``path``: its first line; a trailing newline is not part of it."""
     try:
         with path.open("rb") as fh:
             raw = fh.read(MAX_PASSWORD + 1)
     except OSError as exc:
-        raise SourceError(
+        raise CredentialError(
             f"{key} {path}: cannot read the password file: {exc.strerror or type(exc).__name__}"
         ) from None
     if len(raw) > MAX_PASSWORD:
-        raise SourceError(f"{key} {path}: larger than {MAX_PASSWORD} bytes: not a password file")
+        raise CredentialError(
+            f"{key} {path}: larger than {MAX_PASSWORD} bytes: not a password file"
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise SourceError(f"{key} {path}: not UTF-8 text") from None
+        raise CredentialError(f"{key} {path}: not UTF-8 text") from None
     password = text.split("\n", 1)[0].rstrip("\r")
     if not password:
-        raise SourceError(f"{key} {path}: the password file is empty")
+        raise CredentialError(f"{key} {path}: the password file is empty")
     return password
 
 
+@dataclass(frozen=True)
+class Node:
+    """One UCCX node: its Administration API and its Finesse."""
+
+    admin: Endpoint
+    finesse: Endpoint
+
+
+@dataclass(frozen=True)
+class LiveState:
+    """Who is logged in, and from which nodes it was read."""
+
+    users: list[User]
+    nodes: tuple[int, ...]
+    island: bool = False
+    failed_over: bool = False
+    notes: tuple[str, ...] = ()
+
+
+T = TypeVar("T")
+
+
 class UccxSource:
-    """Reads the configuration now and then, the live state every time (see the module)."""
+    """Reads the configuration now and then, the live state every time (see the module),
+    from whichever node of the cluster is master (:mod:`ccx_agent.sources.cluster`)."""
 
     def __init__(
         self,
@@ -485,34 +528,48 @@ class UccxSource:
         self.environ = os.environ if environ is None else environ
         self.refresh = cfg.uccx.config_refresh.total_seconds()
         self.config: Configuration | None = None
+        #: Where the last good sample's parts came from (``status``, ``usage``).
+        self.origin: Origin | None = None
+        self.watch = Watch()
+        self._kept = False
+        self._stopping = False
+        self._pool: ThreadPoolExecutor | None = None
         self._secrets: set[str] = set()
         if cfg.uccx.password is not None:
             self._secrets.add(cfg.uccx.password.get_secret_value())
+        problem = cfg.node_problem()
+        if problem is not None:
+            raise SourceError(f"{'.'.join(problem[0])}: {problem[2]}")
         for warning in cfg.warnings():
             log.warning("%s", warning)
         u, f = cfg.uccx, cfg.finesse
         connect, read = u.connect_timeout.total_seconds(), u.timeout.total_seconds()
-        self.uccx = Endpoint(
-            "UCCX Admin API",
-            u.url,
-            u.user,
-            self._uccx_password,
-            u.ca_bundle,
-            connect,
-            read,
-            "source.uccx.user",
-        )
         own_finesse = f.user is not None or f.password_file is not None
-        self.finesse = Endpoint(
-            "Finesse",
-            cfg.finesse_url(),
-            f.user or u.user,
-            self._finesse_password if own_finesse else self._uccx_password,
-            u.ca_bundle,
-            connect,
-            read,
-            "source.finesse.user" if f.user is not None else "source.uccx.user",
-        )
+        self.nodes = [
+            Node(
+                Endpoint(
+                    "UCCX Admin API",
+                    admin_url,
+                    u.user,
+                    self._uccx_password,
+                    u.ca_bundle,
+                    connect,
+                    read,
+                    "source.uccx.user",
+                ),
+                Endpoint(
+                    "Finesse",
+                    finesse_url,
+                    f.user or u.user,
+                    self._finesse_password if own_finesse else self._uccx_password,
+                    u.ca_bundle,
+                    connect,
+                    read,
+                    "source.finesse.user" if f.user is not None else "source.uccx.user",
+                ),
+            )
+            for admin_url, finesse_url in zip(u.node_urls(), cfg.finesse_urls(), strict=True)
+        ]
 
     # -- credentials -----------------------------------------------------------------------
 
@@ -532,7 +589,7 @@ class UccxSource:
             return self._remember(u.password.get_secret_value())
         credential = self._credential(UCCX_CREDENTIAL)
         if credential is None:
-            raise SourceError(
+            raise CredentialError(
                 "source.uccx: no password: set source.uccx.password_file, or run under "
                 f"systemd with LoadCredential={UCCX_CREDENTIAL}:PATH"
             )
@@ -564,12 +621,33 @@ class UccxSource:
         except XmlError as exc:
             raise SourceError(f"{endpoint.what} {endpoint.base_url}{path}: {exc}") from None
 
-    def load_configuration(self, now: float) -> Configuration:
-        """Read resources, CSQs and (where the API offers them) campaigns."""
-        resources = self._xml(self.uccx, RESOURCES_PATH, parse_resources)
-        csqs = self._xml(self.uccx, CSQS_PATH, parse_csqs)
+    def _each(self, job: Callable[[int], T], nodes: Sequence[int]) -> list[T]:
+        """``job`` for each node, both at once when there are two: a node that is down
+        costs one timeout per sample, not one more after the other node's answer."""
+        if len(nodes) < 2:
+            return [job(i) for i in nodes]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(len(self.nodes), thread_name_prefix="uccx-node")
+        return list(self._pool.map(job, nodes))
+
+    def _probe(self, i: int) -> Probe:
+        """What node ``i``'s Finesse says of itself (a failure is an answer too)."""
+        finesse = self.nodes[i].finesse
+        try:
+            info = self._xml(finesse, SYSTEM_INFO_PATH, parse_system_info)
+        except CredentialError:
+            raise
+        except SourceError as exc:
+            return Probe(i, finesse.base_url, error=str(exc))
+        return Probe(i, finesse.base_url, info=info)
+
+    def load_configuration(self, now: float, node: int = 0) -> Configuration:
+        """Read resources, CSQs and (where the API offers them) campaigns from ``node``."""
+        admin = self.nodes[node].admin
+        resources = self._xml(admin, RESOURCES_PATH, parse_resources)
+        csqs = self._xml(admin, CSQS_PATH, parse_csqs)
         notes: tuple[str, ...] = ()
-        body = self.uccx.get(CAMPAIGNS_PATH, missing_ok=True)
+        body = admin.get(CAMPAIGNS_PATH, missing_ok=True)
         if body is None:
             outbound: frozenset[str] = frozenset()
             campaigns: tuple[dict[str, Any], ...] = ()
@@ -579,61 +657,181 @@ class UccxSource:
                 found = outbound_campaigns(body)
             except XmlError as exc:
                 raise SourceError(
-                    f"UCCX Admin API {self.uccx.base_url}{CAMPAIGNS_PATH}: {exc}"
+                    f"UCCX Admin API {admin.base_url}{CAMPAIGNS_PATH}: {exc}"
                 ) from None
             outbound = frozenset(q for qs in found.values() for q in qs)
             campaigns = tuple({"name": n, "csqs": list(qs)} for n, qs in found.items())
         return dataclasses.replace(
-            configuration(resources, csqs, outbound, now), notes=notes, campaigns=campaigns
+            configuration(resources, csqs, outbound, now),
+            notes=notes,
+            campaigns=campaigns,
+            read_from=admin.base_url,
         )
 
-    def _configuration(self) -> Configuration:
+    def _configuration(self, order: Sequence[int]) -> Configuration:
+        """The configuration, read again every ``config_refresh`` from the first node of
+        ``order`` that answers; the last good one kept when none does."""
         now = self.clock()
         current = self.config
+        self._kept = False
         if current is not None and now - current.loaded_at < self.refresh:
             return current
-        try:
-            self.config = self.load_configuration(now)
-        except SourceError as exc:
+        errors: list[str] = []
+        loaded: Configuration | None = None
+        for i in order:
+            try:
+                loaded = self.load_configuration(now, i)
+                break
+            except CredentialError as exc:  # the same on every node
+                errors = [str(exc)]
+                break
+            except SourceError as exc:
+                errors.append(str(exc))
+                if self._stopping:
+                    break
+        if loaded is None:
             if current is None:
-                raise SourceError(f"no UCCX configuration yet: {exc}") from None
+                raise SourceError(f"no UCCX configuration yet: {'; '.join(errors)}") from None
             age = now - current.loaded_at
             message = (
                 f"refreshing the UCCX configuration failed, kept the one read {age:.0f}s "
-                f"ago (retried at the next sample): {exc}"
+                f"ago (retried at the next sample): {'; '.join(errors)}"
             )
             log.warning("%s", self._scrub(message))
+            self._kept = True
             return dataclasses.replace(current, notes=(*current.notes, message))
+        self.config = loaded
         if current is None:
             log.info("read the UCCX configuration: %d resources", len(self.config.agents))
+        if errors:
+            log.warning(
+                "%s",
+                self._scrub(
+                    f"the UCCX configuration was read from {self.config.read_from} after "
+                    f"another node failed: {'; '.join(errors)}"
+                ),
+            )
         return self.config
+
+    def _users(self, i: int, config: Configuration) -> list[User]:
+        finesse = self.nodes[i].finesse
+        users: list[User] = self._xml(finesse, USERS_PATH, parse_users)
+        if not users and config.agents:
+            raise SourceError(
+                f"Finesse {finesse.base_url}{USERS_PATH}: lists no users while the "
+                f"UCCX Admin API has {len(config.agents)}: refusing a sample of zero agents"
+            )
+        return users
+
+    def _try_users(self, i: int, config: Configuration) -> tuple[list[User] | None, str]:
+        try:
+            return self._users(i, config), ""
+        except CredentialError:
+            raise
+        except SourceError as exc:
+            return None, str(exc)
+
+    def _nobody(self, errors: Sequence[str]) -> SourceError:
+        """The sample fails: no node could be read for agents (never a zero sample)."""
+        if len(self.nodes) == 1:
+            return SourceError("; ".join(errors))
+        return SourceError("no UCCX node could be read for agents: " + "; ".join(errors))
+
+    def _why_not(self, probe: Probe) -> str:
+        why = probe.why_not()
+        if len(self.nodes) == 1 and probe.info is not None and not probe.in_service:
+            hosts = [h for h in (probe.info.primary, probe.info.secondary) if h]
+            if len(hosts) == 2:
+                why += (
+                    f"; Finesse names the cluster's nodes {hosts[0]} and {hosts[1]}: "
+                    "list both in source.uccx.nodes"
+                )
+        return why
+
+    def _live_state(self, config: Configuration, probes: Sequence[Probe]) -> LiveState:
+        """Who is logged in: from the Finesse in service; from the other one when that
+        one fails within this sample and the other now says IN_SERVICE; from both, each
+        user once, in island mode."""
+        live = [p.node for p in probes if p.in_service]
+        if len(live) > 1:
+            got = self._each(lambda i: self._try_users(i, config), live)
+            read = [
+                (i, found) for i, (found, _) in zip(live, got, strict=True) if found is not None
+            ]
+            errors = [error for found, error in got if found is None]
+            if not read:
+                raise self._nobody(errors)
+            merged, _twice = union(found for _, found in read)
+            notes = tuple(
+                f"island mode: {error}; counted from "
+                f"{' and '.join(self.nodes[i].finesse.base_url for i, _ in read)} only"
+                for error in errors
+            )
+            return LiveState(merged, tuple(i for i, _ in read), True, bool(errors), notes)
+        if not live:
+            raise self._nobody([self._why_not(p) for p in probes])
+        first = live[0]
+        users, error = self._try_users(first, config)
+        if users is not None:
+            return LiveState(users, (first,))
+        errors = [error]
+        others = [p.node for p in probes if p.node != first]
+        if self._stopping:
+            others = []
+        for again in self._each(self._probe, others):
+            if not again.in_service:
+                errors.append(self._why_not(again))
+                continue
+            users, other_error = self._try_users(again.node, config)
+            if users is None:
+                errors.append(other_error)
+                continue
+            note = (
+                f"failover: {error}; read Finesse {again.url} instead, which now says {IN_SERVICE}"
+            )
+            log.warning("%s", self._scrub(note))
+            return LiveState(users, (again.node,), failed_over=True, notes=(note,))
+        raise self._nobody(errors)
 
     def read(self) -> Snapshot:
         try:
-            config = self._configuration()
-            users = self._xml(self.finesse, USERS_PATH, parse_users)
-            if not users and config.agents:
-                raise SourceError(
-                    f"Finesse {self.finesse.base_url}{USERS_PATH}: lists no users while the "
-                    f"UCCX Admin API has {len(config.agents)}: refusing a sample of zero agents"
-                )
-            doc, joined = join(config, users)
+            probes = self._each(self._probe, range(len(self.nodes)))
+            if not any(p.in_service for p in probes):
+                raise self._nobody([self._why_not(p) for p in probes])
+            config = self._configuration(config_order(probes))
+            state = self._live_state(config, probes)
+            doc, joined = join(config, state.users)
             try:
                 snap = parse_snapshot(doc)
             except SnapshotError as exc:
                 raise SourceError(f"UCCX and Finesse data: {exc}") from None
         except SourceError as exc:
             raise SourceError(self._scrub(str(exc))) from None
+        origin = Origin(
+            config.read_from,
+            tuple(self.nodes[i].finesse.base_url for i in state.nodes),
+            island=state.island,
+            configuration_kept=self._kept,
+            failed_over=state.failed_over,
+        )
+        for level, message in self.watch.observe(origin):
+            log.log(level, "%s", message)
+        self.origin = origin
         for note in joined:
             log.warning("%s", self._scrub(note))
-        notes = (*config.notes, *joined, *snap.notes)
+        notes = (*config.notes, *state.notes, *joined, *snap.notes)
         return dataclasses.replace(snap, notes=tuple(self._scrub(n) for n in notes))
 
     def abort(self) -> None:
         """The daemon is stopping: no read waits on UCCX or Finesse any more."""
-        self.uccx.abort()
-        self.finesse.abort()
+        self._stopping = True
+        for node in self.nodes:
+            node.admin.abort()
+            node.finesse.abort()
 
     def close(self) -> None:
-        self.uccx.close()
-        self.finesse.close()
+        for node in self.nodes:
+            node.admin.close()
+            node.finesse.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)

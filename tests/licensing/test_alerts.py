@@ -117,6 +117,8 @@ def test_catalogue_names_and_severities_are_the_documented_ones():
         "LICENSE_COMPUTATION_FAILED": 3,
         "FEATURE_NOT_LICENSED": 4,
         "LICENSE_LIMIT_REACHED": 2,
+        "UCCX_ISLAND_MODE": 4,
+        "UCCX_ISLAND_MODE_ENDED": 5,
         "SYSTEM_CLOCK_CHANGED": 5,
     }
     assert {name: spec.severity for name, spec in CATALOGUE.items()} == expected

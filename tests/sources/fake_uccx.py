@@ -12,6 +12,14 @@
   told to fail per path: ``401``, ``403``, ``500``, ``302``, ``slow``, ``truncated``,
   ``cut`` (connection closed mid-body), ``bomb``, ``html``, ``empty``, ``404``, ``huge``,
   ``drip`` (the right body, one byte every :data:`DRIP_EVERY` seconds).
+* Each server also answers Finesse's ``GET /finesse/api/SystemInfo`` with its
+  :attr:`FakeUccx.status` (``IN_SERVICE`` / ``OUT_OF_SERVICE``); out of service, its
+  ``/finesse/api/Users`` lists every user logged out (the standby's "nobody here") or
+  answers 503 (:attr:`FakeUccx.standby`). :meth:`FakeUccx.go_dark` closes its port and
+  :meth:`FakeUccx.come_back` opens the same port again.
+* :class:`FakePair` is a two-node cluster of such servers on loopback: the master
+  switchable during a test, a node that goes dark, and island mode (both nodes in service
+  with different, overlapping agents logged in, :func:`split_brain`).
 
 The benchmark (``benchmarks/bench_sources.py``) renders its 2,000-agent pair from here.
 """
@@ -19,12 +27,15 @@ The benchmark (``benchmarks/bench_sources.py``) renders its 2,000-agent pair fro
 from __future__ import annotations
 
 import base64
+import copy
 import datetime as dt
 import ipaddress
 import random
 import re
 import ssl
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -38,6 +49,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 HOST = "https://uccx-pub.example.com"
+#: The node names the fake SystemInfo gives (names only: nothing connects to them).
+PRIMARY, SECONDARY = "uccx-a.example.com", "uccx-b.example.com"
+SYSTEM_INFO = "/finesse/api/SystemInfo"
+USERS = "/finesse/api/Users"
 #: A ``drip`` answer sends one byte this often: far inside any per-read timeout.
 DRIP_EVERY = 0.2
 
@@ -299,14 +314,16 @@ def campaigns_xml(cluster: Cluster) -> bytes:
     return "".join(out).encode()
 
 
-def users_xml(cluster: Cluster) -> bytes:
+def users_xml(cluster: Cluster, *, nobody: bool = False) -> bytes:
+    """Finesse's ``<Users>``; ``nobody``: every user logged out (a standby's answer)."""
     out = ['<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<Users>\n']
     users = [
         (r.id.lower(), r.state, ["Agent", "Supervisor"] if r.type == 2 else ["Agent"])
         for r in cluster.resources
         if r.state is not None
     ]
-    for i, (login, state, roles) in enumerate([*users, *cluster.strangers]):
+    for i, (login, listed, roles) in enumerate([*users, *cluster.strangers]):
+        state = "LOGOUT" if nobody else listed
         role_xml = "".join(f"<role>{r}</role>" for r in roles)
         out.append(
             "  <User>\n"
@@ -322,6 +339,47 @@ def users_xml(cluster: Cluster) -> bytes:
         )
     out.append("</Users>\n")
     return "".join(out).encode()
+
+
+def system_info_xml(status: str, reason: str = "") -> bytes:
+    """Finesse's documented ``<SystemInfo>`` (the parts a client reads, and some others)."""
+    why = f"  <statusReason>{esc(reason)}</statusReason>\n" if reason else ""
+    return (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<SystemInfo>\n'
+        "  <currentTimestamp>2027-01-04T08:00:00.000Z</currentTimestamp>\n"
+        "  <deploymentType>UCCX</deploymentType>\n"
+        f"  <primaryNode><host>{PRIMARY}</host><httpsPort>8445</httpsPort></primaryNode>\n"
+        f"  <secondaryNode><host>{SECONDARY}</host><httpsPort>8445</httpsPort></secondaryNode>\n"
+        f"  <status>{status}</status>\n{why}"
+        "  <systemAuthMode>NON_SSO</systemAuthMode>\n"
+        "  <timezoneOffset>0</timezoneOffset>\n"
+        f"  <uri>{SYSTEM_INFO}</uri>\n"
+        "  <xmppDomain>uccx-a.example.com</xmppDomain>\n"
+        "</SystemInfo>\n"
+    ).encode()
+
+
+def split_brain(cluster: Cluster) -> tuple[Cluster, Cluster, Cluster]:
+    """Island mode: what node A's Finesse lists, what node B's lists, and the cluster a
+    reader of both should see (each agent once).
+
+    Of the logged-in resources, a third is logged in on A only, a third on B only (the
+    other node does not list them, or lists them logged out) and a third on both, in
+    different states; the strangers are on both.
+    """
+    a = copy.deepcopy(cluster)
+    b = copy.deepcopy(cluster)
+    both = copy.deepcopy(cluster)
+    for i, res in enumerate(cluster.resources):
+        if res.state in (None, "LOGOUT", "UNKNOWN"):
+            continue
+        if i % 3 == 0:  # on A only
+            b.resources[i].state = None if i % 2 else "LOGOUT"
+        elif i % 3 == 1:  # on B only
+            a.resources[i].state = None if i % 2 else "LOGOUT"
+        else:  # on both: A's state wins (the first node named)
+            b.resources[i].state = "NOT_READY" if res.state != "NOT_READY" else "READY"
+    return a, b, both
 
 
 # --- TLS ----------------------------------------------------------------------------------------
@@ -404,8 +462,9 @@ BOMB = (
 class FakeUccx:
     """The fake server; use as a context manager. ``fail[path] = mode`` makes it fail."""
 
-    def __init__(self, cluster: Cluster, pki: Pki, user: str, password: str) -> None:
+    def __init__(self, cluster: Cluster, pki: Pki, user: str, password: str, port: int = 0) -> None:
         self.cluster = cluster
+        self.pki = pki
         self.user = user
         self.password = password
         self.fail: dict[str, str] = {}
@@ -415,12 +474,27 @@ class FakeUccx:
         self.dripping = threading.Event()  # set when a "drip" answer has begun
         #: Per "drip" answer: how many bytes the client took before it hung up.
         self.dripped: list[int] = []
+        #: What SystemInfo says: ``IN_SERVICE`` or ``OUT_OF_SERVICE``.
+        self.status = "IN_SERVICE"
+        self.status_reason = ""
+        #: Out of service, ``/finesse/api/Users`` answers ``nobody`` (all logged out) or
+        #: ``503`` (what Finesse documents for its usual operations).
+        self.standby = "nobody"
         self.bodies = {
             "/adminapi/resource?withCsqs": resources_xml(cluster),
             "/adminapi/csq": csqs_xml(cluster),
             "/adminapi/campaign": campaigns_xml(cluster),
-            "/finesse/api/Users": users_xml(cluster),
+            USERS: users_xml(cluster),
         }
+        self._nobody = users_xml(cluster, nobody=True)
+        #: Called when a request for the path arrives, before it is answered (a failover
+        #: that happens while a sample is being read).
+        self.on_hit: dict[str, Callable[[], None]] = {}
+        self.dark = False
+        self._serve(port)
+        self.url = f"https://127.0.0.1:{self.port}"
+
+    def _serve(self, port: int) -> None:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -430,12 +504,12 @@ class FakeUccx:
             def do_GET(self) -> None:
                 fake._answer(self)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(pki.cert, pki.key)
+        context.load_cert_chain(self.pki.cert, self.pki.key)
         self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        self.url = f"https://127.0.0.1:{self.server.server_address[1]}"
+        self.port = int(self.server.server_address[1])
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
 
     def __enter__(self) -> FakeUccx:
@@ -444,9 +518,38 @@ class FakeUccx:
 
     def __exit__(self, *exc: object) -> None:
         self.release.set()
+        if not self.dark:
+            self._stop()
+
+    def _stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(5)
+
+    def go_dark(self) -> None:
+        """The node is down: its port is closed (a connection is refused)."""
+        assert not self.dark
+        self.dark = True
+        self._stop()
+
+    def come_back(self) -> None:
+        """The node is up again, on the same port."""
+        assert self.dark
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self._serve(self.port)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        self.thread.start()
+        self.dark = False
+
+    def set_users(self, cluster: Cluster) -> None:
+        """Finesse on this node lists ``cluster``'s states from now on."""
+        self.bodies[USERS] = users_xml(cluster)
 
     def _send(self, h: BaseHTTPRequestHandler, code: int, body: bytes, length: int = -1) -> None:
         h.send_response(code)
@@ -475,9 +578,19 @@ class FakeUccx:
             h.close_connection = True
         self.dripped.append(sent)
 
+    def _body(self, path: str) -> bytes | None:
+        if path == SYSTEM_INFO:
+            return system_info_xml(self.status, self.status_reason)
+        if path == USERS and self.status != "IN_SERVICE":
+            return self._nobody
+        return self.bodies.get(path)
+
     def _answer(self, h: BaseHTTPRequestHandler) -> None:
         path = h.path
         self.hits[path] = self.hits.get(path, 0) + 1
+        hook = self.on_hit.get(path)
+        if hook is not None:
+            hook()
         auth = h.headers.get("Authorization", "")
         self.auth_seen.append(auth)
         expected = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
@@ -485,11 +598,14 @@ class FakeUccx:
         if mode == "401" or auth != f"Basic {expected}":
             self._send(h, 401, b"<html><body>Unauthorized</body></html>")
             return
-        body = self.bodies.get(path)
+        if path == USERS and self.status != "IN_SERVICE" and self.standby == "503":
+            self._send(h, 503, b"<apiError><errorType>Service Unavailable</errorType></apiError>")
+            return
+        body = self._body(path)
         if body is None or mode == "404":
             self._send(h, 404, b"<apiError><errorType>Not Found</errorType></apiError>")
             return
-        if mode in ("403", "500", "302"):
+        if mode in ("403", "500", "503", "302"):
             self._send(h, int(mode), b"<apiError><errorMessage>no</errorMessage></apiError>")
         elif mode == "slow":
             self.release.wait(30)
@@ -513,3 +629,44 @@ class FakeUccx:
             self._send(h, 200, b"", length=1 << 40)
         else:
             self._send(h, 200, body)
+
+
+class FakePair:
+    """A two-node UCCX cluster: two :class:`FakeUccx` on loopback, node 0 master at first.
+
+    Both serve the same configuration (the database is replicated); only the master's
+    Finesse is IN_SERVICE. Use as a context manager.
+    """
+
+    def __init__(self, cluster: Cluster, pki: Pki, user: str, password: str) -> None:
+        self.nodes = [FakeUccx(cluster, pki, user, password) for _ in range(2)]
+        self.make_master(0)
+
+    @property
+    def urls(self) -> list[str]:
+        return [n.url for n in self.nodes]
+
+    def __enter__(self) -> FakePair:
+        for node in self.nodes:
+            node.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for node in self.nodes:
+            node.__exit__(*exc)
+
+    def make_master(self, i: int) -> None:
+        """Node ``i`` is master: its Finesse in service, the other's out of service."""
+        for j, node in enumerate(self.nodes):
+            node.status = "IN_SERVICE" if j == i else "OUT_OF_SERVICE"
+            node.status_reason = "" if j == i else "Finesse is not the master node"
+
+    def island(self, a: Cluster, b: Cluster) -> None:
+        """Island mode: both nodes in service, node 0 listing ``a``, node 1 ``b``."""
+        self.nodes[0].set_users(a)
+        self.nodes[1].set_users(b)
+        for node in self.nodes:
+            node.status, node.status_reason = "IN_SERVICE", ""
+
+    def hits(self, path: str) -> list[int]:
+        return [n.hits.get(path, 0) for n in self.nodes]
