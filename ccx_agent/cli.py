@@ -58,6 +58,15 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="one monitoring-plugins line; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN",
     )
+    dr = sub.add_parser(
+        "doctor", help="check everything the agent needs, one line per check, with the fix"
+    )
+    dr.add_argument("--json", action="store_true", help="machine-readable output")
+    dr.add_argument(
+        "--send-test-alert",
+        action="store_true",
+        help="also send one test line to the syslog target",
+    )
     simulator_cli.add_parser(sub)
     history_cli.add_parsers(sub)
     s = sub.add_parser("simulate", help="run a what-if scenario on a simulated clock")
@@ -101,6 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return check.main(path, datetime.now(UTC))
     if args.command == "status":
         return commands.status(path, args.json)
+    if args.command == "doctor":
+        from ccx_agent import doctor  # noqa: PLC0415
+
+        return doctor.main(path, as_json=args.json, send_test_alert=args.send_test_alert)
     if args.command in history_cli.COMMANDS:
         return history_cli.run(args, path)
     if args.command == "ssm":
@@ -113,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 #: Commands that open the state directory; run as root in another user's directory they
 #: become that user first (:func:`ccx_agent.statedir.become_owner`).
 STATE_COMMANDS = frozenset(
-    {"run", "register", "deregister", "renew", "status", "report", "alerts"}
+    {"run", "register", "deregister", "renew", "status", "report", "alerts", "doctor"}
 )
 #: ... and of those, the ones that say nothing of it on stderr (``status`` only looks; the
 #: daemon's log names its user).
