@@ -306,3 +306,63 @@ def test_no_transport_url_skips_the_network_checks(tmp_path: Path) -> None:
     for name in ("dns", "tcp", "tls", "clock", "ssm"):
         assert found[name].result is Result.SKIP
         assert "transport.url is not set" in found[name].finding
+
+
+def _inspecting_pki(directory: Path) -> tuple[Path, Path]:
+    """A TLS certificate for 127.0.0.1 issued by a CA named as a TLS-inspecting proxy's
+    (what an admin sees when a Zscaler or a firewall re-signs the connection)."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.now(UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Zscaler Inc."),
+            x509.NameAttribute(NameOID.COMMON_NAME, "Zscaler Intermediate Root CA"),
+        ]
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    directory.mkdir()
+    cert_path, key_path = directory / "tls.pem", directory / "tls.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_a_tls_intercepting_proxy_is_recognised(ssm: Ssm, tmp_path: Path) -> None:
+    with MisbehavingServer(fixed(200, b"{}"), _inspecting_pki(tmp_path / "mitm")) as server:
+
+        def tweak(cfg: dict[str, Any]) -> None:
+            cfg["transport"]["url"] = server.url
+
+        tls = run(config(tmp_path, ssm, tweak=tweak))["tls"]
+    assert tls.result is Result.FAIL
+    assert "issued by 'CN=Zscaler Intermediate Root CA,O=Zscaler Inc.'" in tls.finding
+    assert tls.finding.endswith(
+        "this looks like a TLS-intercepting proxy or firewall re-signing the connection"
+    )
+    assert tls.fix is not None and tls.fix.startswith("exempt 127.0.0.1 from TLS inspection")
