@@ -67,6 +67,16 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also send one test line to the syslog target",
     )
+    sb = sub.add_parser(
+        "support-bundle",
+        help="a .tar.gz for a support case: config (redacted), status, doctor, history, journal",
+    )
+    sb.add_argument(
+        "--output",
+        type=Path,
+        metavar="FILE",
+        help="where to write it (default: ccx-agent-support-HOST-TIME.tar.gz here)",
+    )
     simulator_cli.add_parser(sub)
     history_cli.add_parsers(sub)
     s = sub.add_parser("simulate", help="run a what-if scenario on a simulated clock")
@@ -114,6 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ccx_agent import doctor  # noqa: PLC0415
 
         return doctor.main(path, as_json=args.json, send_test_alert=args.send_test_alert)
+    if args.command == "support-bundle":
+        from ccx_agent import bundle  # noqa: PLC0415
+
+        return bundle.main(path, args.output)
     if args.command in history_cli.COMMANDS:
         return history_cli.run(args, path)
     if args.command == "ssm":
