@@ -627,7 +627,7 @@ def _ready_detail(run: Running) -> str:
     )
 
 
-def main(path: Path, err: TextIO | None = None) -> int:
+def main(path: Path, err: TextIO | None = None, *, log_level: str = "info") -> int:
     """Start the daemon; a bad config is one line per problem and exit 78."""
     err = err or sys.stderr
     notifier = Notifier.from_env()
@@ -638,7 +638,7 @@ def main(path: Path, err: TextIO | None = None) -> int:
     # `kill -USR1 PID` prints every thread's stack to stderr (the journal): a stuck job's
     # whereabouts, without stopping the daemon.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    logs.configure()
+    logs.configure(level=log_level)
     if earlysignals.take_held_hangup():
         # One came while the interpreter was still importing: a reload, once running.
         daemon._on_hup(signal.SIGHUP, None)
