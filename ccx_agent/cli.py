@@ -91,6 +91,16 @@ def parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="where to write it (default: ccx-agent-support-HOST-TIME.tar.gz here)",
     )
+    inst = sub.add_parser(
+        "install-files", help="lay out the units, config example, man page and completions"
+    )
+    inst.add_argument(
+        "--root",
+        type=Path,
+        default=Path("/"),
+        metavar="DIR",
+        help="install under DIR instead of / (a package build, a test)",
+    )
     simulator_cli.add_parser(sub)
     history_cli.add_parsers(sub)
     s = sub.add_parser("simulate", help="run a what-if scenario on a simulated clock")
@@ -169,6 +179,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ccx_agent import bundle  # noqa: PLC0415
 
         return bundle.main(path, args.output)
+    if args.command == "install-files":
+        from ccx_agent import install_files  # noqa: PLC0415
+
+        return install_files.main(args.root)
     if args.command in history_cli.COMMANDS:
         return history_cli.run(args, path)
     if args.command == "ssm":

@@ -14,6 +14,9 @@ from pathlib import Path
 
 from ccx_agent.errors import EX_CONFIG, EX_FAILED, EX_INTERRUPTED, EX_USAGE
 
+#: shtab's ``FILE`` completion: what the generated completions offer for a path.
+_FILES = {"bash": "_shtab_compgen_files", "zsh": "_files", "tcsh": "f"}
+
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 #: Said by every command's ``--help`` after its own exit statuses.
@@ -164,7 +167,7 @@ def add_common(parser: argparse.ArgumentParser, *, top: bool) -> None:
     their defaults; on a command's they are SUPPRESSed unless given, so that an option
     given before the command is not undone by the command's own default."""
     default = (lambda value: value) if top else (lambda value: argparse.SUPPRESS)
-    parser.add_argument(
+    config = parser.add_argument(
         "-c",
         "--config",
         type=Path,
@@ -172,6 +175,8 @@ def add_common(parser: argparse.ArgumentParser, *, top: bool) -> None:
         metavar="PATH",
         help="the YAML config file (default: $CCX_AGENT_CONFIG or /etc/ccx-agent/ccx-agent.yaml)",
     )
+    # The shells complete a file name here (shtab's FILE, without importing shtab).
+    config.complete = _FILES  # type: ignore[attr-defined]
     parser.add_argument(
         "-v",
         "--verbose",
@@ -204,7 +209,7 @@ def finish(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = (
         epilog([(0, "success"), (EX_FAILED, "the action failed (the reason is said)"), _CONFIG])
-        + "\n\n'ccx-agent COMMAND --help' says what each command does and its exit statuses."
+        + "\n\nRun 'ccx-agent COMMAND --help' for what each command does and its exit statuses."
     )
     for sub in _subparsers(parser):
         add_common(sub, top=False)

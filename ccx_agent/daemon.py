@@ -155,7 +155,7 @@ class Daemon:
     # --- building -------------------------------------------------------------------
 
     def _sink(self, cfg: Config) -> SyslogSink:
-        sink = SyslogSink(cfg.alerts.syslog)
+        sink = SyslogSink(cfg.alerts.syslog, app=syslog_app())
         sink.start()
         self.monitor.sink(sink)
         return sink
@@ -720,10 +720,22 @@ def unrecorded(alert: Alert, fmt: AlertFormat, now: datetime) -> AlertRow:
     )
 
 
+#: Set by the template unit ccx-agent@.service to the instance's name.
+INSTANCE_ENV = "CCX_AGENT_INSTANCE"
+
+
+def syslog_app() -> str:
+    """The app name of the alert lines: ``ccx-agent``, or ``ccx-agent-NAME`` for the
+    instance NAME of the template unit, so that a collector tells the clusters apart."""
+    name = os.environ.get(INSTANCE_ENV, "")
+    safe = "".join(c for c in name if c.isalnum() or c in "-_.")[:38]
+    return f"ccx-agent-{safe}" if safe else "ccx-agent"
+
+
 def _init_failed(cfg: Config, reason: str) -> None:
     """AGENT_INIT_FAILED: recorded and sent when the database can be opened, else sent
     straight to syslog (the fault may be the database itself)."""
-    sink = SyslogSink(cfg.alerts.syslog)
+    sink = SyslogSink(cfg.alerts.syslog, app=syslog_app())
     sink.start()
 
     def emit(rows: Sequence[AlertRow]) -> None:

@@ -258,7 +258,7 @@ def _database_fix(message: str) -> str:
 # --- daemon -------------------------------------------------------------------------------
 
 #: Set by the template unit ``ccx-agent@.service`` to its instance name.
-INSTANCE_ENV = "CCX_AGENT_INSTANCE"
+INSTANCE_ENV = "CCX_AGENT_INSTANCE"  # daemon.INSTANCE_ENV (not imported: the scheduler)
 
 
 def unit_name(path: Path) -> str:
