@@ -21,14 +21,10 @@ import pytest
 from ccx_agent import doctor
 from ccx_agent.doctor import Finding, Result, local
 from tests.daemon.conftest import RUNNING, Daemon, Instance
+from tests.daemon.test_hardening import needs_root
 from tests.doctor.conftest import Ssm, config, register, run
 
 LINE = r"^(PASS|WARN|FAIL|SKIP)  [a-z]+  \S.*$"
-
-
-def _needs_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("changing owners needs root")
 
 
 @pytest.fixture
@@ -74,10 +70,10 @@ def _service_owned(base: Path, ssm: Ssm) -> Path:
     return path
 
 
+@needs_root
 def test_a_root_owned_key_in_the_service_users_dir(ssm: Ssm, open_dir: Path) -> None:
     """The old ``sudo register``'s fault: the files check names the key, its owner and
     the chown to run, whoever runs the doctor."""
-    _needs_root()
     path = _service_owned(open_dir, ssm)
     keys = open_dir / "state" / "keys"
     for key in [keys, *keys.iterdir()]:
