@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo lint typecheck bench clean
+.PHONY: test demo lint typecheck bench clean wheelhouse docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,16 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy ccx_agent
+
+# dist/ccx-agent-wheelhouse-VERSION.tar.gz: the wheel and every dependency's, for an
+# offline install (docs/install.md). WHEELHOUSE_PYTHONS="3.12" adds another CPython's.
+WHEELHOUSE_PYTHONS ?=
+wheelhouse: $(STAMP)
+	$(BIN)/python tools/wheelhouse.py --out dist $(foreach v,$(WHEELHOUSE_PYTHONS),--python $(v))
+
+# The man page and the shell completions, generated from the parser (tools/gen_docs.py).
+docs: $(STAMP)
+	$(BIN)/python tools/gen_docs.py
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

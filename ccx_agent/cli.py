@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import sqlite3
 import sys
@@ -10,7 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ccx_agent import __version__, commands, earlysignals
+from ccx_agent import __version__, actions, cli_help, commands, earlysignals
 from ccx_agent.config import default_path
 from ccx_agent.config import load as load_config
 from ccx_agent.errors import EX_FAILED, EX_INTERRUPTED, AgentError
@@ -28,12 +30,6 @@ def parser() -> argparse.ArgumentParser:
         description="Smart Licensing agent of a Cisco Unified Contact Center Express instance.",
     )
     p.add_argument("--version", action="version", version=f"ccx-agent {__version__}")
-    p.add_argument(
-        "--config",
-        type=Path,
-        default=None,
-        help="the YAML config file (default: $CCX_AGENT_CONFIG or /etc/ccx-agent/ccx-agent.yaml)",
-    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("run", help="run the licensing daemon in the foreground (systemd Type=notify)")
     dm = sub.add_parser(
@@ -45,11 +41,22 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--json", action="store_true", help="machine-readable output")
     u.add_argument("--explain", action="store_true", help="each agent's seat and why")
     r = sub.add_parser("register", help="register this instance with SSM using an ID token")
-    r.add_argument("token", help="the ID token from the virtual account (never logged)")
+    r.add_argument(
+        "token",
+        nargs="?",
+        metavar="TOKEN",
+        help="the ID token (- reads it from standard input); better: --token-file",
+    )
+    r.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="read the ID token from FILE (- for standard input): it stays out of ps and history",
+    )
     r.add_argument("--force", action="store_true", help="register again even if already registered")
-    sub.add_parser(
+    d = sub.add_parser(
         "deregister", help="deregister from SSM and wipe the local identity (even if offline)"
     )
+    d.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     n = sub.add_parser("renew", help="renew the ID certificate or the authorization now")
     n.add_argument("what", choices=["id", "auth"])
     st = sub.add_parser("status", help="registration, authorization and usage, from the database")
@@ -59,6 +66,42 @@ def parser() -> argparse.ArgumentParser:
         "--check",
         action="store_true",
         help="one monitoring-plugins line; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN",
+    )
+    sub.add_parser("sync", help="close the finished intervals and send every pending report now")
+    ad = sub.add_parser("admit", help="License Control: may N more seats of a tag be taken now?")
+    ad.add_argument(
+        "--tag", metavar="TAG", help="the tag (default: the license type's standard seat)"
+    )
+    ad.add_argument("--count", type=int, default=1, metavar="N", help="how many seats (default: 1)")
+    ad.add_argument("--json", action="store_true", help="machine-readable output")
+    dr = sub.add_parser(
+        "doctor", help="check everything the agent needs, one line per check, with the fix"
+    )
+    dr.add_argument("--json", action="store_true", help="machine-readable output")
+    dr.add_argument(
+        "--send-test-alert",
+        action="store_true",
+        help="also send one test line to the syslog target",
+    )
+    sb = sub.add_parser(
+        "support-bundle",
+        help="a .tar.gz for a support case: config (redacted), status, doctor, history, journal",
+    )
+    sb.add_argument(
+        "--output",
+        type=Path,
+        metavar="FILE",
+        help="where to write it (default: ccx-agent-support-HOST-TIME.tar.gz here)",
+    )
+    inst = sub.add_parser(
+        "install-files", help="lay out the units, config example, man page and completions"
+    )
+    inst.add_argument(
+        "--root",
+        type=Path,
+        default=Path("/"),
+        metavar="DIR",
+        help="install under DIR instead of / (a package build, a test)",
     )
     simulator_cli.add_parser(sub)
     history_cli.add_parsers(sub)
@@ -72,18 +115,33 @@ def parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="keep the simulated database in DIR (created; refused if it holds one)",
     )
+    cli_help.finish(p)
     return p
+
+
+def _log_level(args: argparse.Namespace) -> str | None:
+    """``--log-level``, else ``-v`` (debug), else None (the command's default)."""
+    level: str | None = args.log_level
+    if level is None and args.verbose:
+        level = "debug"
+    return level
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     path: Path = args.config or default_path()
+    level = _log_level(args)
     if args.command != "run":
         earlysignals.release_hangups()  # only the daemon makes a hang-up a reload
+        if level is not None:
+            # A command's log lines go to stderr, so that its output stays clean.
+            from ccx_agent import logs  # noqa: PLC0415
+
+            logs.configure(stream=sys.stderr, level=level)
     if args.command == "run":
         from ccx_agent import daemon  # noqa: PLC0415 - the scheduler only for the daemon
 
-        return daemon.main(path)
+        return daemon.main(path, log_level=level or "info")
     if args.command == "demo":
         from ccx_agent import demo  # noqa: PLC0415
 
@@ -93,9 +151,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "usage":
         return commands.usage(path, args.json, explain=args.explain)
     if args.command == "register":
-        return commands.register(path, args.token, args.force)
+        try:
+            token = actions.read_token(args.token, args.token_file)
+        except actions.TokenError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return exc.exit_status
+        return commands.register(path, token, args.force)
     if args.command == "deregister":
+        if not actions.confirm_deregister(path, args.yes):
+            print("not deregistered", file=sys.stderr)
+            return EX_FAILED
         return commands.deregister(path)
+    if args.command == "sync":
+        return actions.sync(path)
+    if args.command == "admit":
+        return actions.admit(path, args.tag, args.count, args.json)
     if args.command == "renew":
         return commands.renew(path, args.what)
     if args.command == "status" and args.check:
@@ -104,6 +174,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return check.main(path, datetime.now(UTC))
     if args.command == "status":
         return commands.status(path, args.json)
+    if args.command == "doctor":
+        from ccx_agent import doctor  # noqa: PLC0415
+
+        return doctor.main(path, as_json=args.json, send_test_alert=args.send_test_alert)
+    if args.command == "support-bundle":
+        from ccx_agent import bundle  # noqa: PLC0415
+
+        return bundle.main(path, args.output)
+    if args.command == "install-files":
+        from ccx_agent import install_files  # noqa: PLC0415
+
+        return install_files.main(args.root)
     if args.command in history_cli.COMMANDS:
         return history_cli.run(args, path)
     if args.command == "offline":
@@ -118,11 +200,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 #: Commands that open the state directory; run as root in another user's directory they
 #: become that user first (:func:`ccx_agent.statedir.become_owner`).
 STATE_COMMANDS = frozenset(
-    {"run", "register", "deregister", "renew", "status", "report", "alerts", "offline"}
+    {
+        "run",
+        "register",
+        "deregister",
+        "renew",
+        "status",
+        "report",
+        "alerts",
+        "doctor",
+        "sync",
+        "admit",
+        "offline",
+    }
 )
 #: ... and of those, the ones that say nothing of it on stderr (``status`` only looks; the
 #: daemon's log names its user).
-QUIET_COMMANDS = frozenset({"status", "report", "alerts", "run"})
+QUIET_COMMANDS = frozenset({"status", "report", "alerts", "run", "admit"})
 
 
 def _as_state_dir_owner(argv: Sequence[str] | None) -> None:
@@ -133,9 +227,11 @@ def _as_state_dir_owner(argv: Sequence[str] | None) -> None:
     if os.geteuid() != 0:
         return
     try:
-        args = parser().parse_args(argv)
+        # Quietly: main() parses again and prints the help, or what is wrong, once.
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            args = parser().parse_args(argv)
     except SystemExit:
-        return  # main() parses again and says what is wrong
+        return
     if args.command not in STATE_COMMANDS:
         return
     try:

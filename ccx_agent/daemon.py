@@ -165,7 +165,7 @@ class Daemon:
     # --- building -------------------------------------------------------------------
 
     def _sink(self, cfg: Config) -> SyslogSink:
-        sink = SyslogSink(cfg.alerts.syslog)
+        sink = SyslogSink(cfg.alerts.syslog, app=syslog_app())
         sink.start()
         self.monitor.sink(sink)
         return sink
@@ -684,7 +684,7 @@ def _ready_detail(run: Running) -> str:
     )
 
 
-def main(path: Path, err: TextIO | None = None) -> int:
+def main(path: Path, err: TextIO | None = None, *, log_level: str = "info") -> int:
     """Start the daemon; a bad config is one line per problem and exit 78."""
     err = err or sys.stderr
     notifier = Notifier.from_env()
@@ -695,7 +695,7 @@ def main(path: Path, err: TextIO | None = None) -> int:
     # `kill -USR1 PID` prints every thread's stack to stderr (the journal): a stuck job's
     # whereabouts, without stopping the daemon.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    logs.configure()
+    logs.configure(level=log_level)
     if earlysignals.take_held_hangup():
         # One came while the interpreter was still importing: a reload, once running.
         daemon._on_hup(signal.SIGHUP, None)
@@ -793,11 +793,23 @@ def unrecorded(alert: Alert, fmt: AlertFormat, now: datetime) -> AlertRow:
     )
 
 
+#: Set by the template unit ccx-agent@.service to the instance's name.
+INSTANCE_ENV = "CCX_AGENT_INSTANCE"
+
+
+def syslog_app() -> str:
+    """The app name of the alert lines: ``ccx-agent``, or ``ccx-agent-NAME`` for the
+    instance NAME of the template unit, so that a collector tells the clusters apart."""
+    name = os.environ.get(INSTANCE_ENV, "")
+    safe = "".join(c for c in name if c.isalnum() or c in "-_.")[:38]
+    return f"ccx-agent-{safe}" if safe else "ccx-agent"
+
+
 def _init_failed(cfg: Config, reason: str) -> None:
     """AGENT_INIT_FAILED: recorded and sent when the database can be opened (marked
     emitted once written, like every alert), else sent straight to syslog (the fault may
     be the database itself). A failed start never creates a state directory or database."""
-    sink = SyslogSink(cfg.alerts.syslog)
+    sink = SyslogSink(cfg.alerts.syslog, app=syslog_app())
     sink.start()
     try:
         store: Store | None = instance.open_store(cfg, Open.WRITE)

@@ -174,12 +174,17 @@ class Simulator(Admin):
         )
         return protocol.canonical(envelope)
 
-    def _process(self, request: Request, now: datetime, memory: timedelta) -> tuple[Body, str]:
+    def _process(
+        self, request: Request, now: datetime, memory: timedelta
+    ) -> tuple[Body, str | None]:
+        piid: str | None
         with self.db.transaction() as tx:
             if tx.nonce_seen(request.nonce):
                 raise _refuse(ErrorCode.REPLAYED_NONCE, "this nonce was already used")
             if request.type is MessageType.REGISTER:
                 body, piid = self._register(tx, request, now)
+            elif request.type is MessageType.PING:
+                body, piid = self._ping(tx, request)
             else:
                 inst = self._sender(tx, request)
                 body = self._handlers[request.type](tx, inst, request, now)
@@ -366,6 +371,14 @@ class Simulator(Admin):
             if tx.report_owner(report_id) is None:
                 tx.add_report(report_id, inst.piid, iso(start), iso(end), usage, now)
         return {"acked": acked, **self._entitlement_body(tx, inst)}
+
+    def _ping(self, tx: Tx, request: Request) -> tuple[Body, str | None]:
+        """PING changes nothing (not even the instance's last contact); signed by an
+        instance, the instance must be one this server trusts, as for any other message."""
+        if request.piid is None:
+            return {"instance": None}, None
+        inst = self._sender(tx, request)
+        return {"instance": "active", "license_type": inst.license_type}, inst.piid
 
     def _deregister(self, tx: Tx, inst: Instance, request: Request, now: datetime) -> Body:
         tx.deregister(inst.piid, now)

@@ -86,7 +86,9 @@ class _Server(ThreadingHTTPServer):
         simulator: Simulator,
         admin_token: str,
         tls: ssl.SSLContext,
+        clock_skew: timedelta = timedelta(0),
     ) -> None:
+        self.clock_skew = clock_skew
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, _Handler)
         self.simulator = simulator
@@ -96,6 +98,11 @@ class _Server(ThreadingHTTPServer):
         # The handshake runs in the request's thread (see _Handler.setup): a slow or
         # silent client must not stall the accept loop.
         self.socket = tls.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
+
+    def now(self) -> datetime:
+        """This server's clock: the host's, off by ``clock_skew`` (a server whose clock is
+        wrong, for the agent's clock check; its Date header and its protocol agree)."""
+        return datetime.now(UTC) + self.clock_skew
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._open_lock:
@@ -144,6 +151,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.request.do_handshake()
         super().setup()
 
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The Date header from this server's clock (see :meth:`_Server.now`)."""
+        if timestamp is None:
+            timestamp = self.server.now().timestamp()
+        return super().date_time_string(timestamp)
+
     # --- logging: never a token -----------------------------------------------------------
 
     def _logged_path(self) -> str:
@@ -183,7 +196,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if path == "/admin/state":
                 self._authorize()
-                self._json(200, self.server.simulator.show(datetime.now(UTC)))
+                self._json(200, self.server.simulator.show(self.server.now()))
             elif path in PROTOCOL_PATHS or path in ADMIN_PATHS:
                 self._json(405, {"error": "use POST"}, {"Allow": "POST"})
             else:
@@ -202,10 +215,10 @@ class _Handler(BaseHTTPRequestHandler):
             error = ProtocolError(
                 ErrorCode.TOO_LARGE, f"message of {length} bytes exceeds {MAX_MESSAGE_BYTES}"
             )
-            status, answer = simulator.refusal(error, datetime.now(UTC))
+            status, answer = simulator.refusal(error, self.server.now())
         else:
             body = self.rfile.read(length)
-            status, answer = simulator.handle(body, datetime.now(UTC))
+            status, answer = simulator.handle(body, self.server.now())
         self._send(status, answer)
 
     def _length(self) -> int:
@@ -245,7 +258,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(doc, dict):
             raise _BadRequest(400, "the body must be a JSON object")
         if path == "/admin/state":
-            self._json(200, self.server.simulator.show(datetime.now(UTC)))
+            self._json(200, self.server.simulator.show(self.server.now()))
             return
         try:
             self._json(200, _ADMIN[path](self.server.simulator, doc))
@@ -372,14 +385,18 @@ def start(
     listen: tuple[str, int] = ("127.0.0.1", 0),
     *,
     id_lifetime: timedelta = DEFAULT_ID_LIFETIME,
+    clock_skew: timedelta = timedelta(0),
 ) -> RunningServer:
-    """Serve ``state_dir``'s simulator on ``listen`` (port 0: any free port) in a thread."""
+    """Serve ``state_dir``'s simulator on ``listen`` (port 0: any free port) in a thread.
+
+    ``clock_skew`` sets the server's clock that far from the host's, in its ``Date``
+    header and its protocol alike (a lab SSM with a wrong clock)."""
     simulator = Simulator.open(state_dir, datetime.now(UTC), id_lifetime=id_lifetime)
     try:
         admin_token = load_or_create_admin_token(state_dir)
         tls = tls_context(state_dir)
         try:
-            httpd = _Server(listen, simulator, admin_token, tls)
+            httpd = _Server(listen, simulator, admin_token, tls, clock_skew)
         except OSError as exc:
             raise ServeError(
                 f"cannot listen on {listen[0]}:{listen[1]}: {exc.strerror or exc}"

@@ -286,6 +286,15 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
 
 
 @dataclass(frozen=True, slots=True)
+class Pong:
+    """The answer to a PING: ``instance`` is ``"active"`` for a registered instance the
+    server trusts, None for an unsigned-by-an-instance PING."""
+
+    instance: str | None
+    license_type: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class _Answer:
     body: dict[str, Any]
     piid: str | None
@@ -568,6 +577,32 @@ class SsmClient:
             # Sent again after a lost answer: the server already did it.
             if exc.code != ErrorCode.INSTANCE_DEREGISTERED.value:
                 raise
+
+    def ping(self, cred: Credentials | None, now: datetime) -> Pong:
+        """One PING, which changes nothing on the server (``ccx-agent doctor``).
+
+        Signed with the instance's key when ``cred`` is given (the server then says
+        whether it still trusts this instance), else with a throw-away key: the answer
+        still proves the server speaks the protocol and signs with a trusted certificate.
+        A refusal is :class:`SsmRefused`, no usable answer :class:`SsmUnreachable`.
+        """
+        if cred is None:
+            key = ec.generate_private_key(ec.SECP256R1())
+            body = {"key": protocol.public_key_text(key.public_key())}
+            answer = self._exchange(MessageType.PING, body, now, key)
+        else:
+            cert, key = self._signer(cred)
+            answer = self._exchange(MessageType.PING, {}, now, key, cred=cred, cert=cert)
+        try:
+            instance = answer.body.get("instance")
+            license_type = answer.body.get("license_type")
+            if instance is not None and not isinstance(instance, str):
+                raise ProtocolError(ErrorCode.MALFORMED, "body.instance must be a string")
+            if license_type is not None and not isinstance(license_type, str):
+                raise ProtocolError(ErrorCode.MALFORMED, "body.license_type must be a string")
+        except (ProtocolError, *BAD_ANSWER) as exc:
+            raise self._bad(MessageType.PING, exc) from None
+        return Pong(instance, license_type)
 
     def keep_only(self, cred: Credentials) -> None:
         self.keys.keep_only(x509.load_der_x509_certificate(cred.cert))

@@ -62,6 +62,9 @@ class MessageType(StrEnum):
     AUTHORIZE = "AUTHORIZE"
     REPORT_USAGE = "REPORT_USAGE"
     DEREGISTER = "DEREGISTER"
+    #: Changes nothing: proves the server speaks the protocol and, signed by a registered
+    #: instance, that it still trusts it (``ccx-agent doctor``).
+    PING = "PING"
 
 
 class Status(StrEnum):
@@ -542,6 +545,12 @@ def open_request(
         assert isinstance(key, ec.EllipticCurvePublicKey)
         check_signature(envelope, key)
         return Request(type_, None, envelope["nonce"], sent_at, body, None, csr)
+    if type_ is MessageType.PING and piid is None:
+        # An instance not registered yet: signed with a throw-away key it sends along.
+        if envelope.get("cert") is not None:
+            raise _fail(ErrorCode.MALFORMED, "a PING without a piid has no cert")
+        check_signature(envelope, ping_key(body))
+        return Request(type_, None, envelope["nonce"], sent_at, body, None, None)
     if piid is None:
         raise _fail(ErrorCode.MALFORMED, f"a {type_.value} must carry the instance's piid")
     cert = cert_from_text(envelope.get("cert"), "cert")
@@ -550,6 +559,28 @@ def open_request(
     if certificate_piid(cert) != piid:
         raise _fail(ErrorCode.PIID_MISMATCH, "the piid is not the one the certificate names")
     return Request(type_, piid, envelope["nonce"], sent_at, body, cert, None)
+
+
+def ping_key(body: Mapping[str, Any]) -> ec.EllipticCurvePublicKey:
+    """The key an unregistered PING is signed with: ``body.key``, a P-256
+    SubjectPublicKeyInfo in base64 DER."""
+    der = unb64(body.get("key"), "body.key")
+    try:
+        key = serialization.load_der_public_key(der)
+    except (UnsupportedAlgorithm, ValueError):
+        raise _fail(ErrorCode.MALFORMED, "body.key is not a DER public key") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+        raise _fail(ErrorCode.BAD_REQUEST, "body.key must be an EC P-256 key")
+    return key
+
+
+def public_key_text(key: ec.EllipticCurvePublicKey) -> str:
+    """``key`` as ``body.key`` of an unregistered PING carries it."""
+    return b64(
+        key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
 
 
 @dataclass(frozen=True, slots=True)

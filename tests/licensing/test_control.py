@@ -39,3 +39,18 @@ def test_evaluation_has_no_limit():
 def test_a_tag_of_another_license_type_is_refused():
     decision = admit(REGISTERED, "premium-seat", 0, allow_overage=True)
     assert not decision.allowed and "not a tag of license type flex" in decision.reason
+
+
+def test_several_seats_at_once_fit_only_all_together():
+    assert admit(REGISTERED, "flex-standard-seat", 7, allow_overage=False, count=3).allowed
+    denied = admit(REGISTERED, "flex-standard-seat", 8, allow_overage=False, count=3)
+    assert not denied.allowed and denied.over == 1
+    assert denied.reason == (
+        "license limit reached: 8 of 10 flex-standard-seat in use, 3 more asked"
+    )
+
+
+def test_with_overage_allowed_the_answer_says_by_how_much():
+    decision = admit(REGISTERED, "flex-standard-seat", 9, allow_overage=True, count=3)
+    assert decision.allowed and decision.over == 2
+    assert decision.reason == "overage is allowed: 12 of 10 flex-standard-seat, 2 over"

@@ -1,0 +1,227 @@
+"""The commands admins reach for: ``sync`` (report now), ``admit`` (License Control for
+provisioning scripts), and the safe ways to hand ``register`` a token and to confirm a
+``deregister``. :mod:`ccx_agent.commands` has the instance commands these build on."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import IO, TextIO
+
+from ccx_agent import config as config_mod
+from ccx_agent import statedir
+from ccx_agent import status as status_mod
+from ccx_agent.agent import Agent, Outcome
+from ccx_agent.commands import _now, _problems, _with_agent
+from ccx_agent.errors import EX_FAILED, EX_USAGE, AgentError
+from ccx_agent.instance import Open, open_store
+from ccx_agent.licensing import lifecycle
+from ccx_agent.licensing.catalogue import CATALOGUE, tags_of
+from ccx_agent.licensing.control import admit as admission
+from ccx_agent.licensing.lifecycle import ProductState
+from ccx_agent.yamldoc import DocumentError, one_of
+
+#: The longest token file read (an ID token is a few hundred characters).
+MAX_TOKEN_BYTES = 64 * 1024
+
+
+# --- sync ---------------------------------------------------------------------------------
+
+
+def sync(path: Path, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Close the finished intervals and send every pending report now.
+
+    The same two steps as the daemon's report job (``close_intervals`` then ``flush``),
+    with the outbox's back-off ignored. Beside a running daemon both may close and send:
+    closing is one ``BEGIN IMMEDIATE`` transaction that starts after the last closed
+    interval, so the second finds nothing to close, and SSM acknowledges a report id it
+    already has without counting it again.
+    """
+
+    def act(agent: Agent, now: datetime) -> Outcome:
+        closed = agent.close_intervals(now)
+        sent = agent.flush(now, force=True)
+        with agent.store.read() as tx:
+            left = tx.outbox_count()
+        state = agent.state()
+        said = f"{len(closed)} interval(s) closed, {sent} report(s) delivered"
+        if state.identity is None:
+            return Outcome(True, f"{said}; not registered: nothing is reported until then")
+        if left:
+            why = state.last_comm_error or "see 'ccx-agent status'"
+            return Outcome(False, f"{said}, {left} still pending: {why}")
+        return Outcome(True, f"{said}, none pending")
+
+    return _with_agent(path, act, out, err)
+
+
+# --- admit --------------------------------------------------------------------------------
+
+
+def admit(
+    path: Path,
+    tag: str | None,
+    count: int,
+    as_json: bool,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    *,
+    now: datetime | None = None,
+) -> int:
+    """May ``count`` more seats of ``tag`` be taken now? Exit 0 yes, 1 no.
+
+    In use: what ``status`` shows (the current interval's peak, else the last closed
+    interval's usage); the entitlement: the last one SSM sent. Read-only.
+    """
+    out, err = out or sys.stdout, err or sys.stderr
+    try:
+        cfg = config_mod.load(path)
+    except DocumentError as exc:
+        return _problems(exc, err)
+    lt = cfg.license.type
+    chosen = tag or CATALOGUE[lt].standard_seat
+    if chosen not in tags_of(lt):
+        print(f"error: --tag: {one_of(list(tags_of(lt)), chosen, f'{lt.value} tag')}", file=err)
+        return EX_USAGE
+    if count < 1:
+        print(f"error: --count must be 1 or more, got {count}", file=err)
+        return EX_USAGE
+    at = now or _now()
+    try:
+        store = open_store(cfg, Open.READ)
+    except AgentError as exc:
+        print(f"error: {exc}", file=err)
+        return exc.exit_status
+    try:
+        with store.read() as tx:
+            stored = tx.load_product()
+        doc = status_mod.collect(cfg, store, at)
+    finally:
+        store.close()
+    state: ProductState = lifecycle.derive(stored or ProductState(lt), at, cfg.timers())
+    in_use = int(doc["tags"][chosen]["usage"])
+    entitled = state.entitlements.get(chosen, 0)
+    allow = cfg.license.allow_overage
+    decision = admission(state, chosen, in_use, allow_overage=allow, count=count)
+    registered = state.identity is not None and state.registered
+    if as_json:
+        json.dump(
+            {
+                "allowed": decision.allowed,
+                "tag": chosen,
+                "count": count,
+                "in_use": in_use,
+                "entitlement": entitled if registered else None,
+                "over": decision.over,
+                "allow_overage": allow,
+                "registered": registered,
+                "reason": decision.reason,
+            },
+            out,
+            indent=2,
+        )
+        out.write("\n")
+    else:
+        limit = f"{entitled} entitled" if registered else "no limit in evaluation"
+        verdict = "yes" if decision.allowed else "no"
+        print(
+            f"{verdict}: {count} more {chosen}: {in_use} in use + {count} = "
+            f"{in_use + count}, {limit}"
+            + (f", {decision.over} over" if decision.over else "")
+            + f" (license.allow_overage: {str(allow).lower()})",
+            file=out,
+        )
+    return 0 if decision.allowed else EX_FAILED
+
+
+# --- register's token, deregister's confirmation ------------------------------------------
+
+
+class TokenError(Exception):
+    """The token could not be had (one line; exit 2 for how it was asked, 1 for a file)."""
+
+    def __init__(self, message: str, exit_status: int) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status
+
+
+def read_token(
+    positional: str | None,
+    token_file: str | None,
+    stdin: IO[str] | None = None,
+    *,
+    prompt: Callable[[str], str] = getpass.getpass,
+) -> str:
+    """The ID token: from ``--token-file FILE``, from standard input (``-`` as the file or
+    as the argument; asked without echo on a terminal), or the argument itself. Only the
+    first line counts, without surrounding blanks."""
+    stdin = stdin or sys.stdin
+    if positional is not None and token_file is not None:
+        raise TokenError("give the token once: TOKEN, or --token-file FILE (- for stdin)", EX_USAGE)
+    source = token_file if token_file is not None else positional
+    if source is None:
+        raise TokenError(
+            "no token: give --token-file FILE, or - to read it from standard input", EX_USAGE
+        )
+    if source == "-":
+        on_terminal = stdin.isatty()
+        text = prompt("ID token (not echoed): ") if on_terminal else stdin.read(MAX_TOKEN_BYTES)
+        where = "standard input"
+    elif token_file is not None:
+        try:
+            with open(token_file, encoding="utf-8", errors="replace") as fh:
+                text = fh.read(MAX_TOKEN_BYTES)
+        except OSError as exc:
+            raise TokenError(
+                f"--token-file {token_file}: cannot be read: {exc.strerror or exc}", EX_FAILED
+            ) from None
+        where = token_file
+    else:
+        return source
+    lines = text.strip().splitlines()
+    token = lines[0].strip() if lines else ""
+    if not token:
+        raise TokenError(f"the token from {where} is empty", EX_USAGE)
+    return token
+
+
+def confirm_deregister(
+    path: Path,
+    yes: bool,
+    stdin: IO[str] | None = None,
+    out: TextIO | None = None,
+) -> bool:
+    """Whether to go on: always with ``--yes`` or when not on a terminal (scripts keep
+    working); on a terminal, only when the operator answers yes."""
+    stdin, out = stdin or sys.stdin, out or sys.stderr
+    if yes or not stdin.isatty():
+        return True
+    piid = _registered_piid(path)
+    who = f"instance {piid}" if piid else "this instance"
+    out.write(
+        f"Deregister {who} from SSM and delete its ID certificate and private key? A new "
+        "registration will need a new ID token. [y/N] "
+    )
+    out.flush()
+    answer = stdin.readline().strip().lower()
+    return answer in ("y", "yes")
+
+
+def _registered_piid(path: Path) -> str | None:
+    try:
+        cfg = config_mod.load(path)
+        store = open_store(cfg, Open.READ)
+    except (DocumentError, AgentError, statedir.NoDatabase):
+        return None
+    try:
+        with store.read() as tx:
+            cred = tx.credentials()
+        return cred.piid if cred else None
+    except AgentError:
+        return None
+    finally:
+        store.close()

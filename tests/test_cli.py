@@ -1,0 +1,124 @@
+"""The command line as an admin meets it: ``--help`` for every command with its exit
+statuses, ``-c`` before or after the command, ``-v``/``--log-level``, and never a
+traceback."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ccx_agent import cli, cli_help
+from tests.doctor.conftest import config, free_port
+from tests.sources.fake_uccx import make_pki
+
+COMMANDS = sorted(
+    next(a for a in cli.parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+)
+
+
+def _ccx(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ccx_agent", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_every_command_is_described() -> None:
+    assert set(COMMANDS) <= set(cli_help.COMMANDS), set(COMMANDS) - set(cli_help.COMMANDS)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_commands_help_says_what_it_does_and_its_exit_statuses(command: str) -> None:
+    done = _ccx(command, "--help")
+    assert done.returncode == 0 and done.stderr == ""
+    text = done.stdout
+    assert text.count("usage: ") == 1  # printed once, also as root
+    description, codes = cli_help.COMMANDS[command]
+    assert " ".join(description.split()[:6]) in " ".join(text.split())
+    assert "\nexit status:\n" in text
+    for code, _ in codes:
+        assert f"\n  {code:<3} " in text
+    assert "\n  130 interrupted (Ctrl-C)" in text
+    for option in ("-c PATH, --config PATH", "-v, --verbose", "--log-level"):
+        assert option in text
+
+
+def test_the_config_may_come_before_or_after_the_command(tmp_path: Path) -> None:
+    path = str(config(tmp_path, None))
+    for args in (
+        ("-c", path, "check-config"),
+        ("--config", path, "check-config"),
+        ("check-config", "-c", path),
+        ("check-config", "--config", path),
+        ("--config", "/nonexistent.yaml", "check-config", "-c", path),  # the later wins
+    ):
+        done = _ccx(*args)
+        assert (done.returncode, done.stdout) == (0, "OK\n"), (args, done.stderr)
+    missing = _ccx("check-config", "-c", str(tmp_path / "none.yaml"))
+    assert missing.returncode == 78 and "none.yaml:1: (file): no such file" in missing.stderr
+
+
+def test_verbose_shows_a_commands_log_lines_on_stderr_only(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path)
+    port = free_port()  # SSM down: register fails, and says why in its log lines
+
+    def tweak(cfg: dict[str, Any]) -> None:
+        cfg["transport"] = {
+            "url": f"https://127.0.0.1:{port}/x",
+            "ca_bundle": str(pki.ca),
+            "attempts": 1,
+        }
+
+    path = str(config(tmp_path, None, tweak=tweak))
+    quiet = _ccx("-c", path, "register", "-", stdin="tok")
+    loud = _ccx("register", "-", "-c", path, "--log-level", "debug", stdin="tok")
+    verbose = _ccx("-v", "-c", path, "register", "-", stdin="tok")
+    assert quiet.returncode == loud.returncode == verbose.returncode == 1
+    assert quiet.stdout == loud.stdout == verbose.stdout == ""
+    connection = f"Starting new HTTPS connection (1): 127.0.0.1:{port}"
+    assert connection not in quiet.stderr
+    assert connection in loud.stderr and connection in verbose.stderr
+    assert "registration failed: cannot reach" in loud.stderr
+    bad = _ccx("-c", path, "--log-level", "chatty", "usage")
+    assert bad.returncode == 2 and "invalid choice: 'chatty'" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("run",),
+        ("check-config",),
+        ("usage",),
+        ("register", "--token-file", "-"),
+        ("deregister", "--yes"),
+        ("renew", "id"),
+        ("status",),
+        ("status", "--check"),
+        ("sync",),
+        ("admit",),
+        ("doctor",),
+        ("report",),
+        ("alerts",),
+        ("support-bundle", "--output", "/nonexistent/dir/b.tar.gz"),
+    ],
+    ids=" ".join,
+)
+def test_no_command_ends_in_a_traceback(tmp_path: Path, args: tuple[str, ...]) -> None:
+    """A config that is not there, a config that is garbage: one line or a few, never a
+    Python traceback."""
+    for path in (tmp_path / "missing.yaml", tmp_path / "garbage.yaml"):
+        if path.name == "garbage.yaml":
+            path.write_bytes(b"\x00\xff: [unclosed\n")
+        done = _ccx("-c", str(path), *args, stdin="tok\n")
+        assert "Traceback" not in done.stderr + done.stdout, done.stderr
+        assert done.returncode in (1, 3, 78), (done.returncode, done.stderr)
+        assert done.stderr.strip() or done.stdout.strip()
