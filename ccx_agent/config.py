@@ -1,6 +1,6 @@
 """The configuration schema (one YAML file) and its loading.
 
-Every timer and threshold of DESIGN §2 is a key here with the design's number as default;
+Every timer and threshold of the licensing rules (docs/licensing.md) is a key here with the documented number as default;
 the key names are an interface that operators and scenario files use, so they are kept
 exactly as the issues wrote them. ``config/ccx-agent.yaml`` shows every key with its
 default and ``docs/config.md`` describes them; tests keep both in step with this file.

@@ -1,4 +1,4 @@
-"""The SQLite database of DESIGN §6: pragmas, codecs, tables, transactions, migrations,
+"""The SQLite database of docs/architecture.md: pragmas, codecs, tables, transactions, migrations,
 two processes on one file, and a writer killed with SIGKILL at any instant."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The alert catalogue (DESIGN §3) and its two line formats, MCVD and UC.
+"""The alert catalogue (docs/licensing.md §9) and its two line formats, MCVD and UC.
 
 The seed document's three lines must come out byte for byte with the default strings:
 operators' existing log searches key on them. Texts of the other alerts are ours, in the

@@ -1,4 +1,4 @@
-"""License types and the entitlement tags each one consumes (DESIGN §2.1).
+"""License types and the entitlement tags each one consumes (docs/licensing.md §1).
 
 Tags are the project's own stable ids: they appear in the config, in scenario files, in
 the database and on the wire, so they never change spelling.

@@ -1,4 +1,4 @@
-"""The per-tag compliance state machine, evaluated once per reporting interval (DESIGN §2.2).
+"""The per-tag compliance state machine, evaluated once per reporting interval (docs/licensing.md §4).
 
 IN_COMPLIANCE -> OVERAGE (n = 1 .. threshold-1, reversible) -> OUT_OF_COMPLIANCE
 (n = threshold, irreversible, usage locked) -> ENFORCEMENT (after the OOC period).
@@ -32,7 +32,7 @@ class ComplianceRules:
 @dataclass(frozen=True, slots=True)
 class TagCompliance:
     state: TagState = TagState.IN_COMPLIANCE
-    #: Consecutive overage intervals so far (n in DESIGN §2.2).
+    #: Consecutive overage intervals so far (n in docs/licensing.md §4).
     overage_count: int = 0
     #: Highest usage seen in the current overage run; becomes the locked usage at OOC.
     run_peak: int = 0

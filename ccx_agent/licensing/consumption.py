@@ -1,4 +1,4 @@
-"""Seat consumption: a snapshot in, per-tag counts and a per-agent breakdown out (DESIGN §2.1).
+"""Seat consumption: a snapshot in, per-tag counts and a per-agent breakdown out (docs/licensing.md §1).
 
 * Every logged-in agent or supervisor (Finesse state other than LOGOUT / UNKNOWN) takes
   exactly one seat; logged-out agents take none and are not in the breakdown.

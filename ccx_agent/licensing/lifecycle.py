@@ -1,4 +1,4 @@
-"""Product-level licensing state and its timers (DESIGN §2.3).
+"""Product-level licensing state and its timers (docs/licensing.md §6).
 
 Registration, evaluation, authorization and the ID certificate are all decided here from
 persisted timestamps and an injected ``now``: a restart, a crash or a long suspend never
@@ -51,7 +51,7 @@ class Due(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Timers:
-    """Every period of DESIGN §2.3; the config supplies them, these are the defaults."""
+    """Every period of docs/licensing.md §6; the config supplies them, these are the defaults."""
 
     evaluation_period: timedelta = timedelta(days=90)
     evaluation_warning_days: tuple[int, ...] = (30, 14, 7, 1)

@@ -32,7 +32,7 @@ AGENT_TYPES = frozenset({"agent", "supervisor"})
 CSQ_TYPES = frozenset({"VOICE", "CHAT", "EMAIL"})
 #: Finesse states in which an agent holds no seat.
 LOGGED_OUT_STATES = frozenset({"LOGOUT", "UNKNOWN"})
-#: Finesse user and media states. Any other state still counts as logged in (DESIGN §2.1:
+#: Finesse user and media states. Any other state still counts as logged in (docs/licensing.md §1:
 #: "anything but LOGOUT"), but the snapshot carries a note about it, since it is most
 #: likely a typo for one of these.
 FINESSE_STATES = frozenset(

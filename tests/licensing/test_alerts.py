@@ -1,4 +1,4 @@
-"""The alert catalogue and the two line styles (DESIGN §3)."""
+"""The alert catalogue and the two line styles (docs/licensing.md §9)."""
 
 from datetime import timedelta
 

@@ -1,4 +1,4 @@
-"""License types and their tags, exactly as the table of DESIGN §2.1."""
+"""License types and their tags, exactly as the table of docs/licensing.md §1."""
 
 import pytest
 
@@ -13,7 +13,7 @@ from ccx_agent.licensing.catalogue import (
     unknown_tags,
 )
 
-# DESIGN §2.1: seat tags, then other tags, per license.type.
+# docs/licensing.md §1: seat tags, then other tags, per license.type.
 TABLE = {
     "flex": ("flex-standard-seat", "flex-premium-seat", "flex-outbound-port"),
     "flex-hcs": ("hcs-standard-seat", "hcs-premium-seat", "hcs-outbound-port"),

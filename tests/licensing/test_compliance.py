@@ -1,4 +1,4 @@
-"""The per-tag compliance state machine (DESIGN §2.2), step by step."""
+"""The per-tag compliance state machine (docs/licensing.md §4), step by step."""
 
 from datetime import UTC, datetime, timedelta
 

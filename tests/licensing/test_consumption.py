@@ -1,4 +1,4 @@
-"""Seat consumption (DESIGN §2.1 and the issue's licensing rules)."""
+"""Seat consumption (docs/licensing.md §1)."""
 
 import json
 from typing import Any

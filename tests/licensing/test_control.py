@@ -1,4 +1,4 @@
-"""License Control: the admission check (DESIGN §2.2, allow_overage: false)."""
+"""License Control: the admission check (docs/licensing.md §4, allow_overage: false)."""
 
 from dataclasses import replace
 from datetime import UTC, datetime

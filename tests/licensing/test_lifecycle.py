@@ -1,4 +1,4 @@
-"""Product-level timers (DESIGN §2.3), driven with an injected clock: days in milliseconds."""
+"""Product-level timers (docs/licensing.md §6), driven with an injected clock: days in milliseconds."""
 
 import itertools
 from dataclasses import replace

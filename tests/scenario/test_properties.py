@@ -352,7 +352,7 @@ def _human_minutes(span: timedelta) -> str:
 
 
 def check_compliance(run: Run) -> None:
-    """The per-tag state machine as DESIGN §2.2 states it, read off the interval record."""
+    """The per-tag state machine as docs/licensing.md §4 states it, read off the interval record."""
     cfg = run.loaded.config
     threshold = cfg.compliance.ooc_threshold
     step = cfg.report.interval
