@@ -126,6 +126,16 @@ COMMANDS: dict[str, tuple[str, list[tuple[int, str]]]] = {
         "(serve, tokens, licenses, show).",
         [(0, "done"), (EX_FAILED, "failed (the reason is said)")],
     ),
+    "offline": (
+        "Air-gapped sites (transport.mode: offline): 'export' writes the signed requests "
+        "the agent would have sent (registration, pending reports, due renewals) to one "
+        "file; 'import' checks SSM's answer file exactly as online and applies it.",
+        [
+            (0, "written, or applied (each answer said)"),
+            (EX_FAILED, "a file refused (tampered, stale, for another instance) or unwritable"),
+            _CONFIG,
+        ],
+    ),
     "report": (
         "The license consumption report from the database: usage per period and tag, with "
         "the compliance state; text, CSV, JSON or HTML.",
