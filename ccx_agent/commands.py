@@ -185,7 +185,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _print_alerts(store: Store, err: TextIO) -> Callable[[Sequence[AlertRow]], None]:
+def print_alerts(store: Store, err: TextIO) -> Callable[[Sequence[AlertRow]], None]:
     """Show the alerts this command raises; they stay pending in the database for the
     daemon to deliver to syslog (a command's alerts must reach syslog too)."""
     with store.read() as tx:
@@ -243,7 +243,7 @@ def _with_agent(
             store,
             client,
             udi=instance_udi(store, cfg),
-            emit=_print_alerts(store, err),
+            emit=print_alerts(store, err),
             delivers_alerts=False,
         )
         refusal = check(agent) if check is not None else None

@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from ccx_agent import config as config_mod
 from ccx_agent.agent import Agent, LicenseTypeChanged
+from ccx_agent.commands import print_alerts
 from ccx_agent.errors import AgentError
 from ccx_agent.instance import Open, instance_udi, open_store
 from ccx_agent.offline import exchange
 from ccx_agent.ssm.identity import IdentityError, KeyStore, load_anchors
 from ccx_agent.ssm.port import SsmError
-from ccx_agent.store import AlertRow, Store
 from ccx_agent.yamldoc import EX_CONFIG, DocumentError
 
 EX_FAILED = 1
@@ -85,7 +84,7 @@ def run(
             store,
             None,
             udi=instance_udi(store, cfg),
-            emit=_show_alerts(store, err),
+            emit=print_alerts(store, err),
             delivers_alerts=False,
             offline=cfg.transport.mode == "offline",
         )
@@ -111,19 +110,3 @@ def run(
     for line in lines:
         print(line, file=out)
     return 0
-
-
-def _show_alerts(store: Store, err: TextIO) -> Callable[[Sequence[AlertRow]], None]:
-    """Show the alerts this command raises (they stay pending for the daemon's syslog)."""
-    with store.read() as tx:
-        seen = tx.last_alert_id()
-
-    def emit(rows: Sequence[AlertRow]) -> None:
-        nonlocal seen
-        for row in rows:
-            if row.id > seen:
-                for line in row.lines:
-                    print(f"alert: {line}", file=err)
-        seen = max([seen, *(row.id for row in rows)])
-
-    return emit
