@@ -701,7 +701,6 @@ class CommonConfig(Section):
             evaluation_period=self.evaluation.period,
             evaluation_warning_days=tuple(sorted(set(self.evaluation.warning_days), reverse=True)),
             evaluation_max_sample_gap=self.evaluation.max_sample_gap,
-            id_cert_lifetime=self.id_certificate.lifetime,
             id_cert_renew_after=self.id_certificate.renew_after,
             id_cert_expiry_warning=self.id_certificate.expiry_warning,
             id_cert_retry=self.id_certificate.retry,
@@ -778,10 +777,6 @@ class CommonConfig(Section):
                 "must be fewer days than",
             )
         return out
-
-    def cross_problems(self) -> list[tuple[tuple[str, ...], str]]:
-        """Rules that span keys; each names the key an operator should change."""
-        return [(key, msg) for key, _, msg in self.cross_rules()]
 
 
 class Config(CommonConfig):

@@ -405,9 +405,6 @@ class Tx:
         self._c.execute("DELETE FROM open_interval WHERE start = ?", (_ts(start),))
 
     # closed intervals
-    def add_interval(self, rec: IntervalRecord) -> None:
-        self.add_intervals([rec])
-
     def add_intervals(self, records: Sequence[IntervalRecord]) -> None:
         """Record closed intervals (one statement for many: a catch-up closes a day at once)."""
         self._c.executemany(
@@ -462,11 +459,6 @@ class Tx:
         return out
 
     # outbox
-    def enqueue(
-        self, report_id: str, piid: str, start: datetime, payload: Mapping[str, Any], now: datetime
-    ) -> None:
-        self.enqueue_many([(report_id, piid, start, payload)], now)
-
     def enqueue_many(
         self, items: Sequence[tuple[str, str, datetime, Mapping[str, Any]]], now: datetime
     ) -> None:

@@ -677,15 +677,6 @@ def validate_value(model: type[M], doc: Document, prefix: Loc, value: Any) -> Ou
         return Outcome(None, sorted(problems, key=lambda p: p.line), locs)
 
 
-def problems_from(
-    exc: ValidationError, doc: Document, model: type[BaseModel], prefix: Loc, value: Any
-) -> Iterator[Problem]:
-    for err in exc.errors():
-        loc = _clean_loc(err, value)
-        full = (*prefix, *loc)
-        yield Problem(doc.name, doc.line_of(full), dotted(full), _message(err, model, loc))
-
-
 def value_at(data: Any, prefix: Loc) -> Any:
     """The value at ``prefix`` inside ``data``, or None where there is none."""
     for part in prefix:

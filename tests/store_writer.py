@@ -67,22 +67,24 @@ def main(argv: list[str] | None = None) -> int:
             state = tx.load_product() or ProductState(LicenseType.FLEX)
             counter = state.entitlements.get("counter", 0) + 1
             start = interval_start(counter)
-            tx.add_interval(
-                IntervalRecord(
-                    start,
-                    start + STEP,
-                    "REPORTED",
-                    "REGISTERED",
-                    "AUTHORIZED",
-                    None,
-                    {TAG: TagRecord(counter, 10, counter, "IN_COMPLIANCE", 0)},
-                )
+            tx.add_intervals(
+                [
+                    IntervalRecord(
+                        start,
+                        start + STEP,
+                        "REPORTED",
+                        "REGISTERED",
+                        "AUTHORIZED",
+                        None,
+                        {TAG: TagRecord(counter, 10, counter, "IN_COMPLIANCE", 0)},
+                    )
+                ]
             )
             hold = counter == args.hold_at
             payload: dict[str, object] = {"counter": counter}
             if hold and args.spill:
                 payload["pad"] = "x" * args.spill
-            tx.enqueue(report_id(counter), PIID, start, payload, start + STEP)
+            tx.enqueue_many([(report_id(counter), PIID, start, payload)], start + STEP)
             tx.save_product(
                 replace(
                     state,

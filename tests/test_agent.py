@@ -499,7 +499,7 @@ def test_housekeeping_prunes_history_older_than_the_retention(store, ssm, sink) 
     _history(store, T0, 8)  # 08:00 .. 10:00
     with store.transaction() as tx:
         # The report of the second interval was never delivered: it waits in the outbox.
-        tx.enqueue("r1", "piid", T0 + STEP, {"x": 1}, T0)
+        tx.enqueue_many([("r1", "piid", T0 + STEP, {"x": 1})], T0)
     # Now: one day after 09:00, so the intervals that ended by 09:00 are out of retention.
     agent.housekeeping(T0 + timedelta(days=1, hours=1))
     with store.read() as tx:

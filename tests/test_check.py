@@ -68,7 +68,7 @@ def instance(
             tx.put_open_interval(OpenInterval(NOW - timedelta(minutes=1), {STD: usage}, 1, 0))
             for n in range(pending):
                 start = NOW - timedelta(minutes=15 * (n + 1))
-                tx.enqueue(f"PIID-1:{iso(start)}", "PIID-1", start, {"usage": {}}, NOW)
+                tx.enqueue_many([(f"PIID-1:{iso(start)}", "PIID-1", start, {"usage": {}})], NOW)
             if last_report is not None:
                 tx.set_meta(LAST_REPORT_KEY, iso(last_report))
     finally:

@@ -616,15 +616,23 @@ def test_python_construction_is_validated_too() -> None:
         Config.model_validate({"source": {"kind": "file", "path": AGENTS}, "bogus": 1})
 
 
-def test_cross_problems_names_the_key_to_change() -> None:
+def test_cross_rules_name_the_key_to_change_and_the_key_it_is_held_to() -> None:
     cfg = CommonConfig.model_validate(
         {"sample": {"interval": "30m"}, "evaluation": {"period": "20d", "warning_days": [30, 7]}}
     )
-    assert cfg.cross_problems() == [
-        (("sample", "interval"), "must not be longer than report.interval"),
-        (("evaluation", "warning_days", "0"), "must be fewer days than evaluation.period"),
+    assert cfg.cross_rules() == [
+        (
+            ("sample", "interval"),
+            ("report", "interval"),
+            "must not be longer than report.interval",
+        ),
+        (
+            ("evaluation", "warning_days", "0"),
+            ("evaluation", "period"),
+            "must be fewer days than evaluation.period",
+        ),
     ]
-    assert defaults().cross_problems() == []
+    assert defaults().cross_rules() == []
 
 
 def test_check_under_a_prefix_reports_full_keys() -> None:

@@ -306,7 +306,7 @@ def test_intervals_come_back_in_time_order_with_every_field(store: Store) -> Non
         assert tx.last_interval_end() is None
         assert tx.intervals() == []
         for i, s in enumerate(starts):
-            tx.add_interval(interval(s, enforcement="OUT_OF_COMPLIANCE" if i == 0 else None))
+            tx.add_intervals([interval(s, enforcement="OUT_OF_COMPLIANCE" if i == 0 else None)])
     with store.transaction() as tx:
         got = tx.intervals()
         assert [r.start for r in got] == sorted(starts)
@@ -321,21 +321,21 @@ def test_intervals_order_by_instant_whatever_the_offset_of_the_datetime(store: S
     later = T0 + STEP  # 08:15Z
     earlier_in_plus2 = (T0).astimezone(plus2)  # 10:00+02:00, sorts after 08:15Z as text
     with store.transaction() as tx:
-        tx.add_interval(interval(later))
-        tx.add_interval(interval(earlier_in_plus2))
+        tx.add_intervals([interval(later)])
+        tx.add_intervals([interval(earlier_in_plus2)])
     with store.transaction() as tx:
         assert tx.last_interval_end() == later + STEP
         assert [r.start for r in tx.intervals()] == [T0, later]
     # The same instant under another offset is the same row.
     with pytest.raises(sqlite3.IntegrityError), store.transaction() as tx:
-        tx.add_interval(interval(T0))
+        tx.add_intervals([interval(T0)])
 
 
 def test_an_interval_is_closed_once(store: Store) -> None:
     with store.transaction() as tx:
-        tx.add_interval(interval(T0))
+        tx.add_intervals([interval(T0)])
     with pytest.raises(sqlite3.IntegrityError), store.transaction() as tx:
-        tx.add_interval(interval(T0))
+        tx.add_intervals([interval(T0)])
     with store.transaction() as tx:
         assert len(tx.intervals()) == 1
 
@@ -368,7 +368,7 @@ def _enqueue(store: Store, *ids: str, piid: str = "P1") -> None:
     with store.transaction() as tx:
         for n, rid in enumerate(ids):
             # interval starts deliberately out of order: the queue order is the enqueue order
-            tx.enqueue(rid, piid, T0 - n * STEP, {"id": rid, "n": n}, T0)
+            tx.enqueue_many([(rid, piid, T0 - n * STEP, {"id": rid, "n": n})], T0)
 
 
 def _queued(store: Store) -> list[str]:
@@ -439,15 +439,15 @@ def test_a_duplicate_report_rolls_back_the_whole_job(store: Store) -> None:
     before = full_state()
     with store.transaction() as tx:
         tx.save_product(before, T0)
-        tx.enqueue("R", "P1", T0, {"v": "original"}, T0)
+        tx.enqueue_many([("R", "P1", T0, {"v": "original"})], T0)
     after = ProductState(LicenseType.FLEX, comm_ok=False)
     with pytest.raises(sqlite3.IntegrityError), store.transaction() as tx:
         tx.save_product(after, T0 + STEP)
-        tx.add_interval(interval(T0))
+        tx.add_intervals([interval(T0)])
         tx.put_open_interval(OpenInterval(T0, {"a": 1}, 1, 0))
         tx.add_alert(T0, Alert("AGENT_READY", "up"), ["line"])
-        tx.enqueue("R2", "P1", T0, {"v": "new"}, T0)
-        tx.enqueue("R", "P1", T0, {"v": "duplicate"}, T0)
+        tx.enqueue_many([("R2", "P1", T0, {"v": "new"})], T0)
+        tx.enqueue_many([("R", "P1", T0, {"v": "duplicate"})], T0)
     with store.transaction() as tx:
         assert tx.load_product() == before
         assert tx.intervals() == []
@@ -499,9 +499,9 @@ class Boom(Exception):
 
 def _write_everything(tx: store_mod.Tx) -> None:
     tx.save_product(full_state(), T0)
-    tx.add_interval(interval(T0))
+    tx.add_intervals([interval(T0)])
     tx.put_open_interval(OpenInterval(T0 + STEP, {"a": 1}, 1, 0))
-    tx.enqueue("R", "P1", T0, {"v": 1}, T0)
+    tx.enqueue_many([("R", "P1", T0, {"v": 1})], T0)
     tx.add_alert(T0, Alert("AGENT_READY", "up"), ["line"])
 
 
@@ -695,7 +695,7 @@ def test_an_old_database_is_migrated_and_keeps_its_data(
             assert tx.load_product() == full_state()
             assert tx.intervals() == [interval(T0)]
             assert [b.report_id for b in tx.outbox_batch(10)] == ["R"]
-            tx.enqueue("R2", "P1", T0 + STEP, {"v": 2}, T0)
+            tx.enqueue_many([("R2", "P1", T0 + STEP, {"v": 2})], T0)
         with s.transaction() as tx:
             assert [b.report_id for b in tx.outbox_batch(10)] == ["R", "R2"]
     finally:
@@ -732,7 +732,7 @@ def test_a_migration_may_hold_semicolons_in_triggers_and_strings(
     s = Store(db)
     try:
         with s.transaction() as tx:
-            tx.enqueue("R", "P1", T0, {}, T0)
+            tx.enqueue_many([("R", "P1", T0, {})], T0)
     finally:
         s.close()
     conn = raw(db)
@@ -805,7 +805,7 @@ def test_two_stores_see_each_others_commits(db: Path) -> None:
             tx.save_product(full_state(), T0)
         with cli.transaction() as tx:
             assert tx.load_product() == full_state()
-            tx.enqueue("R", "P1", T0, {}, T0)
+            tx.enqueue_many([("R", "P1", T0, {})], T0)
         with daemon.transaction() as tx:
             assert tx.outbox_count() == 1
     finally:

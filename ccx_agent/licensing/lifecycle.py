@@ -57,7 +57,6 @@ class Timers:
     evaluation_warning_days: tuple[int, ...] = (30, 14, 7, 1)
     #: A gap between two samples longer than this is charged to evaluation as this.
     evaluation_max_sample_gap: timedelta = timedelta(minutes=15)
-    id_cert_lifetime: timedelta = timedelta(days=365)
     id_cert_renew_after: timedelta = timedelta(days=180)
     id_cert_expiry_warning: timedelta = timedelta(days=30)
     id_cert_retry: timedelta = timedelta(hours=1)

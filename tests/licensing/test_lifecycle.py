@@ -20,6 +20,8 @@ from ccx_agent.licensing.lifecycle import (
 T0 = datetime(2027, 1, 4, 8, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
 T = Timers()
+#: The ID certificate's lifetime: the server sets it (the timers never read it).
+LIFETIME = timedelta(days=365)
 IN_USE = {"flex-premium-seat": 10}
 IDLE = {"flex-premium-seat": 0}
 
@@ -46,7 +48,7 @@ def names(alerts):
 
 
 def registered_state(now=T0) -> ProductState:
-    ident = Identity("piid-1", now, now, now + T.id_cert_lifetime)
+    ident = Identity("piid-1", now, now, now + LIFETIME)
     state, _ = lc.registered(fresh(), now, ident, {"flex-premium-seat": 100}, T)
     return state
 
@@ -73,7 +75,7 @@ def test_evaluation_is_cumulative_and_pauses_while_registered():
     assert abs(used - 10 * DAY) <= timedelta(minutes=15)
     # Register: evaluation stops counting.
     now = T0 + 10 * DAY
-    ident = Identity("p", now, now, now + T.id_cert_lifetime)
+    ident = Identity("p", now, now, now + LIFETIME)
     state, _ = lc.registered(state, now, ident, {}, T)
     state, _ = walk(state, now, now + 20 * DAY, IN_USE)
     assert state.evaluation_used == used
@@ -110,7 +112,7 @@ def test_registering_leaves_evaluation_expired_enforcement():
     state, _ = walk(fresh(), T0, T0 + 91 * DAY, IN_USE, step=timedelta(minutes=15))
     assert state.enforcement is Enforcement.EVALUATION_EXPIRED
     now = T0 + 91 * DAY
-    ident = Identity("p", now, now, now + T.id_cert_lifetime)
+    ident = Identity("p", now, now, now + LIFETIME)
     state, _ = lc.registered(state, now, ident, {}, T)
     assert state.enforcement is None
     assert state.authorization is Authorization.AUTHORIZED
@@ -181,7 +183,7 @@ def test_id_certificate_renewal_due_after_180_days_and_retried_hourly():
     assert alerts == []
     # Success renews: next renewal 180 days after the new issue time.
     later = now + timedelta(hours=2)
-    state, alerts = lc.id_renewed(state, later, later, later + T.id_cert_lifetime, T)
+    state, alerts = lc.id_renewed(state, later, later, later + LIFETIME, T)
     assert next(a.mnemonic for a in alerts) == "ID_CERT_RENEW_SUCCESS"
     assert Due.RENEW_ID not in lc.due(state, later + 179 * DAY, T)
 
