@@ -110,15 +110,14 @@ class Agent:
         state = tx.load_product()
         if state is None:
             return ProductState(self.cfg.license.type)
-        if state.license_type is not self.cfg.license.type:
-            if state.identity is not None:
-                raise LicenseTypeChanged(
-                    f"license.type is {self.cfg.license.type.value!r} but this instance is "
-                    f"registered as {state.license_type.value!r}: run 'ccx-agent deregister' "
-                    "first, then change the license type"
-                )
-            state = replace(state, license_type=self.cfg.license.type, tags={}, entitlements={})
-        return state
+        adopted = lifecycle.with_license_type(state, self.cfg.license.type)
+        if adopted is None:
+            raise LicenseTypeChanged(
+                f"license.type is {self.cfg.license.type.value!r} but this instance is "
+                f"registered as {state.license_type.value!r}: run 'ccx-agent deregister' "
+                "first, then change the license type"
+            )
+        return adopted
 
     def _record(self, tx: Tx, now: datetime, alerts: Sequence[Alert]) -> None:
         if self.offline:

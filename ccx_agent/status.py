@@ -64,9 +64,7 @@ def collect(
         state = lifecycle.derive(stored or ProductState(cfg.license.type), now, timers)
         exchange = exchange_status(tx, state, now, timers)
     ident = state.identity
-    anchor = None
-    if ident is not None:
-        anchor = state.last_auth_at or ident.registered_at
+    when = lifecycle.deadlines(state, timers)
     current = opened[-1].peaks if opened else {}
     last_tags = last[0].tags if last else {}
     tags: dict[str, dict[str, Any]] = {}
@@ -82,7 +80,6 @@ def collect(
             # What is reported while out of compliance, until enough is bought (None: not locked).
             "locked": comp.locked,
         }
-    due = lifecycle.next_due_at(state, timers)
     try:
         jobs = json.loads(jobs_text) if jobs_text else {}
     except ValueError:
@@ -113,24 +110,15 @@ def collect(
             "registered_at": _iso(ident.registered_at) if ident else None,
             "certificate_issued_at": _iso(ident.cert_issued_at) if ident else None,
             "certificate_expires_at": _iso(ident.cert_expires_at) if ident else None,
-            "next_renewal": _iso(
-                max(
-                    ident.cert_issued_at + timers.id_cert_renew_after,
-                    state.id_next_attempt or ident.cert_issued_at,
-                )
-            )
-            if ident and state.registered
-            else None,
+            "next_renewal": _iso(when.id_renewal),
         },
         "authorization": {
             "state": state.authorization.value,
             "last_success": _iso(state.last_auth_at),
-            "next_attempt": _iso(due) if due else None,
-            "expires_at": _iso(anchor + timers.auth_validity) if anchor else None,
+            "next_attempt": _iso(when.next_attempt),
+            "expires_at": _iso(when.auth_expires_at),
             # After this instant without a successful exchange, enforcement begins.
-            "communication_deadline": _iso(anchor + timers.auth_validity + timers.auth_grace)
-            if anchor
-            else None,
+            "communication_deadline": _iso(when.communication_deadline),
         },
         "enforcement": state.enforcement.value if state.enforcement else None,
         "evaluation_seconds_left": int(lifecycle.evaluation_left(state, timers).total_seconds()),

@@ -426,6 +426,57 @@ def next_due_at(state: ProductState, timers: Timers) -> datetime | None:
     return min(candidates)
 
 
+@dataclass(frozen=True, slots=True)
+class Deadlines:
+    """The instants ``status`` shows, from the same rules :func:`due` and :func:`derive`
+    apply (None: not registered, so no such instant)."""
+
+    #: When the ID certificate is renewed next: its renewal age, or the retry after a failure.
+    id_renewal: datetime | None
+    #: The earliest renewal of either kind (:func:`next_due_at`).
+    next_attempt: datetime | None
+    #: When the authorization expires without a successful exchange (AUTHORIZATION_EXPIRED).
+    auth_expires_at: datetime | None
+    #: After this instant without a successful exchange, enforcement begins.
+    communication_deadline: datetime | None
+
+
+def deadlines(state: ProductState, timers: Timers) -> Deadlines:
+    """The next renewal and the authorization's expiry and enforcement instants of a
+    registered ``state``, anchored as :func:`derive` and :func:`due` anchor them."""
+    ident = state.identity
+    if ident is None:
+        return Deadlines(None, None, None, None)
+    anchor = _auth_anchor(state, ident.registered_at)
+    renewal = None
+    if state.registered:
+        renewal = max(
+            ident.cert_issued_at + timers.id_cert_renew_after,
+            state.id_next_attempt or ident.cert_issued_at,
+        )
+    return Deadlines(
+        id_renewal=renewal,
+        next_attempt=next_due_at(state, timers),
+        auth_expires_at=anchor + timers.auth_validity,
+        communication_deadline=anchor + timers.auth_validity + timers.auth_grace,
+    )
+
+
+def with_license_type(state: ProductState, configured: LicenseType) -> ProductState | None:
+    """``state`` under the configured license type, or None when it cannot change.
+
+    A registered instance keeps the type it registered with until it is deregistered
+    (its entitlements are the server's, for that type's tags); an unregistered one takes
+    the configured type and starts its tags and entitlements afresh (the old type's tags
+    mean nothing under the new one).
+    """
+    if state.license_type is configured:
+        return state
+    if state.identity is not None:
+        return None
+    return replace(state, license_type=configured, tags={}, entitlements={})
+
+
 # --- outcomes of talking to SSM ------------------------------------------------------
 
 

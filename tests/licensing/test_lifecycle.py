@@ -60,7 +60,8 @@ def test_evaluation_starts_with_usage_and_announces_it():
     state, alerts = walk(fresh(), T0, T0 + timedelta(minutes=30), IN_USE)
     assert state.authorization is Authorization.EVALUATION
     assert names(alerts) == ["EVAL_START"]
-    assert "=90 days" in alerts[0][1].detail or "=89" in alerts[0][1].detail
+    # The first sample starts the evaluation and charges nothing: all 90 days are left.
+    assert alerts[0][1].detail == "Evaluation period remaining =90 days"
 
 
 def test_evaluation_does_not_count_without_usage():
@@ -103,9 +104,11 @@ def test_evaluation_warnings_at_30_14_7_1_days_then_expiry_and_enforcement():
     assert names(alerts).count("EVAL_EXPIRED") == 1
     assert state.authorization is Authorization.EVALUATION_EXPIRED
     assert state.enforcement is Enforcement.EVALUATION_EXPIRED
-    assert names(alerts).count("ENFORCEMENT_MODE") >= 1
+    enforced = [(t, a.detail) for t, a in alerts if a.mnemonic == "ENFORCEMENT_MODE"]
+    # The evaluation started with the first sample (T0 + 15 min) and expires 90 days on.
     expired_at = next(t for t, a in alerts if a.mnemonic == "EVAL_EXPIRED")
-    assert expired_at - T0 <= T.evaluation_period + timedelta(hours=1)
+    assert expired_at == T0 + timedelta(minutes=15) + T.evaluation_period
+    assert enforced == [(expired_at, "Enforcement reason =EVALUATION_EXPIRED")]
 
 
 def test_registering_leaves_evaluation_expired_enforcement():
@@ -281,3 +284,58 @@ def test_standing_alerts_repeat_at_most_daily():
     state, fire2 = lc.standing(state, "X", T0 + DAY - timedelta(seconds=1), T)
     state, fire3 = lc.standing(state, "X", T0 + DAY, T)
     assert (fire1, fire2, fire3) == (True, False, True)
+
+
+# --- what status shows: the deadlines, by the rules that decide them ----------------------
+
+
+def test_deadlines_of_a_registered_instance_follow_the_timers():
+    state = registered_state()
+    when = lc.deadlines(state, T)
+    assert when.id_renewal == T0 + T.id_cert_renew_after
+    assert when.auth_expires_at == T0 + T.auth_validity
+    assert when.communication_deadline == T0 + T.auth_validity + T.auth_grace
+    assert when.next_attempt == lc.next_due_at(state, T) == T0 + T.auth_renew_after
+    # derive and due agree: the authorization expires exactly then, and is due then.
+    assert lc.derive(state, when.auth_expires_at - timedelta(seconds=1), T).authorization is (
+        Authorization.NO_LICENSES_IN_USE
+    )
+    assert lc.derive(state, when.auth_expires_at, T).authorization is (
+        Authorization.AUTHORIZATION_EXPIRED
+    )
+    assert lc.due(state, when.next_attempt - timedelta(seconds=1), T) == []
+    assert lc.due(state, when.next_attempt, T) == [Due.AUTHORIZE]
+
+
+def test_deadlines_move_with_the_last_authorization_and_a_failed_renewal():
+    later = T0 + 10 * DAY
+    state = replace(registered_state(), last_auth_at=later, id_next_attempt=T0 + 200 * DAY)
+    when = lc.deadlines(state, T)
+    assert when.auth_expires_at == later + T.auth_validity
+    assert when.communication_deadline == later + T.auth_validity + T.auth_grace
+    # A failed ID renewal's retry is later than the renewal age: the retry is what counts.
+    assert when.id_renewal == T0 + 200 * DAY
+
+
+def test_an_unregistered_instance_has_no_deadlines():
+    assert lc.deadlines(fresh(), T) == lc.Deadlines(None, None, None, None)
+    expired = replace(registered_state(), registration=Registration.REGISTRATION_EXPIRED)
+    when = lc.deadlines(expired, T)
+    assert (when.id_renewal, when.next_attempt) == (None, None)
+    assert when.auth_expires_at == T0 + T.auth_validity
+
+
+def test_the_license_type_changes_only_while_unregistered():
+    used = replace(
+        fresh(),
+        tags={"flex-premium-seat": TagCompliance(TagState.OVERAGE, 2)},
+        entitlements={"flex-premium-seat": 5},
+    )
+    assert lc.with_license_type(used, LicenseType.FLEX) is used
+    moved = lc.with_license_type(used, LicenseType.PERPETUAL_ENHANCED)
+    assert moved == replace(
+        used, license_type=LicenseType.PERPETUAL_ENHANCED, tags={}, entitlements={}
+    )
+    # Registered: the type it registered with holds until it is deregistered.
+    assert lc.with_license_type(registered_state(), LicenseType.FLEX_HCS) is None
+    assert lc.with_license_type(registered_state(), LicenseType.FLEX) == registered_state()
