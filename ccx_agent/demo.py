@@ -33,6 +33,9 @@ import requests
 import yaml
 
 from ccx_agent import commands
+from ccx_agent.config import load
+from ccx_agent.instance import Open, open_store
+from ccx_agent.licensing.timeutil import iso
 from ccx_agent.simulator import server as ssm_server
 from ccx_agent.simulator.admin import Admin
 
@@ -213,6 +216,85 @@ def _scrape(url: str, name: str, *words: str) -> str:
     return line
 
 
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """Exactly once, counted: the intervals the agent's database queued for SSM against
+    the reports the simulator's database stored."""
+
+    #: Report ids of the intervals the agent recorded as reported (queued for SSM).
+    queued: tuple[str, ...]
+    #: Of those, the ones still in the agent's outbox (a stop may cut an exchange short).
+    waiting: tuple[str, ...]
+    #: ``(id, interval start)`` of each report the simulator stored from this instance.
+    stored: tuple[tuple[str, str], ...]
+
+    @property
+    def intervals(self) -> int:
+        """The distinct intervals the simulator's reports cover."""
+        return len({start for _, start in self.stored})
+
+    @property
+    def lost(self) -> list[str]:
+        """Queued by the agent, neither at the simulator nor still waiting to be sent."""
+        there = {rid for rid, _ in self.stored} | set(self.waiting)
+        return [rid for rid in self.queued if rid not in there]
+
+    @property
+    def twice(self) -> list[str]:
+        """Interval starts the simulator holds more than one report for."""
+        starts = [start for _, start in self.stored]
+        return sorted({s for s in starts if starts.count(s) > 1})
+
+    @property
+    def unknown(self) -> list[str]:
+        """Reports at the simulator for an interval the agent never queued."""
+        queued = set(self.queued)
+        return [rid for rid, _ in self.stored if rid not in queued]
+
+    @property
+    def exactly_once(self) -> bool:
+        return bool(self.queued) and not (self.lost or self.twice or self.unknown)
+
+    def summary(self) -> str:
+        return (
+            f"the agent queued {len(self.queued)} usage reports ({len(self.waiting)} still in "
+            f"its outbox); the simulator holds {len(self.stored)} from this instance, for "
+            f"{self.intervals} distinct intervals: {len(self.lost)} lost, "
+            f"{len(self.twice)} counted twice"
+        )
+
+    def problems(self) -> str:
+        parts = [
+            f"{name}: {', '.join(ids)}"
+            for name, ids in (
+                ("lost", self.lost),
+                ("counted twice", self.twice),
+                ("never queued", self.unknown),
+            )
+            if ids
+        ]
+        return "; ".join(parts) or "the agent queued nothing"
+
+
+def _delivery(config: Path, ssm_dir: Path) -> Delivery:
+    """Read both databases (the daemon has stopped): what was queued, what arrived."""
+    store = open_store(load(config), Open.READ)
+    try:
+        with store.read() as tx:
+            product = tx.load_product()
+            piid = product.identity.piid if product and product.identity else ""
+            queued = tuple(f"{piid}:{iso(r.start)}" for r in tx.intervals() if r.queued)
+            waiting = tuple(item.report_id for item in tx.outbox_batch(1_000_000))
+    finally:
+        store.close()
+    admin = Admin.for_state_dir(ssm_dir)
+    try:
+        stored = tuple((r["id"], r["start"]) for r in admin.reports(piid))
+    finally:
+        admin.close()
+    return Delivery(queued, waiting, stored)
+
+
 def main(*, keep: bool = False, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     with _workdir(keep) as work:
@@ -288,16 +370,10 @@ def _run(work: Path, out: TextIO) -> int:
         listen.say("the daemon stopped cleanly (exit 0)")
         print("\n$ ccx-agent status", file=out)
         commands.status(config, False, out=out)
-        admin = Admin.for_state_dir(work / "ssm")
-        try:
-            ids = [r["id"] for r in admin.reports()]
-        finally:
-            admin.close()
-        print(
-            f"\nthe simulator holds {len(ids)} usage reports from this instance, "
-            f"{len(set(ids))} distinct intervals (none lost, none counted twice)",
-            file=out,
-        )
+        counted = _delivery(config, work / "ssm")
+        print(f"\n{counted.summary()}", file=out)
+        if not counted.exactly_once:
+            raise DemoError(f"reports not delivered exactly once: {counted.problems()}")
         return 0
     finally:
         if daemon is not None:
