@@ -311,8 +311,13 @@ def _outbox_ids(inst: Instance) -> list[str]:
 def _check_reports(sim: Sim, inst: Instance) -> list[str]:
     """Exactly once: every report the agent queued is at the simulator once, or still in
     the outbox (a stop cuts an exchange in flight: that report goes at the next start)."""
-    sim_ids = [r["id"] for r in sim.reports(inst.piid)]
-    assert len(sim_ids) == len(set(sim_ids)), "a report was counted twice"
+    reports = sim.reports(inst.piid)
+    sim_ids = [r["id"] for r in reports]
+    # The report id is unique in the simulator's table; an interval is not: one reported
+    # twice under two ids (a report id not derived from its start) would show here.
+    starts = [r["start"] for r in reports]
+    assert len(starts) == len(set(starts)), "an interval was counted twice"
+    assert sim_ids == [f"{inst.piid}:{start}" for start in starts]
     agent_ids = inst.reported_ids()
     assert agent_ids, "the agent queued nothing"
     waiting = _outbox_ids(inst)
