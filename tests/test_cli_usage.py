@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from ccx_agent import commands
 from ccx_agent.cli import main
 
 DATA = Path(__file__).parent / "data" / "snapshots"
@@ -71,18 +70,6 @@ MIXED_AGENTS = [
         "reasons": [{"rule": "standard", "text": "standard: no skill"}],
     },
 ]
-
-
-@pytest.fixture(autouse=True)
-def _streams_of_the_moment(monkeypatch: pytest.MonkeyPatch) -> None:
-    # commands.usage binds sys.stdout / sys.stderr as default arguments when it is imported,
-    # so pytest's capsys would not see its output; pass the streams of the moment instead.
-    original = commands.usage
-    monkeypatch.setattr(
-        commands,
-        "usage",
-        lambda path, as_json, **kw: original(path, as_json, sys.stdout, sys.stderr, **kw),
-    )
 
 
 Config = Callable[..., Path]

@@ -194,19 +194,6 @@ EXPECTED: dict[str, list[str]] = {
 LINE = re.compile(r"^(?P<path>.+?):(?P<line>[1-9]\d*): (?P<key>.+?): (?P<message>.+)$")
 
 
-@pytest.fixture(autouse=True)
-def _streams_of_the_test(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``commands.check_config`` binds sys.stdout/sys.stderr as defaults at import time,
-    before capsys replaces them; hand it the current ones (the process tests below check
-    the real defaults)."""
-    real = commands.check_config
-
-    def check_config(path: Path) -> int:
-        return real(path, sys.stdout, sys.stderr)
-
-    monkeypatch.setattr(commands, "check_config", check_config)
-
-
 def run_check(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     code = main(["--config", str(path), "check-config"])
     out, err = capsys.readouterr()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,7 +18,6 @@ from typing import Any
 
 import pytest
 
-from ccx_agent import commands
 from ccx_agent.cli import main
 from ccx_agent.config import UccxSource
 from ccx_agent.licensing.catalogue import ALL_FEATURES, LicenseType
@@ -411,15 +409,9 @@ def test_usage_names_the_nodes_it_read(
     cluster: Cluster,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """``ccx-agent usage`` over the pair prints what the file snapshot gives, and says on
     stderr where each part came from."""
-    monkeypatch.setattr(
-        commands,
-        "usage",
-        lambda p, j, _u=commands.usage, **kw: _u(p, j, sys.stdout, sys.stderr, **kw),
-    )
     snap = tmp_path / "cluster.json"
     snap.write_text(json.dumps(file_snapshot(cluster)), encoding="utf-8")
     (tmp_path / "file.yaml").write_text(f"source:\n  kind: file\n  path: {snap}\n")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +19,6 @@ from typing import Any
 
 import pytest
 
-from ccx_agent import commands
 from ccx_agent.agent import Agent
 from ccx_agent.cli import main
 from ccx_agent.config import CommonConfig, UccxSource, load
@@ -165,14 +163,8 @@ def test_usage_against_the_fake_server_prints_what_the_file_gives(
     cluster: Cluster,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The issue's "done when": ``ccx-agent usage`` prints the same for both sources."""
-    monkeypatch.setattr(
-        commands,
-        "usage",
-        lambda p, j, _u=commands.usage, **kw: _u(p, j, sys.stdout, sys.stderr, **kw),
-    )
     snap = tmp_path / "cluster.json"
     snap.write_text(json.dumps(file_snapshot(cluster)), encoding="utf-8")
     (tmp_path / "file.yaml").write_text(f"source:\n  kind: file\n  path: {snap.name}\n")
@@ -509,13 +501,7 @@ def test_usage_warns_about_an_inline_password(
     pki: Pki,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(
-        commands,
-        "usage",
-        lambda p, j, _u=commands.usage, **kw: _u(p, j, sys.stdout, sys.stderr, **kw),
-    )
     path = tmp_path / "ccx-agent.yaml"
     path.write_text(
         "source:\n  kind: uccx\n  uccx:\n"
