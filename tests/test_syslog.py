@@ -679,7 +679,7 @@ def test_udp_target_that_refuses_is_said_once_and_never_flaps() -> None:
         stats = sink.stats()
     events = [e["event"] for e in logs]
     assert stats["sent"] == 6 and stats["queued"] == 0
-    assert isinstance(stats["refused"], int) and stats["refused"] >= 1
+    assert stats["refused"] == 5, stats  # each send after the first: the one before it
     assert sum("refuses datagrams" in e for e in events) == 1
     assert not any("reachable again" in e or "connection lost" in e for e in events)
 
