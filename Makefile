@@ -33,7 +33,9 @@ WHEELHOUSE_PYTHONS ?=
 wheelhouse: $(STAMP)
 	$(BIN)/python tools/wheelhouse.py --out dist $(foreach v,$(WHEELHOUSE_PYTHONS),--python $(v))
 
-# The man page and the shell completions, generated from the parser (tools/gen_docs.py).
+# The man page and the shell completions, generated from the parser (tools/gen_docs.py);
+# the example config and the key tables of docs/config.md, from the config schema
+# (tools/gen_config.py).
 docs: $(STAMP)
 	$(BIN)/python tools/gen_docs.py
 

@@ -36,6 +36,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.config import JsonDict
 from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 from pydantic_core.core_schema import ErrorType
 
@@ -105,6 +106,28 @@ ConfigPath = Annotated[Path, AfterValidator(_usable_path)]
 LogText = Annotated[str, AfterValidator(_one_line)]
 
 
+def _doc(
+    kind: str,
+    *,
+    note: str | None = None,
+    shown: str | None = None,
+    written: str | None = None,
+    example: str | None = None,
+) -> JsonDict:
+    """What the reference says of a key besides its ``description``: ``kind`` (the type
+    column of docs/config.md), a ``note`` that follows its default (``""`` *(the system
+    trust store)*), the default ``shown`` in words when it has none to write, the default
+    as ``written`` in the example file when its shortest spelling reads worse (``60s``),
+    and the ``example`` value of a required key. ``tools/gen_config.py`` writes
+    ``config/ccx-agent.yaml`` and the key tables of ``docs/config.md`` from these and the
+    descriptions, so each is written once, here."""
+    extra: JsonDict = {"kind": kind}
+    for name, value in (("note", note), ("shown", shown), ("written", written), ("example", example)):
+        if value is not None:
+            extra[name] = value
+    return extra
+
+
 class Section(BaseModel):
     """Unknown keys are errors everywhere: a typo must never silently become a default."""
 
@@ -112,52 +135,167 @@ class Section(BaseModel):
 
 
 class LicenseConfig(Section):
-    type: Annotated[LicenseType, BeforeValidator(_choice(LicenseType, "license type"))] = (
-        LicenseType.FLEX
+    type: Annotated[LicenseType, BeforeValidator(_choice(LicenseType, "license type"))] = Field(
+        LicenseType.FLEX,
+        description="The license family; it selects the entitlement tags "
+        "([licensing.md](licensing.md) §1). Changing it requires the instance to be "
+        "deregistered first.",
+        json_schema_extra=_doc("one of " + ", ".join(f"`{t.value}`" for t in LicenseType)),
     )
     premium_features: Annotated[
         list[Annotated[Feature, BeforeValidator(_choice(Feature, "premium feature"))]],
         AfterValidator(_unique("the premium feature")),
-    ] = Field(default_factory=lambda: list(ALL_FEATURES))
-    allow_overage: StrictBool = True
+    ] = Field(
+        default_factory=lambda: list(ALL_FEATURES),
+        description="Features that make a Flex / HCS agent consume a premium seat instead "
+        "of a standard one: `chat` (a skill serving a CHAT CSQ), `email` (an EMAIL CSQ), "
+        "`outbound` (assigned to an agent-based progressive or predictive campaign). Under "
+        "`perpetual-enhanced`, an agent with one of them still takes one `enhanced-seat` and "
+        "is flagged `FEATURE_NOT_LICENSED` (`usage` prints the warning; the daemon raises "
+        "the alert, at most once per `alerts.repeat` while it lasts). An empty list means "
+        "no feature is premium.",
+        json_schema_extra=_doc(
+            "list of " + ", ".join(f"`{f.value}`" for f in Feature) + ", each at most once"
+        ),
+    )
+    allow_overage: StrictBool = Field(
+        True,
+        description="`true`: usage may exceed the entitlement (overage, then out of "
+        "compliance). `false` is License Control: `LICENSE_LIMIT_REACHED` is raised (while "
+        "registered, at most once per `alerts.repeat` for as long as the excess lasts) when "
+        "a report shows more in use than bought, and the admission check (`ccx-agent "
+        "admit`) denies one more login. The agent cannot stop a login by itself; the "
+        "overage countdown still runs, as the server still counts what is used.",
+        json_schema_extra=_doc("boolean"),
+    )
+
+
+POSITIVE = _doc("positive duration")
+DURATION = _doc("duration")
+#: Said of every failed renewal's wait.
+RETRY = "Wait after a failed renewal before the next try."
 
 
 class ReportConfig(Section):
-    interval: PositiveDuration = timedelta(minutes=15)
-    #: Random delay after each interval boundary, so a fleet does not report together.
-    jitter: Duration = timedelta(seconds=60)
+    interval: PositiveDuration = Field(
+        timedelta(minutes=15),
+        description="The usage interval: one report per interval, aligned to the wall "
+        "clock (UTC :00/:15/:30/:45 with the default). It is also the unit of the "
+        "out-of-compliance countdown (`(threshold − n) × interval`).",
+        json_schema_extra=POSITIVE,
+    )
+    jitter: Duration = Field(
+        timedelta(seconds=60),
+        description="Largest random delay after an interval boundary before reporting, so "
+        "that a fleet of instances does not reach the server at the same moment. `0s` "
+        "disables it. Must be shorter than `report.interval`. The daemon (`ccx-agent run`) "
+        "reports at each boundary plus a random delay up to this; `simulate` reports "
+        "exactly at the boundaries.",
+        json_schema_extra=_doc("duration", written="60s"),
+    )
 
 
 class SampleConfig(Section):
-    interval: PositiveDuration = timedelta(minutes=1)
+    interval: PositiveDuration = Field(
+        timedelta(minutes=1),
+        description="How often the source is read. The usage of an interval is the peak "
+        "(maximum) of its samples. Must not be longer than `report.interval`.",
+        json_schema_extra=POSITIVE,
+    )
 
 
 class ComplianceConfig(Section):
-    ooc_threshold: Annotated[StrictInt, Field(ge=1)] = 5
-    ooc_period: PositiveDuration = timedelta(days=90)
+    ooc_threshold: Annotated[StrictInt, Field(ge=1)] = Field(
+        5,
+        description="Consecutive overage intervals after which a tag is "
+        "`OUT_OF_COMPLIANCE`; before that (n = 1 to threshold − 1) it is `OVERAGE`, which "
+        "one compliant interval clears. At least 1.",
+        json_schema_extra=_doc("integer ≥ 1"),
+    )
+    ooc_period: PositiveDuration = Field(
+        timedelta(days=90),
+        description="How long a tag may stay out of compliance before `ENFORCEMENT`.",
+        json_schema_extra=POSITIVE,
+    )
 
 
 class EvaluationConfig(Section):
-    period: PositiveDuration = timedelta(days=90)
-    warning_days: list[Annotated[StrictInt, Field(ge=1)]] = Field(
-        default_factory=lambda: [30, 14, 7, 1]
+    period: PositiveDuration = Field(
+        timedelta(days=90),
+        description="The evaluation period. It is cumulative: it counts down only while "
+        "the instance is unregistered (or its registration expired) and some license is in "
+        "use.",
+        json_schema_extra=POSITIVE,
     )
-    max_sample_gap: PositiveDuration = timedelta(minutes=15)
+    warning_days: list[Annotated[StrictInt, Field(ge=1)]] = Field(
+        default_factory=lambda: [30, 14, 7, 1],
+        description="`EVAL_EXPIRY_WARNING` is raised when this many whole days of "
+        "evaluation are left. Each is at least 1 and fewer days than `evaluation.period`; "
+        "order does not matter, and a day listed twice counts once.",
+        json_schema_extra=_doc("list of integers ≥ 1"),
+    )
+    max_sample_gap: PositiveDuration = Field(
+        timedelta(minutes=15),
+        description="A gap between two samples longer than this (the agent was stopped, "
+        "the host was suspended) is charged to the evaluation as this much, never more.",
+        json_schema_extra=POSITIVE,
+    )
 
 
 class IdCertificateConfig(Section):
-    lifetime: PositiveDuration = timedelta(days=365)
-    renew_after: PositiveDuration = timedelta(days=180)
-    expiry_warning: Duration = timedelta(days=30)
-    retry: PositiveDuration = timedelta(hours=1)
+    lifetime: PositiveDuration = Field(
+        timedelta(days=365),
+        description="Validity of the ID certificate from its issue; at expiry, "
+        "`REGISTRATION_EXPIRED`.",
+        json_schema_extra=POSITIVE,
+    )
+    renew_after: PositiveDuration = Field(
+        timedelta(days=180),
+        description="The certificate is renewed this long after its issue. Must be shorter "
+        "than `id_certificate.lifetime`.",
+        json_schema_extra=POSITIVE,
+    )
+    expiry_warning: Duration = Field(
+        timedelta(days=30),
+        description="`REGISTRATION_EXPIRING_SOON` is raised, then repeated every "
+        "`alerts.repeat`, from this long before expiry. Must not be longer than "
+        "`id_certificate.lifetime`.",
+        json_schema_extra=DURATION,
+    )
+    retry: PositiveDuration = Field(
+        timedelta(hours=1), description=RETRY, json_schema_extra=POSITIVE
+    )
 
 
 class AuthorizationConfig(Section):
-    renew_after: PositiveDuration = timedelta(days=30)
-    validity: PositiveDuration = timedelta(days=90)
-    expiry_warning: Duration = timedelta(days=30)
-    grace: Duration = timedelta(days=90)
-    retry: PositiveDuration = timedelta(hours=1)
+    renew_after: PositiveDuration = Field(
+        timedelta(days=30),
+        description="The authorization is renewed this long after the last success (and "
+        "as soon as a tag that was never authorized comes into use; on demand with "
+        "`ccx-agent renew auth`). Must be shorter than `authorization.validity`.",
+        json_schema_extra=POSITIVE,
+    )
+    validity: PositiveDuration = Field(
+        timedelta(days=90),
+        description="An authorization is valid this long after the last success; then "
+        "`AUTHORIZATION_EXPIRED`.",
+        json_schema_extra=POSITIVE,
+    )
+    expiry_warning: Duration = Field(
+        timedelta(days=30),
+        description="`AUTHORIZATION_EXPIRING_SOON` is raised, then repeated every "
+        "`alerts.repeat`, from this long before the authorization expires (day 60 with the "
+        "defaults). Must not be longer than `authorization.validity`.",
+        json_schema_extra=DURATION,
+    )
+    grace: Duration = Field(
+        timedelta(days=90),
+        description="How long an expired authorization is tolerated before enforcement.",
+        json_schema_extra=DURATION,
+    )
+    retry: PositiveDuration = Field(
+        timedelta(hours=1), description=RETRY, json_schema_extra=POSITIVE
+    )
 
 
 def _some_style(value: list[Style]) -> list[Style]:
@@ -237,17 +375,49 @@ def _syslog_target(value: str) -> str:
 class SyslogConfig(Section):
     """Where the alert lines go, and how they are framed (docs/alerts.md)."""
 
-    target: Annotated[str, AfterValidator(_syslog_target)] = "/dev/log"
+    target: Annotated[str, AfterValidator(_syslog_target)] = Field(
+        "/dev/log",
+        description="Where the daemon sends the alert lines: `/dev/log` (the local syslog "
+        "daemon, or any other unix socket path), `udp://HOST:PORT`, `tcp://HOST:PORT` or "
+        "`tls://HOST:PORT`. TCP and TLS use RFC 6587 octet counting; TLS always verifies "
+        "the server's certificate and name. An unreachable target never holds up a job: "
+        "lines wait in memory and are sent when it is back ([alerts.md](alerts.md)).",
+        json_schema_extra=_doc(
+            "`/dev/log` or another absolute socket path, `udp://HOST:PORT`, "
+            "`tcp://HOST:PORT`, `tls://HOST:PORT`"
+        ),
+    )
     format: Annotated[SyslogFormat, BeforeValidator(_choice(SyslogFormat, "syslog format"))] = (
-        SyslogFormat.RFC3164
+        Field(
+            SyslogFormat.RFC3164,
+            description="The header of each line: `rfc3164`, BSD syslog (`<PRI>Mmm dd "
+            "hh:mm:ss HOST ccx-agent[PID]: `; no host name on a local socket, as glibc "
+            "writes it), or `rfc5424` (`<PRI>1 TIMESTAMP HOST ccx-agent PID - - `).",
+            json_schema_extra=_doc("`rfc3164` or `rfc5424`"),
+        )
     )
-    facility: Annotated[Facility, BeforeValidator(_choice(Facility, "syslog facility"))] = (
-        Facility.USER
+    facility: Annotated[Facility, BeforeValidator(_choice(Facility, "syslog facility"))] = Field(
+        Facility.USER,
+        description="The facility of every alert; the severity is the alert's own (0 – 7), "
+        "so PRI = facility × 8 + severity.",
+        json_schema_extra=_doc(
+            "a facility name: `kern`, `user`, `mail`, `daemon`, `auth`, `syslog`, … "
+            "`local0` – `local7`"
+        ),
     )
-    #: The CA that signs the ``tls://`` server's certificate; unset: the system store.
-    ca_bundle: Annotated[ConfigPath | None, BeforeValidator(_blank_is_none)] = None
-    #: Alert lines kept in memory while the target is unreachable; the oldest go first.
-    queue: Annotated[StrictInt, Field(ge=1, le=1_000_000)] = 10000
+    ca_bundle: Annotated[ConfigPath | None, BeforeValidator(_blank_is_none)] = Field(
+        None,
+        description="The CA bundle that signs a `tls://` server's certificate. Empty: the "
+        "system trust store.",
+        json_schema_extra=_doc("path", note="the system trust store"),
+    )
+    queue: Annotated[StrictInt, Field(ge=1, le=1_000_000)] = Field(
+        10000,
+        description="Alert lines held in memory while the target is unreachable; beyond it "
+        "the oldest are dropped and counted. Every alert is also written to the structured "
+        "log (journald).",
+        json_schema_extra=_doc("integer 1 – 1,000,000"),
+    )
 
 
 class AlertsConfig(Section):
@@ -255,14 +425,47 @@ class AlertsConfig(Section):
         list[Annotated[Style, BeforeValidator(_choice(Style, "alert style"))]],
         AfterValidator(_some_style),
         AfterValidator(_unique("the style")),
-    ] = Field(default_factory=lambda: [Style.MCVD, Style.UC])
-    #: The NodeID of UC lines; empty means this host's short name.
-    node_id: LogText = ""
-    cluster_id: LogText = ""
-    app_id: LogText = "Cisco Unified CCX Cluster View Daemon"
-    mcvd_source: LogText = "com.cisco.smartlicense.util.SmartLicenseUtil"
-    repeat: PositiveDuration = timedelta(days=1)
-    syslog: SyslogConfig = SyslogConfig()
+    ] = Field(
+        default_factory=lambda: [Style.MCVD, Style.UC],
+        description="The line formats of the syslog alerts; every alert is written once per "
+        "style. At least one; each may be listed once. An `mcvd` line reads "
+        "`%MCVD-LIB_LICENSE-<sev>-<MNEMONIC>: [<context>] <source> <description>: "
+        "<detail>`, a `uc` line `%UC_LIB_LICENSE-<sev>-<MNEMONIC>: "
+        "%[...][AppID=..][ClusterID=..][NodeID=..]: <description>`.",
+        json_schema_extra=_doc("non-empty list of `mcvd`, `uc`, each at most once"),
+    )
+    node_id: LogText = Field(
+        "",
+        description="`NodeID` of UC-style lines; empty means this host's short name (the "
+        "part before the first dot). Quote it if it is all digits (`\"1001\"`).",
+        json_schema_extra=_doc("one-line text", note="the host name"),
+    )
+    cluster_id: LogText = Field(
+        "",
+        description="`ClusterID` of UC-style lines.",
+        json_schema_extra=_doc("one-line text", note="empty, as on UCCX"),
+    )
+    app_id: LogText = Field(
+        "Cisco Unified CCX Cluster View Daemon",
+        description="`AppID` of UC-style lines.",
+        json_schema_extra=_doc("one-line text"),
+    )
+    mcvd_source: LogText = Field(
+        "com.cisco.smartlicense.util.SmartLicenseUtil",
+        description="The source class named in MCVD-style lines.",
+        json_schema_extra=_doc("one-line text"),
+    )
+    repeat: PositiveDuration = Field(
+        timedelta(days=1),
+        description="A standing condition (expiring soon, still out of compliance …) is "
+        "raised again at most this often; a change of state is always raised at once.",
+        json_schema_extra=POSITIVE,
+    )
+    syslog: SyslogConfig = Field(
+        SyslogConfig(),
+        description="Where the daemon sends the alert lines, and how they are framed "
+        "([alerts.md](alerts.md)).",
+    )
 
     @field_validator("syslog", mode="before")
     @classmethod
@@ -275,12 +478,25 @@ class AlertsConfig(Section):
 
 
 class HistoryConfig(Section):
-    #: Closed intervals and delivered alerts older than this are pruned (docs/reports.md).
-    retention: PositiveDuration = timedelta(days=400)
+    retention: PositiveDuration = Field(
+        timedelta(days=400),
+        description="Closed intervals and delivered alerts older than this are pruned by "
+        "the daemon's housekeeping job, in bounded batches (a short write transaction "
+        "each). An interval whose report still waits in the outbox, and an alert not yet "
+        "delivered to syslog, are never pruned. At least twice `report.interval`. About "
+        "17 MiB per year for a 3-tag type ([reports.md](reports.md#retention)).",
+        json_schema_extra=_doc("positive duration, at least twice `report.interval`"),
+    )
 
 
 class ClockConfig(Section):
-    jump_threshold: PositiveDuration = timedelta(days=1)
+    jump_threshold: PositiveDuration = Field(
+        timedelta(days=1),
+        description="A wall clock that moves backwards, or forwards by more than this "
+        "between two samples, raises `SYSTEM_CLOCK_CHANGED`; the jump is never charged to "
+        "the evaluation.",
+        json_schema_extra=POSITIVE,
+    )
 
 
 def _url(schemes: tuple[str, ...]) -> Callable[[str], str]:
@@ -310,17 +526,67 @@ OptionalPath = Annotated[ConfigPath | None, BeforeValidator(_blank_is_none)]
 class TransportConfig(Section):
     """How the agent reaches SSM or SSM On-Prem (docs/protocol.md)."""
 
-    #: ``offline``: SSM is reached by file exchange only (docs/offline.md); no connection
-    #: is ever opened, and ``url`` is not used.
-    mode: Literal["online", "offline"] = "online"
-    url: Annotated[HttpsUrl | None, BeforeValidator(_blank_is_none)] = None
-    ca_bundle: OptionalPath = None
-    #: The root the server's signing certificate must chain to; default: ``ca_bundle``.
-    trust_anchor: OptionalPath = None
-    proxy: Annotated[ProxyUrl | None, BeforeValidator(_blank_is_none)] = None
-    timeout: PositiveDuration = timedelta(seconds=30)
-    connect_timeout: PositiveDuration = timedelta(seconds=10)
-    attempts: Annotated[StrictInt, Field(ge=1, le=10)] = 3
+    mode: Literal["online", "offline"] = Field(
+        "online",
+        description="`online`: the agent talks to SSM at `transport.url`. `offline`: an "
+        "air-gapped site ([offline.md](offline.md)). The agent never opens a connection to "
+        "SSM (`transport.url` is not used); reports queue as during an outage but raise no "
+        "`COMM_FAILED`; no renewal is attempted, the timers and their expiring-soon "
+        "warnings run as usual and say that a file exchange is due. Registering, reporting "
+        "and renewing are done with `ccx-agent offline export` and `offline import`. "
+        "Requires `transport.trust_anchor` (or `ca_bundle`): the answer files are signed.",
+        json_schema_extra=_doc("`online` or `offline`"),
+    )
+    url: Annotated[HttpsUrl | None, BeforeValidator(_blank_is_none)] = Field(
+        None,
+        description="The one endpoint every message is POSTed to: the SSM URL, SSM "
+        "On-Prem's `https://HOST/Transportgateway/services/DeviceRequestHandler` (or "
+        "`/SmartTransport`), or the simulator's URL (`ccx-agent ssm serve` prints it). "
+        "`http://` is refused: TLS is always verified. Empty: not configured; `register`, "
+        "`renew` and reporting refuse to run (reports stay queued).",
+        json_schema_extra=_doc("`https://` URL", note="not configured"),
+    )
+    ca_bundle: OptionalPath = Field(
+        None,
+        description="PEM file of the CA(s) the server's TLS certificate is verified "
+        "against. Empty: the system trust store. `REQUESTS_CA_BUNDLE` and similar "
+        "variables are ignored.",
+        json_schema_extra=_doc("path", note="the system trust store"),
+    )
+    trust_anchor: OptionalPath = Field(
+        None,
+        description="PEM file of the root the server's signing certificate must chain to: "
+        "every response is signed. Empty: `transport.ca_bundle`; one of the two is "
+        "required when `transport.url` is set. For the simulator both are its `ca.pem`.",
+        json_schema_extra=_doc("path", note="`transport.ca_bundle`"),
+    )
+    proxy: Annotated[ProxyUrl | None, BeforeValidator(_blank_is_none)] = Field(
+        None,
+        description="HTTP(S) proxy URL for every request, e.g. "
+        "`http://proxy.example.com:3128`. Empty: no proxy (`HTTPS_PROXY` and similar "
+        "variables are ignored).",
+        json_schema_extra=_doc("`http://`, `https://`, `socks5://` URL", note="no proxy"),
+    )
+    timeout: PositiveDuration = Field(
+        timedelta(seconds=30),
+        description="Deadline of each request as a whole: connect, TLS handshake, request "
+        "and the response's last byte. Enforced while reading: a server that drips its "
+        "answer is cut at it.",
+        json_schema_extra=POSITIVE,
+    )
+    connect_timeout: PositiveDuration = Field(
+        timedelta(seconds=10),
+        description="Longest wait to establish a connection (within `timeout`).",
+        json_schema_extra=POSITIVE,
+    )
+    attempts: Annotated[StrictInt, Field(ge=1, le=10)] = Field(
+        3,
+        description="Tries per message when a retry is safe (connection refused or reset, "
+        "timeout, HTTP 429 or 5xx), with exponential backoff and jitter (1–30 s, "
+        "`Retry-After` honoured up to 30 s); all tries of one message end within a third "
+        "of `report.interval` (at most 5 minutes).",
+        json_schema_extra=_doc("integer 1–10"),
+    )
 
     def anchor(self) -> Path | None:
         return self.trust_anchor or self.ca_bundle
@@ -349,8 +615,17 @@ def listen_address(value: str) -> tuple[str, int]:
 class MetricsTlsConfig(Section):
     """The metrics endpoint over HTTPS: both files or neither."""
 
-    cert: OptionalPath = None
-    key: OptionalPath = None
+    cert: OptionalPath = Field(
+        None,
+        description="PEM certificate (with its chain) served by the endpoint; with "
+        "`metrics.tls.key`, both or neither. Relative paths are beside the config file.",
+        json_schema_extra=_doc("path", note="plain HTTP"),
+    )
+    key: OptionalPath = Field(
+        None,
+        description="The certificate's private key (PEM, unencrypted; keep it 0600).",
+        json_schema_extra=_doc("path", note="plain HTTP"),
+    )
 
     @model_validator(mode="after")
     def _both(self) -> Self:
@@ -362,13 +637,29 @@ class MetricsTlsConfig(Section):
 class MetricsConfig(Section):
     """The Prometheus endpoint of ``ccx-agent run`` (docs/monitoring.md)."""
 
-    #: ``HOST:PORT``; null turns the endpoint off.
     listen: Annotated[
         Annotated[str, AfterValidator(_listen)] | None, BeforeValidator(_blank_is_none)
-    ] = "127.0.0.1:9725"
-    tls: MetricsTlsConfig = MetricsTlsConfig()
-    #: ``user:hash`` lines (bcrypt or SHA-256); never a password in the YAML.
-    basic_auth_file: OptionalPath = None
+    ] = Field(
+        "127.0.0.1:9725",
+        description="Where the endpoint listens; `null` turns it off (and "
+        "`prometheus_client` is then never imported). Port `0` takes any free port, named "
+        "by the log line `metrics listening`. A port that is taken at start is one line "
+        "and exit 78.",
+        json_schema_extra=_doc("`HOST:PORT` (`[ADDR]:PORT` for IPv6), or `null`"),
+    )
+    tls: MetricsTlsConfig = Field(
+        MetricsTlsConfig(),
+        description="HTTPS instead of plain HTTP: a PEM certificate (chain) and its private "
+        "key, both or neither.",
+    )
+    basic_auth_file: OptionalPath = Field(
+        None,
+        description="HTTP basic auth: one `user:hash` line per user, the hash bcrypt "
+        "(`$2b$…`, as made by `htpasswd -nbBC 10 USER PASSWORD`) or SHA-256 in hex "
+        "(`printf %s PASSWORD | sha256sum`). `#` comments and blank lines are ignored. "
+        "Applies to `/metrics` and `/healthz`. Never a password in the config file.",
+        json_schema_extra=_doc("path", note="no authentication"),
+    )
 
     @field_validator("tls", mode="before")
     @classmethod
@@ -379,17 +670,24 @@ class MetricsConfig(Section):
 class MonitoringConfig(Section):
     """Thresholds of ``ccx-agent status --check``."""
 
-    #: No report delivered for longer than this while registered: CRITICAL.
-    stale_after: PositiveDuration = timedelta(hours=1)
+    stale_after: PositiveDuration = Field(
+        timedelta(hours=1),
+        description="`ccx-agent status --check` says CRITICAL when a registered instance "
+        "has delivered no report for longer than this.",
+        json_schema_extra=POSITIVE,
+    )
 
 
 class IdentityConfig(Section):
     """The UDI's product id and serial number; its UUID is created once and kept in the
     state database."""
 
-    pid: LogText = "UCCX"
-    #: Empty means this host's name.
-    serial: LogText = ""
+    pid: LogText = Field("UCCX", description="Product id.", json_schema_extra=_doc("text"))
+    serial: LogText = Field(
+        "",
+        description="Serial number. Empty: this host's name.",
+        json_schema_extra=_doc("text", note="the host name"),
+    )
 
     def serial_number(self) -> str:
         return self.serial or socket.gethostname()
@@ -419,8 +717,14 @@ def _beside(model: S, base: Path, keys: Sequence[str]) -> S:
 
 
 class FileSource(SourceSection):
-    kind: Literal["file"]
-    path: ConfigPath
+    kind: Literal["file"] = Field(
+        description="a JSON or YAML snapshot of agents (state, skills, team/type), CSQs "
+        "(queueType, skills) and optional port counts, read again at each sample"
+    )
+    path: ConfigPath = Field(
+        description="The snapshot file.",
+        json_schema_extra=_doc("path", example="/etc/ccx-agent/agents.json"),
+    )
 
     def anchored(self, base: Path) -> Self:
         return _beside(self, base, ("path",))
@@ -473,17 +777,70 @@ NodeList = Annotated[list[SourceUrl], AfterValidator(_pair)]
 class UccxSettings(Section):
     """The UCCX Administration REST API: who is configured for what (docs/sources.md)."""
 
-    #: One node; or ``nodes``, the HA pair (exactly one of the two).
-    url: Annotated[SourceUrl | None, BeforeValidator(_blank_is_none)] = None
-    nodes: Annotated[NodeList | None, BeforeValidator(_blank_is_none)] = None
-    user: UserName
-    password_file: OptionalPath = None
-    #: Accepted with a warning: a password belongs in a file only root can read.
-    password: Annotated[SecretStr | None, BeforeValidator(_blank_is_none)] = None
-    ca_bundle: OptionalPath = None
-    timeout: PositiveDuration = timedelta(seconds=30)
-    connect_timeout: PositiveDuration = timedelta(seconds=10)
-    config_refresh: PositiveDuration = timedelta(minutes=5)
+    url: Annotated[SourceUrl | None, BeforeValidator(_blank_is_none)] = Field(
+        None,
+        description="The UCCX node whose Administration API (`/adminapi/...`) is read. No "
+        "user name or password in the URL.",
+        json_schema_extra=_doc(
+            "`https://HOST[:PORT]` URL", shown="— (this or `nodes` is required)"
+        ),
+    )
+    nodes: Annotated[NodeList | None, BeforeValidator(_blank_is_none)] = Field(
+        None,
+        description="The HA pair (publisher, subscriber), instead of `url`: agents are read "
+        "from the node whose Finesse says `IN_SERVICE`, the configuration from that node "
+        "too (else the other), a failover is followed within a sample, and in island mode "
+        "both are read and each agent counted once "
+        "([sources.md](sources.md#two-nodes-high-availability)). The same credentials, CA "
+        "bundle and timeouts for both.",
+        json_schema_extra=_doc(
+            "list of one or two `https://` URLs", shown="— (this or `url` is required)"
+        ),
+    )
+    user: UserName = Field(
+        description="The account, used with HTTP basic auth.",
+        json_schema_extra=_doc("one-line text"),
+    )
+    password_file: OptionalPath = Field(
+        None,
+        description="A file holding the password (its first line; mode 0600). Unset: the "
+        "systemd credential `$CREDENTIALS_DIRECTORY/uccx-password`. Read again at each "
+        "request, so a new password needs no restart.",
+        json_schema_extra=_doc("path", shown="unset"),
+    )
+    password: Annotated[SecretStr | None, BeforeValidator(_blank_is_none)] = Field(
+        None,
+        description="The password itself: accepted, with a warning (`usage` prints it on "
+        "stderr; the source logs it), as a password belongs in a file only root can read. "
+        "Not together with `password_file`.",
+        json_schema_extra=_doc("text", shown="unset"),
+    )
+    ca_bundle: OptionalPath = Field(
+        None,
+        description="PEM file of the CA(s) the UCCX and Finesse certificates are verified "
+        "against. TLS is always verified; `REQUESTS_CA_BUNDLE` and proxy variables are "
+        "ignored.",
+        json_schema_extra=_doc("path", shown="unset (the system trust store)"),
+    )
+    timeout: PositiveDuration = Field(
+        timedelta(seconds=30),
+        description="Longest wait for a response once connected (for Finesse too); a whole "
+        "response must arrive within `connect_timeout + timeout` (enforced while reading: a "
+        "server that drips its answer is cut at that deadline).",
+        json_schema_extra=POSITIVE,
+    )
+    connect_timeout: PositiveDuration = Field(
+        timedelta(seconds=10),
+        description="Longest wait to connect (for Finesse too).",
+        json_schema_extra=POSITIVE,
+    )
+    config_refresh: PositiveDuration = Field(
+        timedelta(minutes=5),
+        description="How often the configuration (resources, CSQs, campaigns) is read "
+        "again; it is also read on start. When a refresh fails, the last good configuration "
+        "is kept (and logged) and the refresh is tried again at the next sample.",
+        json_schema_extra=POSITIVE,
+    )
 
     @model_validator(mode="after")
     def _one_password(self) -> UccxSettings:
@@ -503,11 +860,34 @@ class UccxSettings(Section):
 class FinesseSettings(Section):
     """Finesse, for who is logged in; by default the UCCX host and credentials."""
 
-    url: Annotated[SourceUrl | None, BeforeValidator(_blank_is_none)] = None
-    #: One Finesse per UCCX node, in the same order (default: the UCCX hosts).
-    nodes: Annotated[NodeList | None, BeforeValidator(_blank_is_none)] = None
-    user: Annotated[UserName | None, BeforeValidator(_blank_is_none)] = None
-    password_file: OptionalPath = None
+    url: Annotated[SourceUrl | None, BeforeValidator(_blank_is_none)] = Field(
+        None,
+        description="The Finesse server whose `/finesse/api/Users` gives who is logged in, "
+        "read at every sample.",
+        json_schema_extra=_doc(
+            "`https://` URL", shown="the scheme, host and port of `source.uccx.url`"
+        ),
+    )
+    nodes: Annotated[NodeList | None, BeforeValidator(_blank_is_none)] = Field(
+        None,
+        description="The Finesse of each UCCX node, in the same order (as many as "
+        "`source.uccx.nodes`: `check-config` says so); instead of `source.finesse.url`.",
+        json_schema_extra=_doc(
+            "list of one or two `https://` URLs",
+            shown="the scheme, host and port of each of `source.uccx.nodes`",
+        ),
+    )
+    user: Annotated[UserName | None, BeforeValidator(_blank_is_none)] = Field(
+        None,
+        description="A separate Finesse account.",
+        json_schema_extra=_doc("one-line text", shown="`source.uccx.user`"),
+    )
+    password_file: OptionalPath = Field(
+        None,
+        description="Its password file. When `source.finesse.user` is set without it, the "
+        "systemd credential `finesse-password` is used if present, else the UCCX password.",
+        json_schema_extra=_doc("path", shown="the UCCX password"),
+    )
 
     @model_validator(mode="after")
     def _one_address(self) -> FinesseSettings:
@@ -517,7 +897,9 @@ class FinesseSettings(Section):
 
 
 class UccxSource(SourceSection):
-    kind: Literal["uccx"]
+    kind: Literal["uccx"] = Field(
+        description="the UCCX Administration REST API and Finesse, over verified HTTPS"
+    )
     uccx: UccxSettings
     finesse: FinesseSettings = FinesseSettings()
 
@@ -596,15 +978,29 @@ def _program_first(value: list[str]) -> list[str]:
 class CommandSource(SourceSection):
     """A program (run without a shell) that prints a snapshot in the file format."""
 
-    kind: Literal["command"]
+    kind: Literal["command"] = Field(description="a program that prints a snapshot")
     command: Annotated[
         list[Annotated[str, AfterValidator(_argument)]],
         Field(min_length=1),
         AfterValidator(_program_first),
-    ]
-    timeout: PositiveDuration = timedelta(seconds=30)
-    #: Output beyond this many megabytes (MiB) is refused, and the program killed.
-    max_output_mb: Annotated[StrictInt, Field(ge=1, le=4096)] = 256
+    ] = Field(
+        description="The program and its arguments, run without a shell "
+        "(`[/usr/local/bin/snap, --all]`); it prints a snapshot in the file format (JSON "
+        "or YAML) on stdout. A bare name is looked up on `PATH`; a relative path "
+        "(`bin/snap`, `./snap`) is beside the config file.",
+        json_schema_extra=_doc("non-empty list of text"),
+    )
+    timeout: PositiveDuration = Field(
+        timedelta(seconds=30),
+        description="The program is killed (with the processes it started) when it has not "
+        "finished by then.",
+        json_schema_extra=POSITIVE,
+    )
+    max_output_mb: Annotated[StrictInt, Field(ge=1, le=4096)] = Field(
+        256,
+        description="Output beyond this many MiB is refused and the program killed.",
+        json_schema_extra=_doc("integer 1 – 4096"),
+    )
 
     def anchored(self, base: Path) -> Self:
         """A relative program path (``bin/snap``, ``./snap``) is beside the config file;
@@ -630,26 +1026,53 @@ Count = Annotated[StrictInt, Field(ge=0, le=1_000_000)]
 class ScriptStep(Section):
     """What the scripted source shows from ``at`` (time since the source started) on."""
 
-    at: Duration = timedelta(0)
-    #: Logged-in agents with no premium feature (a voice skill).
-    agents: Count = 0
-    #: Logged-in agents with a chat skill: a premium seat on flex / flex-hcs.
-    premium_agents: Count = 0
-    #: Logged-in supervisors (no premium feature).
-    supervisors: Count = 0
-    #: Outbound IVR ports in use.
-    outbound_ports: Count = 0
-    #: The source fails during this step (LICENSE_COMPUTATION_FAILED), as a broken one would.
-    fail: StrictBool = False
+    at: Duration = Field(
+        timedelta(0), description="When the step starts.", json_schema_extra=DURATION
+    )
+    agents: Count = Field(
+        0,
+        description="Logged-in agents with a voice skill only (a standard seat on flex).",
+        json_schema_extra=_doc("integer ≥ 0"),
+    )
+    premium_agents: Count = Field(
+        0,
+        description="Logged-in agents with a chat skill (a premium seat on flex / flex-hcs; "
+        "`FEATURE_NOT_LICENSED` on perpetual-enhanced).",
+        json_schema_extra=_doc("integer ≥ 0"),
+    )
+    supervisors: Count = Field(
+        0, description="Logged-in supervisors.", json_schema_extra=_doc("integer ≥ 0")
+    )
+    outbound_ports: Count = Field(
+        0, description="Outbound IVR ports in use.", json_schema_extra=_doc("integer ≥ 0")
+    )
+    fail: StrictBool = Field(
+        False,
+        description="The source fails during the step (`LICENSE_COMPUTATION_FAILED`), as a "
+        "broken one would.",
+        json_schema_extra=_doc("boolean"),
+    )
 
 
 class ScriptedSource(SourceSection):
     """Synthetic agents that follow a timeline: the demo's source, and load tests'."""
 
-    kind: Literal["scripted"]
-    steps: Annotated[list[ScriptStep], Field(min_length=1), AfterValidator(_increasing)]
-    #: Start over from the first step this long after the start (unset: the last step holds).
-    repeat_after: Annotated[PositiveDuration | None, BeforeValidator(_blank_is_none)] = None
+    kind: Literal["scripted"] = Field(
+        description="synthetic agents that follow a timeline (the demo, load tests)"
+    )
+    steps: Annotated[list[ScriptStep], Field(min_length=1), AfterValidator(_increasing)] = Field(
+        description="Each step holds from its `at` until the next one's; the first is "
+        "`at: 0s`, and `at` increases. Time counts from when the daemon started (by a clock "
+        "that never jumps).",
+        json_schema_extra=_doc("non-empty list of steps"),
+    )
+    repeat_after: Annotated[PositiveDuration | None, BeforeValidator(_blank_is_none)] = Field(
+        None,
+        description="Start the script over this long after the start.",
+        json_schema_extra=_doc(
+            "positive duration, longer than the last `at`", shown="unset (the last step holds)"
+        ),
+    )
 
     @model_validator(mode="after")
     def _repeat_after_last(self) -> Self:
@@ -666,7 +1089,14 @@ SourceConfig = Annotated[
 class CommonConfig(Section):
     """Everything but the agent source: what a scenario's ``config:`` may override."""
 
-    state_dir: ConfigPath = Path("/var/lib/ccx-agent")
+    state_dir: ConfigPath = Field(
+        Path("/var/lib/ccx-agent"),
+        description="The agent's state: the SQLite database (identity, registration, "
+        "authorization, evaluation time used, compliance per tag, interval history, the "
+        "outbox of unsent reports, the alert log) and the private key. Keep it on "
+        "persistent storage and back it up.",
+        json_schema_extra=_doc("path"),
+    )
     license: LicenseConfig = LicenseConfig()
     report: ReportConfig = ReportConfig()
     sample: SampleConfig = SampleConfig()
@@ -676,7 +1106,11 @@ class CommonConfig(Section):
     authorization: AuthorizationConfig = AuthorizationConfig()
     alerts: AlertsConfig = AlertsConfig()
     clock: ClockConfig = ClockConfig()
-    history: HistoryConfig = HistoryConfig()
+    history: HistoryConfig = Field(
+        HistoryConfig(),
+        description="The history that `ccx-agent report` and `ccx-agent alerts` read "
+        "([reports.md](reports.md)).",
+    )
 
     @field_validator(
         "license",
@@ -780,11 +1214,34 @@ class CommonConfig(Section):
 
 
 class Config(CommonConfig):
-    transport: TransportConfig = TransportConfig()
-    identity: IdentityConfig = IdentityConfig()
-    metrics: MetricsConfig = MetricsConfig()
-    monitoring: MonitoringConfig = MonitoringConfig()
-    source: SourceConfig
+    transport: TransportConfig = Field(
+        TransportConfig(),
+        description="How the agent reaches Cisco SSM or SSM On-Prem (the wire format: "
+        "[protocol.md](protocol.md)).",
+    )
+    identity: IdentityConfig = Field(
+        IdentityConfig(),
+        description="The UDI (unique device identifier) this instance registers with. Its "
+        "UUID is created on first use and kept in the state database.",
+    )
+    metrics: MetricsConfig = Field(
+        MetricsConfig(),
+        description="The Prometheus endpoint of `ccx-agent run`: `/metrics` and `/healthz` "
+        "([monitoring.md](monitoring.md)). Reloaded on SIGHUP; a port that is taken keeps "
+        "the old listener.",
+    )
+    monitoring: MonitoringConfig = Field(
+        MonitoringConfig(),
+        description="Thresholds of `ccx-agent status --check` (the Nagios-style check; "
+        "[monitoring.md](monitoring.md)).",
+    )
+    source: SourceConfig = Field(
+        description="Where the agents come from. Required: there is no default.",
+        json_schema_extra=_doc(
+            ", ".join(f"`{k}`" for k in ("file", "uccx", "command")) + " or `scripted`",
+            shown="— (required)",
+        ),
+    )
 
     @field_validator("transport", "identity", "metrics", "monitoring", mode="before")
     @classmethod

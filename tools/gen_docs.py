@@ -1,7 +1,10 @@
 """Generate the man page ``ccx-agent(8)`` and the bash and zsh completions from the CLI's
-own parser, so they can never say something ``--help`` does not.
+own parser, so they can never say something ``--help`` does not; and, through
+``tools/gen_config.py``, the example config and the key tables of ``docs/config.md`` from
+the config schema.
 
-    python tools/gen_docs.py          # write share/man/ccx-agent.8, share/completion/*
+    python tools/gen_docs.py          # write share/man/ccx-agent.8, share/completion/*,
+                                      # config/ccx-agent.yaml, docs/config.md
     python tools/gen_docs.py --check  # exit 1 if a committed file is out of date
 
 argparse-manpage and shtab are build-time tools (the ``test`` extra): the generated files
@@ -19,6 +22,10 @@ import shtab
 from argparse_manpage.manpage import Manpage
 
 from ccx_agent import __version__, cli
+
+# tools/ is not a package: the sibling script is imported from its directory.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import gen_config
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The date the man page carries: fixed, so that the file only changes with the parser
@@ -63,6 +70,8 @@ def outputs() -> dict[Path, str]:
         ROOT / "share" / "man" / "ccx-agent.8": man_page(),
         ROOT / "share" / "completion" / "ccx-agent.bash": completion("bash"),
         ROOT / "share" / "completion" / "_ccx-agent": completion("zsh"),
+        # The example config and the key tables of docs/config.md, from the schema.
+        **gen_config.outputs(),
     }
 
 
