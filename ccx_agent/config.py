@@ -2,8 +2,11 @@
 
 Every timer and threshold of the licensing rules (docs/licensing.md) is a key here with the documented number as default;
 the key names are an interface that operators and scenario files use, so they are kept
-exactly as the issues wrote them. ``config/ccx-agent.yaml`` shows every key with its
-default and ``docs/config.md`` describes them; tests keep both in step with this file.
+exactly as the issues wrote them. Each key's meaning is written once, here, as its
+field's ``description`` (with its type and notes in ``json_schema_extra``, see
+:func:`_doc`): ``tools/gen_config.py`` (``make docs``) generates ``config/ccx-agent.yaml``
+and the key tables of ``docs/config.md`` from them, and ``tests/test_gen_docs.py`` fails
+when either is stale.
 """
 
 from __future__ import annotations
@@ -122,7 +125,12 @@ def _doc(
     ``config/ccx-agent.yaml`` and the key tables of ``docs/config.md`` from these and the
     descriptions, so each is written once, here."""
     extra: JsonDict = {"kind": kind}
-    for name, value in (("note", note), ("shown", shown), ("written", written), ("example", example)):
+    for name, value in (
+        ("note", note),
+        ("shown", shown),
+        ("written", written),
+        ("example", example),
+    ):
         if value is not None:
             extra[name] = value
     return extra
@@ -437,7 +445,7 @@ class AlertsConfig(Section):
     node_id: LogText = Field(
         "",
         description="`NodeID` of UC-style lines; empty means this host's short name (the "
-        "part before the first dot). Quote it if it is all digits (`\"1001\"`).",
+        'part before the first dot). Quote it if it is all digits (`"1001"`).',
         json_schema_extra=_doc("one-line text", note="the host name"),
     )
     cluster_id: LogText = Field(
