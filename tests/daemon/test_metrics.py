@@ -58,7 +58,10 @@ def test_a_running_daemon_serves_its_state_and_reloads_its_listener(
     assert got[("ccx_license_entitlement", std)] == 10
     assert got[("ccx_registration_state", (("state", "REGISTERED"),))] == 1
     assert got[("ccx_alerts_total", (("mnemonic", "AGENT_READY"), ("severity", "6")))] == 1
+    # How many samples ran by the scrape depends on the machine's speed (one a second);
+    # that none failed does not.
     assert got[("ccx_source_samples_total", (("outcome", "ok"),))] >= 1
+    assert got[("ccx_source_samples_total", (("outcome", "error"),))] == 0
     assert got[("ccx_info", (("license_type", "flex"), ("piid", inst.piid), ("version", "0.1.0")))]
     health = requests.get(url.replace("/metrics", "/healthz"), timeout=5)
     assert health.status_code == 200, health.text
