@@ -649,7 +649,8 @@ class MetricsConfig(Section):
         Annotated[str, AfterValidator(_listen)] | None, BeforeValidator(_blank_is_none)
     ] = Field(
         "127.0.0.1:9725",
-        description="Where the endpoint listens; `null` turns it off (and "
+        description="Where the endpoint listens, `HOST:PORT` (`[ADDR]:PORT` for IPv6); "
+        "`null` turns it off (and "
         "`prometheus_client` is then never imported). Port `0` takes any free port, named "
         "by the log line `metrics listening`. A port that is taken at start is one line "
         "and exit 78.",
