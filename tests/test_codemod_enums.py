@@ -249,3 +249,48 @@ def test_the_codemod_finishes_a_tree_merged_from_branches_without_the_enums(tmp_
         check=False,
     )
     assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
+def test_an_alert_a_merged_branch_put_in_the_catalogue_becomes_a_member(tmp_path: Path) -> None:
+    """A branch that added an alert wrote its key as a string: the codemod makes it a member
+    in the catalogue's order (the enum, the catalogue and the docs keep one order)."""
+    root = _package_copy(tmp_path)
+    alerts = root / "ccx_agent" / "licensing" / "alerts.py"
+    text = alerts.read_text(encoding="utf-8")
+    text = text.replace(
+        "CATALOGUE: dict[Mnemonic, AlertSpec] = {\n",
+        'CATALOGUE: dict[Mnemonic, AlertSpec] = {\n    "AGENT_ZERO": AlertSpec(6, "AGENT", "Z."),\n',
+    ).replace(
+        "    Mnemonic.AGENT_INIT_FAILED: AlertSpec(\n",
+        '    "AGENT_RELOADED": AlertSpec(6, "AGENT", "R."),\n'
+        '    "AGENT_RELOAD_FAILED": AlertSpec(3, "AGENT", "F."),\n'
+        "    Mnemonic.AGENT_INIT_FAILED: AlertSpec(\n",
+    )
+    alerts.write_text(text, encoding="utf-8")
+    check = codemod(root, "--check")
+    assert check.returncode == 1
+    assert check.stdout.splitlines()[:3] == [
+        f"ccx_agent/licensing/alerts.py: new member Mnemonic.{name} (a key of CATALOGUE)"
+        for name in ("AGENT_ZERO", "AGENT_RELOADED", "AGENT_RELOAD_FAILED")
+    ]
+    assert codemod(root).returncode == 0
+    assert codemod(root, "--check").returncode == 0
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from ccx_agent.licensing.alerts import CATALOGUE, Mnemonic; "
+            "assert list(CATALOGUE) == list(Mnemonic); "
+            "assert all(type(k) is Mnemonic for k in CATALOGUE); "
+            "print(' '.join(m.value for m in list(Mnemonic)[:5]))",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (probe.stdout, probe.stderr) == (
+        "AGENT_ZERO AGENT_READY AGENT_RELOADED AGENT_RELOAD_FAILED AGENT_INIT_FAILED\n",
+        "",
+    )

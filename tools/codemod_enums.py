@@ -61,33 +61,92 @@ class CodemodError(Exception):
     """The tree is not in a state the script can convert safely (says which file and why)."""
 
 
-def enum_members(root: Path, spec: EnumSpec) -> dict[str, str]:
-    """``{value: member}`` of ``spec``'s class, read from its source (nothing is imported)."""
-    path = root / spec.path
-    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+def _enum_class(tree: ast.Module, spec: EnumSpec) -> ast.ClassDef:
     for node in tree.body:
         if isinstance(node, ast.ClassDef) and node.name == spec.name:
-            out: dict[str, str] = {}
-            for stmt in node.body:
-                if (
-                    isinstance(stmt, ast.Assign)
-                    and len(stmt.targets) == 1
-                    and isinstance(stmt.targets[0], ast.Name)
-                    and isinstance(stmt.value, ast.Constant)
-                    and isinstance(stmt.value.value, str)
-                ):
-                    out[stmt.value.value] = stmt.targets[0].id
-            if not out:
-                raise CodemodError(f"{spec.path}: class {spec.name} has no string members")
-            return out
+            return node
     raise CodemodError(f"{spec.path}: no class {spec.name}")
 
 
-def value_table(root: Path) -> dict[str, tuple[EnumSpec, str]]:
+def _member_assigns(cls: ast.ClassDef) -> list[tuple[ast.Assign, str, str]]:
+    """``(statement, member, value)`` of each string member of an enum class, in order."""
+    out = []
+    for stmt in cls.body:
+        if (
+            isinstance(stmt, ast.Assign)
+            and len(stmt.targets) == 1
+            and isinstance(stmt.targets[0], ast.Name)
+            and isinstance(stmt.value, ast.Constant)
+            and isinstance(stmt.value.value, str)
+        ):
+            out.append((stmt, stmt.targets[0].id, stmt.value.value))
+    return out
+
+
+def enum_members(text: str, spec: EnumSpec) -> dict[str, str]:
+    """``{value: member}`` of ``spec``'s class, read from its source (nothing is imported)."""
+    cls = _enum_class(ast.parse(text, spec.path), spec)
+    out = {value: member for _, member, value in _member_assigns(cls)}
+    if not out:
+        raise CodemodError(f"{spec.path}: class {spec.name} has no string members")
+    return out
+
+
+def add_catalogued_members(text: str, spec: EnumSpec) -> tuple[str, list[str]]:
+    """``text`` with a member for each ``CATALOGUE`` key still written as a string (an alert
+    another branch added), placed after the member of the key before it, so that the
+    enum, the catalogue and docs/licensing.md §9 keep one order; and the names added."""
+    tree = ast.parse(text, spec.path)
+    cls = _enum_class(tree, spec)
+    assigns = _member_assigns(cls)
+    if not assigns:
+        raise CodemodError(f"{spec.path}: class {spec.name} has no string members")
+    by_name = {member: stmt for stmt, member, _ in assigns}
+    catalogue = None
+    for node in tree.body:
+        target = node.targets[0] if isinstance(node, ast.Assign) else getattr(node, "target", None)
+        if isinstance(target, ast.Name) and target.id == "CATALOGUE":
+            catalogue = getattr(node, "value", None)
+    if not isinstance(catalogue, ast.Dict):
+        return text, []
+    lines = text.split("\n")
+    indent = _indent_of(lines, assigns[0][0].lineno)
+    member_of = {value: member for _, member, value in assigns}
+    inserts: dict[int, list[str]] = {}
+    added: list[str] = []
+    # New members go after the member of the key before them (before the first member
+    # when they lead the catalogue); consecutive new ones keep their order.
+    after = assigns[0][0].lineno - 1
+    for key in catalogue.keys:
+        if isinstance(key, ast.Attribute):
+            member: str | None = key.attr
+        elif isinstance(key, ast.Constant) and isinstance(key.value, str):
+            member = member_of.get(key.value)
+            if member is None:
+                name = key.value
+                if not (name.isidentifier() and name.isupper()):
+                    raise CodemodError(f"{spec.path}:{key.lineno}: {name!r} cannot be a member")
+                inserts.setdefault(after, []).append(f'{indent}{name} = "{name}"')
+                added.append(name)
+                member_of[name] = name
+                continue
+        else:
+            continue
+        stmt = by_name.get(member) if member is not None else None
+        if stmt is not None:
+            after = stmt.end_lineno or stmt.lineno
+    for line_no in sorted(inserts, reverse=True):
+        lines[line_no:line_no] = inserts[line_no]
+    return "\n".join(lines), added
+
+
+def value_table(texts: dict[str, str]) -> dict[str, tuple[EnumSpec, str]]:
     """``{value: (enum, member)}`` over every enum; a value in two enums is ambiguous."""
     table: dict[str, tuple[EnumSpec, str]] = {}
     for spec in ENUMS:
-        for value, member in enum_members(root, spec).items():
+        if spec.path not in texts:
+            raise CodemodError(f"{spec.path}: not found")
+        for value, member in enum_members(texts[spec.path], spec).items():
             if value in table:
                 other = table[value][0].name
                 raise CodemodError(f"{value!r} is a member of both {other} and {spec.name}")
@@ -313,11 +372,10 @@ def _offsets(data: bytes) -> list[int]:
     return starts
 
 
-def convert(path: Path, rel: str, table: dict[str, tuple[EnumSpec, str]]) -> tuple[str, list[Hit]]:
-    """The converted source of ``path`` and what was replaced (no hits: source unchanged)."""
-    text = path.read_text(encoding="utf-8")
+def convert(text: str, rel: str, table: dict[str, tuple[EnumSpec, str]]) -> tuple[str, list[Hit]]:
+    """The converted ``text`` of ``rel`` and what was replaced (no hits: ``text`` itself)."""
     try:
-        tree = ast.parse(text, str(path))
+        tree = ast.parse(text, rel)
     except SyntaxError as exc:
         raise CodemodError(f"{rel}:{exc.lineno}: cannot parse: {exc.msg}") from None
     lines = text.split("\n")  # as ast numbers them (not splitlines: \f, \u2028)
@@ -346,7 +404,7 @@ def convert(path: Path, rel: str, table: dict[str, tuple[EnumSpec, str]]) -> tup
         data = data[:a] + repl + data[b:]
     new = data.decode("utf-8")
     try:
-        ast.parse(new, str(path))
+        ast.parse(new, rel)
     except SyntaxError as exc:  # a bug of this script: never write a broken file
         raise CodemodError(f"{rel}:{exc.lineno}: conversion would not parse: {exc.msg}") from None
     return new, hits
@@ -358,16 +416,29 @@ def sources(root: Path) -> Iterator[Path]:
             yield path
 
 
-def scan(root: Path) -> dict[str, tuple[str, list[Hit]]]:
-    """``{relative path: (converted source, hits)}`` of every file that has a literal left."""
-    table = value_table(root)
-    out: dict[str, tuple[str, list[Hit]]] = {}
-    for path in sources(root):
-        rel = path.relative_to(root).as_posix()
-        new, hits = convert(path, rel, table)
-        if hits:
-            out[rel] = (new, hits)
-    return out
+@dataclass
+class Plan:
+    """What a run changes: the new text and the replaced literals of each file, and the
+    members added to the enum for alerts a merged branch put in the catalogue."""
+
+    files: dict[str, tuple[str, list[Hit]]]
+    added: list[str]
+
+
+def scan(root: Path) -> Plan:
+    texts = {p.relative_to(root).as_posix(): p.read_text(encoding="utf-8") for p in sources(root)}
+    originals = dict(texts)
+    mnemonic = ENUMS[0]
+    added: list[str] = []
+    if mnemonic.path in texts:
+        texts[mnemonic.path], added = add_catalogued_members(texts[mnemonic.path], mnemonic)
+    table = value_table(texts)
+    files: dict[str, tuple[str, list[Hit]]] = {}
+    for rel, text in texts.items():
+        new, hits = convert(text, rel, table)
+        if new != originals[rel]:
+            files[rel] = (new, hits)
+    return Plan(files, added)
 
 
 def _ruff() -> str | None:
@@ -391,18 +462,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     root: Path = args.root.resolve()
     try:
-        found = scan(root)
+        plan = scan(root)
     except CodemodError as exc:
         print(f"codemod_enums: {exc}", file=sys.stderr)
         return 2
+    found = plan.files
+    for name in plan.added:
+        print(f"{ENUMS[0].path}: new member {ENUMS[0].name}.{name} (a key of CATALOGUE)")
     for rel, (_, hits) in found.items():
         for h in hits:
             print(f"{rel}:{h.line}: {h.value!r} -> {h.spec.name}.{h.member}")
     if args.check:
         if found:
             print(
-                f"codemod_enums: {sum(len(h) for _, h in found.values())} literal(s) left; "
-                "run tools/codemod_enums.py",
+                f"codemod_enums: {sum(len(h) for _, h in found.values())} literal(s) and "
+                f"{len(plan.added)} member(s) left to convert; run tools/codemod_enums.py",
                 file=sys.stderr,
             )
             return 1
