@@ -12,7 +12,11 @@ conversion is a script, not a hand edit: it is idempotent, and after a merge the
     .venv/bin/python tools/codemod_enums.py --check  # exit 1 if anything is left (what CI runs)
 
 What it converts: every string constant in an expression of a ``.py`` file under
-``ccx_agent/`` whose value is a member's value. What it leaves alone, on purpose:
+``ccx_agent/`` whose value is a member's value. A ``CATALOGUE`` key of
+``licensing/alerts.py`` still written as a string (an alert a merged branch added) first
+becomes a new ``Mnemonic`` member, placed in the catalogue's order; its row in
+docs/licensing.md §9 is still to be written by hand (tests/licensing/test_alerts.py says
+so). What it leaves alone, on purpose:
 
 * the enum definitions themselves, and any ``Enum`` class body (``Registration`` has a
   member ``REGISTRATION_EXPIRED`` spelt like the alert: that is a state, not an alert);
