@@ -343,6 +343,11 @@ def test_an_interval_is_closed_once(store: Store) -> None:
 def test_the_enums_are_stored_as_the_text_they_always_were(store: Store, db: Path) -> None:
     """Issue 17 made the interval status and the alert mnemonic StrEnums: the database
     holds the same plain text as before, and a status reads back as the member."""
+    # Enum hashes a member by its name: only name == value lets a plain string read back
+    # from the database find the entry a member made (the marks of the product state).
+    assert [(s.name, hash(s)) for s in IntervalStatus] == [
+        (s.value, hash(s.value)) for s in IntervalStatus
+    ]
     state = dataclasses.replace(full_state(), marks={Mnemonic.SYSTEM_IN_OOC_STATE: T0})
     with store.transaction() as tx:
         tx.add_intervals([dataclasses.replace(interval(T0), status=IntervalStatus.NO_DATA)])

@@ -32,6 +32,8 @@ class Mnemonic(StrEnum):
     A member is its own spelling (``Mnemonic.AGENT_READY == "AGENT_READY"``), so syslog
     lines, the structured log, the database and ``status --json`` carry the same text as
     before; the enum only lets mypy and a test catch a misspelt or undocumented name.
+    A member's name is its value: ``Enum`` hashes a member by its name, so only then does a
+    name read back from the database find the same ``marks`` entry as the member.
     """
 
     AGENT_READY = "AGENT_READY"
