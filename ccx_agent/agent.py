@@ -20,7 +20,7 @@ import structlog
 
 from ccx_agent.config import CommonConfig
 from ccx_agent.licensing import interval, lifecycle
-from ccx_agent.licensing.alerts import Alert, AlertFormat, lines
+from ccx_agent.licensing.alerts import Alert, AlertFormat, Mnemonic, lines
 from ccx_agent.licensing.catalogue import tags_of
 from ccx_agent.licensing.interval import IntervalRecord
 from ccx_agent.licensing.lifecycle import Due, Identity, ProductState, Timers
@@ -350,7 +350,7 @@ class Agent:
                 now,
                 [
                     Alert(
-                        "ENTITLEMENT_REPORT_FAILED",
+                        Mnemonic.ENTITLEMENT_REPORT_FAILED,
                         f"{dropped} report(s) of PIID {piid} dropped: this instance no longer "
                         "holds that identity, so they can never be signed",
                     )
@@ -559,7 +559,7 @@ class Agent:
                 if isinstance(exc, SsmUnreachable):
                     state, comm = lifecycle.communication(state, False, reason)
                 tx.save_product(state, now)
-                self._record(tx, now, [*comm, Alert("REGISTER_FAILED", reason)])
+                self._record(tx, now, [*comm, Alert(Mnemonic.REGISTER_FAILED, reason)])
             self._emit_pending()
             return Outcome(False, f"registration failed: {reason}")
         ident = Identity(res.piid, now, res.cert_issued_at, res.cert_expires_at)

@@ -45,7 +45,7 @@ from ccx_agent.config import Config
 from ccx_agent.errors import LocalError
 from ccx_agent.instance import Open
 from ccx_agent.jobhealth import JobHealth
-from ccx_agent.licensing.alerts import Alert, AlertFormat, lines
+from ccx_agent.licensing.alerts import Alert, AlertFormat, Mnemonic, lines
 from ccx_agent.licensing.consumption import compute
 from ccx_agent.licensing.timeutil import EPOCH, iso
 from ccx_agent.monitoring import Monitor
@@ -592,7 +592,7 @@ class Daemon:
         self._guard("sample", self.sample)()
         if self._stopping.is_set():
             return self._finish()
-        self._raise_local(run, Alert("AGENT_READY", _ready_detail(run)))
+        self._raise_local(run, Alert(Mnemonic.AGENT_READY, _ready_detail(run)))
         self.notifier.ready(f"started; {run.agent.state().registration.value}")
         log.info(
             "ready",
@@ -831,7 +831,7 @@ def _init_failed(cfg: Config, reason: str) -> None:
                 last = row.id and i == len(row.lines) - 1
                 sink.send(row.severity, line, row.time, on_done=mark(row.id) if last else None)
 
-    alert = Alert("AGENT_INIT_FAILED", reason)
+    alert = Alert(Mnemonic.AGENT_INIT_FAILED, reason)
     try:
         if store is not None:
             Agent(cfg, store, None, emit=emit, delivers_alerts=False).record(utcnow(), [alert])

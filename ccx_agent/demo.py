@@ -35,6 +35,7 @@ import yaml
 from ccx_agent import commands
 from ccx_agent.config import load
 from ccx_agent.instance import Open, open_store
+from ccx_agent.licensing.alerts import Mnemonic
 from ccx_agent.licensing.timeutil import iso
 from ccx_agent.simulator import server as ssm_server
 from ccx_agent.simulator.admin import Admin
@@ -339,15 +340,15 @@ def _run(work: Path, out: TextIO) -> int:
             _cli(config, "run"), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         log.close()
-        listen.wait_for("AGENT_READY", deadline)
+        listen.wait_for(Mnemonic.AGENT_READY, deadline)
         metrics = _metrics_url(work / "daemon.log", deadline)
         listen.say(
             f"metrics: {metrics}  (and /healthz; try: curl -s {metrics} | grep ^ccx_license)"
         )
-        listen.wait_for("AUTH_RENEW_SUCCESS", deadline)
-        listen.wait_for("SYSTEM_TO_ENTER_OOC_STATE", deadline, count=3)
-        listen.wait_for("SYSTEM_TO_ENTER_OOC_STATE_SHORTLY", deadline)
-        listen.wait_for("SYSTEM_IN_OOC_STATE", deadline)
+        listen.wait_for(Mnemonic.AUTH_RENEW_SUCCESS, deadline)
+        listen.wait_for(Mnemonic.SYSTEM_TO_ENTER_OOC_STATE, deadline, count=3)
+        listen.wait_for(Mnemonic.SYSTEM_TO_ENTER_OOC_STATE_SHORTLY, deadline)
+        listen.wait_for(Mnemonic.SYSTEM_IN_OOC_STATE, deadline)
         listen.say(
             f"metrics: {_scrape(metrics, 'ccx_license_compliance', TAG, 'OUT_OF_COMPLIANCE')}"
         )
@@ -358,9 +359,9 @@ def _run(work: Path, out: TextIO) -> int:
             f"locked {tag['locked']} -> buying the {deficit} missing"
         )
         _admin(sim, "/admin/licenses", {"tag": TAG, "count": deficit})
-        listen.wait_for("SYSTEM_BACK_IN_COMPLIANCE", deadline)
-        listen.wait_for("ID_CERT_RENEW_SUCCESS", deadline)
-        listen.wait_for("AUTH_RENEW_SUCCESS", deadline, count=2)
+        listen.wait_for(Mnemonic.SYSTEM_BACK_IN_COMPLIANCE, deadline)
+        listen.wait_for(Mnemonic.ID_CERT_RENEW_SUCCESS, deadline)
+        listen.wait_for(Mnemonic.AUTH_RENEW_SUCCESS, deadline, count=2)
         listen.say("stopping the daemon (SIGTERM)")
         daemon.send_signal(signal.SIGTERM)
         code = daemon.wait(timeout=max(1.0, deadline + 5 - time.monotonic()))

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from ccx_agent.licensing.alerts import Alert
+from ccx_agent.licensing.alerts import Alert, Mnemonic
 from ccx_agent.licensing.timeutil import iso, parse_iso
 
 #: The consecutive failure that raises the alert.
@@ -79,7 +79,7 @@ def failed(
     if n < ALERT_AFTER or not due:
         return health, None
     alert = Alert(
-        "AGENT_JOB_FAILED",
+        Mnemonic.AGENT_JOB_FAILED,
         f"job {job} has failed {n} times in a row since {iso(since)}: {error}",
         params=(("Job", job),),
         data={"job": job, "failures": n, "since": iso(since)},
@@ -91,7 +91,7 @@ def succeeded(health: JobHealth, job: str, now: datetime) -> tuple[JobHealth, Al
     alert = None
     if health.alerted_at is not None:
         alert = Alert(
-            "AGENT_JOB_RECOVERED",
+            Mnemonic.AGENT_JOB_RECOVERED,
             f"job {job} ran again after {health.consecutive_failures} failure(s) since "
             f"{iso(health.failing_since) if health.failing_since else '?'}",
             params=(("Job", job),),

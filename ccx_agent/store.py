@@ -26,7 +26,7 @@ from ccx_agent.errors import LocalError
 from ccx_agent.licensing.alerts import Alert
 from ccx_agent.licensing.catalogue import LicenseType
 from ccx_agent.licensing.compliance import TagCompliance, TagState
-from ccx_agent.licensing.interval import IntervalRecord, TagRecord
+from ccx_agent.licensing.interval import IntervalRecord, IntervalStatus, TagRecord
 from ccx_agent.licensing.lifecycle import (
     Authorization,
     Enforcement,
@@ -455,7 +455,11 @@ class Tx:
                 )
                 for t, v in json.loads(r[6]).items()
             }
-            out.append(IntervalRecord(_req_dt(r[0]), _req_dt(r[1]), r[2], r[3], r[4], r[5], tags))
+            out.append(
+                IntervalRecord(
+                    _req_dt(r[0]), _req_dt(r[1]), IntervalStatus(r[2]), r[3], r[4], r[5], tags
+                )
+            )
         return out
 
     # outbox

@@ -25,10 +25,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ccx_agent import store as store_mod
-from ccx_agent.licensing.alerts import Alert
+from ccx_agent.licensing.alerts import Alert, Mnemonic
 from ccx_agent.licensing.catalogue import LicenseType
 from ccx_agent.licensing.compliance import TagCompliance, TagState
-from ccx_agent.licensing.interval import IntervalRecord, TagRecord
+from ccx_agent.licensing.interval import IntervalRecord, IntervalStatus, TagRecord
 from ccx_agent.licensing.lifecycle import (
     Authorization,
     Enforcement,
@@ -338,6 +338,36 @@ def test_an_interval_is_closed_once(store: Store) -> None:
         tx.add_intervals([interval(T0)])
     with store.transaction() as tx:
         assert len(tx.intervals()) == 1
+
+
+def test_the_enums_are_stored_as_the_text_they_always_were(store: Store, db: Path) -> None:
+    """Issue 17 made the interval status and the alert mnemonic StrEnums: the database
+    holds the same plain text as before, and a status reads back as the member."""
+    # Enum hashes a member by its name: only name == value lets a plain string read back
+    # from the database find the entry a member made (the marks of the product state).
+    assert [(s.name, hash(s)) for s in IntervalStatus] == [
+        (s.value, hash(s.value)) for s in IntervalStatus
+    ]
+    state = dataclasses.replace(full_state(), marks={Mnemonic.SYSTEM_IN_OOC_STATE: T0})
+    with store.transaction() as tx:
+        tx.add_intervals([dataclasses.replace(interval(T0), status=IntervalStatus.NO_DATA)])
+        tx.add_alert(T0, Alert(Mnemonic.AGENT_READY, "up"), ["line"])
+        tx.save_product(state, T0)
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("SELECT status, typeof(status) FROM intervals").fetchall() == [
+            ("NO_DATA", "text")
+        ]
+        assert conn.execute("SELECT mnemonic, typeof(mnemonic) FROM alerts").fetchall() == [
+            ("AGENT_READY", "text")
+        ]
+        saved = json.loads(conn.execute("SELECT state FROM product").fetchone()[0])
+        assert list(saved["marks"]) == ["SYSTEM_IN_OOC_STATE"]
+    finally:
+        conn.close()
+    with store.transaction() as tx:
+        assert tx.intervals()[0].status is IntervalStatus.NO_DATA
+        assert tx.load_product() == state
 
 
 # --- open intervals -------------------------------------------------------------------

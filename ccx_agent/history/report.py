@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from ccx_agent.licensing.alerts import CATALOGUE as ALERT_CATALOGUE
+from ccx_agent.licensing.alerts import Mnemonic, spec_of
 from ccx_agent.licensing.compliance import TagState
 from ccx_agent.licensing.timeutil import iso
 from ccx_agent.store import AlertRow, IntervalTagRow
@@ -34,7 +34,9 @@ STATES: tuple[str, ...] = tuple(s.value for s in TagState)
 _RANK = {s: i for i, s in enumerate(STATES)}
 
 #: The countdown to out of compliance: marked on the HTML charts.
-COUNTDOWN = frozenset({"SYSTEM_TO_ENTER_OOC_STATE", "SYSTEM_TO_ENTER_OOC_STATE_SHORTLY"})
+COUNTDOWN = frozenset(
+    {Mnemonic.SYSTEM_TO_ENTER_OOC_STATE, Mnemonic.SYSTEM_TO_ENTER_OOC_STATE_SHORTLY}
+)
 
 
 class WhenError(ValueError):
@@ -186,7 +188,7 @@ class Report:
 
 def alert_message(row: AlertRow) -> str:
     """What happened, in words: the catalogue's description and the alert's detail."""
-    spec = ALERT_CATALOGUE.get(row.mnemonic)
+    spec = spec_of(row.mnemonic)
     if spec is None:
         return row.detail
     return f"{spec.description} {row.detail}".strip() if row.detail else spec.description

@@ -6,8 +6,9 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from enum import StrEnum
 
-from ccx_agent.licensing.alerts import Alert, ooc_countdown
+from ccx_agent.licensing.alerts import Alert, Mnemonic, ooc_countdown
 from ccx_agent.licensing.catalogue import CATALOGUE
 from ccx_agent.licensing.compliance import ComplianceRules, Event, Step, step
 from ccx_agent.licensing.lifecycle import (
@@ -22,7 +23,9 @@ from ccx_agent.licensing.lifecycle import (
 )
 
 
-class IntervalStatus:
+class IntervalStatus(StrEnum):
+    """The status of a closed interval (docs/licensing.md §3), stored as its value."""
+
     #: Registered: the interval is queued for SSM.
     REPORTED = "REPORTED"
     #: Evaluation / unregistered: kept locally, nothing to send.
@@ -53,7 +56,7 @@ class TagRecord:
 class IntervalRecord:
     start: datetime
     end: datetime
-    status: str
+    status: IntervalStatus
     registration: str
     authorization: str
     enforcement: str | None
@@ -91,7 +94,9 @@ def _group(steps: Mapping[str, Step], rules: ComplianceRules, state: ProductStat
             f"{t} usage={s.usage} entitlement={s.entitlement}"
             for t, s in zip(back_tags, back, strict=True)
         ]
-        alerts.append(Alert("SYSTEM_BACK_IN_COMPLIANCE", "; ".join(parts), tags=tuple(back_tags)))
+        alerts.append(
+            Alert(Mnemonic.SYSTEM_BACK_IN_COMPLIANCE, "; ".join(parts), tags=tuple(back_tags))
+        )
     return alerts
 
 
@@ -141,21 +146,21 @@ def close(
         # interval must not also get its daily "still out of compliance" reminder.
         new = replace(state, tags={t: s.after for t, s in steps.items()})
         alerts = _group(steps, rules, new)
-        if any(a.mnemonic == "SYSTEM_IN_OOC_STATE" for a in alerts):
-            new = replace(new, marks={**new.marks, "SYSTEM_IN_OOC_STATE": end})
+        if any(a.mnemonic == Mnemonic.SYSTEM_IN_OOC_STATE for a in alerts):
+            new = replace(new, marks={**new.marks, Mnemonic.SYSTEM_IN_OOC_STATE: end})
         if not allow_overage:
             over = [t for t, s in steps.items() if s.usage > s.entitlement]
             if not over:
                 # Back within what was bought: the next excess is news again.
-                new = clear_mark(new, "LICENSE_LIMIT_REACHED")
+                new = clear_mark(new, Mnemonic.LICENSE_LIMIT_REACHED)
             else:
-                new, fire = standing(new, "LICENSE_LIMIT_REACHED", end, timers)
+                new, fire = standing(new, Mnemonic.LICENSE_LIMIT_REACHED, end, timers)
                 if fire:
                     detail = "; ".join(
                         f"{t} usage={steps[t].usage} entitlement={steps[t].entitlement}"
                         for t in over
                     )
-                    alerts.append(Alert("LICENSE_LIMIT_REACHED", detail, tags=tuple(over)))
+                    alerts.append(Alert(Mnemonic.LICENSE_LIMIT_REACHED, detail, tags=tuple(over)))
         new, more = evaluate(new, end, timers)
         alerts += more
         for tag, s in steps.items():
@@ -187,12 +192,14 @@ def report_failed(
     failures = state.report_failures + 1
     wait = min(step * 2 ** min(failures - 1, 16), max(step, timers.auth_retry))
     new = replace(state, report_failures=failures, report_next_attempt=now + wait)
-    new, fire = standing(new, "ENTITLEMENT_REPORT_FAILED", now, timers)
+    new, fire = standing(new, Mnemonic.ENTITLEMENT_REPORT_FAILED, now, timers)
     if not fire:
         return new, []
-    return new, [Alert("ENTITLEMENT_REPORT_FAILED", f"{pending} report(s) waiting; {reason}")]
+    return new, [
+        Alert(Mnemonic.ENTITLEMENT_REPORT_FAILED, f"{pending} report(s) waiting; {reason}")
+    ]
 
 
 def report_delivered(state: ProductState) -> ProductState:
     """A delivery went through: the next failure is news again."""
-    return clear_mark(state, "ENTITLEMENT_REPORT_FAILED")
+    return clear_mark(state, Mnemonic.ENTITLEMENT_REPORT_FAILED)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from ccx_agent.licensing.alerts import Alert, human_duration
+from ccx_agent.licensing.alerts import Alert, Mnemonic, human_duration
 from ccx_agent.licensing.catalogue import LicenseType
 from ccx_agent.licensing.compliance import TagCompliance, TagState
 from ccx_agent.licensing.timeutil import iso
@@ -135,7 +135,7 @@ def _days(span: timedelta) -> str:
 
 
 def standing(
-    state: ProductState, key: str, now: datetime, timers: Timers
+    state: ProductState, key: Mnemonic, now: datetime, timers: Timers
 ) -> tuple[ProductState, bool]:
     """Whether a standing alert keyed ``key`` may fire now; if so, record that it did."""
     last = state.marks.get(key)
@@ -144,7 +144,7 @@ def standing(
     return replace(state, marks={**state.marks, key: now}), True
 
 
-def clear_mark(state: ProductState, key: str) -> ProductState:
+def clear_mark(state: ProductState, key: Mnemonic) -> ProductState:
     """End a standing condition, so that its next occurrence is announced at once."""
     if key not in state.marks:
         return state
@@ -223,24 +223,26 @@ def evaluate(state: ProductState, now: datetime, timers: Timers) -> Result:
     ):
         alerts.append(
             Alert(
-                "REGISTRATION_EXPIRED",
+                Mnemonic.REGISTRATION_EXPIRED,
                 f"The ID certificate expired at {iso(ident.cert_expires_at)}; "
                 "register this Product Instance again with a new token",
             )
         )
     if new.authorization is not state.authorization:
         if new.authorization is Authorization.EVALUATION:
-            new, fire = standing(new, "EVAL_START", now, timers)
+            new, fire = standing(new, Mnemonic.EVAL_START, now, timers)
             if fire:
                 left = evaluation_left(new, timers)
-                alerts.append(Alert("EVAL_START", f"Evaluation period remaining ={_days(left)}"))
+                alerts.append(
+                    Alert(Mnemonic.EVAL_START, f"Evaluation period remaining ={_days(left)}")
+                )
         elif new.authorization is Authorization.EVALUATION_EXPIRED:
-            alerts.append(Alert("EVAL_EXPIRED", "Evaluation period remaining =0 days"))
+            alerts.append(Alert(Mnemonic.EVAL_EXPIRED, "Evaluation period remaining =0 days"))
         elif new.authorization is Authorization.AUTHORIZATION_EXPIRED:
             anchor = _auth_anchor(new, now)
             alerts.append(
                 Alert(
-                    "AUTHORIZATION_EXPIRED",
+                    Mnemonic.AUTHORIZATION_EXPIRED,
                     f"No successful authorization since {iso(anchor)}; enforcement begins at "
                     f"{iso(anchor + timers.auth_validity + timers.auth_grace)}",
                 )
@@ -257,28 +259,28 @@ def evaluate(state: ProductState, now: datetime, timers: Timers) -> Result:
         if crossed and left > timedelta(0):
             new = replace(new, evaluation_warned=new.evaluation_warned | crossed)
             alerts.append(
-                Alert("EVAL_EXPIRY_WARNING", f"Evaluation period remaining ={_days(left)}")
+                Alert(Mnemonic.EVAL_EXPIRY_WARNING, f"Evaluation period remaining ={_days(left)}")
             )
 
     reason = new.enforcement
     if reason is not None:
-        key = "ENFORCEMENT_MODE"
+        key = Mnemonic.ENFORCEMENT_MODE
         if reason is not state.enforcement:
             new = replace(new, marks={**new.marks, key: now})
             fire = True
         else:
             new, fire = standing(new, key, now, timers)
         if fire:
-            alerts.append(Alert("ENFORCEMENT_MODE", f"Enforcement reason ={reason.value}"))
+            alerts.append(Alert(Mnemonic.ENFORCEMENT_MODE, f"Enforcement reason ={reason.value}"))
 
     if new.registered and ident is not None:
         warn_from = ident.cert_expires_at - timers.id_cert_expiry_warning
         if warn_from <= now < ident.cert_expires_at:
-            new, fire = standing(new, "REGISTRATION_EXPIRING_SOON", now, timers)
+            new, fire = standing(new, Mnemonic.REGISTRATION_EXPIRING_SOON, now, timers)
             if fire:
                 alerts.append(
                     Alert(
-                        "REGISTRATION_EXPIRING_SOON",
+                        Mnemonic.REGISTRATION_EXPIRING_SOON,
                         f"The ID certificate expires at {iso(ident.cert_expires_at)} "
                         f"(in {_days(ident.cert_expires_at - now)})",
                     )
@@ -286,17 +288,17 @@ def evaluate(state: ProductState, now: datetime, timers: Timers) -> Result:
         anchor = _auth_anchor(new, now)
         expires = anchor + timers.auth_validity
         if expires - timers.auth_expiry_warning <= now < expires:
-            new, fire = standing(new, "AUTHORIZATION_EXPIRING_SOON", now, timers)
+            new, fire = standing(new, Mnemonic.AUTHORIZATION_EXPIRING_SOON, now, timers)
             if fire:
                 alerts.append(
                     Alert(
-                        "AUTHORIZATION_EXPIRING_SOON",
+                        Mnemonic.AUTHORIZATION_EXPIRING_SOON,
                         f"The authorization expires at {iso(expires)} (in {_days(expires - now)})",
                     )
                 )
         locked = sorted(t for t, c in new.tags.items() if c.is_locked)
         if locked:
-            new, fire = standing(new, "SYSTEM_IN_OOC_STATE", now, timers)
+            new, fire = standing(new, Mnemonic.SYSTEM_IN_OOC_STATE, now, timers)
             if fire:
                 alerts.append(in_ooc_alert(new, locked))
     return new, alerts
@@ -308,7 +310,7 @@ def in_ooc_alert(state: ProductState, tags: list[str]) -> Alert:
         f"{t} locked usage={state.tag(t).locked} entitlement={state.entitlements.get(t, 0)}"
         for t in tags
     ]
-    return Alert("SYSTEM_IN_OOC_STATE", "; ".join(parts), tags=tuple(tags))
+    return Alert(Mnemonic.SYSTEM_IN_OOC_STATE, "; ".join(parts), tags=tuple(tags))
 
 
 def sample(
@@ -349,7 +351,7 @@ def sample(
             if gap < zero or drift > timers.clock_jump:
                 alerts.append(
                     Alert(
-                        "SYSTEM_CLOCK_CHANGED",
+                        Mnemonic.SYSTEM_CLOCK_CHANGED,
                         f"The clock moved from {iso(last)} to {iso(now)}; "
                         "evaluation is not charged for the jump",
                     )
@@ -361,20 +363,20 @@ def sample(
     used = min(used, timers.evaluation_period)
     # A good sample ends a failure run: the next failure is announced at once.
     new = replace(
-        clear_mark(state, "LICENSE_COMPUTATION_FAILED"),
+        clear_mark(state, Mnemonic.LICENSE_COMPUTATION_FAILED),
         tags_in_use=in_use,
         evaluation_used=used,
         last_sample_at=last,
     )
     if unlicensed_agents and last is not None:
-        new, fire = standing(new, "FEATURE_NOT_LICENSED", last, timers)
+        new, fire = standing(new, Mnemonic.FEATURE_NOT_LICENSED, last, timers)
         if fire:
             shown = ", ".join(unlicensed_agents[:10])
             extra = len(unlicensed_agents) - 10
             tail = f" and {extra} more" if extra > 0 else ""
             alerts.append(
                 Alert(
-                    "FEATURE_NOT_LICENSED",
+                    Mnemonic.FEATURE_NOT_LICENSED,
                     f"{len(unlicensed_agents)} agent(s) with premium features: {shown}{tail}",
                 )
             )
@@ -383,10 +385,10 @@ def sample(
 
 def sample_failed(state: ProductState, now: datetime, error: str, timers: Timers) -> Result:
     """A sample the source could not give: an error, never a sample of zero agents."""
-    new, fire = standing(state, "LICENSE_COMPUTATION_FAILED", now, timers)
+    new, fire = standing(state, Mnemonic.LICENSE_COMPUTATION_FAILED, now, timers)
     if not fire:
         return new, []
-    return new, [Alert("LICENSE_COMPUTATION_FAILED", error)]
+    return new, [Alert(Mnemonic.LICENSE_COMPUTATION_FAILED, error)]
 
 
 def due(state: ProductState, now: datetime, timers: Timers) -> list[Due]:
@@ -492,10 +494,12 @@ def communication(state: ProductState, ok: bool, error: str | None = None) -> Re
         if state.comm_ok:
             return new, []
         new = replace(new, comm_ok=True, last_comm_error=None)
-        return new, [Alert("COMM_RESTORED", "Cisco Smart Software Manager answered again")]
+        return new, [Alert(Mnemonic.COMM_RESTORED, "Cisco Smart Software Manager answered again")]
     detail = error or "no answer"
     if state.comm_ok:
-        return replace(state, comm_ok=False, last_comm_error=detail), [Alert("COMM_FAILED", detail)]
+        return replace(state, comm_ok=False, last_comm_error=detail), [
+            Alert(Mnemonic.COMM_FAILED, detail)
+        ]
     if detail == state.last_comm_error:
         return state, []
     return replace(state, last_comm_error=detail), []
@@ -524,7 +528,7 @@ def registered(
         auth_next_attempt=None,
     )
     new, alerts = evaluate(new, now, timers)
-    return new, [Alert("REGISTER_SUCCESS", f"PIID={identity.piid}"), *alerts]
+    return new, [Alert(Mnemonic.REGISTER_SUCCESS, f"PIID={identity.piid}"), *alerts]
 
 
 def deregistered(
@@ -544,9 +548,11 @@ def deregistered(
     new, alerts = evaluate(new, now, timers)
     piid = state.identity.piid if state.identity else "-"
     first = (
-        Alert("DEREGISTER_SUCCESS", f"PIID={piid}")
+        Alert(Mnemonic.DEREGISTER_SUCCESS, f"PIID={piid}")
         if told_server
-        else Alert("DEREGISTER_FAILED", f"PIID={piid}; the local identity was removed anyway")
+        else Alert(
+            Mnemonic.DEREGISTER_FAILED, f"PIID={piid}; the local identity was removed anyway"
+        )
     )
     return new, [first, *alerts]
 
@@ -557,10 +563,12 @@ def id_renewed(
     if state.identity is None:
         return state, []
     ident = replace(state.identity, cert_issued_at=issued, cert_expires_at=expires)
-    new = clear_mark(replace(state, identity=ident, id_next_attempt=None), "ID_CERT_RENEW_FAILED")
+    new = clear_mark(
+        replace(state, identity=ident, id_next_attempt=None), Mnemonic.ID_CERT_RENEW_FAILED
+    )
     new, alerts = evaluate(new, now, timers)
     return new, [
-        Alert("ID_CERT_RENEW_SUCCESS", f"The new ID certificate expires at {iso(expires)}"),
+        Alert(Mnemonic.ID_CERT_RENEW_SUCCESS, f"The new ID certificate expires at {iso(expires)}"),
         *alerts,
     ]
 
@@ -568,8 +576,12 @@ def id_renewed(
 def id_renew_failed(state: ProductState, now: datetime, reason: str, timers: Timers) -> Result:
     """Retried every ``id_cert_retry``; the alert is a standing condition (at most daily)."""
     nxt = now + timers.id_cert_retry
-    new, fire = standing(replace(state, id_next_attempt=nxt), "ID_CERT_RENEW_FAILED", now, timers)
-    alert = Alert("ID_CERT_RENEW_FAILED", f"{reason}; retrying every {_days(timers.id_cert_retry)}")
+    new, fire = standing(
+        replace(state, id_next_attempt=nxt), Mnemonic.ID_CERT_RENEW_FAILED, now, timers
+    )
+    alert = Alert(
+        Mnemonic.ID_CERT_RENEW_FAILED, f"{reason}; retrying every {_days(timers.id_cert_retry)}"
+    )
     return new, [alert] if fire else []
 
 
@@ -587,16 +599,20 @@ def authorized(
         authorized_tags=tags,
         entitlements=dict(entitlements),
     )
-    new, alerts = evaluate(clear_mark(new, "AUTH_RENEW_FAILED"), now, timers)
+    new, alerts = evaluate(clear_mark(new, Mnemonic.AUTH_RENEW_FAILED), now, timers)
     expires = now + timers.auth_validity
-    return new, [Alert("AUTH_RENEW_SUCCESS", f"Authorized until {iso(expires)}"), *alerts]
+    return new, [Alert(Mnemonic.AUTH_RENEW_SUCCESS, f"Authorized until {iso(expires)}"), *alerts]
 
 
 def auth_failed(state: ProductState, now: datetime, reason: str, timers: Timers) -> Result:
     """Retried every ``auth_retry``; the alert is a standing condition (at most daily)."""
     nxt = now + timers.auth_retry
-    new, fire = standing(replace(state, auth_next_attempt=nxt), "AUTH_RENEW_FAILED", now, timers)
-    alert = Alert("AUTH_RENEW_FAILED", f"{reason}; retrying every {_days(timers.auth_retry)}")
+    new, fire = standing(
+        replace(state, auth_next_attempt=nxt), Mnemonic.AUTH_RENEW_FAILED, now, timers
+    )
+    alert = Alert(
+        Mnemonic.AUTH_RENEW_FAILED, f"{reason}; retrying every {_days(timers.auth_retry)}"
+    )
     return new, [alert] if fire else []
 
 

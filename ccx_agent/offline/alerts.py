@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ccx_agent.licensing.alerts import Alert
+from ccx_agent.licensing.alerts import Alert, Mnemonic
 
 #: Alerts whose remedy, offline, is to carry a file to SSM and back.
 EXCHANGE_REMEDY = frozenset(
-    {"AUTHORIZATION_EXPIRING_SOON", "REGISTRATION_EXPIRING_SOON", "AUTHORIZATION_EXPIRED"}
+    {
+        Mnemonic.AUTHORIZATION_EXPIRING_SOON,
+        Mnemonic.REGISTRATION_EXPIRING_SOON,
+        Mnemonic.AUTHORIZATION_EXPIRED,
+    }
 )
 NOTE = "; a file exchange is due: run 'ccx-agent offline export' (docs/offline.md)"
 

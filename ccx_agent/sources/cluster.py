@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ccx_agent.licensing.alerts import Alert
+from ccx_agent.licensing.alerts import Alert, Mnemonic
 from ccx_agent.licensing.timeutil import iso
 from ccx_agent.sources.safexml import XmlError, parse_xml
 
@@ -239,7 +239,7 @@ def origin_change(
     if origin.island and not was_island:
         alerts.append(
             Alert(
-                "UCCX_ISLAND_MODE",
+                Mnemonic.UCCX_ISLAND_MODE,
                 f"both Finesse nodes say IN_SERVICE ({nodes}): each agent is counted once "
                 "(by login id) until they agree on one master",
                 data={"live_state_from": list(origin.live_state)},
@@ -248,7 +248,7 @@ def origin_change(
     elif was_island and not origin.island:
         alerts.append(
             Alert(
-                "UCCX_ISLAND_MODE_ENDED",
+                Mnemonic.UCCX_ISLAND_MODE_ENDED,
                 f"one master again: live state from {nodes}",
                 data={"live_state_from": list(origin.live_state)},
             )

@@ -1,6 +1,10 @@
 """The alert catalogue and the two line styles (docs/licensing.md §9)."""
 
+import ast
+import json
+import re
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -8,13 +12,17 @@ from ccx_agent.licensing.alerts import (
     CATALOGUE,
     Alert,
     AlertFormat,
+    Mnemonic,
     Style,
     human_duration,
     lines,
     mcvd_line,
     ooc_countdown,
+    spec_of,
     uc_line,
 )
+
+ROOT = Path(__file__).resolve().parents[2]
 
 SEED = AlertFormat(node_id="uccxpubsu1", cluster_id="")
 
@@ -144,3 +152,84 @@ def test_countdown_names_its_tags_outside_the_seed_lines():
         assert rendered == lines(ooc_countdown(left, [], is_last=is_last), SEED)
         assert all(line in rendered for line in seed)
         assert not [line for line in rendered for tag in tags if tag in line]
+
+
+# --- the mnemonics are an enum (issue 17) ---------------------------------------------
+
+
+def test_a_mnemonic_is_written_as_its_own_name_everywhere():
+    """The enum changed no spelling: a member formats, serializes and compares as the
+    name operators' searches, the database and ``status --json`` already hold."""
+    for m in Mnemonic:
+        assert m.value == m.name
+        assert f"{m}" == str(m) == m.name
+        assert json.dumps({m: [m]}) == f'{{"{m.name}": ["{m.name}"]}}'
+        assert m == m.name and hash(m) == hash(m.name)
+        assert lines(Alert(m, "d"), SEED) == [
+            f"%MCVD-LIB_LICENSE-{CATALOGUE[m].severity}-{m.name}: [{CATALOGUE[m].context}] "
+            f"com.cisco.smartlicense.util.SmartLicenseUtil {CATALOGUE[m].description}: d",
+            f"%UC_LIB_LICENSE-{CATALOGUE[m].severity}-{m.name}: %[AppID=Cisco Unified CCX "
+            f"Cluster View Daemon][ClusterID=][NodeID=uccxpubsu1]: {CATALOGUE[m].description}",
+        ]
+
+
+def _documented() -> dict[str, tuple[int, str]]:
+    """``{mnemonic: (severity, context)}`` of the table in docs/licensing.md §9."""
+    text = (ROOT / "docs" / "licensing.md").read_text()
+    section = text.split("\n## 9. Alerts", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `([A-Z_]+)` \| (\d) \| `\[([A-Z_]+)\]` \|", section, re.M)
+    assert len(rows) == len({name for name, _, _ in rows}), "a mnemonic is listed twice"
+    return {name: (int(sev), context) for name, sev, context in rows}
+
+
+def test_every_member_is_in_the_catalogue_and_documented_and_nothing_else():
+    documented = _documented()
+    assert set(CATALOGUE) == set(Mnemonic)
+    assert list(CATALOGUE) == list(Mnemonic), "the catalogue follows the enum's order"
+    assert documented == {m.value: (s.severity, s.context) for m, s in CATALOGUE.items()}
+    assert list(documented) == [m.value for m in Mnemonic], "docs list them in enum order"
+
+
+def test_a_name_from_another_version_has_no_spec_but_is_not_an_error():
+    assert spec_of("SYSTEM_IN_OOC_STATE") is CATALOGUE[Mnemonic.SYSTEM_IN_OOC_STATE]
+    assert spec_of("AGENT_WENT_FISHING") is None
+
+
+def _raised(expr: ast.expr, where: str, unknown: list[str]) -> set[str]:
+    """The member names an ``Alert(...)`` mnemonic argument can take."""
+    if (
+        isinstance(expr, ast.Attribute)
+        and isinstance(expr.value, ast.Name)
+        and expr.value.id == "Mnemonic"
+    ):
+        return {expr.attr}
+    if isinstance(expr, ast.IfExp):
+        return _raised(expr.body, where, unknown) | _raised(expr.orelse, where, unknown)
+    unknown.append(f"{where}: {ast.unparse(expr)}")
+    return set()
+
+
+def test_every_alert_the_code_raises_is_a_member_and_every_member_is_raised():
+    """Read from the source of the package: each ``Alert(...)`` names its mnemonic as a
+    ``Mnemonic`` member (not a string, not a value computed at run time, which no test
+    could vouch for), that member exists, and no member is left that nothing raises."""
+    raised: dict[str, list[str]] = {}
+    unknown: list[str] = []
+    for path in sorted((ROOT / "ccx_agent").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if name != "Alert":
+                continue
+            where = f"{path.relative_to(ROOT)}:{node.lineno}"
+            args = [node.args[0]] if node.args else []
+            args += [k.value for k in node.keywords if k.arg == "mnemonic"]
+            assert len(args) == 1, where
+            for member in _raised(args[0], where, unknown):
+                raised.setdefault(member, []).append(where)
+    assert unknown == []
+    assert sorted(set(raised) - set(Mnemonic.__members__)) == []
+    assert sorted(set(Mnemonic.__members__) - set(raised)) == []
