@@ -13,14 +13,17 @@
   (0 when the source does not say).
 
 Many agents share a skill list (a team's resource group), so the seat of each distinct
-(skill list, outbound flag) pair is worked out once: counting 100,000 agents is one dict
-look-up each, and no object is made per agent (the breakdown is kept as columns).
+(skill list, outbound flag) pair is worked out once: counting 100,000 agents is a few
+passes over the columns in C (two dict look-ups each), and no object is made per agent
+(the breakdown is kept as columns).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import compress
+from operator import itemgetter, not_
 from typing import NamedTuple
 
 from ccx_agent.licensing.catalogue import ALL_FEATURES, CATALOGUE, Feature, LicenseType
@@ -95,40 +98,30 @@ def compute(
     premium_tag = tt.premium_seat if tt.premium_seat is not None else tt.standard_seat
     outbound_wanted = Feature.OUTBOUND in wanted
 
-    # (skills, outbound) -> (tag, features): the same for every agent alike.
-    decided: tuple[dict[tuple[str, ...], tuple[str, tuple[str, ...]]], ...] = ({}, {})
-
     def decide(skills: tuple[str, ...], outbound: bool) -> tuple[str, tuple[str, ...]]:
+        """(tag, features) of an agent with these skills and outbound flag."""
         found: set[Feature] = set()
         for skill in skills:
             found.update(by_skill.get(skill, ()))
         if outbound and outbound_wanted:
             found.add(Feature.OUTBOUND)
         features = tuple(f.value for f in order if f in found)
-        seat = (premium_tag if features else tt.standard_seat, features)
-        decided[outbound][skills] = seat
-        return seat
+        return (premium_tag if features else tt.standard_seat, features)
 
+    # Whole-column passes in C (map, compress, dict look-ups), no Python code run per
+    # agent: the seat of each distinct (skill list, outbound flag) pair is decided once.
     table = snapshot.table
-    ids: list[str] = []
-    tags: list[str] = []
-    features_col: list[tuple[str, ...]] = []
-    unlicensed: list[str] = []
-    flags_unlicensed = not tt.premium_features_licensed
-    logged_out = LOGGED_OUT_STATES
-    for ident, state, skills, outbound in zip(
-        table.ids, table.states, table.skills, table.outbound, strict=True
-    ):
-        if state in logged_out:
-            continue
-        seat = decided[outbound].get(skills)
-        if seat is None:
-            seat = decide(skills, outbound)
-        ids.append(ident)
-        tags.append(seat[0])
-        features_col.append(seat[1])
-        if flags_unlicensed and seat[1]:
-            unlicensed.append(ident)
+    logged_in = list(map(not_, map(LOGGED_OUT_STATES.__contains__, table.states)))
+    ids = list(compress(table.ids, logged_in))
+    pairs = list(compress(zip(table.skills, table.outbound, strict=True), logged_in))
+    undecided: tuple[str, tuple[str, ...]] = ("", ())
+    seat_of = dict.fromkeys(pairs, undecided)  # every distinct pair, in order of appearance
+    for skills, outbound in seat_of:
+        seat_of[skills, outbound] = decide(skills, outbound)
+    seats = list(map(seat_of.__getitem__, pairs))
+    tags = list(map(itemgetter(0), seats))
+    features_col = list(map(itemgetter(1), seats))
+    unlicensed = [] if tt.premium_features_licensed else list(compress(ids, features_col))
     counts = {tag: tags.count(tag) for tag in tt.all}
     if tt.outbound_port is not None and snapshot.outbound_ports is not None:
         counts[tt.outbound_port] = snapshot.outbound_ports

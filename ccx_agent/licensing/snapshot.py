@@ -36,7 +36,6 @@ import gc
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
-from operator import attrgetter
 from typing import Annotated, Any, Literal, NamedTuple, Self, TypeVar, overload
 
 import msgspec
@@ -494,9 +493,35 @@ _Names = tuple[_Name, ...]
 _CsqId = str | Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)] | float | bool | None
 
 
+# The Finesse states as written by Finesse: msgspec then gives the one str object of the
+# Literal, already hashed, for every agent (no string allocated, none to free). Another
+# spelling (" ready ", or a state to note) goes the reference way.
+_FinesseState = Literal[
+    "LOGIN",
+    "LOGOUT",
+    "READY",
+    "NOT_READY",
+    "RESERVED",
+    "RESERVED_OUTBOUND",
+    "RESERVED_OUTBOUND_PREVIEW",
+    "TALKING",
+    "HOLD",
+    "WORK",
+    "WORK_READY",
+    "WORK_NOT_READY",
+    "UNKNOWN",
+    "AVAILABLE",
+    "NOT_ACTIVE",
+    "ACTIVE",
+    "PAUSED",
+    "INTERRUPTED",
+    "BUSY_OTHER",
+]
+
+
 class _AgentDoc(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     id: _Name
-    state: str
+    state: _FinesseState
     type: Literal["agent", "supervisor"] | UnsetType = UNSET
     skills: _Names | UnsetType | None = UNSET
     outbound: bool | UnsetType = UNSET
@@ -527,19 +552,19 @@ class _SnapshotDoc(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 
 
 _DECODER = msgspec.json.Decoder(_SnapshotDoc)
-_AGENT_FIELDS = attrgetter("id", "state", "type", "skills", "outbound", "team")
 _TYPE_OR_DEFAULT: dict[Any, str] = {UNSET: "agent", "agent": "agent", "supervisor": "supervisor"}
 _OUTBOUND_OR_DEFAULT: dict[Any, bool] = {UNSET: False, False: False, True: True}
-_UNSET: Any = UNSET  # for tuple.count, which mypy would have take the column's item type
 
 
 def parse_snapshot_json(raw: bytes) -> Snapshot | None:
     """The snapshot in JSON bytes, or None when the reference path must decide.
 
     Returns exactly what ``parse_snapshot(json.loads(raw))`` returns for every document it
-    accepts. None means "not proven here", never "invalid": a document msgspec refuses, a
-    duplicate agent id, or a key that may be given twice (msgspec, like ``json.loads``,
-    keeps the last of two equal keys; see :func:`_colons_prove`). The garbage collector is
+    accepts. None means "not proven here", never "invalid": a document msgspec refuses
+    (which includes a state not spelled as Finesse writes it, one to fold to upper case or
+    to note), a duplicate agent id, or a key that may be given twice (msgspec, like
+    ``json.loads``, keeps the last of two equal keys; see :func:`_colons_prove`). The
+    garbage collector is
     paused while decoding: the structs are not tracked, but the tuples and lists are, and
     collections triggered by the allocations of one document would walk it again and again.
     """
@@ -561,14 +586,21 @@ def parse_snapshot_json(raw: bytes) -> Snapshot | None:
 def _from_structs(doc: _SnapshotDoc, raw: bytes) -> Snapshot | None:
     agents = doc.agents
     n = len(agents)
-    columns: list[tuple[Any, ...]] = (
-        list(zip(*map(_AGENT_FIELDS, agents), strict=True)) if n else [()] * 6
-    )
-    ids, raw_states, types, skills, outbound, teams = columns
+    # One pass per field: each is a tight loop over the structs, faster than building a
+    # tuple per agent and transposing.
+    columns: list[list[Any]] = [
+        [a.id for a in agents],
+        [a.state for a in agents],
+        [a.type for a in agents],
+        [a.skills for a in agents],
+        [a.outbound for a in agents],
+        [a.team for a in agents],
+    ]
+    ids, states, types, skills, outbound, teams = columns
     if len(set(ids)) != n:
         return None  # parse_snapshot names the duplicate, after any other problem
     keys = 6 * n - (
-        types.count(_UNSET) + skills.count(_UNSET) + outbound.count(_UNSET) + teams.count(_UNSET)
+        types.count(UNSET) + skills.count(UNSET) + outbound.count(UNSET) + teams.count(UNSET)
     )
     csqs: list[_CsqDoc] = doc.csqs or []
     campaigns: list[_CampaignDoc] = doc.campaigns or []
@@ -577,42 +609,23 @@ def _from_structs(doc: _SnapshotDoc, raw: bytes) -> Snapshot | None:
     keys += sum(2 + (c.skills is not UNSET) + (c.id is not UNSET) for c in csqs)
     keys += sum(1 + (c.csqs is not UNSET) for c in campaigns)
     keys += isinstance(ports, _PortsDoc) and ports.outbound is not UNSET
-
-    # The Finesse state, once per distinct spelling.
-    states_of: dict[str, str] = {}
-    for spelled in set(raw_states):
-        state = spelled.strip().upper()
-        if not state:
-            return None
-        states_of[spelled] = state
-    first_unknown: dict[str, int] = {}
-    for spelled, state in states_of.items():
-        if state not in FINESSE_STATES:
-            i = raw_states.index(spelled)
-            first_unknown[state] = min(i, first_unknown.get(state, i))
-    notes = [
-        f"agents[{i}] (id {_show(ids[i])}): state {_show(state)} is not "
-        "a known Finesse state; counted as logged in"
-        for state, i in sorted(first_unknown.items(), key=lambda item: item[1])
-    ]
-
     if not _colons_prove(raw, keys, columns, csqs, campaigns):
         return None
-    if types.count(_UNSET):
-        types = tuple(map(_TYPE_OR_DEFAULT.__getitem__, types))
-    if outbound.count(_UNSET):
-        outbound = tuple(map(_OUTBOUND_OR_DEFAULT.__getitem__, outbound))
+    if types.count(UNSET):
+        types = list(map(_TYPE_OR_DEFAULT.__getitem__, types))
+    if outbound.count(UNSET):
+        outbound = list(map(_OUTBOUND_OR_DEFAULT.__getitem__, outbound))
     # One tuple per distinct skill list, shared by the agents that have it (as the
     # reference path does): less memory, and compute's look-ups compare by identity.
     # dict(zip(...)) maps equal lists to one of them, in C.
     shared: dict[Any, tuple[str, ...]] = dict(zip(skills, skills, strict=True))
     shared[None] = shared[UNSET] = ()
-    skills = tuple(map(shared.__getitem__, skills))
+    skills = list(map(shared.__getitem__, skills))
     return Snapshot(
-        Agents((ids, types, tuple(map(states_of.__getitem__, raw_states)), skills, outbound)),
+        Agents((ids, types, states, skills, outbound)),
         tuple(Csq(c.name, c.type, c.skills or ()) for c in csqs),
         None if ports is None or ports is UNSET or ports.outbound is UNSET else ports.outbound,
-        tuple(notes),
+        (),  # every state is a Finesse one: nothing to note
         tuple(Campaign(c.name, c.csqs or ()) for c in campaigns),
     )
 
@@ -620,7 +633,7 @@ def _from_structs(doc: _SnapshotDoc, raw: bytes) -> Snapshot | None:
 def _colons_prove(
     raw: bytes,
     keys: int,
-    columns: list[tuple[Any, ...]],
+    columns: list[list[Any]],
     csqs: list[_CsqDoc],
     campaigns: list[_CampaignDoc],
 ) -> bool:
@@ -639,10 +652,9 @@ def _colons_prove(
         return True
     if b"\\u003a" in raw or b"\\u003A" in raw:
         return False
-    ids, raw_states, _, skills, _, teams = columns
+    ids, _, _, skills, _, teams = columns
     strings: list[Iterable[str]] = [
         ids,
-        raw_states,
         chain.from_iterable(s for s in skills if s),
         (t for t in teams if type(t) is str),
     ]
