@@ -20,7 +20,7 @@ passes over the columns in C (two dict look-ups each), and no object is made per
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import compress
 from operator import itemgetter, not_
@@ -110,15 +110,20 @@ def compute(
 
     # Whole-column passes in C (map, compress, dict look-ups), no Python code run per
     # agent: the seat of each distinct (skill list, outbound flag) pair is decided once.
+    # The pairs are not kept: zip then reuses one tuple for all, and nothing is allocated
+    # per agent for the garbage collector to count and walk.
     table = snapshot.table
     logged_in = list(map(not_, map(LOGGED_OUT_STATES.__contains__, table.states)))
     ids = list(compress(table.ids, logged_in))
-    pairs = list(compress(zip(table.skills, table.outbound, strict=True), logged_in))
+
+    def pairs() -> Iterator[tuple[tuple[str, ...], bool]]:
+        return compress(zip(table.skills, table.outbound, strict=True), logged_in)
+
     undecided: tuple[str, tuple[str, ...]] = ("", ())
-    seat_of = dict.fromkeys(pairs, undecided)  # every distinct pair, in order of appearance
+    seat_of = dict.fromkeys(pairs(), undecided)  # every distinct pair, in order of appearance
     for skills, outbound in seat_of:
         seat_of[skills, outbound] = decide(skills, outbound)
-    seats = list(map(seat_of.__getitem__, pairs))
+    seats = list(map(seat_of.__getitem__, pairs()))
     tags = list(map(itemgetter(0), seats))
     features_col = list(map(itemgetter(1), seats))
     unlicensed = [] if tt.premium_features_licensed else list(compress(ids, features_col))
