@@ -204,7 +204,11 @@ def read_regular(path: Path, limit: int, what: str) -> bytes:
         if size > limit:
             raise SourceError(f"{path}: {what} larger than {limit} bytes, refused")
         with os.fdopen(fd, "rb", closefd=False) as fh:
-            raw = fh.read(limit + 1)
+            # As many bytes as the file has, and one more to see it grow: asking for
+            # ``limit + 1`` at once would have a buffer of that size set up at every read.
+            raw = fh.read(size + 1)
+            if len(raw) > size:
+                raw += fh.read(limit + 1 - len(raw))
     except OSError as exc:
         reason = _one_line(exc.strerror or exc)
         raise SourceError(f"{path}: cannot read the {what}: {reason}") from None

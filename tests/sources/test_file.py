@@ -24,7 +24,13 @@ from ccx_agent.licensing.snapshot import (
 )
 from ccx_agent.sources import Source, SourceError
 from ccx_agent.sources.factory import build
-from ccx_agent.sources.file import MAX_ALIAS_VALUES, FileSource, decode, read_snapshot
+from ccx_agent.sources.file import (
+    MAX_ALIAS_VALUES,
+    FileSource,
+    decode,
+    read_regular,
+    read_snapshot,
+)
 
 DATA = Path(__file__).parent.parent / "data" / "snapshots"
 CONTRACT = Snapshot(
@@ -231,6 +237,18 @@ def test_too_large(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("ccx_agent.sources.file.MAX_BYTES", 10)
     path = write(tmp_path, "s.json", '{"agents": []}')
     assert error(path) == f"{path}: snapshot larger than 10 bytes, refused"
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux /proc")
+def test_a_file_with_more_bytes_than_its_size_is_read_whole_and_capped() -> None:
+    # A /proc file says it has 0 bytes and has more: as a file that grows while it is
+    # read, all of it is read, and the cap still holds.
+    status = Path("/proc/self/status")
+    assert status.stat().st_size == 0
+    raw = read_regular(status, 1_000_000, "snapshot")
+    assert raw.startswith(b"Name:") and b"\nPid:" in raw
+    with pytest.raises(SourceError, match="snapshot larger than 10 bytes, refused"):
+        read_regular(status, 10, "snapshot")
 
 
 def _read_within(path: Path, seconds: float) -> str:
