@@ -207,6 +207,7 @@ def measure(agents: int, repeat: int, no_gc: bool) -> dict[str, float]:
         f"{len(result.agents):,} logged in), {repeat} repetitions"
         f"{', GC off' if no_gc else ''}"
     )
+    print(f"  tags: {result.tags}")
     per = 1e6 / agents
     for label, times in (
         ("(a) baseline: json.loads, GC on", base),
