@@ -148,11 +148,12 @@ def decode(raw: bytes, name: str) -> Any:
 def read_snapshot(raw: bytes, name: str) -> Snapshot:
     """The snapshot in a file's (or a program's output's) bytes; ``name`` starts each error.
 
-    JSON goes the fast way first (:func:`parse_snapshot_json`: msgspec structs, no
-    duplicate key possible); whenever that is in doubt, and for YAML, the reference way
-    decides: :func:`decode` (refusing duplicate keys), then :func:`parse_snapshot`, whose
-    messages name the agent and the field. Both ways accept the same documents and build
-    the same snapshot (tests/licensing/test_snapshot.py proves it on random documents).
+    JSON goes the fast way first (:func:`parse_snapshot_json`: msgspec structs, and a
+    proof that no key is given twice); whenever that is in doubt, and for YAML, the
+    reference way decides: :func:`decode` (refusing duplicate keys), then
+    :func:`parse_snapshot`, whose messages name the agent and the field. The fast way
+    never words an error, so every message is the reference's; both ways build the same
+    snapshot (tests/sources/test_file.py proves it on random JSON texts).
     """
     if name.endswith(".json") or _BYTES_LOOK_LIKE_JSON.match(raw):
         snapshot = parse_snapshot_json(raw)
