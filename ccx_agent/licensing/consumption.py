@@ -13,14 +13,17 @@
   (0 when the source does not say).
 
 Many agents share a skill list (a team's resource group), so the seat of each distinct
-(skill list, outbound flag) pair is worked out once: counting 100,000 agents is one dict
-look-up each, and no object is made per agent (the breakdown is kept as columns).
+(skill list, outbound flag) pair is worked out once: counting 100,000 agents is a few
+passes over the columns in C (two dict look-ups each), and no object is made per agent
+(the breakdown is kept as columns).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import compress, repeat
+from operator import itemgetter, not_
 from typing import NamedTuple
 
 from ccx_agent.licensing.catalogue import ALL_FEATURES, CATALOGUE, Feature, LicenseType
@@ -79,6 +82,23 @@ def skill_features(snapshot: Snapshot) -> dict[str, frozenset[Feature]]:
     return {k: frozenset(v) for k, v in out.items()}
 
 
+_Seat = tuple[str, tuple[str, ...]]
+_Pair = tuple[tuple[str, ...], bool]
+
+
+class _Decided(dict[_Pair, _Seat]):
+    """(skills, outbound) -> seat, decided by ``decide`` at the first look-up of a pair: a
+    look-up that finds it stays in C."""
+
+    def __init__(self, decide: Callable[[_Pair], _Seat]) -> None:
+        super().__init__()
+        self._decide = decide
+
+    def __missing__(self, key: _Pair) -> _Seat:
+        seat = self[key] = self._decide(key)
+        return seat
+
+
 def compute(
     snapshot: Snapshot,
     license_type: LicenseType,
@@ -95,40 +115,37 @@ def compute(
     premium_tag = tt.premium_seat if tt.premium_seat is not None else tt.standard_seat
     outbound_wanted = Feature.OUTBOUND in wanted
 
-    # (skills, outbound) -> (tag, features): the same for every agent alike.
-    decided: tuple[dict[tuple[str, ...], tuple[str, tuple[str, ...]]], ...] = ({}, {})
+    none: frozenset[Feature] = frozenset()
+    outbound_features = frozenset({Feature.OUTBOUND}) if outbound_wanted else none
+    seat_of_features: dict[frozenset[Feature], _Seat] = {}
 
-    def decide(skills: tuple[str, ...], outbound: bool) -> tuple[str, tuple[str, ...]]:
-        found: set[Feature] = set()
-        for skill in skills:
-            found.update(by_skill.get(skill, ()))
-        if outbound and outbound_wanted:
-            found.add(Feature.OUTBOUND)
-        features = tuple(f.value for f in order if f in found)
-        seat = (premium_tag if features else tt.standard_seat, features)
-        decided[outbound][skills] = seat
+    def decide(key: _Pair) -> _Seat:
+        """(tag, features) of an agent with these skills and outbound flag."""
+        skills, outbound = key
+        found = none.union(*map(by_skill.get, skills, repeat(none)))
+        if outbound:
+            found |= outbound_features
+        seat = seat_of_features.get(found)
+        if seat is None:
+            features = tuple(f.value for f in order if f in found)
+            seat = seat_of_features[found] = (
+                premium_tag if features else tt.standard_seat,
+                features,
+            )
         return seat
 
+    # Whole-column passes in C (map, compress, one dict look-up per agent), no Python code
+    # run per agent: the seat of each distinct (skill list, outbound flag) pair is decided
+    # once, on its first look-up. The pairs are not kept: zip then reuses one tuple for
+    # all, and nothing is allocated per agent for the garbage collector to count and walk.
     table = snapshot.table
-    ids: list[str] = []
-    tags: list[str] = []
-    features_col: list[tuple[str, ...]] = []
-    unlicensed: list[str] = []
-    flags_unlicensed = not tt.premium_features_licensed
-    logged_out = LOGGED_OUT_STATES
-    for ident, state, skills, outbound in zip(
-        table.ids, table.states, table.skills, table.outbound, strict=True
-    ):
-        if state in logged_out:
-            continue
-        seat = decided[outbound].get(skills)
-        if seat is None:
-            seat = decide(skills, outbound)
-        ids.append(ident)
-        tags.append(seat[0])
-        features_col.append(seat[1])
-        if flags_unlicensed and seat[1]:
-            unlicensed.append(ident)
+    logged_in = list(map(not_, map(LOGGED_OUT_STATES.__contains__, table.states)))
+    ids = list(compress(table.ids, logged_in))
+    pairs = compress(zip(table.skills, table.outbound, strict=True), logged_in)
+    seats = list(map(_Decided(decide).__getitem__, pairs))
+    tags = list(map(itemgetter(0), seats))
+    features_col = list(map(itemgetter(1), seats))
+    unlicensed = [] if tt.premium_features_licensed else list(compress(ids, features_col))
     counts = {tag: tags.count(tag) for tag in tt.all}
     if tt.outbound_port is not None and snapshot.outbound_ports is not None:
         counts[tt.outbound_port] = snapshot.outbound_ports

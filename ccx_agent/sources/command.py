@@ -19,9 +19,9 @@ import time
 from collections.abc import Sequence
 
 from ccx_agent.config import CommandSource as CommandSourceConfig
-from ccx_agent.licensing.snapshot import Snapshot, SnapshotError, parse_snapshot
+from ccx_agent.licensing.snapshot import Snapshot
 from ccx_agent.sources import SourceError
-from ccx_agent.sources.file import decode
+from ccx_agent.sources.file import read_snapshot
 
 #: How much of the program's stderr is kept (its end), to explain a failure.
 STDERR_KEPT = 4096
@@ -113,9 +113,4 @@ class CommandSource:
         return b"".join(out)
 
     def read(self) -> Snapshot:
-        raw = self.run()
-        doc = decode(raw, f"{self.name} output")
-        try:
-            return parse_snapshot(doc)
-        except SnapshotError as exc:
-            raise SourceError(f"{self.name} output: {exc}") from None
+        return read_snapshot(self.run(), f"{self.name} output")

@@ -18,7 +18,12 @@ from typing import Any
 
 import yaml
 
-from ccx_agent.licensing.snapshot import Snapshot, SnapshotError, parse_snapshot
+from ccx_agent.licensing.snapshot import (
+    Snapshot,
+    SnapshotError,
+    parse_snapshot,
+    parse_snapshot_json,
+)
 from ccx_agent.sources import SourceError
 from ccx_agent.yamldoc import alias_problem
 
@@ -30,6 +35,7 @@ MAX_BYTES = 256 * 1024 * 1024
 MAX_ALIAS_VALUES = 1_000_000
 
 _LOOKS_LIKE_JSON = re.compile(r"\s*[\[{]")
+_BYTES_LOOK_LIKE_JSON = re.compile(rb"(?:\xef\xbb\xbf)?[ \t\r\n]*[\[{]")
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
@@ -139,6 +145,27 @@ def decode(raw: bytes, name: str) -> Any:
     return _yaml(text, name)
 
 
+def read_snapshot(raw: bytes, name: str) -> Snapshot:
+    """The snapshot in a file's (or a program's output's) bytes; ``name`` starts each error.
+
+    JSON goes the fast way first (:func:`parse_snapshot_json`: msgspec structs, and a
+    proof that no key is given twice); whenever that is in doubt, and for YAML, the
+    reference way decides: :func:`decode` (refusing duplicate keys), then
+    :func:`parse_snapshot`, whose messages name the agent and the field. The fast way
+    never words an error, so every message is the reference's; both ways build the same
+    snapshot (tests/sources/test_file.py proves it on random JSON texts).
+    """
+    if name.endswith(".json") or _BYTES_LOOK_LIKE_JSON.match(raw):
+        snapshot = parse_snapshot_json(raw)
+        if snapshot is not None:
+            return snapshot
+    doc = decode(raw, name)
+    try:
+        return parse_snapshot(doc)
+    except SnapshotError as exc:
+        raise SourceError(f"{name}: {exc}") from None
+
+
 def kind_of_file(mode: int) -> str:
     """What a file that is not a regular one is, for a message."""
     if stat.S_ISDIR(mode):
@@ -178,7 +205,11 @@ def read_regular(path: Path, limit: int, what: str) -> bytes:
         if size > limit:
             raise SourceError(f"{path}: {what} larger than {limit} bytes, refused")
         with os.fdopen(fd, "rb", closefd=False) as fh:
-            raw = fh.read(limit + 1)
+            # As many bytes as the file has, and one more to see it grow: asking for
+            # ``limit + 1`` at once would have a buffer of that size set up at every read.
+            raw = fh.read(size + 1)
+            if len(raw) > size:
+                raw += fh.read(limit + 1 - len(raw))
     except OSError as exc:
         reason = _one_line(exc.strerror or exc)
         raise SourceError(f"{path}: cannot read the {what}: {reason}") from None
@@ -194,9 +225,4 @@ class FileSource:
         self.path = path
 
     def read(self) -> Snapshot:
-        raw = read_regular(self.path, MAX_BYTES, "snapshot")
-        doc = decode(raw, str(self.path))
-        try:
-            return parse_snapshot(doc)
-        except SnapshotError as exc:
-            raise SourceError(f"{self.path}: {exc}") from None
+        return read_snapshot(read_regular(self.path, MAX_BYTES, "snapshot"), str(self.path))

@@ -1,5 +1,6 @@
 """Parsing a snapshot document (the ``file`` source format, issue contract)."""
 
+import json
 from types import MappingProxyType
 from typing import Any
 
@@ -15,6 +16,7 @@ from ccx_agent.licensing.snapshot import (
     Snapshot,
     SnapshotError,
     parse_snapshot,
+    parse_snapshot_json,
 )
 
 CONTRACT = {
@@ -344,12 +346,21 @@ def _outcome(doc: Any) -> Any:
         return str(exc)
 
 
+def _json_agrees(doc: Any, reference: Any) -> bool:
+    """The msgspec path on ``doc`` as JSON either declines (None) or builds exactly what the
+    reference built, notes included; it never accepts what the reference refuses."""
+    fast = parse_snapshot_json(json.dumps(doc).encode())
+    return fast is None or (fast, fast.notes) == reference
+
+
 @given(st.lists(_raw_agents, max_size=4))
 def test_plain_dicts_and_other_mappings_parse_alike(raws: list[dict[str, Any]]) -> None:
-    # Plain dicts take the fast path; any other Mapping the reference validator.
+    # Plain dicts take the fast path; any other Mapping the reference validator; JSON bytes
+    # the msgspec structs.
     fast = _outcome({"agents": raws})
     slow = _outcome({"agents": [MappingProxyType(r) for r in raws]})
     assert fast == slow
+    assert _json_agrees({"agents": raws}, slow)
 
 
 @given(st.lists(_raw_agents, max_size=4))
@@ -361,6 +372,7 @@ def test_repeated_agents_parse_alike(raws: list[dict[str, Any]]) -> None:
     fast = _outcome({"agents": twice})
     slow = _outcome({"agents": [MappingProxyType(r) for r in twice]})
     assert fast == slow
+    assert _json_agrees({"agents": twice}, slow)
 
 
 # --- the agent table ----------------------------------------------------------------------
@@ -410,3 +422,90 @@ def test_campaigns_are_optional_and_checked() -> None:
         parse_snapshot({"agents": [], "campaigns": [{"csqs": ["Outbound"]}]})
     with pytest.raises(SnapshotError, match="campaigns: must be a list"):
         parse_snapshot({"agents": [], "campaigns": "Renewals"})
+
+
+# --- the msgspec path for JSON bytes -------------------------------------------------------
+# Its agreement with the reference on random documents, duplicate keys and error messages
+# included, is proven in tests/sources/test_file.py (read_snapshot); here, what it declines.
+
+
+def test_json_path_builds_the_contract_snapshot() -> None:
+    raw = json.dumps(CONTRACT).encode()
+    got = parse_snapshot_json(raw)
+    assert got is not None
+    assert got == parse_snapshot(CONTRACT)
+    assert tuple(got.agents) == (Agent("a1", "agent", "READY", ("Sales", "Chat"), False),)
+
+
+def test_json_path_fills_defaults_like_the_reference() -> None:
+    doc = {
+        "agents": [
+            {"id": "a1", "state": "READY"},
+            {"id": "a2", "state": "LOGOUT", "skills": None, "team": None},
+            {"id": "a3", "state": "TALKING", "type": "supervisor", "outbound": True},
+            {"id": "a4", "state": "UNKNOWN", "skills": ["S"], "outbound": False},
+        ],
+        "csqs": None,
+        "ports": {"outbound": None},
+        "campaigns": [{"name": "C"}],
+    }
+    got = parse_snapshot_json(json.dumps(doc).encode())
+    want = parse_snapshot(doc)
+    assert got is not None
+    assert (got, got.notes) == (want, want.notes)
+
+
+def test_json_path_knows_every_finesse_state_as_written() -> None:
+    # A state as Finesse writes it takes the msgspec path; another spelling (to be folded
+    # to upper case, or to be noted) is left to the reference path, which words the note.
+    for state in sorted(FINESSE_STATES):
+        doc = doc_of(agent(state=state))
+        assert parse_snapshot_json(json.dumps(doc).encode()) == parse_snapshot(doc), state
+    for spelled in (" ready ", "Logout", "LOGGED_OUT"):
+        assert parse_snapshot_json(json.dumps(doc_of(agent(state=spelled))).encode()) is None
+
+
+def test_skill_lists_alike_share_one_tuple() -> None:
+    doc = doc_of(agent(id="a1", skills=["S", "T"]), agent(id="a2", skills=["S", "T"]))
+    got = parse_snapshot_json(json.dumps(doc).encode())
+    assert got is not None
+    assert got.agents.skills[0] is got.agents.skills[1]
+
+
+def test_json_path_allows_a_byte_order_mark() -> None:
+    got = parse_snapshot_json(b"\xef\xbb\xbf" + json.dumps(CONTRACT).encode())
+    assert got == parse_snapshot(CONTRACT)
+
+
+def test_colons_inside_strings_are_no_doubt() -> None:
+    doc = doc_of(agent(id="uccx:a1", skills=["Sales:EMEA"], team="T:1"))
+    assert parse_snapshot_json(json.dumps(doc).encode()) == parse_snapshot(doc)
+    # An escaped colon is no doubt either while the colon bytes alone prove the count.
+    escaped = b'{"agents": [{"id": "a\\u003A1", "state": "READY"}], "csqs": null}'
+    assert parse_snapshot_json(escaped) == parse_snapshot(json.loads(escaped))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # A key given twice, alone, or with a colon in a string to make up the count.
+        b'{"agents": [{"id": "a1", "state": "READY", "state": "LOGOUT"}]}',
+        b'{"agents": [{"id": "a1", "state": "READY"}], "agents": []}',
+        b'{"agents": [{"id": "a:1", "state": "READY", "state": "LOGOUT"}]}',
+        b'{"agents": [{"id": "a1", "state": "READY", "team": "x:y", "team": "z"}]}',
+        # A colon written as an escape is no colon byte: the count proves nothing then.
+        b'{"agents": [{"id": "a\\u003a1", "state": "READY", "state": "LOGOUT"}]}',
+        b'{"agents": [{"id": "a\\u003A1", "state": "READY", "team": "x:y"}]}',
+        # What only the reference can word.
+        b'{"agents": [{"id": "a1", "state": "READY"}, {"id": "a1", "state": "READY"}]}',
+        b'{"agents": [{"id": "a1", "state": "  "}]}',
+        b'{"agents": [{"id": "a1", "state": "READY", "skill": []}]}',
+        b'{"agents": [{"id": "a1", "state": "READY"}], "ports": {"outbound": 1.0}}',
+        b'{"agents": [{"id": "a1", "state": "READY"}], "csqs": [{"name": "C", "type": "VOICE", "id": NaN}]}',
+        b"null",
+        b"[]",
+        b'{"agents": [}',
+    ],
+)
+def test_json_path_declines_when_in_doubt(raw: bytes) -> None:
+    assert parse_snapshot_json(raw) is None

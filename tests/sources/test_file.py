@@ -1,5 +1,6 @@
 """``source.kind: file``: JSON and YAML snapshots, and every way a file can be wrong."""
 
+import json
 import os
 import stat
 import threading
@@ -7,14 +8,29 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ccx_agent.config import FileSource as FileSourceConfig
 from ccx_agent.licensing.catalogue import ALL_FEATURES, LicenseType
 from ccx_agent.licensing.consumption import compute
-from ccx_agent.licensing.snapshot import Agent, Csq, Snapshot
+from ccx_agent.licensing.snapshot import (
+    Agent,
+    Csq,
+    Snapshot,
+    SnapshotError,
+    parse_snapshot,
+    parse_snapshot_json,
+)
 from ccx_agent.sources import Source, SourceError
 from ccx_agent.sources.factory import build
-from ccx_agent.sources.file import MAX_ALIAS_VALUES, FileSource, decode
+from ccx_agent.sources.file import (
+    MAX_ALIAS_VALUES,
+    FileSource,
+    decode,
+    read_regular,
+    read_snapshot,
+)
 
 DATA = Path(__file__).parent.parent / "data" / "snapshots"
 CONTRACT = Snapshot(
@@ -223,6 +239,18 @@ def test_too_large(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert error(path) == f"{path}: snapshot larger than 10 bytes, refused"
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux /proc")
+def test_a_file_with_more_bytes_than_its_size_is_read_whole_and_capped() -> None:
+    # A /proc file says it has 0 bytes and has more: as a file that grows while it is
+    # read, all of it is read, and the cap still holds.
+    status = Path("/proc/self/status")
+    assert status.stat().st_size == 0
+    raw = read_regular(status, 1_000_000, "snapshot")
+    assert raw.startswith(b"Name:") and b"\nPid:" in raw
+    with pytest.raises(SourceError, match="snapshot larger than 10 bytes, refused"):
+        read_regular(status, 10, "snapshot")
+
+
 def _read_within(path: Path, seconds: float) -> str:
     """The error of reading ``path``, which must come within ``seconds``. A read blocked
     in open() on a FIFO is released by opening the FIFO for writing, so that a failing
@@ -302,3 +330,110 @@ def test_anchors_shared_by_many_agents_are_fine(tmp_path: Path) -> None:
 def test_decode_directly() -> None:
     assert decode(b'{"agents": []}', "x.json") == {"agents": []}
     assert decode(b"agents: []", "x") == {"agents": []}
+
+
+# --- the msgspec path and the reference path read JSON alike ------------------------------
+# Random JSON texts written token by token, so that a key can be given twice (no dict can
+# hold that), strings can carry colons or escaped colons, and every field can have a wrong
+# type. read_snapshot (msgspec first) must end exactly as the reference does: decode,
+# refusing duplicate keys, then parse_snapshot: the same snapshot and notes, or the same
+# one-line message.
+
+_SCALARS = [
+    "null", "true", "false", "0", "-1", "12", "1.5", "1.0", "100001", "1e400", "NaN",
+    '"a1"', '"a:1"', '"a\\u003a1"', '""', '"  "', '"READY"', '"ready"', '" Logout "',
+    '"LOGGED_OUT"', '"agent"', '"supervisor"', '"VOICE"', '"CHAT"', '"x\\"y"', '"\\ud800"',
+    '"S"', '"S:1"',
+]
+_LISTS = ['["S", "T"]', '["S:1"]', "[]", '[""]', "[3]", '["S", "S"]', "{}", '{"k": 1}']
+_json_values = st.sampled_from(_SCALARS + _LISTS)
+_AGENT_KEYS = ["id", "type", "state", "skills", "outbound", "team", "other"]
+
+
+def _object(pairs: list[tuple[str, str]]) -> str:
+    return "{" + ", ".join(f'"{key}": {value}' for key, value in pairs) + "}"
+
+
+# A well-formed agent (its id made unique below), a few of its fields changed or repeated.
+_good_agent = st.tuples(
+    st.sampled_from(['"READY"', '"logout"', '"TALKING"', '"Busy"']),
+    st.sampled_from(['["S", "T"]', '["S"]', "[]", "null", '["S:1"]']),
+    st.lists(st.tuples(st.sampled_from(_AGENT_KEYS), _json_values), max_size=2),
+).map(lambda t: [("id", "@ID"), ("state", t[0]), ("skills", t[1]), *t[2]])
+_odd_agent = st.lists(st.tuples(st.sampled_from(_AGENT_KEYS), _json_values), max_size=6)
+_csq = st.lists(
+    st.tuples(st.sampled_from(["name", "type", "skills", "id", "queue"]), _json_values),
+    max_size=5,
+).map(_object)
+_top_extra = st.lists(
+    st.tuples(
+        st.sampled_from(["csqs", "ports", "campaigns", "agents", "other"]),
+        st.one_of(
+            _json_values,
+            st.lists(_csq, max_size=2).map(lambda cs: "[" + ", ".join(cs) + "]"),
+            st.sampled_from(['{"outbound": 3}', '{"outbound": -1}', '[{"name": "C"}]']),
+        ),
+    ),
+    max_size=2,
+)
+
+
+@st.composite
+def _json_snapshots(draw: st.DrawFn) -> bytes:
+    agents = draw(st.lists(st.one_of(_good_agent, _good_agent, _odd_agent), max_size=5))
+    written = []
+    for i, pairs in enumerate(agents):
+        unique = [(k, f'"a{i}"' if v == "@ID" else v) for k, v in pairs]
+        written.append(_object(unique))
+    top = [("agents", "[" + ", ".join(written) + "]"), *draw(_top_extra)]
+    return _object(draw(st.permutations(top))).encode()
+
+
+def _reference(raw: bytes, name: str) -> Snapshot:
+    doc = decode(raw, name)
+    try:
+        return parse_snapshot(doc)
+    except SnapshotError as exc:
+        raise SourceError(f"{name}: {exc}") from None
+
+
+def _ending(read_it: object, raw: bytes) -> object:
+    try:
+        snap = read_it(raw, "s.json")  # type: ignore[operator]
+    except SourceError as exc:
+        return str(exc)
+    return snap, snap.notes
+
+
+@settings(max_examples=400)
+@given(_json_snapshots())
+def test_msgspec_and_reference_paths_end_alike(raw: bytes) -> None:
+    assert _ending(read_snapshot, raw) == _ending(_reference, raw)
+
+
+def test_the_random_json_reaches_both_ends() -> None:
+    """The property above must see documents the msgspec path accepts, and some it
+    declines (a key given twice among them), or it would prove little."""
+    from hypothesis import find
+
+    accepted = find(
+        _json_snapshots(), lambda raw: (s := parse_snapshot_json(raw)) is not None and len(s.agents) > 2
+    )
+    assert len(read_snapshot(accepted, "s.json").agents) > 2
+    twice = find(
+        _json_snapshots(),
+        lambda raw: parse_snapshot_json(raw) is None and "given twice" in str(_ending(_reference, raw)),
+    )
+    assert "given twice" in str(_ending(read_snapshot, twice))
+
+
+def test_a_big_snapshot_takes_the_msgspec_path(tmp_path: Path) -> None:
+    agents = [
+        {"id": f"uccx:{i}", "state": "READY" if i % 3 else "LOGOUT", "skills": [f"S{i % 7}"]}
+        for i in range(3000)
+    ]
+    raw = json.dumps({"agents": agents, "csqs": [{"name": "C", "type": "CHAT", "skills": ["S1"]}]})
+    path = write(tmp_path, "big.json", raw)
+    fast = parse_snapshot_json(path.read_bytes())
+    assert fast is not None
+    assert read(path) == fast == parse_snapshot(json.loads(raw))
