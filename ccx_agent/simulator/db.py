@@ -377,13 +377,41 @@ class Tx:
         usage: Mapping[str, int],
         now: datetime,
     ) -> None:
-        text = json.dumps(dict(usage), sort_keys=True)
-        cur = self._c.execute(
+        self.add_reports(piid, [(report_id, start, end, usage)], now)
+
+    def add_reports(
+        self,
+        piid: str,
+        reports: Sequence[tuple[str, str, str, Mapping[str, int]]],
+        now: datetime,
+    ) -> None:
+        """Store ``(id, start, end, usage)`` reports of one instance, in order (a batch of
+        a REPORT_USAGE), then bring its latest usage and the pool up to date once."""
+        if not reports:
+            return
+        received = iso(now)
+        rows = [
+            (rid, piid, start, end, json.dumps(dict(usage), sort_keys=True), received)
+            for rid, start, end, usage in reports
+        ]
+        self._c.executemany(
             'INSERT INTO reports (id, piid, start, "end", usage, received_at) '
             "VALUES (?, ?, ?, ?, ?, ?)",
-            (report_id, piid, start, end, text, iso(now)),
+            rows,
         )
-        self._newer_report(piid, start, int(cur.lastrowid or 0), text)
+        # The latest interval of the batch (the last received of equal starts).
+        last = max(range(len(rows)), key=lambda i: (rows[i][2], i))
+        rid, _, start, _, text, _ = rows[last]
+        seq = self._c.execute("SELECT seq FROM reports WHERE id = ?", (rid,)).fetchone()[0]
+        self._newer_report(piid, start, int(seq), text)
+
+    def known_reports(self, report_ids: Sequence[str]) -> set[str]:
+        """Which of ``report_ids`` are stored already (one query for a whole batch)."""
+        rows = self._c.execute(
+            "SELECT id FROM reports WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(report_ids)),),
+        )
+        return {str(r[0]) for r in rows}
 
     def _newer_report(self, piid: str, start: str, seq: int, text: str) -> None:
         """Keep ``latest_usage`` and the pool up to date with a report just stored.

@@ -52,8 +52,16 @@ operation = st.one_of(
     st.tuples(
         st.just("report"),
         st.integers(0, 20),  # which instance (modulo how many there are)
-        st.integers(0, 40),  # interval number: late re-sends of old intervals included
-        st.dictionaries(st.sampled_from(TAGS), st.integers(0, 500), max_size=3),
+        # One REPORT_USAGE batch: interval numbers (late re-sends of old ones included)
+        # and their usage.
+        st.lists(
+            st.tuples(
+                st.integers(0, 40),
+                st.dictionaries(st.sampled_from(TAGS), st.integers(0, 500), max_size=3),
+            ),
+            min_size=1,
+            max_size=4,
+        ),
     ),
     st.tuples(st.just("deregister"), st.integers(0, 20)),
 )
@@ -77,17 +85,18 @@ def test_the_pool_always_agrees_with_the_reports(ops: list[tuple[object, ...]]) 
                     tx.add_instance(inst)
                     piids.append(inst.piid)
                 elif op[0] == "report" and piids:
-                    _, which, n, usage = op
-                    assert isinstance(which, int) and isinstance(n, int)
-                    assert isinstance(usage, dict)
+                    _, which, batch = op
+                    assert isinstance(which, int) and isinstance(batch, list)
                     piid = piids[which % len(piids)]
-                    start = NOW + timedelta(minutes=15) * n
-                    rid = f"{piid}:{iso(start)}"
-                    if rid not in seen:  # the server stores an id once
-                        seen.add(rid)
-                        tx.add_report(
-                            rid, piid, iso(start), iso(start + timedelta(minutes=15)), usage, NOW
-                        )
+                    fresh = []
+                    for n, usage in batch:
+                        start = NOW + timedelta(minutes=15) * n
+                        rid = f"{piid}:{iso(start)}"
+                        if rid not in seen:  # the server stores an id once
+                            seen.add(rid)
+                            end = start + timedelta(minutes=15)
+                            fresh.append((rid, iso(start), iso(end), usage))
+                    tx.add_reports(piid, fresh, NOW)
                 elif op[0] == "deregister" and piids:
                     _, which = op
                     assert isinstance(which, int)
