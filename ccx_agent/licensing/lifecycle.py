@@ -159,6 +159,15 @@ def _auth_anchor(state: ProductState, now: datetime) -> datetime:
     return state.identity.registered_at if state.identity is not None else now
 
 
+def registered_at(state: ProductState, now: datetime) -> bool:
+    """Whether the instance is registered at ``now`` (``derive(...).registered``, cheaply:
+    it is asked at every interval's close)."""
+    ident = state.identity
+    return state.registration is Registration.REGISTERED and (
+        ident is None or now < ident.cert_expires_at
+    )
+
+
 def derive(state: ProductState, now: datetime, timers: Timers) -> ProductState:
     """Recompute registration, authorization and enforcement from the stored timestamps."""
     registration = state.registration

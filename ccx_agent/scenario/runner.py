@@ -178,20 +178,25 @@ def _drive(
     elif registered:
         agent.register(SCENARIO_TOKEN, start)
 
-    # Every instant at which something happens, in order, as whole seconds from the start
-    # (integer arithmetic keeps a 400-day walk of 576,000 samples cheap).
+    # Every instant at which a job may run (report boundaries and events), in order, as
+    # whole seconds from the start. A sample instant between two of them only adds to
+    # ``batch``: those are added in bulk (a 400-day walk has 576,000 samples and 38,400
+    # boundaries).
     rep = int(report_step.total_seconds())
     smp = int(sample_step.total_seconds())
     total = int(duration.total_seconds())
-    offsets = sorted(
-        {
-            *range(0, total + 1, smp),
-            *range(0, total + 1, rep),
-            *(int(e.at.total_seconds()) for e in events),
-        }
-    )
+    offsets = sorted({*range(0, total + 1, rep), *(int(e.at.total_seconds()) for e in events)})
     second = timedelta(seconds=1)
+
+    def samples_before(off: int, previous: int) -> None:
+        """The sample instants strictly between ``previous`` and ``off`` (before the end)."""
+        first = (previous // smp + 1) * smp
+        batch.extend(map(start.__add__, map(second.__mul__, range(first, min(off, total), smp))))
+
+    previous = -1
     for off in offsets:
+        samples_before(off, previous)
+        previous = off
         now = start + off * second
         due_events = []
         while pending and pending[0].at.total_seconds() <= off:
@@ -220,6 +225,7 @@ def _drive(
                 flush_samples()  # the first renewal check sees what is in use from the start
             agent.housekeeping(now)
             known = None
+    samples_before(total, previous)
     if quiet:
         # A duration that ends between boundaries: close the whole intervals still pending.
         catch_up(start + (total // rep) * report_step)
