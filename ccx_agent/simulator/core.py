@@ -41,6 +41,7 @@ from ccx_agent.ssm.protocol import (
     ProtocolError,
     Request,
     cert_to_text,
+    check_request,
     counts,
     csr_from_text,
     instant,
@@ -140,7 +141,10 @@ class Simulator(Admin):
         """
         echo = _peek(raw)
         try:
-            request = open_request(raw, now, self._anchors, max_age=max_age)
+            if echo is None:
+                request = open_request(raw, now, self._anchors, max_age=max_age)
+            else:  # decoded once: the checks are those of open_request
+                request = check_request(echo, now, self._anchors, max_age=max_age)
             body, piid = self._process(request, now, max_age or NONCE_MEMORY)
             return 200, self._seal(echo, now, body=body, piid=piid)
         except ProtocolError as exc:

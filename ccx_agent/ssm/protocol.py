@@ -545,7 +545,19 @@ def open_request(
     ``max_age`` (default ``max_skew``) is how old a request may be: a request carried on
     a file (docs/offline.md) is answered days after it was made, never one from the future.
     """
-    envelope = decode(raw)
+    return check_request(decode(raw), now, anchors, max_skew=max_skew, max_age=max_age)
+
+
+def check_request(
+    envelope: dict[str, Any],
+    now: datetime,
+    anchors: Sequence[x509.Certificate],
+    *,
+    max_skew: timedelta = MAX_SKEW,
+    max_age: timedelta | None = None,
+) -> Request:
+    """:func:`open_request` of a request already decoded by :func:`decode` (a server that
+    decoded it once to echo its nonce need not decode it again)."""
     _common(envelope, REQUEST_FIELDS)
     type_ = MessageType(envelope["type"])
     sent_at = instant(envelope, "sent_at", "")
