@@ -16,9 +16,9 @@ from ccx_agent.licensing.lifecycle import (
     Result,
     Timers,
     clear_mark,
-    derive,
     evaluate,
     in_ooc_alert,
+    registered_at,
     standing,
 )
 
@@ -118,7 +118,7 @@ def close(
     tt = CATALOGUE[state.license_type]
     records: dict[str, TagRecord] = {}
     # Whether the interval is reported is decided by the registration at its end.
-    if usage is None or not derive(state, end, timers).registered:
+    if usage is None or not registered_at(state, end):
         new, alerts = evaluate(state, end, timers)
         status = IntervalStatus.NO_DATA if usage is None else IntervalStatus.LOCAL
         for tag in tt.all:
@@ -144,7 +144,10 @@ def close(
             )
         # Compliance first, then the product timers once: a tag that leaves OOC in this
         # interval must not also get its daily "still out of compliance" reminder.
-        new = replace(state, tags={t: s.after for t, s in steps.items()})
+        tags = {t: s.after for t, s in steps.items()}
+        # Most intervals change no tag: keep the same state (the shell then has nothing
+        # to save), rather than an equal copy.
+        new = state if tags == state.tags else replace(state, tags=tags)
         alerts = _group(steps, rules, new)
         if any(a.mnemonic == Mnemonic.SYSTEM_IN_OOC_STATE for a in alerts):
             new = replace(new, marks={**new.marks, Mnemonic.SYSTEM_IN_OOC_STATE: end})

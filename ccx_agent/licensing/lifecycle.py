@@ -158,6 +158,15 @@ def _auth_anchor(state: ProductState, now: datetime) -> datetime:
     return state.identity.registered_at if state.identity is not None else now
 
 
+def registered_at(state: ProductState, now: datetime) -> bool:
+    """Whether the instance is registered at ``now`` (``derive(...).registered``, cheaply:
+    it is asked at every interval's close)."""
+    ident = state.identity
+    return state.registration is Registration.REGISTERED and (
+        ident is None or now < ident.cert_expires_at
+    )
+
+
 def derive(state: ProductState, now: datetime, timers: Timers) -> ProductState:
     """Recompute registration, authorization and enforcement from the stored timestamps."""
     registration = state.registration
@@ -408,6 +417,32 @@ def due(state: ProductState, now: datetime, timers: Timers) -> list[Due]:
     ):
         out.append(Due.AUTHORIZE)
     return out
+
+
+def must_decide(state: ProductState, now: datetime, timers: Timers, *, renews: bool = True) -> bool:
+    """Whether the jobs at ``now`` may change the state in a way that cannot wait.
+
+    A report boundary for which this is False can be closed later with the same result
+    (a daemon catching up after a pause, the what-if runner catching up a quiet day): no
+    evaluation is being charged, no certificate expires, no renewal is :func:`due` (nor
+    would be at once for newly used tags), and no report delivery is due for another try.
+    ``renews``: False for an offline instance, where nothing is renewed but by a file
+    exchange.
+    """
+    if not state.registered and state.in_use:
+        # Evaluation is being charged by the samples: its warnings and expiry are decided
+        # interval by interval, not after a day's samples are already in.
+        return True
+    ident = state.identity
+    if state.registered and ident is not None and ident.cert_expires_at <= now:
+        return True  # the registration expires here, and evaluation starts counting
+    if renews and state.registered:
+        if due(state, now, timers):
+            return True
+        if not state.tags_in_use <= state.authorized_tags:
+            return True  # new tags are authorized as soon as the retry time allows
+    retry = state.report_next_attempt
+    return retry is not None and retry <= now
 
 
 def next_due_at(state: ProductState, timers: Timers) -> datetime | None:

@@ -23,7 +23,7 @@ from ccx_agent.agent import Agent, Emit
 from ccx_agent.licensing import lifecycle
 from ccx_agent.licensing.catalogue import tags_of
 from ccx_agent.licensing.interval import IntervalRecord
-from ccx_agent.licensing.lifecycle import evaluation_left
+from ccx_agent.licensing.lifecycle import ProductState, evaluation_left
 from ccx_agent.licensing.timeutil import iso
 from ccx_agent.offline import exchange as offline
 from ccx_agent.offline.answer import answer
@@ -146,38 +146,57 @@ def _drive(
     batch: list[datetime] = []
     quiet = 0
     settle = SETTLE
+    renews = not agent.offline
+    # The state as the last job left it. Between two jobs nothing changes it (samples
+    # wait in ``batch``), so a quiet boundary asks the core about it without a read.
+    known: ProductState | None = None
+
+    def busy(now: datetime) -> bool:
+        """Whether this boundary must be processed now rather than caught up later."""
+        nonlocal known
+        if known is None:
+            known = agent.state()
+        return lifecycle.must_decide(known, now, agent.timers, renews=renews)
 
     def flush_samples() -> None:
+        nonlocal known
         if batch:
             agent.sample(list(batch), dict(usage))
             batch.clear()
+            known = None
 
     def catch_up(now: datetime) -> None:
-        nonlocal quiet
+        nonlocal quiet, known
         flush_samples()
         agent.close_intervals(now)
         agent.flush(now)
         quiet = 0
+        known = None
 
     if registered and agent.offline:
         file_exchange(agent, ssm, start)
     elif registered:
         agent.register(SCENARIO_TOKEN, start)
 
-    # Every instant at which something happens, in order, as whole seconds from the start
-    # (integer arithmetic keeps a 400-day walk of 576,000 samples cheap).
+    # Every instant at which a job may run (report boundaries and events), in order, as
+    # whole seconds from the start. A sample instant between two of them only adds to
+    # ``batch``: those are added in bulk (a 400-day walk has 576,000 samples and 38,400
+    # boundaries).
     rep = int(report_step.total_seconds())
     smp = int(sample_step.total_seconds())
     total = int(duration.total_seconds())
-    offsets = sorted(
-        {
-            *range(0, total + 1, smp),
-            *range(0, total + 1, rep),
-            *(int(e.at.total_seconds()) for e in events),
-        }
-    )
+    offsets = sorted({*range(0, total + 1, rep), *(int(e.at.total_seconds()) for e in events)})
     second = timedelta(seconds=1)
+
+    def samples_before(off: int, previous: int) -> None:
+        """The sample instants strictly between ``previous`` and ``off`` (before the end)."""
+        first = (previous // smp + 1) * smp
+        batch.extend(map(start.__add__, map(second.__mul__, range(first, min(off, total), smp))))
+
+    previous = -1
     for off in offsets:
+        samples_before(off, previous)
+        previous = off
         now = start + off * second
         due_events = []
         while pending and pending[0].at.total_seconds() <= off:
@@ -192,8 +211,9 @@ def _drive(
             for ev in due_events:
                 _apply(agent, ssm, ev, now, usage)
             settle = SETTLE
+            known = None
         if is_report and off > 0:
-            if settle or quiet + 1 >= MAX_QUIET or off >= total or _busy(agent, now):
+            if settle or quiet + 1 >= MAX_QUIET or off >= total or busy(now):
                 catch_up(now)
                 settle = max(0, settle - 1)
             else:
@@ -204,30 +224,12 @@ def _drive(
             if off == 0:
                 flush_samples()  # the first renewal check sees what is in use from the start
             agent.housekeeping(now)
+            known = None
+    samples_before(total, previous)
     if quiet:
         # A duration that ends between boundaries: close the whole intervals still pending.
         catch_up(start + (total // rep) * report_step)
     flush_samples()
-
-
-def _busy(agent: Agent, now: datetime) -> bool:
-    """Whether this boundary must be processed now rather than caught up later."""
-    state = agent.state()
-    if not state.registered and state.in_use:
-        # Evaluation is being charged by the samples: its warnings and expiry must be
-        # decided interval by interval, not after a day's samples are already in.
-        return True
-    ident = state.identity
-    if state.registered and ident is not None and ident.cert_expires_at <= now:
-        return True  # the registration expires here, and evaluation starts counting
-    if agent.offline:
-        pass  # nothing is renewed but by an exchange event: no renewal makes a boundary busy
-    elif (nxt := lifecycle.next_due_at(state, agent.timers)) is not None and nxt <= now:
-        return True
-    elif not state.tags_in_use <= state.authorized_tags and state.registered:
-        return True
-    retry = state.report_next_attempt
-    return retry is not None and retry <= now
 
 
 def _apply(

@@ -24,6 +24,7 @@ from ccx_agent.ssm.port import (
     Credentials,
     IdRenewed,
     Registered,
+    SsmUnreachable,
     Udi,
 )
 
@@ -32,6 +33,10 @@ TOKEN_LIFETIME = timedelta(days=3650)
 #: The token a scenario registers with: it stands for the operator creating a real one in
 #: the simulator just before. Any other token is passed to the simulator as it is.
 SCENARIO_TOKEN = "scenario-token"  # noqa: S105 - a placeholder, not a secret
+
+
+#: What an exchange raises while a scenario's SSM is ``unreachable``.
+UNREACHABLE = "SSM is unreachable (scenario)"
 
 
 class InProcessTransport:
@@ -44,7 +49,7 @@ class InProcessTransport:
 
     def post(self, body: bytes, now: datetime) -> tuple[int, bytes, Mapping[str, str]]:
         if not self.reachable:
-            raise TransportError("SSM is unreachable (scenario)")
+            raise TransportError(UNREACHABLE)
         status, raw = self.simulator.handle(body, now)
         return status, raw, {}
 
@@ -107,6 +112,18 @@ class ScenarioSsm:
 
     # --- the port -------------------------------------------------------------------------
 
+    def _check_reachable(self) -> None:
+        """During an outage, fail as the client would, without building the request.
+
+        With one try and a transport that refuses at once, the client's exchange ends in
+        ``SsmUnreachable(UNREACHABLE)`` after building a CSR (RENEW_ID), signing the
+        message and running its retry policy, for nothing: a year-long outage makes tens
+        of thousands of such attempts. The result is the same exception
+        (tests/scenario/test_simssm.py compares the two paths).
+        """
+        if not self.transport.reachable:
+            raise SsmUnreachable(UNREACHABLE)
+
     def register(
         self,
         token: str,
@@ -120,16 +137,19 @@ class ScenarioSsm:
         return self.client.register(token, udi, license_type, now, current)
 
     def renew_id(self, cred: Credentials, now: datetime) -> IdRenewed:
+        self._check_reachable()
         return self.client.renew_id(cred, now)
 
     def authorize(
         self, cred: Credentials, license_type: str, usage: Mapping[str, int], now: datetime
     ) -> Authorized:
+        self._check_reachable()
         return self.client.authorize(cred, license_type, usage, now)
 
     def report(
         self, cred: Credentials, reports: Sequence[Mapping[str, Any]], now: datetime
     ) -> Acknowledged:
+        self._check_reachable()
         return self.client.report(cred, reports, now)
 
     def deregister(self, cred: Credentials, now: datetime) -> None:

@@ -31,14 +31,9 @@ class AdminError(ValueError):
 
 def pooled_usage(tx: Tx, account: str, *, exclude: str | None = None) -> dict[str, int]:
     """The sum, per tag, of the latest usage reported by the account's active instances
-    (but ``exclude``): what the pool of licenses is used by."""
-    total: dict[str, int] = {}
-    for piid, usage in tx.latest_usages(account).items():
-        if piid == exclude:
-            continue
-        for tag, n in usage.items():
-            total[tag] = total.get(tag, 0) + int(n)
-    return total
+    (but ``exclude``): what the pool of licenses is used by (kept up to date on insert,
+    :meth:`Tx.pooled_usage`)."""
+    return tx.pooled_usage(account, exclude=exclude)
 
 
 def _check_tag(tag: str) -> None:

@@ -41,6 +41,7 @@ from ccx_agent.ssm.protocol import (
     ProtocolError,
     Request,
     cert_to_text,
+    check_request,
     counts,
     csr_from_text,
     instant,
@@ -140,7 +141,10 @@ class Simulator(Admin):
         """
         echo = _peek(raw)
         try:
-            request = open_request(raw, now, self._anchors, max_age=max_age)
+            if echo is None:
+                request = open_request(raw, now, self._anchors, max_age=max_age)
+            else:  # decoded once: the checks are those of open_request
+                request = check_request(echo, now, self._anchors, max_age=max_age)
             body, piid = self._process(request, now, max_age or NONCE_MEMORY)
             return 200, self._seal(echo, now, body=body, piid=piid)
         except ProtocolError as exc:
@@ -351,7 +355,7 @@ class Simulator(Admin):
         if len(reports) > MAX_REPORTS:
             raise _bad(f"at most {MAX_REPORTS} reports in one message, got {len(reports)}")
         license_type = LicenseType(inst.license_type)
-        acked: list[str] = []
+        acked: dict[str, tuple[str, str, str, dict[str, int]]] = {}
         for n, item in enumerate(reports):
             where = f"body.reports[{n}]."
             if not isinstance(item, dict):
@@ -366,11 +370,13 @@ class Simulator(Admin):
             if end > now + MAX_SKEW:
                 raise _bad(f"{where}end is in the future: the interval has not ended")
             _check_tags(license_type, usage, f"{where}usage")
-            if report_id not in acked:
-                acked.append(report_id)
-            if tx.report_owner(report_id) is None:
-                tx.add_report(report_id, inst.piid, iso(start), iso(end), usage, now)
-        return {"acked": acked, **self._entitlement_body(tx, inst)}
+            # The first of repeated ids is stored (a dict keeps the order of first sight).
+            acked.setdefault(report_id, (report_id, iso(start), iso(end), usage))
+        # Checked all before storing any: one bad report refuses the batch (the
+        # transaction would roll back anyway). An id stored before is acknowledged again.
+        known = tx.known_reports(list(acked))
+        tx.add_reports(inst.piid, [r for rid, r in acked.items() if rid not in known], now)
+        return {"acked": list(acked), **self._entitlement_body(tx, inst)}
 
     def _ping(self, tx: Tx, request: Request) -> tuple[Body, str | None]:
         """PING changes nothing (not even the instance's last contact); signed by an

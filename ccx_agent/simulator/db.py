@@ -97,6 +97,33 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE nonces ADD COLUMN keep_until TEXT;
     """,
+    # 3: the pool kept up to date on insert (issue 16): each instance's latest report, and
+    # per account and tag the sum of its active instances' latest usage and how many of
+    # them name the tag. Answering a request then costs the same with 10 instances or
+    # 2,000; the query it replaces (``Tx.latest_usages``) read every instance's reports.
+    """
+    CREATE TABLE latest_usage (
+        piid TEXT PRIMARY KEY REFERENCES instances (piid),
+        start TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        usage TEXT NOT NULL
+    );
+    INSERT INTO latest_usage (piid, start, seq, usage)
+        SELECT r.piid, r.start, r.seq, r.usage FROM reports r WHERE r.seq = (
+            SELECT seq FROM reports WHERE piid = r.piid ORDER BY start DESC, seq DESC LIMIT 1
+        );
+    CREATE TABLE pool_usage (
+        account TEXT NOT NULL REFERENCES accounts (name),
+        tag TEXT NOT NULL,
+        total INTEGER NOT NULL,
+        holders INTEGER NOT NULL,
+        PRIMARY KEY (account, tag)
+    );
+    INSERT INTO pool_usage (account, tag, total, holders)
+        SELECT i.account, j.key, SUM(j.value), COUNT(*)
+        FROM instances i JOIN latest_usage l ON l.piid = i.piid, json_each(l.usage) j
+        WHERE i.deregistered_at IS NULL GROUP BY i.account, j.key;
+    """,
 ]
 
 
@@ -282,6 +309,12 @@ class Tx:
 
     def deregister_udi(self, pid: str, serial: str, uuid: str, now: datetime) -> int:
         """Re-registration replaces: earlier active instances of the same UDI end now."""
+        for row in self._c.execute(
+            "SELECT piid FROM instances WHERE deregistered_at IS NULL "
+            "AND uuid = ? AND pid = ? AND serial = ?",
+            (uuid, pid, serial),
+        ).fetchall():
+            self._leave_pool(row[0])
         cur = self._c.execute(
             "UPDATE instances SET deregistered_at = ? WHERE deregistered_at IS NULL "
             "AND uuid = ? AND pid = ? AND serial = ?",
@@ -290,6 +323,7 @@ class Tx:
         return cur.rowcount
 
     def deregister(self, piid: str, now: datetime) -> None:
+        self._leave_pool(piid)
         self._c.execute(
             "UPDATE instances SET deregistered_at = ? WHERE piid = ? AND deregistered_at IS NULL",
             (iso(now), piid),
@@ -343,11 +377,111 @@ class Tx:
         usage: Mapping[str, int],
         now: datetime,
     ) -> None:
-        self._c.execute(
+        self.add_reports(piid, [(report_id, start, end, usage)], now)
+
+    def add_reports(
+        self,
+        piid: str,
+        reports: Sequence[tuple[str, str, str, Mapping[str, int]]],
+        now: datetime,
+    ) -> None:
+        """Store ``(id, start, end, usage)`` reports of one instance, in order (a batch of
+        a REPORT_USAGE), then bring its latest usage and the pool up to date once."""
+        if not reports:
+            return
+        received = iso(now)
+        rows = [
+            (rid, piid, start, end, json.dumps(dict(usage), sort_keys=True), received)
+            for rid, start, end, usage in reports
+        ]
+        self._c.executemany(
             'INSERT INTO reports (id, piid, start, "end", usage, received_at) '
             "VALUES (?, ?, ?, ?, ?, ?)",
-            (report_id, piid, start, end, json.dumps(dict(usage), sort_keys=True), iso(now)),
+            rows,
         )
+        # The latest interval of the batch (the last received of equal starts).
+        last = max(range(len(rows)), key=lambda i: (rows[i][2], i))
+        rid, _, start, _, text, _ = rows[last]
+        seq = self._c.execute("SELECT seq FROM reports WHERE id = ?", (rid,)).fetchone()[0]
+        self._newer_report(piid, start, int(seq), text)
+
+    def known_reports(self, report_ids: Sequence[str]) -> set[str]:
+        """Which of ``report_ids`` are stored already (one query for a whole batch)."""
+        rows = self._c.execute(
+            "SELECT id FROM reports WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(report_ids)),),
+        )
+        return {str(r[0]) for r in rows}
+
+    def _newer_report(self, piid: str, start: str, seq: int, text: str) -> None:
+        """Keep ``latest_usage`` and the pool up to date with a report just stored.
+
+        The latest report is the one of the latest interval (then the last received, as
+        in :meth:`latest_report`): an old interval re-sent late changes nothing.
+        """
+        row = self._c.execute(
+            "SELECT start, seq, usage FROM latest_usage WHERE piid = ?", (piid,)
+        ).fetchone()
+        if row is not None and (row[0], row[1]) > (start, seq):
+            return
+        self._c.execute(
+            "INSERT INTO latest_usage (piid, start, seq, usage) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (piid) DO UPDATE SET start = excluded.start, seq = excluded.seq, "
+            "usage = excluded.usage",
+            (piid, start, seq, text),
+        )
+        inst = self._c.execute(
+            "SELECT account FROM instances WHERE piid = ? AND deregistered_at IS NULL", (piid,)
+        ).fetchone()
+        if inst is not None:
+            old: dict[str, int] = {} if row is None else json.loads(row[2])
+            self._pool_change(inst[0], old, -1)
+            self._pool_change(inst[0], json.loads(text), 1)
+
+    def _pool_change(self, account: str, usage: Mapping[str, int], sign: int) -> None:
+        """Add (``sign`` 1) or take out (-1) one instance's latest usage from the pool."""
+        if not usage:
+            return
+        self._c.executemany(
+            "INSERT INTO pool_usage (account, tag, total, holders) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (account, tag) DO UPDATE SET total = total + excluded.total, "
+            "holders = holders + excluded.holders",
+            [(account, tag, sign * int(n), sign) for tag, n in usage.items()],
+        )
+
+    def _leave_pool(self, piid: str) -> None:
+        """An active instance is deregistered: its latest usage no longer uses the pool."""
+        row = self._c.execute(
+            "SELECT i.account, l.usage FROM instances i JOIN latest_usage l ON l.piid = i.piid "
+            "WHERE i.piid = ? AND i.deregistered_at IS NULL",
+            (piid,),
+        ).fetchone()
+        if row is not None:
+            self._pool_change(row[0], json.loads(row[1]), -1)
+
+    def pooled_usage(self, account: str, *, exclude: str | None = None) -> dict[str, int]:
+        """Per tag, the sum of the latest usage reported by ``account``'s active instances
+        but ``exclude``: read from the pool kept up to date on insert (a few rows, however
+        many instances). A tag is listed when one of them names it (zero included), as in
+        :meth:`latest_usages`, the definition this must always agree with."""
+        pool = {
+            r[0]: (int(r[1]), int(r[2]))
+            for r in self._c.execute(
+                "SELECT tag, total, holders FROM pool_usage WHERE account = ? ORDER BY tag",
+                (account,),
+            )
+        }
+        if exclude is not None:
+            row = self._c.execute(
+                "SELECT l.usage FROM instances i JOIN latest_usage l ON l.piid = i.piid "
+                "WHERE i.piid = ? AND i.account = ? AND i.deregistered_at IS NULL",
+                (exclude, account),
+            ).fetchone()
+            if row is not None:
+                for tag, n in json.loads(row[0]).items():
+                    total, holders = pool[tag]
+                    pool[tag] = (total - int(n), holders - 1)
+        return {tag: total for tag, (total, holders) in pool.items() if holders > 0}
 
     def latest_report(self, piid: str) -> Report | None:
         """The report of the latest interval (by interval start, not by arrival: an old
@@ -368,7 +502,9 @@ class Tx:
 
     def latest_usages(self, account: str) -> dict[str, dict[str, int]]:
         """``{piid: usage}`` of the latest report of each active instance of ``account``
-        (an instance that never reported uses nothing yet)."""
+        (an instance that never reported uses nothing yet), read from the reports
+        themselves: the definition that the pool (:meth:`pooled_usage`) is checked against,
+        O(instances) per call."""
         rows = self._c.execute(
             "SELECT i.piid, r.usage FROM instances i JOIN reports r ON r.seq = ("
             "  SELECT seq FROM reports WHERE piid = i.piid ORDER BY start DESC, seq DESC LIMIT 1"

@@ -339,3 +339,62 @@ def test_the_license_type_changes_only_while_unregistered():
     # Registered: the type it registered with holds until it is deregistered.
     assert lc.with_license_type(registered_state(), LicenseType.FLEX_HCS) is None
     assert lc.with_license_type(registered_state(), LicenseType.FLEX) == registered_state()
+
+
+# --- must_decide: which boundaries a catch-up may leave for later ------------------------
+
+
+def _registered(now: datetime) -> ProductState:
+    ident = Identity("p1", now, now, now + timedelta(days=365))
+    state, _ = lc.registered(fresh(), now, ident, {"flex-premium-seat": 50}, T)
+    state, _ = lc.sample(state, [now], IN_USE, T)
+    state, _ = lc.authorized(state, now, {"flex-premium-seat": 50}, state.tags_in_use, T)
+    return state
+
+
+def test_must_decide_is_false_on_a_quiet_registered_boundary():
+    state = _registered(T0)
+    assert not lc.must_decide(state, T0 + DAY, T)
+    assert lc.due(state, T0 + DAY, T) == []
+
+
+def test_must_decide_while_evaluation_is_charged_but_not_when_nothing_is_used():
+    state, _ = lc.sample(fresh(), [T0], IN_USE, T)
+    assert lc.must_decide(state, T0, T)
+    idle, _ = lc.sample(fresh(), [T0], IDLE, T)
+    assert not lc.must_decide(idle, T0, T)
+
+
+def test_must_decide_when_a_renewal_is_due_exactly_as_due_says():
+    state = _registered(T0)
+    renew_at = T0 + T.auth_renew_after
+    assert not lc.must_decide(state, renew_at - timedelta(seconds=1), T)
+    assert lc.due(state, renew_at, T) == [Due.AUTHORIZE]
+    assert lc.must_decide(state, renew_at, T)
+    # Offline nothing is renewed but by an exchange: the same boundary may wait.
+    assert not lc.must_decide(state, renew_at, T, renews=False)
+    # A failed attempt waits for its retry time, and so does the boundary.
+    failed, _ = lc.auth_failed(state, renew_at, "down", T)
+    assert not lc.must_decide(failed, renew_at + timedelta(minutes=15), T)
+    assert lc.must_decide(failed, renew_at + T.auth_retry, T)
+
+
+def test_must_decide_for_new_tags_even_before_their_retry_time():
+    state = _registered(T0)
+    more, _ = lc.sample(state, [T0], {**IN_USE, "flex-standard-seat": 3}, T)
+    later = T0 + timedelta(minutes=15)
+    assert lc.must_decide(more, later, T)
+    waiting = replace(more, auth_next_attempt=later + DAY)
+    assert lc.due(waiting, later, T) == []
+    assert lc.must_decide(waiting, later, T)
+
+
+def test_must_decide_when_the_certificate_expires_or_a_report_retry_is_due():
+    state = _registered(T0)
+    expiry = state.identity.cert_expires_at
+    no_renewal = replace(state, id_next_attempt=expiry + DAY, auth_next_attempt=expiry + DAY)
+    assert lc.must_decide(no_renewal, expiry, T, renews=False)
+    assert not lc.must_decide(no_renewal, expiry - timedelta(seconds=1), T, renews=False)
+    retry = replace(state, report_next_attempt=T0 + timedelta(hours=1))
+    assert not lc.must_decide(retry, T0 + timedelta(minutes=45), T)
+    assert lc.must_decide(retry, T0 + timedelta(hours=1), T)
