@@ -119,3 +119,6 @@ class CommandSource:
             return parse_snapshot(doc)
         except SnapshotError as exc:
             raise SourceError(f"{self.name} output: {exc}") from None
+
+    def close(self) -> None:
+        """Nothing is held between reads (each read waits for its program to end)."""

@@ -200,3 +200,6 @@ class FileSource:
             return parse_snapshot(doc)
         except SnapshotError as exc:
             raise SourceError(f"{self.path}: {exc}") from None
+
+    def close(self) -> None:
+        """Nothing is held between reads."""
