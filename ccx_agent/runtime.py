@@ -220,4 +220,3 @@ class Runtime:
         if self.store is not None:
             close_quietly(self.store, "state database")
             self.store = None
-
