@@ -583,7 +583,10 @@ class Daemon:
             # The replaced source and sink go once a sample still using them is done:
             # on the sample executor, after it.
             self.scheduler.add_job(
-                self.runtime.close_retired, id="close-retired", executor="sample"
+                self.runtime.close_retired,
+                id="close-retired",
+                executor="sample",
+                replace_existing=True,  # one pending run closes all that were retired
             )
         self._schedule(new)
         log.info("config reloaded", path=str(self.path))
@@ -591,11 +594,20 @@ class Daemon:
     # --- the life ---------------------------------------------------------------------
 
     def run(self) -> int:
+        """Serve until stopped; whatever ends it (a stop, or a fault before the
+        scheduler ran), every part is closed and the lock released (:meth:`_finish`)."""
+        try:
+            self._serve()
+        finally:
+            code = self._finish()
+        return code
+
+    def _serve(self) -> None:
         run = self.run_on
         self._save_health(run)  # a new life: the last one's failures are history
         self._guard("sample", self.sample)()
         if self._stopping.is_set():
-            return self._finish()
+            return
         self._raise_local(run, Alert("AGENT_READY", _ready_detail(run)))
         self.notifier.ready(f"started; {run.agent.state().registration.value}")
         log.info(
@@ -618,7 +630,6 @@ class Daemon:
                 # reload): APScheduler then cannot find the job it meant to remove.
                 if not self._stopping.is_set():
                     raise
-        return self._finish()
 
     def _finish(self) -> int:
         self._done.set()
@@ -691,6 +702,14 @@ def main(path: Path, err: TextIO | None = None, *, log_level: str = "info") -> i
     daemon = Daemon(path, notifier)
     # First of all: a SIGHUP or SIGTERM in the first second is handled, never fatal.
     daemon.install_signals()
+    try:
+        return _start(daemon, path, err, log_level)
+    finally:
+        daemon._close_wake()  # the signals thread ends, whichever way the start went
+
+
+def _start(daemon: Daemon, path: Path, err: TextIO, log_level: str) -> int:
+    """Everything after the signal handlers: the config, the checks, the parts, the run."""
     faulthandler.enable()
     # `kill -USR1 PID` prints every thread's stack to stderr (the journal): a stuck job's
     # whereabouts, without stopping the daemon.
@@ -777,7 +796,6 @@ def _cannot_start(
         if daemon.lock is not None:
             daemon.lock.release()
         daemon.notifier.close()
-        daemon._close_wake()
     return code
 
 
