@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 import structlog
 
 from ccx_agent.config import CommonConfig
+from ccx_agent.errors import AgentError
 from ccx_agent.licensing import interval, lifecycle
 from ccx_agent.licensing.alerts import Alert, AlertFormat, Mnemonic, lines
 from ccx_agent.licensing.catalogue import tags_of
@@ -53,7 +54,7 @@ Emit = Callable[[Sequence[AlertRow]], None]
 log = structlog.get_logger("ccx_agent.agent")
 
 
-class LicenseTypeChanged(Exception):
+class LicenseTypeChanged(AgentError):
     """``license.type`` differs from the registered instance's: deregister first."""
 
 

@@ -1,4 +1,10 @@
-"""Argument parsing only: each command is a function in :mod:`ccx_agent.commands`."""
+"""Argument parsing only: each command is a function in :mod:`ccx_agent.commands`.
+
+Each command's module is imported when that command runs, never here: ``ccx-agent run``
+(the daemon, resident for months) must not hold the simulators, ``commands`` or the
+report renderers it never uses. The parser of ``run`` leaves out the commands whose
+registration would import them (``ssm``, the history and offline commands).
+"""
 
 from __future__ import annotations
 
@@ -11,20 +17,49 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NoReturn
 
-from ccx_agent import __version__, actions, cli_help, commands, earlysignals
+from ccx_agent import __version__, cli_help, earlysignals
 from ccx_agent.config import default_path
 from ccx_agent.config import load as load_config
 from ccx_agent.errors import EX_FAILED, EX_INTERRUPTED, AgentError
-from ccx_agent.history import cli as history_cli
-from ccx_agent.offline import cli as offline_cli
-from ccx_agent.simulator import cli as simulator_cli
 from ccx_agent.statedir import become_owner
 from ccx_agent.store import damaged, is_damage
 from ccx_agent.yamldoc import DocumentError
 
+#: The commands whose sub-parser does not import their modules (all but ``ssm``, the
+#: history commands and ``offline``): a parser for one of them can leave the rest out.
+LIGHT_COMMANDS = frozenset({"run"})
 
-def parser() -> argparse.ArgumentParser:
+
+class _Unparsed(Exception):
+    pass
+
+
+class _QuietParser(argparse.ArgumentParser):
+    """Raises instead of printing: what is wrong is said once, by the full parser."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _Unparsed(message)
+
+
+def command_of(argv: Sequence[str] | None) -> str | None:
+    """The command word of ``argv`` (None for ``--help``, ``--version``, nothing, or
+    options the full parser will refuse), as the full parser would read it: the first
+    word after the common options."""
+    pre = _QuietParser(add_help=False)
+    cli_help.add_common(pre, top=True)
+    try:
+        _, rest = pre.parse_known_args(sys.argv[1:] if argv is None else list(argv))
+    except _Unparsed:
+        return None
+    return rest[0] if rest and not rest[0].startswith("-") else None
+
+
+def parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The CLI's parser; for ``command`` in :data:`LIGHT_COMMANDS`, without the
+    sub-parsers that import heavy modules (the help of every command is the same)."""
+    light = command in LIGHT_COMMANDS
     p = argparse.ArgumentParser(
         prog="ccx-agent",
         description="Smart Licensing agent of a Cisco Unified Contact Center Express instance.",
@@ -103,9 +138,14 @@ def parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="install under DIR instead of / (a package build, a test)",
     )
-    simulator_cli.add_parser(sub)
-    history_cli.add_parsers(sub)
-    offline_cli.add_parser(sub)
+    if not light:
+        from ccx_agent.history import cli as history_cli  # noqa: PLC0415
+        from ccx_agent.offline import cli as offline_cli  # noqa: PLC0415
+        from ccx_agent.simulator import cli as simulator_cli  # noqa: PLC0415
+
+        simulator_cli.add_parser(sub)
+        history_cli.add_parsers(sub)
+        offline_cli.add_parser(sub)
     s = sub.add_parser("simulate", help="run a what-if scenario on a simulated clock")
     s.add_argument("scenario", type=Path, help="the scenario YAML file")
     s.add_argument("--json", action="store_true", help="machine-readable output")
@@ -128,7 +168,7 @@ def _log_level(args: argparse.Namespace) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parser(command_of(argv)).parse_args(argv)
     path: Path = args.config or default_path()
     level = _log_level(args)
     if args.command != "run":
@@ -142,6 +182,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ccx_agent import daemon  # noqa: PLC0415 - the scheduler only for the daemon
 
         return daemon.main(path, log_level=level or "info")
+    # Every other command: its module now (the daemon above never imports these).
+    from ccx_agent import actions, commands  # noqa: PLC0415
+    from ccx_agent.history import cli as history_cli  # noqa: PLC0415
+    from ccx_agent.offline import cli as offline_cli  # noqa: PLC0415
+    from ccx_agent.simulator import cli as simulator_cli  # noqa: PLC0415
+
     if args.command == "demo":
         from ccx_agent import demo  # noqa: PLC0415
 
@@ -229,7 +275,7 @@ def _as_state_dir_owner(argv: Sequence[str] | None) -> None:
     try:
         # Quietly: main() parses again and prints the help, or what is wrong, once.
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            args = parser().parse_args(argv)
+            args = parser(command_of(argv)).parse_args(argv)
     except SystemExit:
         return
     if args.command not in STATE_COMMANDS:

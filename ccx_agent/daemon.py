@@ -10,6 +10,11 @@ Jobs run on three single-thread executors: ``sample`` (reading the source must n
 behind a slow SSM), ``ssm`` (report, housekeeping and renewals, in order, never two
 conversations at once) and ``heartbeat`` (the watchdog pings, which stop when the
 scheduler or a job is stuck, so that systemd restarts the service).
+
+The parts the jobs run on (database, sink, source, SSM client, metrics endpoint) are
+made, swapped and closed by :class:`~ccx_agent.runtime.Runtime`. The signal handlers only
+set flags; a thread of the daemon's own acts on them (supervisor's way: nothing runs
+inside a handler that could deadlock the interrupted code).
 """
 
 from __future__ import annotations
@@ -40,20 +45,18 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from ccx_agent import config as config_mod
 from ccx_agent import earlysignals, instance, jobhealth, logs, statedir
-from ccx_agent.agent import Agent, LicenseTypeChanged
+from ccx_agent.agent import Agent
 from ccx_agent.config import Config
-from ccx_agent.errors import LocalError
+from ccx_agent.errors import AgentError, LocalError
 from ccx_agent.instance import Open
 from ccx_agent.jobhealth import JobHealth
 from ccx_agent.licensing.alerts import Alert, AlertFormat, Mnemonic, lines
 from ccx_agent.licensing.consumption import compute
 from ccx_agent.licensing.timeutil import EPOCH, iso
 from ccx_agent.monitoring import Monitor
+from ccx_agent.runtime import Running, Runtime
 from ccx_agent.sdnotify import Notifier, watchdog_interval
-from ccx_agent.sources import Source, SourceError
-from ccx_agent.sources.cluster import origin_change
-from ccx_agent.sources.factory import build
-from ccx_agent.ssm.port import SsmError
+from ccx_agent.sources import SourceError
 from ccx_agent.status import JOBS_META_KEY, SOURCE_META_KEY
 from ccx_agent.store import AlertRow, Store
 from ccx_agent.syslog import SyslogSink
@@ -96,16 +99,6 @@ class JobStats:
     last_ok: float | None = None
 
 
-@dataclass
-class Running:
-    """What the daemon runs on: replaced as a whole by a successful reload."""
-
-    cfg: Config
-    agent: Agent
-    source: Source
-    sink: SyslogSink
-
-
 class Daemon:
     def __init__(self, path: Path, notifier: Notifier) -> None:
         """Only what a signal handler needs: the parts are made by :meth:`open`, after
@@ -114,14 +107,16 @@ class Daemon:
         self.notifier = notifier
         self.stats: dict[str, JobStats] = {}
         self.health: dict[str, JobHealth] = {}
+        #: Ours, handed to the scheduler: :meth:`_finish` waits for their running jobs.
+        self.executors = {
+            "default": ThreadPoolExecutor(1),
+            "sample": ThreadPoolExecutor(1),
+            "ssm": ThreadPoolExecutor(1),
+            "heartbeat": ThreadPoolExecutor(1),
+        }
         self.scheduler = BlockingScheduler(
             timezone=UTC,
-            executors={
-                "default": ThreadPoolExecutor(1),
-                "sample": ThreadPoolExecutor(1),
-                "ssm": ThreadPoolExecutor(1),
-                "heartbeat": ThreadPoolExecutor(1),
-            },
+            executors=self.executors,
             job_defaults={"coalesce": True, "max_instances": 1},
         )
         self.scheduler.add_listener(self._missed, EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
@@ -134,61 +129,39 @@ class Daemon:
         self._origin_saved: dict[str, Any] | None = None
         self.watchdog_every = watchdog_interval()
         self.lock: statedir.DaemonLock | None = None
-        self.store: Store | None = None
         #: Alert rows handed to the sink and not yet written (see :meth:`_emitter`).
         self._in_flight: set[int] = set()
         self._in_flight_lock = threading.Lock()
         self.started = boottime()
         #: The metrics and their endpoint (docs/monitoring.md); no-ops while off.
         self.monitor = Monitor(self.healthz)
+        #: Every part the jobs run on; :meth:`open` builds them, :meth:`_finish` closes.
+        self.runtime = Runtime(self.monitor, self._emitter, app=syslog_app())
+        #: Set by the signal handlers (and nothing else is done there): the number of
+        #: the stop signal, and whether a reload was asked for.
+        self._stop_signal = 0
+        self._hup = False
+        self._wake_r = self._wake_w = -1
+
+    @property
+    def store(self) -> Store | None:
+        return self.runtime.store
 
     def install_signals(self) -> None:
+        """Handlers that only set a flag and write a byte to a pipe (no lock, no thread
+        started, nothing that could deadlock the interrupted code); the ``signals``
+        thread wakes on the byte and does what the flags ask (stop, reload)."""
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        threading.Thread(target=self._signals, name="signals", daemon=True).start()
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
 
     def open(self, cfg: Config) -> None:
-        """The database, the UDI, the syslog sink, the agent and the source, in the order
-        that lets a failure close what was opened before it."""
-        self.store = instance.open_store(cfg, Open.CREATE)
-        self.store.quick_check()
-        self.udi = instance.instance_udi(self.store, cfg)
-        # Before anything that would need closing: a port in use is one line and exit 78.
-        self.monitor.start(cfg.metrics)
-        sink = self._sink(cfg)
-        try:
-            self.run_on = self._build(cfg, sink)
-        except BaseException:
-            sink.close(1.0)
-            raise
-
-    # --- building -------------------------------------------------------------------
-
-    def _sink(self, cfg: Config) -> SyslogSink:
-        sink = SyslogSink(cfg.alerts.syslog, app=syslog_app())
-        sink.start()
-        self.monitor.sink(sink)
-        return sink
-
-    def _build(self, cfg: Config, sink: SyslogSink, source: Source | None = None) -> Running:
-        """The agent, its SSM client and its source for ``cfg`` (raises on a bad one)."""
-        assert self.store is not None
-        client = self.monitor.counted(instance.client_for(cfg))
-        # The agent does not mark its alerts emitted: the emitter does, once written.
-        agent = Agent(
-            cfg,
-            self.store,
-            client,
-            udi=self.udi,
-            delivers_alerts=False,
-            offline=cfg.transport.mode == "offline",
-        )
-        run = Running(cfg, agent, source or build(cfg.source), sink)
-        run.agent.emit = self._emitter(run)
-        # A license type that differs from the registered instance's is refused here, once,
-        # rather than failing every job.
-        run.agent.state()
-        return run
+        """Every part, in the order that lets a failure close what was opened before
+        it (:meth:`Runtime.open <ccx_agent.runtime.Runtime.open>`)."""
+        self.run_on = self.runtime.open(cfg)
 
     def _emitter(self, run: Running) -> Callable[[Sequence[AlertRow]], None]:
         """Hand alert rows to the syslog sink. A row is marked emitted in the database
@@ -349,6 +322,9 @@ class Daemon:
                 self._origin_saved = saved if isinstance(saved, dict) else None
             doc: dict[str, Any] | None = None
             if origin is not None:
+                # Only a UCCX source has an origin: its cluster code is loaded with it.
+                from ccx_agent.sources.cluster import origin_change  # noqa: PLC0415
+
                 doc, alerts = origin_change(self._origin_saved, origin, now)
             if doc != self._origin_saved:
                 with run.agent.store.transaction() as tx:
@@ -507,12 +483,41 @@ class Daemon:
     # --- signals ----------------------------------------------------------------------
 
     def _on_stop(self, signum: int, frame: FrameType | None) -> None:
-        if self._stopping.is_set():
-            return
-        self._stopping.set()
-        # The scheduler is not touched from inside a signal handler (the interrupted main
-        # thread may hold its locks): a thread asks it to stop.
-        threading.Thread(target=self._stop, args=(signum,), name="stop", daemon=True).start()
+        # A flag and a byte, no more: the signals thread acts on it (see _signals).
+        self._stop_signal = self._stop_signal or signum
+        self._wake()
+
+    def _on_hup(self, signum: int, frame: FrameType | None) -> None:
+        self._hup = True
+        self._wake()
+
+    def request_reload(self) -> None:
+        """A reload asked for outside a handler (a hang-up held while importing)."""
+        self._hup = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._wake_w >= 0:
+            with contextlib.suppress(OSError):  # full: the thread is awake already
+                os.write(self._wake_w, b"\0")
+
+    def _signals(self) -> None:
+        """Act on the flags the handlers set, each time the wake-up fd says a signal
+        came. The scheduler is never touched from inside a handler (the interrupted main
+        thread may hold its locks)."""
+        read_end = self._wake_r
+        try:
+            while os.read(read_end, 64):
+                if self._stop_signal and not self._stopping.is_set():
+                    self._stopping.set()
+                    threading.Thread(
+                        target=self._stop, args=(self._stop_signal,), name="stop", daemon=True
+                    ).start()
+                if self._hup:
+                    self._hup = False
+                    threading.Thread(target=self._queue_reload, name="reload", daemon=True).start()
+        finally:
+            os.close(read_end)
 
     def _stop(self, signum: int) -> None:
         log.info("stopping", signal=signal.Signals(signum).name)
@@ -532,9 +537,6 @@ class Daemon:
         # Returns at once; run() then waits for the running jobs to finish.
         with contextlib.suppress(SchedulerNotRunningError):
             self.scheduler.shutdown(wait=False)
-
-    def _on_hup(self, signum: int, frame: FrameType | None) -> None:
-        threading.Thread(target=self._queue_reload, name="reload", daemon=True).start()
 
     def _queue_reload(self) -> None:
         # A SIGHUP during start-up waits for the scheduler (the handlers are installed
@@ -564,34 +566,48 @@ class Daemon:
                     key=".".join(key),
                 )
                 return
-        sink = old.sink
         try:
             self.monitor.prepare(cfg.metrics)  # before the build: its SSM client is counted
-            sink = old.sink if cfg.alerts.syslog == old.cfg.alerts.syslog else self._sink(cfg)
-            source = old.source if cfg.source == old.cfg.source else None
-            new = self._build(cfg, sink, source)
-        except (SsmError, SourceError, OSError, ValueError, LicenseTypeChanged) as exc:
-            if sink is not old.sink:
-                self.monitor.sink(old.sink)
+            # No SSM job runs meanwhile (they share this executor): the old client is
+            # closed at once; every part made for the new config is closed on a failure.
+            new = self.runtime.reload(cfg)
+        except (AgentError, OSError) as exc:
             log.error("reload refused, keeping the old config", error=str(exc))
+            return
+        except Exception as exc:  # a bug: said as one, never as "fix your config"
+            log.exception("reload failed (internal error), keeping the old config", error=str(exc))
             return
         self.monitor.reload(cfg.metrics, old.cfg.metrics)
         self.run_on = new
-        # No SSM job runs meanwhile (they share this executor): the old client can go.
-        _close_client(old.agent)
-        if sink is not old.sink:
-            old.sink.close(SYSLOG_DRAIN_S)
+        if self.runtime.retired():
+            # The replaced source and sink go once a sample still using them is done:
+            # on the sample executor, after it.
+            self.scheduler.add_job(
+                self.runtime.close_retired,
+                id="close-retired",
+                executor="sample",
+                replace_existing=True,  # one pending run closes all that were retired
+            )
         self._schedule(new)
         log.info("config reloaded", path=str(self.path))
 
     # --- the life ---------------------------------------------------------------------
 
     def run(self) -> int:
+        """Serve until stopped; whatever ends it (a stop, or a fault before the
+        scheduler ran), every part is closed and the lock released (:meth:`_finish`)."""
+        try:
+            self._serve()
+        finally:
+            code = self._finish()
+        return code
+
+    def _serve(self) -> None:
         run = self.run_on
         self._save_health(run)  # a new life: the last one's failures are history
         self._guard("sample", self.sample)()
         if self._stopping.is_set():
-            return self._finish()
+            return
         self._raise_local(run, Alert(Mnemonic.AGENT_READY, _ready_detail(run)))
         self.notifier.ready(f"started; {run.agent.state().registration.value}")
         log.info(
@@ -614,21 +630,16 @@ class Daemon:
                 # reload): APScheduler then cannot find the job it meant to remove.
                 if not self._stopping.is_set():
                     raise
-        return self._finish()
 
     def _finish(self) -> int:
         self._done.set()
-        for executor in self.scheduler._executors.values():
+        for executor in self.executors.values():
             executor.shutdown(wait=True)
-        self.monitor.stop()
         run = self.run_on
-        _close_client(run.agent)
         # Waiting for a target that is down helps nobody: every alert is in the journal too.
         up = bool(run.sink.stats().get("connected"))
-        drained = run.sink.flush(SYSLOG_DRAIN_S if up else 0.5)
-        run.sink.close(1.0)
-        if self.store is not None:
-            self.store.close()
+        drained = self.runtime.flush(SYSLOG_DRAIN_S if up else 0.5)
+        self.runtime.close()
         if self.lock is not None:
             self.lock.release()
         log.info(
@@ -638,7 +649,14 @@ class Daemon:
             failures={k: v.failures for k, v in self.stats.items() if v.failures},
         )
         self.notifier.close()
+        self._close_wake()
         return 0
+
+    def _close_wake(self) -> None:
+        """The signals thread ends when its pipe closes (it is a daemon thread)."""
+        fd, self._wake_w = self._wake_w, -1  # first: a late handler then writes nothing
+        if fd >= 0:
+            os.close(fd)
 
 
 #: The structured log's level for an alert of each syslog severity (0 emergency … 7 debug).
@@ -652,13 +670,6 @@ _LOG_LEVEL = (
     logging.INFO,
     logging.DEBUG,
 )
-
-
-def _close_client(agent: Agent) -> None:
-    """Close the SSM client's kept-alive connections, if it has any."""
-    close = getattr(getattr(agent.ssm, "transport", None), "close", None)
-    if callable(close):
-        close()
 
 
 def _abort_network(run: Running) -> None:
@@ -691,6 +702,14 @@ def main(path: Path, err: TextIO | None = None, *, log_level: str = "info") -> i
     daemon = Daemon(path, notifier)
     # First of all: a SIGHUP or SIGTERM in the first second is handled, never fatal.
     daemon.install_signals()
+    try:
+        return _start(daemon, path, err, log_level)
+    finally:
+        daemon._close_wake()  # the signals thread ends, whichever way the start went
+
+
+def _start(daemon: Daemon, path: Path, err: TextIO, log_level: str) -> int:
+    """Everything after the signal handlers: the config, the checks, the parts, the run."""
     faulthandler.enable()
     # `kill -USR1 PID` prints every thread's stack to stderr (the journal): a stuck job's
     # whereabouts, without stopping the daemon.
@@ -698,7 +717,7 @@ def main(path: Path, err: TextIO | None = None, *, log_level: str = "info") -> i
     logs.configure(level=log_level)
     if earlysignals.take_held_hangup():
         # One came while the interpreter was still importing: a reload, once running.
-        daemon._on_hup(signal.SIGHUP, None)
+        daemon.request_reload()
     try:
         cfg = config_mod.load(path)
     except DocumentError as exc:
@@ -729,14 +748,18 @@ def main(path: Path, err: TextIO | None = None, *, log_level: str = "info") -> i
         )
     try:
         daemon.open(cfg)
-    except (LocalError, SsmError, SourceError, OSError, ValueError, LicenseTypeChanged) as exc:
+    except AgentError as exc:
         # What only a change by the operator can fix (the config, the files, a damaged
-        # database) must not make systemd restart it in a loop: 78. The rest (a transient
-        # I/O error) is worth a restart: 1.
-        fixable = LocalError | SsmError | SourceError | ValueError | LicenseTypeChanged
-        return _cannot_start(
-            cfg, daemon, exc, EX_CONFIG if isinstance(exc, fixable) else EX_FAILED, err
-        )
+        # database, a source or an SSM trust anchor that cannot be used) must not make
+        # systemd restart it in a loop: 78.
+        return _cannot_start(cfg, daemon, exc, EX_CONFIG, err)
+    except OSError as exc:  # a transient I/O error is worth a restart: 1
+        return _cannot_start(cfg, daemon, exc, EX_FAILED, err)
+    except Exception as exc:
+        # A bug is not the operator's to fix: never 78 ("fix your config"). Its traceback
+        # goes to the journal, AGENT_INIT_FAILED says so, and systemd may restart us.
+        log.exception("cannot start: internal error")
+        return _cannot_start(cfg, daemon, exc, EX_FAILED, err, bug=True)
     return daemon.run()
 
 
@@ -756,17 +779,23 @@ def _claim_state_dir(daemon: Daemon, cfg: Config) -> None:
     daemon.lock.acquire()
 
 
-def _cannot_start(cfg: Config, daemon: Daemon, exc: BaseException, code: int, err: TextIO) -> int:
-    print(f"error: cannot start: {exc}", file=err)
-    log.error("cannot start", error=str(exc))
-    daemon.monitor.stop()
-    if daemon.store is not None:
-        daemon.store.close()
-        daemon.store = None
-    _init_failed(cfg, str(exc))
-    if daemon.lock is not None:
-        daemon.lock.release()
-    daemon.notifier.close()
+def _cannot_start(
+    cfg: Config, daemon: Daemon, exc: BaseException, code: int, err: TextIO, *, bug: bool = False
+) -> int:
+    """Say why, record AGENT_INIT_FAILED through the store and sink the start opened
+    (never a second of either), then close every part and the lock."""
+    reason = f"internal error: {type(exc).__name__}: {exc}" if bug else str(exc)
+    print(f"error: cannot start: {reason}", file=err)
+    if not bug:
+        log.error("cannot start", error=reason)
+    runtime = daemon.runtime
+    try:
+        _init_failed(cfg, reason, store=runtime.store, sink=runtime.sink)
+    finally:
+        runtime.close()
+        if daemon.lock is not None:
+            daemon.lock.release()
+        daemon.notifier.close()
     return code
 
 
@@ -805,16 +834,26 @@ def syslog_app() -> str:
     return f"ccx-agent-{safe}" if safe else "ccx-agent"
 
 
-def _init_failed(cfg: Config, reason: str) -> None:
+def _init_failed(
+    cfg: Config, reason: str, *, store: Store | None = None, sink: SyslogSink | None = None
+) -> None:
     """AGENT_INIT_FAILED: recorded and sent when the database can be opened (marked
     emitted once written, like every alert), else sent straight to syslog (the fault may
-    be the database itself). A failed start never creates a state directory or database."""
-    sink = SyslogSink(cfg.alerts.syslog, app=syslog_app())
-    sink.start()
-    try:
-        store: Store | None = instance.open_store(cfg, Open.WRITE)
-    except (LocalError, statedir.NoDatabase, OSError):
-        store = None
+    be the database itself). A failed start never creates a state directory or database.
+
+    ``store`` and ``sink`` are the ones the start opened, if it got that far: they are
+    used, not opened again, and left to their owner to close; what this opens, it closes.
+    """
+    own_sink = sink is None
+    if sink is None:
+        sink = SyslogSink(cfg.alerts.syslog, app=syslog_app())
+        sink.start()
+    own_store = store is None
+    if store is None:
+        try:
+            store = instance.open_store(cfg, Open.WRITE)
+        except (LocalError, statedir.NoDatabase, OSError):
+            store = None
 
     def mark(row_id: int) -> Callable[[bool], None]:
         def done(settled: bool) -> None:
@@ -842,8 +881,9 @@ def _init_failed(cfg: Config, reason: str) -> None:
         emit([unrecorded(alert, cfg.alerts.format(), utcnow())])
     finally:
         sink.flush(2.0)
-        sink.close(1.0)
-        if store is not None:
+        if own_sink:
+            sink.close(1.0)
+        if own_store and store is not None:
             store.close()
 
 

@@ -21,7 +21,14 @@ EX_INTERRUPTED = 130
 
 
 class AgentError(Exception):
-    """An error that ends a command with one line and :attr:`exit_status`."""
+    """An error that ends a command with one line and :attr:`exit_status`.
+
+    The root of every error this package raises on purpose (certbot's way): SSM's
+    refusals (:class:`~ccx_agent.ssm.port.SsmError`), a source that cannot answer
+    (:class:`~ccx_agent.sources.SourceError`), the host's faults (:class:`LocalError`) and
+    the rest. Catching it, not a tuple that names ``ValueError``, keeps a bug (a
+    ``ValueError`` from deep inside the code) from reading as "fix your config".
+    """
 
     exit_status = EX_FAILED
 

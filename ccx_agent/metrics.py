@@ -360,3 +360,6 @@ class CountedSsm:
 
     def forget(self) -> None:
         self.port.forget()
+
+    def close(self) -> None:
+        self.port.close()

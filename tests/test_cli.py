@@ -122,3 +122,40 @@ def test_no_command_ends_in_a_traceback(tmp_path: Path, args: tuple[str, ...]) -
         assert "Traceback" not in done.stderr + done.stdout, done.stderr
         assert done.returncode in (1, 3, 78), (done.returncode, done.stderr)
         assert done.stderr.strip() or done.stdout.strip()
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        (["run"], "run"),
+        (["--config", "/x.yaml", "run"], "run"),
+        (["-c", "/x.yaml", "-vv", "--log-level", "debug", "run"], "run"),
+        (["run", "--config", "/x.yaml"], "run"),
+        (["status", "--json"], "status"),
+        (["ssm", "--state-dir", "/tmp/s", "serve"], "ssm"),
+        (["--help"], None),
+        ([], None),
+        (["--log-level", "loud", "run"], None),  # the full parser says what is wrong
+    ],
+)
+def test_the_command_word_is_read_as_the_full_parser_reads_it(
+    argv: list[str], command: str | None
+) -> None:
+    assert cli.command_of(argv) == command
+
+
+def test_the_parser_of_run_leaves_out_only_the_commands_that_import_heavy_modules() -> None:
+    """``run``'s parser has no ``ssm``, history or offline commands (their registration
+    imports the simulator, the renderers, the exchange), and parses ``run`` as the full
+    one does; every other command gets the full parser."""
+
+    def choices(p: argparse.ArgumentParser) -> set[str]:
+        sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+        return set(sub.choices)
+
+    full, light = choices(cli.parser()), choices(cli.parser("run"))
+    assert light < full
+    assert full - light == {"ssm", "offline", "report", "alerts", "features"}
+    assert choices(cli.parser("status")) == full
+    argv = ["-c", "/x.yaml", "run", "-v", "--log-level", "debug"]
+    assert vars(cli.parser("run").parse_args(argv)) == vars(cli.parser().parse_args(argv))

@@ -160,3 +160,6 @@ class ScenarioSsm:
 
     def forget(self) -> None:
         self.client.forget()
+
+    def close(self) -> None:
+        self.client.close()

@@ -8,12 +8,18 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from ccx_agent.errors import AgentError
 from ccx_agent.licensing.snapshot import Snapshot
 
 
-class SourceError(Exception):
+class SourceError(AgentError):
     """The source could not produce a trustworthy snapshot; the message says why."""
 
 
 class Source(Protocol):
     def read(self) -> Snapshot: ...
+
+    def close(self) -> None:
+        """Release what the source holds (sessions, threads); the daemon calls it once,
+        when a reload replaces the source or the daemon stops. No read follows."""
+        ...

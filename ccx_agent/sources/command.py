@@ -114,3 +114,6 @@ class CommandSource:
 
     def read(self) -> Snapshot:
         return read_snapshot(self.run(), f"{self.name} output")
+
+    def close(self) -> None:
+        """Nothing is held between reads (each read waits for its program to end)."""

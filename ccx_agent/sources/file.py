@@ -226,3 +226,6 @@ class FileSource:
 
     def read(self) -> Snapshot:
         return read_snapshot(read_regular(self.path, MAX_BYTES, "snapshot"), str(self.path))
+
+    def close(self) -> None:
+        """Nothing is held between reads."""

@@ -63,3 +63,7 @@ class ScriptedSource:
         if snap is None:
             snap = self._cache[index] = snapshot_of(step)
         return snap
+
+    def close(self) -> None:
+        """Nothing is held but the cached snapshots."""
+        self._cache.clear()

@@ -611,6 +611,12 @@ class SsmClient:
         self._signers = {}
         self.keys.wipe()
 
+    def close(self) -> None:
+        """Close the transport's kept-alive connections, if it keeps any."""
+        close = getattr(self.transport, "close", None)
+        if callable(close):
+            close()
+
 
 def make_csr_for(
     key: ec.EllipticCurvePrivateKey, cert: x509.Certificate

@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from ccx_agent.errors import AgentError
 
-class SsmError(Exception):
+
+class SsmError(AgentError):
     """The server answered and refused (bad token, unknown instance …): retrying won't help."""
 
 
@@ -115,4 +117,9 @@ class SsmPort(Protocol):
 
     def forget(self) -> None:
         """Wipe the local private key(s): the instance was deregistered."""
+        ...
+
+    def close(self) -> None:
+        """Release the connections kept alive between exchanges; the owner calls it once,
+        when a reload replaces the client or the daemon stops. No call follows."""
         ...

@@ -110,9 +110,7 @@ def test_a_stuck_job_stops_the_watchdog_pings(sim: Sim, tmp_path: Path) -> None:
         notify.settimeout(2.0)
         assert notify.recv(100) == b"WATCHDOG=1"
     finally:
-        daemon.run_on.sink.close(0.5)
-        assert daemon.store is not None
-        daemon.store.close()
+        daemon.runtime.close(0.5)
         notify.close()
 
 
@@ -199,8 +197,6 @@ def test_a_job_that_keeps_failing_is_an_alert_a_degraded_status_and_a_recovery(
         assert jobs["report"]["consecutive_failures"] == 0
         assert jobs["report"]["failing_since"] is None
     finally:
-        daemon.run_on.sink.close(0.5)
-        assert daemon.store is not None
-        daemon.store.close()
+        daemon.runtime.close(0.5)
         notify.close()
         listener.close()
