@@ -157,7 +157,7 @@ class _Connection(http.client.HTTPSConnection):
     """
 
     def __init__(
-        self, host: str, port: int | None, *, context: ssl.SSLContext, connect: float, read: float
+        self, host: str, port: int, *, context: ssl.SSLContext, connect: float, read: float
     ) -> None:
         super().__init__(host, port, timeout=connect, context=context)
         self.read_timeout = read
@@ -190,11 +190,12 @@ class _Connection(http.client.HTTPSConnection):
         (what ``urllib3`` does before reusing a pooled connection)."""
         if self.sock is None:
             return False
+        poller = select.poll()
         try:
-            readable, _, _ = select.select([self.sock], [], [], 0)
+            poller.register(self.sock, select.POLLIN)
+            return bool(poller.poll(0))
         except (OSError, ValueError):
             return True
-        return bool(readable)
 
 
 def _timed_out(exc: ssl.SSLError) -> bool:
@@ -244,7 +245,10 @@ class HttpTransport:
         self.deadlines = Deadlines()
         parts = urlsplit(url)
         self._host = parts.hostname or ""
-        self._port = parts.port
+        # Explicit: http.client would read the last group of an IPv6 address as a port.
+        self._port = parts.port or 443
+        # One exchange at a time on the one connection (jobs already take turns).
+        self._lock = threading.Lock()
         self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         if parts.username is not None or parts.password is not None:
             # As ``requests`` does with credentials in the URL: HTTP Basic.
@@ -287,6 +291,10 @@ class HttpTransport:
     def _post(self, body: bytes, exchange: Exchange) -> tuple[int, bytes, Mapping[str, str]]:
         if self.session is not None:
             return self._post_requests(body)
+        with self._lock:
+            return self._post_direct(body, exchange)
+
+    def _post_direct(self, body: bytes, exchange: Exchange) -> tuple[int, bytes, Mapping[str, str]]:
         conn = self._conn
         if conn is not None and conn.dropped():
             conn.close()
