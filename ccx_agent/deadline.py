@@ -103,13 +103,17 @@ class _Watchdog:
 
     Exchanges that ended stay in the heap until their deadline comes up and are then
     dropped unseen; the thread sleeps while the heap is empty (an idle daemon costs
-    nothing). It is started again if it is gone (after a ``fork``).
+    nothing). A forked child starts afresh (the parent's thread is not in it, and its
+    lock may have been held at the fork).
     """
 
     def __init__(self) -> None:
+        self._order = itertools.count()
+        self._reset()
+
+    def _reset(self) -> None:
         self._cond = threading.Condition(threading.Lock())
         self._heap: list[tuple[float, int, Exchange]] = []
-        self._order = itertools.count()
         self._thread: threading.Thread | None = None
 
     def watch(self, exchange: Exchange) -> None:
@@ -139,6 +143,7 @@ class _Watchdog:
 
 
 _watchdog = _Watchdog()
+os.register_at_fork(after_in_child=_watchdog._reset)
 
 
 def _cut(sock: socket.socket) -> None:
