@@ -175,6 +175,7 @@ class _Connection(http.client.HTTPSConnection):
         return deadline.connect(address, timeout, source_address, None, exchange)
 
     def connect(self) -> None:
+        log.debug("new HTTPS connection to %s:%s", self.host, self.port)
         try:
             super().connect()
         except (TimeoutError, ssl.SSLError) as exc:
