@@ -219,6 +219,7 @@ class Agent:
         transaction that records its interval, so neither exists without the other.
         """
         closed: list[IntervalRecord] = []
+        raised = False
         with self.store.transaction() as tx:
             before = state = self._load(tx)
             opened = {o.start: o for o in tx.open_intervals()}
@@ -256,6 +257,7 @@ class Agent:
                 if row is not None:
                     tx.drop_open_interval(start)
                 self._record(tx, end, alerts)
+                raised = raised or bool(alerts)
                 closed.append(record)
                 start = end
             tx.add_intervals(closed)
@@ -265,7 +267,7 @@ class Agent:
                 tx.drop_open_interval(stale)
             if state is not before:
                 tx.save_product(state, now)
-        if closed:
+        if raised:  # no read when nothing was raised (housekeeping emits what a crash left)
             self._emit_pending()
         return closed
 
@@ -284,7 +286,9 @@ class Agent:
                 if not force and not interval.may_send(state, now):
                     break
                 # After a failure, probe with one report before sending whole batches again.
-                batch = tx.outbox_batch(1 if state.report_failures else REPORT_BATCH)
+                limit = 1 if state.report_failures else REPORT_BATCH
+                batch = tx.outbox_batch(limit)
+                more = len(batch) == limit
                 cred = tx.credentials()
             if not batch:
                 break
@@ -304,16 +308,21 @@ class Agent:
                 break
             ids, current = self.delivered(now, cred, [b.report_id for b in batch], ack)
             sent += len(ids)
-            if not ids or not current:
-                break
+            if not ids or not current or not more:
+                break  # a short batch emptied the outbox: no read to find it empty
         return sent
 
     def delivered(
         self, now: datetime, cred: Credentials, batch: Sequence[str], ack: Acknowledged
     ) -> tuple[list[str], bool]:
         """Apply SSM's acknowledgement of the reports ``batch`` sent with ``cred``: the
-        acknowledged ids, and whether ``cred`` is still this instance's identity."""
-        with self.store.transaction() as tx:
+        acknowledged ids, and whether ``cred`` is still this instance's identity.
+
+        Committed without an fsync (online): if a power cut undoes it, the reports are
+        still in the outbox and are sent again, and the server keeps each id once. An
+        answer imported from a file is committed durably (its import is recorded here).
+        """
+        with self.store.transaction(fsync=self.answer_tx is not None) as tx:
             if self.answer_tx is not None:
                 self.answer_tx(tx)
             before = state = self._load(tx)

@@ -879,14 +879,30 @@ class Store:
                 self._owner = None
 
     @contextmanager
-    def transaction(self) -> Iterator[Tx]:
+    def transaction(self, *, fsync: bool = True) -> Iterator[Tx]:
         """One atomic unit of work: committed on a normal exit, rolled back on an exception.
 
         ``BEGIN IMMEDIATE`` takes the write lock up front, so a job never fails half way
         for want of it; another process holding it is waited for (busy timeout).
+
+        ``fsync=False`` commits without waiting for the disk (``synchronous=NORMAL`` for
+        this one commit): still atomic, and still there after the process is killed, but
+        a power cut or a kernel crash may undo it, and only it and later commits (the
+        write-ahead log is replayed up to its first incomplete frame, and the next
+        durable commit writes it to disk too). For a commit whose loss is harmless by
+        design only: the acknowledgement of reports, whose loss means they are sent
+        again and the server keeps each report id once (docs/architecture.md).
         """
-        with self._turn(), sqlite.immediate(self._conn):
-            yield Tx(self._conn)
+        with self._turn():
+            relaxed = not fsync and self.durable
+            if relaxed:
+                self._conn.execute("PRAGMA synchronous = NORMAL")
+            try:
+                with sqlite.immediate(self._conn):
+                    yield Tx(self._conn)
+            finally:
+                if relaxed:
+                    self._conn.execute("PRAGMA synchronous = FULL")
 
     @contextmanager
     def read(self) -> Iterator[Tx]:

@@ -365,7 +365,12 @@ def test_alerts_committed_but_not_emitted_are_emitted_by_the_next_job(store, ssm
     assert sink.take() == []
 
 
-def test_the_report_job_emits_alerts_left_pending_by_a_crash(store, ssm, sink):
+def test_alerts_left_pending_by_a_crash_go_out_with_the_next_job_that_raises_or_housekeeping(
+    store, ssm, sink
+):
+    """A report job that raises nothing does not look for them (no read on the quiet
+    path); the next job that raises an alert, or housekeeping (every sample interval in
+    the daemon), emits them."""
     agent = Agent(config(), store, ssm, udi=UDI, emit=sink, origin=T0)
     agent.register(SCENARIO_TOKEN, T0)
     sink.take()
@@ -375,9 +380,39 @@ def test_the_report_job_emits_alerts_left_pending_by_a_crash(store, ssm, sink):
     assert pending(store) == ["LICENSE_COMPUTATION_FAILED"]
     sink.broken = False
     agent.sample([T0 + i * MIN for i in range(2, 15)], {PREMIUM: 1})
-    agent.close_intervals(T0 + STEP)  # raises nothing itself
-    assert sink.take() == ["LICENSE_COMPUTATION_FAILED"]
+    assert agent.close_intervals(T0 + STEP)  # closed one, raised nothing
+    assert agent.flush(T0 + STEP) == 1
+    assert sink.take() == []
+    agent.housekeeping(T0 + STEP + MIN)
+    assert sink.take()[0] == "LICENSE_COMPUTATION_FAILED"  # first; a renewal follows
     assert pending(store) == []
+
+
+def test_only_the_acknowledgement_of_reports_is_committed_without_fsync(agent, store):
+    """The report job's one fsync is the commit that closes the interval and queues its
+    report (what is sent is on disk before it leaves); the acknowledgement is committed
+    without waiting for the disk: undone by a power cut, the report is sent again and
+    the server keeps its id once. SQLite's own trace of the statements shows which
+    commit ran under which ``synchronous``."""
+    agent.register(SCENARIO_TOKEN, T0)
+    agent.sample(minutes(T0), {PREMIUM: 1})
+    seen: list[str] = []
+    store._conn.set_trace_callback(seen.append)
+    try:
+        agent.close_intervals(T0 + STEP)
+        closing, seen[:] = list(seen), []
+        assert agent.flush(T0 + STEP) == 1
+        acking = list(seen)
+    finally:
+        store._conn.set_trace_callback(None)
+    assert not any("synchronous" in s for s in closing)
+    assert any(s.startswith("INSERT INTO outbox") for s in closing)
+    assert "COMMIT" in closing
+    begin = acking.index("BEGIN IMMEDIATE")
+    assert acking[begin - 1] == "PRAGMA synchronous = NORMAL"
+    assert any(s.startswith("DELETE FROM outbox") for s in acking[begin:])
+    assert acking[-1] == "PRAGMA synchronous = FULL"
+    assert store.pragma("synchronous") == 2
 
 
 # --- the outbox ---------------------------------------------------------------------------------

@@ -157,6 +157,42 @@ def test_a_throwaway_store_skips_fsync_but_keeps_wal(tmp_path: Path) -> None:
         s.close()
 
 
+def test_a_transaction_without_fsync_is_committed_under_normal_then_full_again(
+    store: Store, db: Path
+) -> None:
+    """``fsync=False`` relaxes that one commit (``synchronous=NORMAL``), committed or
+    rolled back alike, and leaves the connection as durable as before."""
+    with store.transaction(fsync=False) as tx:
+        assert tx._c.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+        tx.set_meta("k", "v")
+    assert store.pragma("synchronous") == 2
+    conn = raw(db)
+    try:
+        assert conn.execute("SELECT value FROM meta WHERE key = 'k'").fetchone() == ("v",)
+    finally:
+        conn.close()
+    with pytest.raises(RuntimeError), store.transaction(fsync=False) as tx:
+        tx.set_meta("k", "w")
+        raise RuntimeError("rolled back")
+    assert store.pragma("synchronous") == 2
+    with store.read() as tx:
+        assert tx.meta("k") == "v"
+    with store.transaction() as tx:
+        assert tx._c.execute("PRAGMA synchronous").fetchone()[0] == 2
+
+
+def test_a_throwaway_store_stays_without_fsync_after_a_relaxed_transaction(
+    tmp_path: Path,
+) -> None:
+    s = Store(tmp_path / DB_NAME, durable=False)
+    try:
+        with s.transaction(fsync=False) as tx:
+            tx.set_meta("k", "v")
+        assert s.pragma("synchronous") == 0
+    finally:
+        s.close()
+
+
 def test_pragma_rejects_anything_but_a_name(store: Store) -> None:
     with pytest.raises(ValueError, match="not a pragma name"):
         store.pragma("synchronous = OFF")

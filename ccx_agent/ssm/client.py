@@ -16,12 +16,22 @@ never a token, a password or a URL's credentials.
 Every try has a wall-clock deadline, ``transport.timeout``, for all of it: connect, TLS,
 request and the streamed answer (:mod:`ccx_agent.deadline`), so a server that drips its
 answer cannot hold a job longer than that.
+
+A direct connection is made with the standard library's ``http.client`` on one kept-alive
+socket: ``requests`` and ``urllib3`` (sessions, adapters, pools, header merging) cost
+about as much again as the whole exchange with a local server (docs/performance.md).
+Through a ``transport.proxy`` (HTTP CONNECT, HTTPS or SOCKS proxies), ``requests`` carries
+the messages. Both verify TLS the same way and run inside the same deadline.
 """
 
 from __future__ import annotations
 
+import base64
 import email.utils
+import http.client
 import logging
+import select
+import socket
 import ssl
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -29,7 +39,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import requests
 import tenacity
@@ -37,7 +47,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ccx_agent.deadline import ABORTED, DeadlineSession, Exchange
+from ccx_agent import deadline
+from ccx_agent.deadline import ABORTED, Deadlines, DeadlineSession, Exchange
 from ccx_agent.ssm import protocol
 from ccx_agent.ssm.identity import IdentityError, KeyStore, check_issued, load_anchors, make_csr
 from ccx_agent.ssm.port import (
@@ -132,6 +143,66 @@ def system_ca_file() -> str | bool:
     return True
 
 
+class _ConnectTimeout(TimeoutError):
+    """The TCP connect or the TLS handshake did not finish within the connect timeout."""
+
+
+class _Connection(http.client.HTTPSConnection):
+    """One HTTPS connection whose socket the running :class:`~ccx_agent.deadline.Exchange`
+    watches from before ``connect`` (so a stop or the deadline cuts a connect, a TLS
+    handshake or a read alike).
+
+    The connect and the TLS handshake are bounded by ``connect_timeout``, every later
+    socket operation by ``read_timeout`` (the exchange's deadline bounds their sum).
+    """
+
+    def __init__(
+        self, host: str, port: int, *, context: ssl.SSLContext, connect: float, read: float
+    ) -> None:
+        super().__init__(host, port, timeout=connect, context=context)
+        self.read_timeout = read
+        self._create_connection = self._watched
+
+    def _watched(
+        self,
+        address: tuple[str, int],
+        timeout: float | None,
+        source_address: tuple[str, int] | None,
+    ) -> socket.socket:
+        exchange = deadline.current()
+        if exchange is None:  # every post runs in an exchange; never reached
+            raise TransportError("no exchange is running")
+        return deadline.connect(address, timeout, source_address, None, exchange)
+
+    def connect(self) -> None:
+        log.debug("new HTTPS connection to %s:%s", self.host, self.port)
+        try:
+            super().connect()
+        except (TimeoutError, ssl.SSLError) as exc:
+            if isinstance(exc, ssl.SSLError) and not _timed_out(exc):
+                raise
+            raise _ConnectTimeout(str(exc)) from None
+        assert self.sock is not None
+        self.sock.settimeout(self.read_timeout)
+
+    def dropped(self) -> bool:
+        """Whether the kept-alive socket was closed by the server (or has unasked-for
+        bytes): the next request would fail on it, so a new connection is made instead
+        (what ``urllib3`` does before reusing a pooled connection)."""
+        if self.sock is None:
+            return False
+        poller = select.poll()
+        try:
+            poller.register(self.sock, select.POLLIN)
+            return bool(poller.poll(0))
+        except (OSError, ValueError):
+            return True
+
+
+def _timed_out(exc: ssl.SSLError) -> bool:
+    return "timed out" in str(exc)
+
+
 class HttpTransport:
     """HTTPS POSTs with verified TLS, a deadline for each whole exchange and a cap on the
     response size.
@@ -140,8 +211,9 @@ class HttpTransport:
     TLS handshake included, is also bounded by ``connect_timeout``); :meth:`abort` cuts
     an exchange in flight from another thread and every later one.
 
-    ``trust_env`` is off: ``REQUESTS_CA_BUNDLE``, ``HTTPS_PROXY`` or a ``.netrc`` must not
-    silently change where the agent's messages go or which CA it trusts.
+    No environment variable is read: ``HTTPS_PROXY``, ``REQUESTS_CA_BUNDLE`` or a
+    ``.netrc`` must not silently change where the agent's messages go or which CA it
+    trusts (the ``requests`` session, used through a proxy, has ``trust_env`` off).
     """
 
     def __init__(
@@ -160,33 +232,101 @@ class HttpTransport:
         self.total = timeout.total_seconds()
         # Per socket operation; the exchange's deadline bounds their sum.
         self.timeout = (min(connect_timeout.total_seconds(), self.total), self.total)
-        self.session = DeadlineSession()
-        self.session.trust_env = False
-        self.session.verify = str(ca_bundle) if ca_bundle is not None else system_ca_file()
+        self.headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        self._conn: _Connection | None = None
+        self.session: DeadlineSession | None = None
         if proxy:
+            self.session = DeadlineSession()
+            self.session.trust_env = False
+            self.session.verify = str(ca_bundle) if ca_bundle is not None else system_ca_file()
             self.session.proxies = {"https": proxy, "http": proxy}
-        self.session.headers.update(
-            {"Content-Type": "application/json", "Accept": "application/json"}
-        )
+            self.session.headers.update(self.headers)
+            self.deadlines: Deadlines | DeadlineSession = self.session
+            return
+        self.deadlines = Deadlines()
+        parts = urlsplit(url)
+        self._host = parts.hostname or ""
+        # Explicit: http.client would read the last group of an IPv6 address as a port.
+        self._port = parts.port or 443
+        # One exchange at a time on the one connection (jobs already take turns).
+        self._lock = threading.Lock()
+        self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        if parts.username is not None or parts.password is not None:
+            # As ``requests`` does with credentials in the URL: HTTP Basic.
+            user = unquote(parts.username or "")
+            secret = unquote(parts.password or "")
+            token = base64.b64encode(f"{user}:{secret}".encode()).decode("ascii")
+            self.headers["Authorization"] = f"Basic {token}"
+        self._tls: ssl.SSLContext | TransportError
+        try:
+            self._tls = _tls_context(ca_bundle)
+        except TransportError as exc:
+            self._tls = exc
 
     def post(self, body: bytes, now: datetime) -> tuple[int, bytes, Mapping[str, str]]:
-        with self.session.exchange(self.total) as exchange:
+        with self.deadlines.exchange(self.total) as exchange:
             self._check(exchange)
             try:
-                answer = self._post(body)
-            except (requests.exceptions.RequestException, OSError) as exc:
-                # Whatever ``requests`` made of a connection that was shut down under it,
+                answer = self._post(body, exchange)
+            except (
+                requests.exceptions.RequestException,
+                http.client.HTTPException,
+                OSError,
+            ) as exc:
+                # Whatever the library made of a connection that was shut down under it,
                 # the reason is the deadline or the stop.
+                self._drop()
                 self._check(exchange)
                 raise self._failure(exc) from None
             except TransportError:
+                self._drop()
                 self._check(exchange)
+                raise
+            except BaseException:
+                self._drop()
                 raise
             # A cut connection can look like the end of an answer without a length.
             self._check(exchange)
             return answer
 
-    def _post(self, body: bytes) -> tuple[int, bytes, Mapping[str, str]]:
+    def _post(self, body: bytes, exchange: Exchange) -> tuple[int, bytes, Mapping[str, str]]:
+        if self.session is not None:
+            return self._post_requests(body)
+        with self._lock:
+            return self._post_direct(body, exchange)
+
+    def _post_direct(self, body: bytes, exchange: Exchange) -> tuple[int, bytes, Mapping[str, str]]:
+        conn = self._conn
+        if conn is not None and conn.dropped():
+            conn.close()
+        if conn is None:
+            if isinstance(self._tls, TransportError):
+                raise self._tls
+            conn = self._conn = _Connection(
+                self._host,
+                self._port,
+                context=self._tls,
+                connect=self.timeout[0],
+                read=self.timeout[1],
+            )
+        if conn.sock is not None:
+            exchange.watch(conn.sock)  # kept alive from an earlier exchange
+        conn.request("POST", self._target, body, self.headers)
+        resp = conn.getresponse()
+        data = bytearray()
+        try:
+            while chunk := resp.read(64 * 1024):
+                data += chunk
+                if len(data) > self.max_bytes:
+                    raise self._too_large()
+        except BaseException:
+            # The response holds the socket open: closed, the server's writes fail.
+            resp.close()
+            raise
+        return resp.status, bytes(data), dict(resp.getheaders())
+
+    def _post_requests(self, body: bytes) -> tuple[int, bytes, Mapping[str, str]]:
+        assert self.session is not None
         with self.session.post(
             self.url, data=body, timeout=self.timeout, stream=True, allow_redirects=False
         ) as resp:
@@ -194,12 +334,20 @@ class HttpTransport:
             for chunk in resp.iter_content(64 * 1024):
                 data += chunk
                 if len(data) > self.max_bytes:
-                    raise TransportError(
-                        f"the response from {self.label} is larger than "
-                        f"{self.max_bytes} bytes: refused",
-                        retryable=False,
-                    )
+                    raise self._too_large()
             return resp.status_code, bytes(data), dict(resp.headers)
+
+    def _too_large(self) -> TransportError:
+        return TransportError(
+            f"the response from {self.label} is larger than {self.max_bytes} bytes: refused",
+            retryable=False,
+        )
+
+    def _drop(self) -> None:
+        """After a failed exchange the connection's state is unknown: the next one makes
+        a new connection."""
+        if self._conn is not None:
+            self._conn.close()
 
     def _check(self, exchange: Exchange) -> None:
         if exchange.cancelled == ABORTED:
@@ -213,14 +361,14 @@ class HttpTransport:
             )
 
     def _failure(self, exc: BaseException) -> TransportError:
-        if isinstance(exc, requests.exceptions.SSLError):
+        if isinstance(exc, _ConnectTimeout | requests.exceptions.ConnectTimeout):
+            return TransportError(f"no connection to {self.label} within the timeout")
+        if isinstance(exc, ssl.SSLError | requests.exceptions.SSLError):
             return TransportError(
                 f"TLS verification of {self.label} failed (check transport.ca_bundle)",
                 retryable=False,
             )
-        if isinstance(exc, requests.exceptions.ConnectTimeout):
-            return TransportError(f"no connection to {self.label} within the timeout")
-        if isinstance(exc, requests.exceptions.ReadTimeout):
+        if isinstance(exc, TimeoutError | requests.exceptions.ReadTimeout):
             return TransportError(f"{self.label} did not answer within the timeout")
         if isinstance(exc, requests.exceptions.ProxyError):
             return TransportError(f"the proxy refused the connection to {self.label}")
@@ -230,10 +378,32 @@ class HttpTransport:
 
     def abort(self) -> None:
         """Cut the exchange in flight, if any, and refuse every later one (from any thread)."""
-        self.session.abort()
+        self.deadlines.abort()
 
     def close(self) -> None:
-        self.session.close()
+        if self.session is not None:
+            self.session.close()
+        self._drop()
+
+
+def _tls_context(ca_bundle: Path | None) -> ssl.SSLContext:
+    """Verified TLS 1.2 or later, the host name checked: against ``ca_bundle``, else the
+    operating system's CAs (as :func:`system_ca_file` gives ``requests``)."""
+    if ca_bundle is not None:
+        try:
+            context = ssl.create_default_context(cafile=str(ca_bundle))
+        except (OSError, ssl.SSLError) as exc:
+            # Said at the first exchange, as a communication failure that is not retried.
+            raise TransportError(
+                f"transport.ca_bundle {ca_bundle} cannot be read: "
+                f"{getattr(exc, 'strerror', None) or type(exc).__name__}",
+                retryable=False,
+            ) from None
+    else:
+        system = system_ca_file()
+        context = ssl.create_default_context(cafile=system if isinstance(system, str) else None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
 
 
 def _reason(exc: BaseException) -> str:

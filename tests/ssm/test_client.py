@@ -113,3 +113,26 @@ def test_a_tls_failure_is_not_retried(tmp_path: Path) -> None:
         assert waits == []
     finally:
         server.stop()
+
+
+def test_a_kept_alive_connection_the_server_closed_is_replaced_not_used(tmp_path: Path) -> None:
+    """The daemon posts every 15 minutes and a server drops an idle connection long
+    before that: the next post must make a new connection, not fail on the dead one."""
+    server = start(tmp_path / "ssm")
+    port = server.port
+    transport = HttpTransport(server.url, ca_bundle=server.ca_path)
+    try:
+        assert transport.post(b"{}", datetime.now(UTC))[0] == 400
+        first = transport._conn
+        assert first is not None and first.sock is not None
+        kept = first.sock.getsockname()
+        # A second post on the live connection reuses it.
+        assert transport.post(b"{}", datetime.now(UTC))[0] == 400
+        assert first.sock is not None and first.sock.getsockname() == kept
+        server.stop()  # closes every open connection, as an idle timeout does
+        server = start(tmp_path / "ssm", ("127.0.0.1", port))
+        assert transport.post(b"{}", datetime.now(UTC))[0] == 400
+        assert first.sock is not None and first.sock.getsockname() != kept
+    finally:
+        transport.close()
+        server.stop()
