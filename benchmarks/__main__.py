@@ -1,4 +1,9 @@
-"""Run every benchmark module (``benchmarks/bench_*.py``) in name order: ``make bench``."""
+"""Run every benchmark module (``benchmarks/bench_*.py``) in name order: ``make bench``.
+
+At the end it prints the table of docs/performance.md's summary: each row's figure, the
+floor it is measured against in the same run, the ratio and the goal, so that one run of
+``make bench`` gives every row (a row whose module failed says so instead of a figure).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,96 @@ import pkgutil
 import platform
 import sys
 import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import benchmarks
+
+Figures = Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the summary: where its figures come from and how to read them."""
+
+    job: str
+    module: str
+    #: (figure, floor, ratio) as text, from the module's returned figures.
+    show: Callable[[Figures], tuple[str, str, str]]
+    goal: str
+    met: Callable[[Figures], bool]
+
+
+ROWS = (
+    Row(
+        "consumption of a 100,000-agent snapshot (product path)",
+        "bench_consumption",
+        lambda f: (
+            f"{f['subject_median_s'] * 1000:.1f} ms",
+            f"json.loads {f['baseline_median_s'] * 1000:.1f} ms "
+            f"(GC off {f['floor_median_s'] * 1000:.1f} ms)",
+            f"{f['ratio_median']:.2f} x",
+        ),
+        "<= 1.0 x",
+        lambda f: f["ratio_median"] <= 1.0,
+    ),
+    Row(
+        "one report job (close, sign, POST over TLS, verify, commit)",
+        "bench_ssm",
+        lambda f: (
+            f"{f['cycle_job_ms']:.2f} ms",
+            f"fresh pre-signed POST {f['cycle_floor_ms']:.2f} ms",
+            f"{f['cycle_ratio']:.2f} x",
+        ),
+        "<= 1.5 x",
+        lambda f: f["cycle_ratio"] <= 1.5,
+    ),
+    Row(
+        "daemon idle RSS",
+        "bench_daemon",
+        lambda f: (
+            f"{f['rss_mib']:.1f} MiB, CPU {f['idle_cpu_percent']:.3f} %",
+            f"deps-only {f['deps_only_mib']:.1f} MiB (bare {f['bare_mib']:.1f})",
+            f"{f['ratio']:.2f} x",
+        ),
+        "<= 1.10 x, CPU <= 0.1 %",
+        lambda f: f["ratio"] <= 1.10 and f["idle_cpu_percent"] <= 0.1,
+    ),
+    Row(
+        "simulate 400 days, quiet",
+        "bench_simulate",
+        lambda f: (
+            f"{f['quiet_seconds']:.1f} s",
+            f"core alone {f['floor_seconds']:.1f} s CPU",
+            f"{f['quiet_ratio']:.2f} x (CPU)",
+        ),
+        "<= 8 s",
+        lambda f: f["quiet_seconds"] <= 8,
+    ),
+    Row(
+        "simulate 400 days, outage",
+        "bench_simulate",
+        lambda f: (
+            f"{f['outage_seconds']:.1f} s",
+            f"core alone {f['floor_seconds']:.1f} s CPU",
+            f"{f['outage_ratio']:.2f} x (CPU)",
+        ),
+        "<= 12 s",
+        lambda f: f["outage_seconds"] <= 12,
+    ),
+    Row(
+        "the simulator's cost of one report at 2,000 instances",
+        "bench_simulator",
+        lambda f: (
+            f"{f['report_ms_2000']:.3f} ms",
+            f"at 10 instances {f['report_ms_10']:.3f} ms",
+            f"{f['ratio']:.2f} x",
+        ),
+        "<= 1.5 ms, flat",
+        lambda f: f["report_ms_2000"] <= 1.5,
+    ),
+)
 
 
 def modules() -> list[str]:
@@ -20,19 +113,50 @@ def modules() -> list[str]:
     )
 
 
-def run() -> int:
+def summary(results: Mapping[str, Figures | None]) -> list[str]:
+    """The summary table in Markdown, one line per row (docs/performance.md's table)."""
+    out = [
+        "| job | figure | floor, same run | ratio | goal | met |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in ROWS:
+        figures = results.get(f"{benchmarks.__name__}.{row.module}")
+        try:
+            if not figures:
+                raise KeyError(row.module)
+            figure, floor, ratio = row.show(figures)
+            met = "yes" if row.met(figures) else "**no**"
+        except KeyError:
+            figure, floor, ratio, met = "not measured", "", "", "**no**"
+        out.append(f"| {row.job} | {figure} | {floor} | {ratio} | {row.goal} | {met} |")
+    return out
+
+
+def run(argv: list[str]) -> int:
+    """Run the modules named in argv (default: all), then print the summary table."""
     print(
         f"ccx-agent benchmarks: Python {platform.python_version()} "
         f"({platform.python_implementation()}), {platform.machine()}, "
-        f"{os.cpu_count()} CPU(s), {platform.system()} {platform.release()}"
+        f"{os.cpu_count()} CPU(s), {platform.system()} {platform.release()}, "
+        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
-    for name in modules():
-        print(f"\n== {name}")
+    names = [n for n in modules() if not argv or n.rsplit(".", 1)[1] in argv]
+    results: dict[str, Figures | None] = {}
+    failed = 0
+    for name in names:
+        print(f"\n== {name}", flush=True)
         start = time.perf_counter()
-        importlib.import_module(name).main([])
-        print(f"   ({time.perf_counter() - start:.1f} s in all)")
-    return 0
+        try:
+            results[name] = importlib.import_module(name).main([])
+        except Exception:  # one module's failure must not hide the other rows
+            traceback.print_exc()
+            results[name] = None
+            failed += 1
+        print(f"   ({time.perf_counter() - start:.1f} s in all)", flush=True)
+    print("\n== summary (docs/performance.md, issue 16's table)")
+    print("\n".join(summary(results)))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    sys.exit(run())
+    sys.exit(run(sys.argv[1:]))

@@ -173,7 +173,7 @@ def _start_floor(code: str, stdin: str) -> tuple[subprocess.Popen[str], float, s
     return proc, time.monotonic() - t0, said
 
 
-def main(argv: Sequence[str]) -> None:
+def main(argv: Sequence[str]) -> dict[str, float]:
     ap = argparse.ArgumentParser(prog="bench_daemon")
     ap.add_argument("--seconds", type=float, default=60.0, help="idle window (default 60)")
     args = ap.parse_args(argv)
@@ -277,6 +277,14 @@ def main(argv: Sequence[str]) -> None:
         f"{best[0] / best[1]:.2f} best, {mid[0] / mid[1]:.2f} median"
     )
     print(f"   the daemon exited {code} on SIGTERM")
+    return {
+        "rss_mib": mib[0],
+        "deps_only_mib": mib[1],
+        "bare_mib": mib[2],
+        "ratio": mib[0] / mib[1],
+        "idle_cpu_percent": 100 * cpu[0] / args.seconds,
+        "exit_status": float(code),
+    }
 
 
 if __name__ == "__main__":
