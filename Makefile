@@ -10,15 +10,32 @@ STAMP  := $(VENV)/.installed
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# The package is installed editable, so pip compiles none of it; with
+# PYTHONDONTWRITEBYTECODE set no interpreter writes the bytecode either, and every one of
+# the hundreds of `python -m ccx_agent` subprocesses of the suite would recompile the package.
+# compileall writes the .pyc whatever that variable says; an interpreter started with it
+# set still reads them. `test` compiles again: only the files changed since are redone.
+COMPILE := $(BIN)/python -m compileall -q ccx_agent tests
+
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(COMPILE)
 	touch $(STAMP)
 
+# Tests run in TEST_WORKERS processes (pytest-xdist): most of the suite's wall time is
+# real daemons waiting for their second-scale timers, so more workers than cores pays (on
+# 2 cores, 4 finished as soon as 6: the rest is CPU; docs/performance.md, "Test suite").
+# --dist loadgroup keeps the tests that share one daemon run on one worker (tests/conftest.py).
+# PYTHONDONTWRITEBYTECODE is emptied for the run (as compileall ignores it): each worker
+# collects the whole suite, and pytest rewrites every test module's asserts again unless
+# it may keep the rewritten bytecode (3 s of CPU per worker instead of 1 s).
+TEST_WORKERS ?= 4
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy ccx_agent
-	$(BIN)/python -m pytest -q --durations=15
+	$(COMPILE)
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15
 
 demo: $(STAMP)
 	$(BIN)/ccx-agent demo

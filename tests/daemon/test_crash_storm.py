@@ -45,7 +45,9 @@ def test_random_kill_9s_lose_nothing_double_nothing_and_leave_no_line_unsent(
             daemon.kill9()
         final = Daemon(inst)
         wait_until(
-            "the outbox drained", lambda: final.events("ready") and inst.status()["outbox"] == 0, 30
+            "the outbox drained",
+            lambda: final.events("ready") and inst.status(in_process=True)["outbox"] == 0,
+            30,
         )
         store = inst.store()
         try:

@@ -116,7 +116,9 @@ def test_a_full_disk_is_an_alert_loses_nothing_and_heals_by_itself(
     # Reports flow again, and every interval the agent closed reaches SSM exactly once.
     wait_until(
         "the outbox drained after the fill",
-        lambda: inst.status()["outbox"] == 0 and len(sim.reports(inst.piid)) > before - 2,
+        lambda: (
+            inst.status(in_process=True)["outbox"] == 0 and len(sim.reports(inst.piid)) > before - 2
+        ),
         30,
     )
     assert daemon.stop()[0] == 0
