@@ -102,6 +102,17 @@ ROWS = (
         "<= 1.5 ms, flat",
         lambda f: f["report_ms_2000"] <= 1.5,
     ),
+    Row(
+        "make test (the suite, -n 4)",
+        "bench_suite",
+        lambda f: (
+            f"{f['suite_wall_s']:.0f} s wall (exit {f['suite_exit_status']:.0f})",
+            f"its CPU / cores {f['suite_floor_s']:.0f} s",
+            f"{f['suite_wall_s'] / f['suite_floor_s']:.2f} x",
+        ),
+        "<= 120 s, green",
+        lambda f: f["suite_wall_s"] <= 120 and f["suite_exit_status"] == 0,
+    ),
 )
 
 

@@ -27,9 +27,11 @@ from ccx_agent.statedir import become_owner
 from ccx_agent.store import damaged, is_damage
 from ccx_agent.yamldoc import DocumentError
 
-#: The commands whose sub-parser does not import their modules (all but ``ssm``, the
-#: history commands and ``offline``): a parser for one of them can leave the rest out.
-LIGHT_COMMANDS = frozenset({"run"})
+#: The commands whose sub-parsers are registered by their own modules, which import the
+#: simulator, the history renderers and the offline exchange (tens of milliseconds of
+#: every start: the suite starts hundreds of interpreters, a host's timers many more).
+#: The parser of any other command leaves them out.
+HEAVY_COMMANDS = frozenset({"ssm", "offline", "report", "alerts", "features"})
 
 
 class _Unparsed(Exception):
@@ -57,9 +59,10 @@ def command_of(argv: Sequence[str] | None) -> str | None:
 
 
 def parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The CLI's parser; for ``command`` in :data:`LIGHT_COMMANDS`, without the
-    sub-parsers that import heavy modules (the help of every command is the same)."""
-    light = command in LIGHT_COMMANDS
+    """The CLI's parser; for a ``command`` that is not one of :data:`HEAVY_COMMANDS`,
+    without their sub-parsers (the help of every command is the same). No command (help,
+    ``--version``, a usage error) gets the full parser, so that the help lists them all."""
+    light = command is not None and command not in HEAVY_COMMANDS
     p = argparse.ArgumentParser(
         prog="ccx-agent",
         description="Smart Licensing agent of a Cisco Unified Contact Center Express instance.",
@@ -182,11 +185,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ccx_agent import daemon  # noqa: PLC0415 - the scheduler only for the daemon
 
         return daemon.main(path, log_level=level or "info")
+    if args.command in HEAVY_COMMANDS:
+        return _heavy(args, path)
     # Every other command: its module now (the daemon above never imports these).
     from ccx_agent import actions, commands  # noqa: PLC0415
-    from ccx_agent.history import cli as history_cli  # noqa: PLC0415
-    from ccx_agent.offline import cli as offline_cli  # noqa: PLC0415
-    from ccx_agent.simulator import cli as simulator_cli  # noqa: PLC0415
 
     if args.command == "demo":
         from ccx_agent import demo  # noqa: PLC0415
@@ -232,15 +234,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ccx_agent import install_files  # noqa: PLC0415
 
         return install_files.main(args.root)
-    if args.command in history_cli.COMMANDS:
-        return history_cli.run(args, path)
-    if args.command == "offline":
-        return offline_cli.run(args, path)
-    if args.command == "ssm":
-        return simulator_cli.run(args)
     if args.command == "simulate":
         return commands.simulate(args.scenario, args.json, state_dir=args.state_dir)
     raise AssertionError(args.command)  # pragma: no cover - argparse enforces the choices
+
+
+def _heavy(args: argparse.Namespace, path: Path) -> int:
+    """The commands of :data:`HEAVY_COMMANDS`, run by the modules that registered them."""
+    if args.command == "offline":
+        from ccx_agent.offline import cli as offline_cli  # noqa: PLC0415
+
+        return offline_cli.run(args, path)
+    if args.command == "ssm":
+        from ccx_agent.simulator import cli as simulator_cli  # noqa: PLC0415
+
+        return simulator_cli.run(args)
+    from ccx_agent.history import cli as history_cli  # noqa: PLC0415
+
+    return history_cli.run(args, path)
 
 
 #: Commands that open the state directory; run as root in another user's directory they

@@ -18,6 +18,11 @@ connection until the exchange ends.
 
 Only name resolution (``getaddrinfo``) cannot be cut short: the system's resolver bounds it.
 
+The ``requests`` side (:class:`DeadlineSession`, its urllib3 connections and pools) is
+in :mod:`ccx_agent.deadline_requests`, imported only by what uses ``requests`` (the UCCX
+source, an SSM client behind a proxy): importing it costs every start tens of
+milliseconds.
+
 The deadlines of every exchange of the process are kept by one watchdog thread, started
 on first use: a timer thread per exchange cost a thread start (and its join handshake)
 on every request, about a third of a millisecond, as much as the agent's own part of a
@@ -35,13 +40,6 @@ import threading
 import time
 from collections.abc import Iterator
 from typing import Any
-
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3 import connection as u3connection
-from urllib3 import connectionpool
-from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
-from urllib3.util.connection import allowed_gai_family
 
 #: :attr:`Exchange.cancelled` when the deadline passed.
 TIMED_OUT = "timed out"
@@ -171,7 +169,8 @@ def connect(
     left = max(0.01, exchange.remaining())
     timeout = left if timeout is None else min(timeout, left)
     err: OSError | None = None
-    family = allowed_gai_family()
+    # As urllib3's allowed_gai_family: both families where the host has IPv6.
+    family = socket.AF_UNSPEC if socket.has_ipv6 else socket.AF_INET
     for af, socktype, proto, _name, sa in socket.getaddrinfo(
         host, port, family, socket.SOCK_STREAM
     ):
@@ -191,83 +190,6 @@ def connect(
             err = exc
             sock.close()
     raise err if err is not None else OSError("getaddrinfo returned nothing")
-
-
-def _new_conn(conn: u3connection.HTTPConnection) -> socket.socket:
-    exchange = current()
-    assert exchange is not None
-    timeout = conn.timeout if isinstance(conn.timeout, int | float) else None
-    try:
-        return connect(
-            (conn._dns_host, conn.port or 0),  # urllib3 resolves _dns_host, not host
-            timeout,
-            conn.source_address,
-            conn.socket_options,
-            exchange,
-        )
-    except socket.gaierror as exc:
-        raise NameResolutionError(conn.host, conn, exc) from exc
-    except TimeoutError as exc:
-        raise ConnectTimeoutError(conn, f"Connection to {conn.host} timed out") from exc
-    except OSError as exc:
-        raise NewConnectionError(conn, f"Failed to establish a new connection: {exc}") from exc
-
-
-class _HTTPConnection(u3connection.HTTPConnection):
-    def _new_conn(self) -> socket.socket:
-        if current() is None:
-            return super()._new_conn()
-        return _new_conn(self)
-
-
-class _HTTPSConnection(u3connection.HTTPSConnection):
-    def _new_conn(self) -> socket.socket:
-        if current() is None:
-            return super()._new_conn()
-        return _new_conn(self)
-
-
-def _watch_pooled(conn: Any) -> None:
-    """A kept-alive connection taken from the pool is this exchange's too."""
-    exchange = current()
-    sock = getattr(conn, "sock", None)
-    if exchange is not None and isinstance(sock, socket.socket):
-        exchange.watch(sock)
-
-
-class _HTTPPool(connectionpool.HTTPConnectionPool):
-    ConnectionCls = _HTTPConnection
-
-    def _get_conn(self, timeout: float | None = None) -> Any:
-        conn = super()._get_conn(timeout)
-        _watch_pooled(conn)
-        return conn
-
-
-class _HTTPSPool(connectionpool.HTTPSConnectionPool):
-    ConnectionCls = _HTTPSConnection
-
-    def _get_conn(self, timeout: float | None = None) -> Any:
-        conn = super()._get_conn(timeout)
-        _watch_pooled(conn)
-        return conn
-
-
-_POOLS = {"http": _HTTPPool, "https": _HTTPSPool}
-
-
-class _Adapter(HTTPAdapter):
-    """Connections whose sockets the running :class:`Exchange` watches (direct or
-    through a proxy)."""
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = _POOLS
-
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-        manager.pool_classes_by_scheme = _POOLS
-        return manager
 
 
 class Deadlines:
@@ -313,27 +235,3 @@ class Deadlines:
             running = list(self._running)
         for exchange in running:
             exchange.cancel(ABORTED)
-
-
-class DeadlineSession(requests.Session):
-    """A ``requests`` session whose requests run inside :meth:`exchange`, and that
-    :meth:`abort` stops for good from any thread."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        adapter = _Adapter()
-        self.mount("https://", adapter)
-        self.mount("http://", adapter)
-        self._deadlines = Deadlines()
-
-    @property
-    def aborted(self) -> bool:
-        return self._deadlines.aborted
-
-    def exchange(self, seconds: float) -> contextlib.AbstractContextManager[Exchange]:
-        """See :meth:`Deadlines.exchange`."""
-        return self._deadlines.exchange(seconds)
-
-    def abort(self) -> None:
-        """Cut every exchange in flight and every later one (the daemon is stopping)."""
-        self._deadlines.abort()

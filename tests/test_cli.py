@@ -145,9 +145,9 @@ def test_the_command_word_is_read_as_the_full_parser_reads_it(
 
 
 def test_the_parser_of_run_leaves_out_only_the_commands_that_import_heavy_modules() -> None:
-    """``run``'s parser has no ``ssm``, history or offline commands (their registration
-    imports the simulator, the renderers, the exchange), and parses ``run`` as the full
-    one does; every other command gets the full parser."""
+    """``run``'s parser (and any built-in command's) has no ``ssm``, history or offline
+    commands (their registration imports the simulator, the renderers, the exchange), and
+    parses ``run`` as the full one does; those commands, and none, get the full parser."""
 
     def choices(p: argparse.ArgumentParser) -> set[str]:
         sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
@@ -156,6 +156,10 @@ def test_the_parser_of_run_leaves_out_only_the_commands_that_import_heavy_module
     full, light = choices(cli.parser()), choices(cli.parser("run"))
     assert light < full
     assert full - light == {"ssm", "offline", "report", "alerts", "features"}
-    assert choices(cli.parser("status")) == full
+    assert full - light == cli.HEAVY_COMMANDS
+    assert choices(cli.parser("status")) == light
+    assert choices(cli.parser(None)) == full
+    for heavy in cli.HEAVY_COMMANDS:
+        assert choices(cli.parser(heavy)) == full
     argv = ["-c", "/x.yaml", "run", "-v", "--log-level", "debug"]
     assert vars(cli.parser("run").parse_args(argv)) == vars(cli.parser().parse_args(argv))

@@ -42,7 +42,8 @@ import requests
 
 from ccx_agent.config import FINESSE_CREDENTIAL, UCCX_CREDENTIAL
 from ccx_agent.config import UccxSource as UccxSourceConfig
-from ccx_agent.deadline import ABORTED, DeadlineSession, Exchange
+from ccx_agent.deadline import ABORTED, Exchange
+from ccx_agent.deadline_requests import DeadlineSession
 from ccx_agent.licensing.snapshot import Snapshot, SnapshotError, parse_snapshot
 from ccx_agent.sources import SourceError
 from ccx_agent.sources.cluster import (

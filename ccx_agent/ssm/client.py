@@ -33,22 +33,22 @@ import logging
 import select
 import socket
 import ssl
+import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-import requests
 import tenacity
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ccx_agent import deadline
-from ccx_agent.deadline import ABORTED, Deadlines, DeadlineSession, Exchange
+from ccx_agent.deadline import ABORTED, Deadlines, Exchange
 from ccx_agent.ssm import protocol
 from ccx_agent.ssm.identity import IdentityError, KeyStore, check_issued, load_anchors, make_csr
 from ccx_agent.ssm.port import (
@@ -64,6 +64,9 @@ from ccx_agent.ssm.port import (
     Udi,
 )
 from ccx_agent.ssm.protocol import ErrorCode, MessageType, ProtocolError
+
+if TYPE_CHECKING:
+    from ccx_agent.deadline_requests import DeadlineSession
 
 log = logging.getLogger("ccx_agent.ssm")
 
@@ -203,6 +206,25 @@ def _timed_out(exc: ssl.SSLError) -> bool:
     return "timed out" in str(exc)
 
 
+def _requests_exceptions() -> Any:
+    """``requests.exceptions`` if something imported ``requests`` (a proxy, the UCCX
+    source), else None: an error of a library never imported cannot have been raised."""
+    return sys.modules.get("requests.exceptions")
+
+
+#: What a failed exchange raises on the direct path (``requests`` adds its own, if loaded).
+_HTTP_ERRORS: tuple[type[BaseException], ...] = (http.client.HTTPException, OSError)
+
+
+def _requests_errors() -> tuple[type[BaseException], ...]:
+    rx = _requests_exceptions()
+    return () if rx is None else (rx.RequestException,)
+
+
+def _is(exc: BaseException, rx: Any, name: str) -> bool:
+    return rx is not None and isinstance(exc, getattr(rx, name))
+
+
 class HttpTransport:
     """HTTPS POSTs with verified TLS, a deadline for each whole exchange and a cap on the
     response size.
@@ -236,6 +258,9 @@ class HttpTransport:
         self._conn: _Connection | None = None
         self.session: DeadlineSession | None = None
         if proxy:
+            # requests only through a proxy: a direct client never imports it.
+            from ccx_agent.deadline_requests import DeadlineSession  # noqa: PLC0415
+
             self.session = DeadlineSession()
             self.session.trust_env = False
             self.session.verify = str(ca_bundle) if ca_bundle is not None else system_ca_file()
@@ -268,11 +293,7 @@ class HttpTransport:
             self._check(exchange)
             try:
                 answer = self._post(body, exchange)
-            except (
-                requests.exceptions.RequestException,
-                http.client.HTTPException,
-                OSError,
-            ) as exc:
+            except _HTTP_ERRORS + _requests_errors() as exc:
                 # Whatever the library made of a connection that was shut down under it,
                 # the reason is the deadline or the stop.
                 self._drop()
@@ -361,18 +382,19 @@ class HttpTransport:
             )
 
     def _failure(self, exc: BaseException) -> TransportError:
-        if isinstance(exc, _ConnectTimeout | requests.exceptions.ConnectTimeout):
+        rx = _requests_exceptions()
+        if isinstance(exc, _ConnectTimeout) or _is(exc, rx, "ConnectTimeout"):
             return TransportError(f"no connection to {self.label} within the timeout")
-        if isinstance(exc, ssl.SSLError | requests.exceptions.SSLError):
+        if isinstance(exc, ssl.SSLError) or _is(exc, rx, "SSLError"):
             return TransportError(
                 f"TLS verification of {self.label} failed (check transport.ca_bundle)",
                 retryable=False,
             )
-        if isinstance(exc, TimeoutError | requests.exceptions.ReadTimeout):
+        if isinstance(exc, TimeoutError) or _is(exc, rx, "ReadTimeout"):
             return TransportError(f"{self.label} did not answer within the timeout")
-        if isinstance(exc, requests.exceptions.ProxyError):
+        if _is(exc, rx, "ProxyError"):
             return TransportError(f"the proxy refused the connection to {self.label}")
-        if isinstance(exc, requests.exceptions.ConnectionError | OSError):
+        if isinstance(exc, OSError) or _is(exc, rx, "ConnectionError"):
             return TransportError(f"cannot reach {self.label}: {_reason(exc)}")
         return TransportError(f"HTTP error with {self.label}: {type(exc).__name__}")
 
