@@ -16,7 +16,7 @@ from typing import TextIO
 from ccx_agent import config as config_mod
 from ccx_agent import statedir
 from ccx_agent import status as status_mod
-from ccx_agent.agent import Agent, LicenseTypeChanged, Outcome
+from ccx_agent.agent import Agent, Outcome
 from ccx_agent.errors import AgentError
 from ccx_agent.instance import Open, client_for, instance_udi, open_store
 from ccx_agent.licensing import explain as why
@@ -24,7 +24,6 @@ from ccx_agent.licensing.catalogue import DISPLAY_NAMES
 from ccx_agent.licensing.consumption import compute
 from ccx_agent.sources import SourceError
 from ccx_agent.sources.factory import build
-from ccx_agent.ssm.port import SsmError
 from ccx_agent.store import AlertRow, Store
 from ccx_agent.yamldoc import EX_CONFIG, DocumentError, Problem
 
@@ -251,9 +250,9 @@ def _with_agent(
             print(f"error: {refusal}", file=err)
             return EX_FAILED
         outcome = action(agent, _now())
-    except (AgentError, SsmError, LicenseTypeChanged) as exc:
+    except AgentError as exc:
         print(f"error: {exc}", file=err)
-        return exc.exit_status if isinstance(exc, AgentError) else EX_FAILED
+        return exc.exit_status
     finally:
         store.close()
     print(outcome.message, file=out if outcome.ok else err)

@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ccx_agent import config as config_mod
-from ccx_agent.agent import Agent, LicenseTypeChanged
+from ccx_agent.agent import Agent
 from ccx_agent.commands import print_alerts
 from ccx_agent.errors import AgentError
 from ccx_agent.instance import Open, instance_udi, open_store
 from ccx_agent.offline import exchange
-from ccx_agent.ssm.identity import IdentityError, KeyStore, load_anchors
-from ccx_agent.ssm.port import SsmError
+from ccx_agent.ssm.identity import KeyStore, load_anchors
 from ccx_agent.yamldoc import EX_CONFIG, DocumentError
 
 EX_FAILED = 1
@@ -102,9 +101,9 @@ def run(
                     "transport.trust_anchor is not set: the answers' signatures cannot be checked"
                 )
             lines = exchange.import_answers(agent, keys, anchors, args.response, _now()).lines
-    except (exchange.ExchangeError, AgentError, SsmError, IdentityError, LicenseTypeChanged) as exc:
+    except AgentError as exc:  # refused exchanges, SSM, identity and type errors alike
         print(f"error: {exc}", file=err)
-        return exc.exit_status if isinstance(exc, AgentError) else EX_FAILED
+        return exc.exit_status
     finally:
         store.close()
     for line in lines:

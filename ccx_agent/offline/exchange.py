@@ -32,6 +32,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ccx_agent.agent import Agent, Outcome
+from ccx_agent.errors import AgentError
 from ccx_agent.licensing.timeutil import iso
 from ccx_agent.offline import files
 from ccx_agent.offline.plan import renew_id_due
@@ -52,7 +53,7 @@ CARRIED_TOKEN = "(carried on the exchange file)"  # noqa: S105 - a placeholder, 
 LAST_EXPORT_SIZE_KEY = "offline_last_export_bytes"
 
 
-class ExchangeError(Exception):
+class ExchangeError(AgentError):
     """A refused export or import: one line that says why; nothing was changed."""
 
 

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import NameOID
 
-from ccx_agent.errors import LocalError
+from ccx_agent.errors import AgentError, LocalError
 from ccx_agent.ssm import protocol
 from ccx_agent.ssm.port import Udi
 from ccx_agent.ssm.protocol import ErrorCode, ProtocolError
@@ -39,7 +39,7 @@ KEY_DIR = "keys"
 log = structlog.get_logger("ccx_agent.ssm.identity")
 
 
-class IdentityError(Exception):
+class IdentityError(AgentError):
     """The key store or a trust anchor file cannot be used; the message says which file."""
 
 
