@@ -9,7 +9,9 @@ the daemon was down (as NO_DATA: nothing is invented).
 Jobs run on three single-thread executors: ``sample`` (reading the source must not wait
 behind a slow SSM), ``ssm`` (report, housekeeping and renewals, in order, never two
 conversations at once) and ``heartbeat`` (the watchdog pings, which stop when the
-scheduler or a job is stuck, so that systemd restarts the service).
+scheduler or a job is stuck, so that systemd restarts the service). A fourth,
+``default``, runs no job: APScheduler makes one of its own when none is given, and the
+daemon owns (and shuts down) every executor it runs with.
 
 The parts the jobs run on (database, sink, source, SSM client, metrics endpoint) are
 made, swapped and closed by :class:`~ccx_agent.runtime.Runtime`. The signal handlers only
