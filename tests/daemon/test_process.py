@@ -308,9 +308,14 @@ def _outbox_ids(inst: Instance) -> list[str]:
         store.close()
 
 
-def _check_reports(sim: Sim, inst: Instance) -> list[str]:
+def _check_reports(sim: Sim, inst: Instance, settled: bool = False) -> list[str]:
     """Exactly once: every report the agent queued is at the simulator once, or still in
-    the outbox (a stop cuts an exchange in flight: that report goes at the next start)."""
+    the outbox (a stop cuts an exchange in flight: that report goes at the next start).
+
+    A stop can cut the exchange after the server committed the report and before its
+    answer came back: then the report is at the server and still queued. The next
+    exchange must settle it without a second count: ``sync`` (the real CLI) sends it
+    again, and the check runs once more, where no report may be both."""
     reports = sim.reports(inst.piid)
     sim_ids = [r["id"] for r in reports]
     # The report id is unique in the simulator's table; an interval is not: one reported
@@ -321,6 +326,10 @@ def _check_reports(sim: Sim, inst: Instance) -> list[str]:
     agent_ids = inst.reported_ids()
     assert agent_ids, "the agent queued nothing"
     waiting = _outbox_ids(inst)
+    if set(waiting) & set(sim_ids) and not settled:
+        done = run_cli(inst.config, "sync")
+        assert done.returncode == 0, done.stderr
+        return _check_reports(sim, inst, settled=True)
     assert not set(waiting) & set(sim_ids), "a report both delivered and still queued"
     assert sorted(sim_ids + waiting) == sorted(agent_ids)
     return sim_ids
