@@ -399,7 +399,10 @@ def test_kill_9_mid_report_then_restart(sim: Sim, tmp_path: Path) -> None:
     down = [r for r in rows if r.start >= killed_at and r.end <= restarted_at]
     assert len(down) >= 2, [(r.start, r.status) for r in rows]
     assert {r.status for r in down} == {"NO_DATA"}, [(r.start, r.status) for r in down]
-    assert rows[-1].status == "REPORTED"
+    # Reporting again after the restart (not "the very last one": a 1 s interval that a
+    # loaded machine gave no sample is NO_DATA, rightly).
+    after = [r.status for r in rows if r.start >= restarted_at]
+    assert "REPORTED" in after, after
 
 
 # --- SIGHUP -------------------------------------------------------------------------------
