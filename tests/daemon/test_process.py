@@ -391,6 +391,19 @@ def test_kill_9_mid_report_then_restart(sim: Sim, tmp_path: Path) -> None:
     restarted_at = datetime.now(UTC)
     second = Daemon(inst)
     _wait_reports(sim, inst, second, n_at_kill + 2)
+
+    def reported_after_restart() -> bool:
+        store = inst.store()
+        try:
+            with store.read() as tx:
+                rows = tx.intervals()
+        finally:
+            store.close()
+        return any(r.start >= restarted_at and r.status == "REPORTED" for r in rows)
+
+    # Reporting again after the restart (an interval of its own life REPORTED: not "the
+    # very last one", as a 1 s interval a loaded machine gave no sample is NO_DATA).
+    wait_until("an interval after the restart reported", reported_after_restart, 20, 0.1)
     code, _ = second.stop()
     assert code == 0
 
@@ -399,10 +412,6 @@ def test_kill_9_mid_report_then_restart(sim: Sim, tmp_path: Path) -> None:
     down = [r for r in rows if r.start >= killed_at and r.end <= restarted_at]
     assert len(down) >= 2, [(r.start, r.status) for r in rows]
     assert {r.status for r in down} == {"NO_DATA"}, [(r.start, r.status) for r in down]
-    # Reporting again after the restart (not "the very last one": a 1 s interval that a
-    # loaded machine gave no sample is NO_DATA, rightly).
-    after = [r.status for r in rows if r.start >= restarted_at]
-    assert "REPORTED" in after, after
 
 
 # --- SIGHUP -------------------------------------------------------------------------------
