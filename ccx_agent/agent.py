@@ -167,6 +167,37 @@ class Agent:
         Several instants may share one transaction when the usage is the same for all of
         them (the what-if simulator); the daemon passes one.
         """
+        with self.store.transaction() as tx:
+            before = self._load(tx)
+            state, alerts = self._sample_in(
+                tx,
+                before,
+                times,
+                usage,
+                error=error,
+                unlicensed=unlicensed,
+                resumed=resumed,
+                elapsed=elapsed,
+            )
+            if state is not before:
+                tx.save_product(state, times[-1])
+        if alerts:
+            self._emit_pending()
+
+    def _sample_in(
+        self,
+        tx: Tx,
+        state: ProductState,
+        times: Sequence[datetime],
+        usage: Mapping[str, int] | None,
+        *,
+        error: str | None = None,
+        unlicensed: Sequence[str] = (),
+        resumed: bool = False,
+        elapsed: timedelta | None = None,
+    ) -> tuple[ProductState, list[Alert]]:
+        """:meth:`sample`'s work inside ``tx`` from ``state``: the new state (not saved)
+        and the alerts recorded."""
         groups: dict[datetime, list[datetime]] = {}
         start = end = None
         for now in times:
@@ -175,39 +206,34 @@ class Agent:
                 start = self.interval_start(now)
                 end = start + self.step
             groups.setdefault(start, []).append(now)
-        with self.store.transaction() as tx:
-            before = state = self._load(tx)
-            opened = {o.start: o for o in tx.open_intervals()}
-            alerts: list[Alert] = []
-            for start, group in groups.items():
-                cur = opened.get(start) or OpenInterval(start, {}, 0, 0)
-                if usage is None:
-                    for now in group:
-                        state, more = lifecycle.sample_failed(
-                            state, now, error or "unknown", self.timers
-                        )
-                        self._record(tx, now, more)
-                        alerts += more
-                    opened[start] = replace(cur, failures=cur.failures + len(group))
-                    continue
-                state, more = lifecycle.sample(
-                    state, group, usage, self.timers, unlicensed, resumed=resumed, elapsed=elapsed
-                )
-                resumed, elapsed = False, None
-                self._record(tx, group[-1], more)
-                alerts += more
-                peaks = dict(cur.peaks)
-                for tag, n in usage.items():
-                    peaks[tag] = max(peaks.get(tag, 0), n)
-                opened[start] = OpenInterval(start, peaks, cur.samples + len(group), cur.failures)
-                tx.put_open_interval(opened[start])
+        opened = {o.start: o for o in tx.open_intervals()}
+        alerts: list[Alert] = []
+        for start, group in groups.items():
+            cur = opened.get(start) or OpenInterval(start, {}, 0, 0)
             if usage is None:
-                for start in groups:
-                    tx.put_open_interval(opened[start])
-            if state is not before:
-                tx.save_product(state, times[-1])
-        if alerts:
-            self._emit_pending()
+                for now in group:
+                    state, more = lifecycle.sample_failed(
+                        state, now, error or "unknown", self.timers
+                    )
+                    self._record(tx, now, more)
+                    alerts += more
+                opened[start] = replace(cur, failures=cur.failures + len(group))
+                continue
+            state, more = lifecycle.sample(
+                state, group, usage, self.timers, unlicensed, resumed=resumed, elapsed=elapsed
+            )
+            resumed, elapsed = False, None
+            self._record(tx, group[-1], more)
+            alerts += more
+            peaks = dict(cur.peaks)
+            for tag, n in usage.items():
+                peaks[tag] = max(peaks.get(tag, 0), n)
+            opened[start] = OpenInterval(start, peaks, cur.samples + len(group), cur.failures)
+            tx.put_open_interval(opened[start])
+        if usage is None:
+            for start in groups:
+                tx.put_open_interval(opened[start])
+        return state, alerts
 
     # --- reporting --------------------------------------------------------------------
 
@@ -218,58 +244,91 @@ class Agent:
         no countdown moves. Each queued report is written to the outbox in the same
         transaction that records its interval, so neither exists without the other.
         """
-        closed: list[IntervalRecord] = []
-        raised = False
         with self.store.transaction() as tx:
-            before = state = self._load(tx)
-            opened = {o.start: o for o in tx.open_intervals()}
-            last_end = tx.last_interval_end()
-            if last_end is not None:
-                start = last_end
-            elif opened:
-                start = min(opened)
-            else:
-                return closed
-            if now - start > self.step * MAX_BACKFILL:
-                # A very long stop: record the newest part of the gap, not a row per interval.
-                start = self.interval_start(now - self.step * MAX_BACKFILL)
-            tags = tags_of(state.license_type)
-            queued: list[tuple[str, str, datetime, dict[str, object]]] = []
-            while start + self.step <= now:
-                end = start + self.step
-                row = opened.pop(start, None)
-                usage = None
-                if row is not None and row.samples > 0:
-                    usage = {t: row.peaks.get(t, 0) for t in tags}
-                state, record, alerts = interval.close(
-                    state,
-                    start,
-                    end,
-                    usage,
-                    self.rules,
-                    self.timers,
-                    allow_overage=self.cfg.license.allow_overage,
-                )
-                if record.queued and state.identity is not None:
-                    piid = state.identity.piid
-                    report_id = f"{piid}:{iso(start)}"
-                    queued.append((report_id, piid, start, _payload(report_id, record)))
-                if row is not None:
-                    tx.drop_open_interval(start)
-                self._record(tx, end, alerts)
-                raised = raised or bool(alerts)
-                closed.append(record)
-                start = end
-            tx.add_intervals(closed)
-            tx.enqueue_many(queued, now)
-            # Rows older than the last closed interval exist only after the clock went back.
-            for stale in [o for o in opened if o < start]:
-                tx.drop_open_interval(stale)
+            before = self._load(tx)
+            state, closed, raised = self._close_in(tx, before, now)
             if state is not before:
                 tx.save_product(state, now)
         if raised:  # no read when nothing was raised (housekeeping emits what a crash left)
             self._emit_pending()
         return closed
+
+    def sample_and_close(
+        self, times: Sequence[datetime], usage: Mapping[str, int], now: datetime
+    ) -> list[IntervalRecord]:
+        """:meth:`sample` of good samples at ``times``, then :meth:`close_intervals` at
+        ``now``, in one transaction with one save of the state.
+
+        For a caller that runs both jobs back to back with nothing between them (the
+        what-if simulator catching up): the database ends as after the two jobs, the
+        alerts are the same, in the same order, and are emitted together after the
+        commit. A crash leaves both or neither, as it leaves each job's own.
+        """
+        with self.store.transaction() as tx:
+            before = self._load(tx)
+            sampled, alerts = (
+                self._sample_in(tx, before, times, usage) if times else (before, [])
+            )
+            state, closed, raised = self._close_in(tx, sampled, now)
+            if state is not sampled:
+                tx.save_product(state, now)
+            elif state is not before:
+                tx.save_product(state, times[-1])
+        if alerts or raised:
+            self._emit_pending()
+        return closed
+
+    def _close_in(
+        self, tx: Tx, state: ProductState, now: datetime
+    ) -> tuple[ProductState, list[IntervalRecord], bool]:
+        """:meth:`close_intervals`' work inside ``tx`` from ``state``: the new state (not
+        saved), the closed intervals, and whether an alert was recorded."""
+        closed: list[IntervalRecord] = []
+        raised = False
+        opened = {o.start: o for o in tx.open_intervals()}
+        last_end = tx.last_interval_end()
+        if last_end is not None:
+            start = last_end
+        elif opened:
+            start = min(opened)
+        else:
+            return state, closed, raised
+        if now - start > self.step * MAX_BACKFILL:
+            # A very long stop: record the newest part of the gap, not a row per interval.
+            start = self.interval_start(now - self.step * MAX_BACKFILL)
+        tags = tags_of(state.license_type)
+        queued: list[tuple[str, str, datetime, dict[str, object]]] = []
+        while start + self.step <= now:
+            end = start + self.step
+            row = opened.pop(start, None)
+            usage = None
+            if row is not None and row.samples > 0:
+                usage = {t: row.peaks.get(t, 0) for t in tags}
+            state, record, alerts = interval.close(
+                state,
+                start,
+                end,
+                usage,
+                self.rules,
+                self.timers,
+                allow_overage=self.cfg.license.allow_overage,
+            )
+            if record.queued and state.identity is not None:
+                piid = state.identity.piid
+                report_id = f"{piid}:{iso(start)}"
+                queued.append((report_id, piid, start, _payload(report_id, record)))
+            if row is not None:
+                tx.drop_open_interval(start)
+            self._record(tx, end, alerts)
+            raised = raised or bool(alerts)
+            closed.append(record)
+            start = end
+        tx.add_intervals(closed)
+        tx.enqueue_many(queued, now)
+        # Rows older than the last closed interval exist only after the clock went back.
+        for stale in [o for o in opened if o < start]:
+            tx.drop_open_interval(stale)
+        return state, closed, raised
 
     def flush(self, now: datetime, *, force: bool = False) -> int:
         """Send queued reports oldest first, in batches; returns how many were acknowledged.
