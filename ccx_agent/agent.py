@@ -169,9 +169,11 @@ class Agent:
         """
         with self.store.transaction() as tx:
             before = self._load(tx)
-            state, alerts = self._sample_in(
+            opened = {o.start: o for o in tx.open_intervals()}
+            state, alerts, changed = self._sample_in(
                 tx,
                 before,
+                opened,
                 times,
                 usage,
                 error=error,
@@ -179,6 +181,8 @@ class Agent:
                 resumed=resumed,
                 elapsed=elapsed,
             )
+            for start in changed:
+                tx.put_open_interval(opened[start])
             if state is not before:
                 tx.save_product(state, times[-1])
         if alerts:
@@ -188,6 +192,7 @@ class Agent:
         self,
         tx: Tx,
         state: ProductState,
+        opened: dict[datetime, OpenInterval],
         times: Sequence[datetime],
         usage: Mapping[str, int] | None,
         *,
@@ -195,9 +200,10 @@ class Agent:
         unlicensed: Sequence[str] = (),
         resumed: bool = False,
         elapsed: timedelta | None = None,
-    ) -> tuple[ProductState, list[Alert]]:
-        """:meth:`sample`'s work inside ``tx`` from ``state``: the new state (not saved)
-        and the alerts recorded."""
+    ) -> tuple[ProductState, list[Alert], list[datetime]]:
+        """:meth:`sample`'s work inside ``tx`` from ``state`` and the ``opened`` intervals
+        (updated in place): the new state, the alerts recorded, and the starts of the
+        open intervals changed. The caller saves the state and writes those rows."""
         groups: dict[datetime, list[datetime]] = {}
         start = end = None
         for now in times:
@@ -206,7 +212,6 @@ class Agent:
                 start = self.interval_start(now)
                 end = start + self.step
             groups.setdefault(start, []).append(now)
-        opened = {o.start: o for o in tx.open_intervals()}
         alerts: list[Alert] = []
         for start, group in groups.items():
             cur = opened.get(start) or OpenInterval(start, {}, 0, 0)
@@ -229,11 +234,7 @@ class Agent:
             for tag, n in usage.items():
                 peaks[tag] = max(peaks.get(tag, 0), n)
             opened[start] = OpenInterval(start, peaks, cur.samples + len(group), cur.failures)
-            tx.put_open_interval(opened[start])
-        if usage is None:
-            for start in groups:
-                tx.put_open_interval(opened[start])
-        return state, alerts
+        return state, alerts, list(groups)
 
     # --- reporting --------------------------------------------------------------------
 
@@ -246,7 +247,8 @@ class Agent:
         """
         with self.store.transaction() as tx:
             before = self._load(tx)
-            state, closed, raised = self._close_in(tx, before, now)
+            opened = {o.start: o for o in tx.open_intervals()}
+            state, closed, raised = self._close_in(tx, before, now, opened, set(opened))
             if state is not before:
                 tx.save_product(state, now)
         if raised:  # no read when nothing was raised (housekeeping emits what a crash left)
@@ -266,10 +268,15 @@ class Agent:
         """
         with self.store.transaction() as tx:
             before = self._load(tx)
-            sampled, alerts = (
-                self._sample_in(tx, before, times, usage) if times else (before, [])
-            )
-            state, closed, raised = self._close_in(tx, sampled, now)
+            opened = {o.start: o for o in tx.open_intervals()}
+            stored = set(opened)
+            sampled, alerts, changed = self._sample_in(tx, before, opened, times, usage)
+            state, closed, raised = self._close_in(tx, sampled, now, opened, stored)
+            # An interval sampled and closed in this transaction is never written: the
+            # rows end as the two jobs would leave them (written, then deleted).
+            for start in changed:
+                if start in opened:
+                    tx.put_open_interval(opened[start])
             if state is not sampled:
                 tx.save_product(state, now)
             elif state is not before:
@@ -279,13 +286,20 @@ class Agent:
         return closed
 
     def _close_in(
-        self, tx: Tx, state: ProductState, now: datetime
+        self,
+        tx: Tx,
+        state: ProductState,
+        now: datetime,
+        opened: dict[datetime, OpenInterval],
+        stored: set[datetime],
     ) -> tuple[ProductState, list[IntervalRecord], bool]:
         """:meth:`close_intervals`' work inside ``tx`` from ``state``: the new state (not
-        saved), the closed intervals, and whether an alert was recorded."""
+        saved), the closed intervals, and whether an alert was recorded.
+
+        ``opened`` are the open intervals (those closed are taken out of it), ``stored``
+        the starts of those that have a row in the database (deleted when closed)."""
         closed: list[IntervalRecord] = []
         raised = False
-        opened = {o.start: o for o in tx.open_intervals()}
         last_end = tx.last_interval_end()
         if last_end is not None:
             start = last_end
@@ -317,7 +331,7 @@ class Agent:
                 piid = state.identity.piid
                 report_id = f"{piid}:{iso(start)}"
                 queued.append((report_id, piid, start, _payload(report_id, record)))
-            if row is not None:
+            if start in stored:
                 tx.drop_open_interval(start)
             self._record(tx, end, alerts)
             raised = raised or bool(alerts)
@@ -327,7 +341,9 @@ class Agent:
         tx.enqueue_many(queued, now)
         # Rows older than the last closed interval exist only after the clock went back.
         for stale in [o for o in opened if o < start]:
-            tx.drop_open_interval(stale)
+            del opened[stale]
+            if stale in stored:
+                tx.drop_open_interval(stale)
         return state, closed, raised
 
     def flush(self, now: datetime, *, force: bool = False) -> int:
