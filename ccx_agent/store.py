@@ -22,6 +22,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import msgspec
+
 from ccx_agent import sqlite, statedir
 from ccx_agent.errors import LocalError
 from ccx_agent.licensing.alerts import Alert
@@ -238,7 +240,21 @@ def state_to_json(state: ProductState) -> str:
         "report_next_attempt": _ts(state.report_next_attempt),
         "marks": {k: _ts(v) for k, v in state.marks.items()},
     }
+    try:
+        raw = _SORTED_JSON.encode(doc)
+    except (OverflowError, msgspec.EncodeError):  # an integer beyond 64 bits
+        raw = b"\x80"
+    if raw.isascii() and "e" not in repr(doc["evaluation_used_s"]):
+        return raw.decode("ascii")
+    # The bytes ``json.dumps`` writes, where msgspec writes others: it leaves non-ASCII
+    # text unescaped and writes 1e-06 as 1e-6 (either reads back the same).
     return json.dumps(doc, sort_keys=True, separators=(",", ":"))
+
+
+#: Writes what ``json.dumps(doc, sort_keys=True, separators=(",", ":"))`` writes for the
+#: state's document when it is ASCII and has no float in exponent form, about 7 times
+#: faster (a simulated year saves the state some 40,000 times).
+_SORTED_JSON = msgspec.json.Encoder(order="sorted")
 
 
 @functools.lru_cache(maxsize=8)

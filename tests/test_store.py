@@ -314,6 +314,26 @@ _PRODUCT_STATE_FIELDS: dict[str, st.SearchStrategy[object]] = dict(
 _PRODUCT_STATES = st.builds(ProductState, **_PRODUCT_STATE_FIELDS)
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    state=_PRODUCT_STATES,
+    used=st.sampled_from([timedelta(microseconds=1), timedelta(microseconds=70)])
+    | st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=36_500)),
+    error=st.none() | st.text(max_size=8),
+)
+def test_the_state_text_is_what_json_dumps_writes(
+    state: ProductState, used: timedelta, error: str | None
+) -> None:
+    """state_to_json takes msgspec's faster path only where its bytes are json.dumps'
+    (ASCII, no float in exponent form): the stored text is the same as before it."""
+    state = dataclasses.replace(
+        state, evaluation_used=used, last_comm_error=error or state.last_comm_error
+    )
+    text = state_to_json(state)
+    assert text == json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))
+    assert state_from_json(text) == state
+
+
 @pytest.fixture(scope="module")
 def scratch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     s = Store(tmp_path_factory.mktemp("scratch") / DB_NAME, durable=False)
