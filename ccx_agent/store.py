@@ -735,9 +735,11 @@ class Tx:
         ).fetchall()
         return [(_alert_row(r), bool(r[7])) for r in rows]
 
-    def prune_history(self, before: datetime, limit: int) -> tuple[int, int]:
-        """Delete at most ``limit`` intervals that ended by ``before`` and at most ``limit``
-        delivered alerts raised before it; return how many of each went.
+    def prune_history(
+        self, before: datetime, limit: int, *, alerts: bool = True
+    ) -> tuple[int, int]:
+        """Delete at most ``limit`` intervals that ended by ``before`` and (with ``alerts``)
+        at most ``limit`` delivered alerts raised before it; return how many of each went.
 
         An interval whose report still waits in the outbox is kept, and so is an alert not
         yet delivered: retention never loses what has not reached its destination.
@@ -749,12 +751,14 @@ class Tx:
             "ORDER BY start LIMIT ?)",
             (cut, cut, limit),
         ).rowcount
-        alerts = self._c.execute(
+        if not alerts:
+            return intervals, 0
+        gone = self._c.execute(
             "DELETE FROM alerts WHERE id IN (SELECT id FROM alerts "
             "WHERE emitted = 1 AND time < ? ORDER BY id LIMIT ?)",
             (cut, limit),
         ).rowcount
-        return intervals, alerts
+        return intervals, gone
 
 
 class Store:
