@@ -182,11 +182,26 @@ def _ts(value: datetime | None) -> str | None:
     """
     if value is None:
         return None
-    if value.tzinfo is UTC:
-        return value.isoformat()
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)  # as parse_iso reads it back
-    return value.astimezone(UTC).isoformat()
+    text = _TS_MEMO.get(value)
+    if text is None:
+        if value.tzinfo is UTC:
+            text = value.isoformat()
+        elif value.tzinfo is None:
+            text = value.replace(tzinfo=UTC).isoformat()  # as parse_iso reads it back
+        else:
+            text = value.astimezone(UTC).isoformat()
+        if len(_TS_MEMO) >= _TS_MEMO_SIZE:
+            _TS_MEMO.clear()
+        _TS_MEMO[value] = text
+    return text
+
+
+#: Instants recently written, and their text: a save writes a dozen, mostly the same as
+#: the save before (a simulated year writes some 800,000). Equal instants have equal UTC
+#: text whatever their offset, and a naive instant never equals an aware one, so the text
+#: of an equal key is the text of the value.
+_TS_MEMO: dict[datetime, str] = {}
+_TS_MEMO_SIZE = 4096
 
 
 def _dt(value: str | None) -> datetime | None:

@@ -43,6 +43,7 @@ from ccx_agent.store import (
     OpenInterval,
     Store,
     StoreError,
+    _ts,
     state_from_json,
     state_to_json,
 )
@@ -253,6 +254,20 @@ def test_a_state_saved_before_the_report_backoff_fields_still_reads() -> None:
 def test_the_default_product_state_round_trips() -> None:
     s = ProductState(LicenseType.NFR)
     assert state_from_json(state_to_json(s)) == s
+
+
+def test_the_text_of_an_instant_is_its_utc_text_whatever_was_written_before() -> None:
+    """``_ts`` remembers recent instants: an equal instant in another zone, or a naive
+    one that happens to share a hash, still gets its own UTC text."""
+    plus2 = timezone(timedelta(hours=2))
+    aware = datetime(2027, 1, 4, 10, 0, tzinfo=plus2)
+    naive = datetime(2027, 1, 4, 8, 0)  # read as UTC: 08:00, the same instant as `aware`
+    for first in (aware, aware.astimezone(UTC), naive, datetime(2027, 1, 4, 10, 0)):
+        store_mod._TS_MEMO.clear()
+        _ts(first)
+        assert _ts(aware) == _ts(aware.astimezone(UTC)) == "2027-01-04T08:00:00+00:00"
+        assert _ts(naive) == "2027-01-04T08:00:00+00:00"
+        assert _ts(datetime(2027, 1, 4, 10, 0)) == "2027-01-04T10:00:00+00:00"
 
 
 def test_instants_with_another_offset_come_back_as_the_same_instants_in_utc() -> None:
