@@ -480,6 +480,9 @@ class Agent:
         """
         with self.store.read() as tx:
             before = self._load(tx)
+            # Looked at in the same snapshot: with none left and none recorded below, no
+            # second read. One committed by another process meanwhile goes at the next run.
+            left = bool(tx.alerts(pending_only=True))
         state, alerts = lifecycle.evaluate(before, now, self.timers)
         todo = lifecycle.due(state, now, self.timers)
         if state != before or alerts:
@@ -489,7 +492,9 @@ class Agent:
                 todo = lifecycle.due(state, now, self.timers)
                 tx.save_product(state, now)
                 self._record(tx, now, alerts)
-        self._emit_pending()
+                left = left or bool(alerts)
+        if left:
+            self._emit_pending()
         for item in [] if self.offline else todo:  # offline: the warnings say an exchange is due
             if item is Due.RENEW_ID:
                 self.renew_id(now)
