@@ -116,7 +116,10 @@ class Agent:
     # --- plumbing -------------------------------------------------------------------
 
     def _load(self, tx: Tx) -> ProductState:
-        state = tx.load_product()
+        return self._adopt(tx.load_product())
+
+    def _adopt(self, state: ProductState | None) -> ProductState:
+        """The stored state (or a new one) under this configuration's license type."""
         if state is None:
             return ProductState(self.cfg.license.type)
         adopted = lifecycle.with_license_type(state, self.cfg.license.type)
@@ -152,8 +155,7 @@ class Agent:
         self._emit_pending()
 
     def state(self) -> ProductState:
-        with self.store.read() as tx:
-            return self._load(tx)
+        return self._adopt(self.store.product())
 
     def interval_start(self, now: datetime) -> datetime:
         return floor_to(now, self.step, self.origin)
@@ -363,6 +365,10 @@ class Agent:
         if self.ssm is None:
             return 0
         sent = 0
+        # A look at the state alone first: while the outbox backs off (a long outage), that
+        # is all this job reads. The snapshot below looks again before sending.
+        if not force and not interval.may_send(self.state(), now):
+            return 0
         while True:
             with self.store.read() as tx:
                 state = self._load(tx)

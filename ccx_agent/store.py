@@ -938,6 +938,23 @@ class Store:
         """
         return _Unit(self, write=False, relaxed=False)
 
+    def product(self) -> ProductState | None:
+        """The product state alone, by one statement outside any transaction.
+
+        A single statement is a consistent read by itself: a look at the state alone
+        (is anything due? may the outbox send?) needs no snapshot's ``BEGIN`` and
+        ``ROLLBACK`` around it.
+        """
+        me = threading.get_ident()
+        if self._owner == me:
+            raise StoreError("a transaction is already open in this thread; they do not nest")
+        with self._lock:
+            self._owner = me
+            try:
+                return Tx(self._conn).load_product()
+            finally:
+                self._owner = None
+
     def checkpoint(self) -> bool:
         """Fold the write-ahead log into the database and cut it to nothing; whether it
         went all the way (a reader's snapshot can hold it back until the next time)."""
