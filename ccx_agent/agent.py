@@ -48,6 +48,11 @@ MAX_BACKFILL = 96 * 31
 #: Retention pruning: rows per write transaction, and transactions per housekeeping run.
 PRUNE_BATCH = 500
 PRUNE_BATCHES = 20
+#: Housekeeping prunes delivered alerts at most this often. No index serves that delete
+#: (it reads the whole alert table, some 35 µs for a year's 1,200 alerts, the largest
+#: statement of a simulated outage), and an hour more on a retention of months is
+#: nothing; intervals, which an index serves, are pruned at every run.
+ALERT_PRUNE_EVERY = timedelta(hours=1)
 
 Emit = Callable[[Sequence[AlertRow]], None]
 
@@ -104,11 +109,17 @@ class Agent:
         self.timers: Timers = cfg.timers()
         self.rules = cfg.rules()
         self.step = cfg.report.interval
+        #: When housekeeping last pruned alerts completely (``None``: never, or it left
+        #: some for the next run).
+        self._alerts_pruned_at: datetime | None = None
 
     # --- plumbing -------------------------------------------------------------------
 
     def _load(self, tx: Tx) -> ProductState:
-        state = tx.load_product()
+        return self._adopt(tx.load_product())
+
+    def _adopt(self, state: ProductState | None) -> ProductState:
+        """The stored state (or a new one) under this configuration's license type."""
         if state is None:
             return ProductState(self.cfg.license.type)
         adopted = lifecycle.with_license_type(state, self.cfg.license.type)
@@ -144,8 +155,7 @@ class Agent:
         self._emit_pending()
 
     def state(self) -> ProductState:
-        with self.store.read() as tx:
-            return self._load(tx)
+        return self._adopt(self.store.product())
 
     def interval_start(self, now: datetime) -> datetime:
         return floor_to(now, self.step, self.origin)
@@ -167,6 +177,43 @@ class Agent:
         Several instants may share one transaction when the usage is the same for all of
         them (the what-if simulator); the daemon passes one.
         """
+        with self.store.transaction() as tx:
+            before = self._load(tx)
+            opened = {o.start: o for o in tx.open_intervals()}
+            state, alerts, changed = self._sample_in(
+                tx,
+                before,
+                opened,
+                times,
+                usage,
+                error=error,
+                unlicensed=unlicensed,
+                resumed=resumed,
+                elapsed=elapsed,
+            )
+            for start in changed:
+                tx.put_open_interval(opened[start])
+            if state is not before:
+                tx.save_product(state, times[-1])
+        if alerts:
+            self._emit_pending()
+
+    def _sample_in(
+        self,
+        tx: Tx,
+        state: ProductState,
+        opened: dict[datetime, OpenInterval],
+        times: Sequence[datetime],
+        usage: Mapping[str, int] | None,
+        *,
+        error: str | None = None,
+        unlicensed: Sequence[str] = (),
+        resumed: bool = False,
+        elapsed: timedelta | None = None,
+    ) -> tuple[ProductState, list[Alert], list[datetime]]:
+        """:meth:`sample`'s work inside ``tx`` from ``state`` and the ``opened`` intervals
+        (updated in place): the new state, the alerts recorded, and the starts of the
+        open intervals changed. The caller saves the state and writes those rows."""
         groups: dict[datetime, list[datetime]] = {}
         start = end = None
         for now in times:
@@ -175,39 +222,29 @@ class Agent:
                 start = self.interval_start(now)
                 end = start + self.step
             groups.setdefault(start, []).append(now)
-        with self.store.transaction() as tx:
-            before = state = self._load(tx)
-            opened = {o.start: o for o in tx.open_intervals()}
-            alerts: list[Alert] = []
-            for start, group in groups.items():
-                cur = opened.get(start) or OpenInterval(start, {}, 0, 0)
-                if usage is None:
-                    for now in group:
-                        state, more = lifecycle.sample_failed(
-                            state, now, error or "unknown", self.timers
-                        )
-                        self._record(tx, now, more)
-                        alerts += more
-                    opened[start] = replace(cur, failures=cur.failures + len(group))
-                    continue
-                state, more = lifecycle.sample(
-                    state, group, usage, self.timers, unlicensed, resumed=resumed, elapsed=elapsed
-                )
-                resumed, elapsed = False, None
-                self._record(tx, group[-1], more)
-                alerts += more
-                peaks = dict(cur.peaks)
-                for tag, n in usage.items():
-                    peaks[tag] = max(peaks.get(tag, 0), n)
-                opened[start] = OpenInterval(start, peaks, cur.samples + len(group), cur.failures)
-                tx.put_open_interval(opened[start])
+        alerts: list[Alert] = []
+        for start, group in groups.items():
+            cur = opened.get(start) or OpenInterval(start, {}, 0, 0)
             if usage is None:
-                for start in groups:
-                    tx.put_open_interval(opened[start])
-            if state is not before:
-                tx.save_product(state, times[-1])
-        if alerts:
-            self._emit_pending()
+                for now in group:
+                    state, more = lifecycle.sample_failed(
+                        state, now, error or "unknown", self.timers
+                    )
+                    self._record(tx, now, more)
+                    alerts += more
+                opened[start] = replace(cur, failures=cur.failures + len(group))
+                continue
+            state, more = lifecycle.sample(
+                state, group, usage, self.timers, unlicensed, resumed=resumed, elapsed=elapsed
+            )
+            resumed, elapsed = False, None
+            self._record(tx, group[-1], more)
+            alerts += more
+            peaks = dict(cur.peaks)
+            for tag, n in usage.items():
+                peaks[tag] = max(peaks.get(tag, 0), n)
+            opened[start] = OpenInterval(start, peaks, cur.samples + len(group), cur.failures)
+        return state, alerts, list(groups)
 
     # --- reporting --------------------------------------------------------------------
 
@@ -218,58 +255,106 @@ class Agent:
         no countdown moves. Each queued report is written to the outbox in the same
         transaction that records its interval, so neither exists without the other.
         """
-        closed: list[IntervalRecord] = []
-        raised = False
         with self.store.transaction() as tx:
-            before = state = self._load(tx)
+            before = self._load(tx)
             opened = {o.start: o for o in tx.open_intervals()}
-            last_end = tx.last_interval_end()
-            if last_end is not None:
-                start = last_end
-            elif opened:
-                start = min(opened)
-            else:
-                return closed
-            if now - start > self.step * MAX_BACKFILL:
-                # A very long stop: record the newest part of the gap, not a row per interval.
-                start = self.interval_start(now - self.step * MAX_BACKFILL)
-            tags = tags_of(state.license_type)
-            queued: list[tuple[str, str, datetime, dict[str, object]]] = []
-            while start + self.step <= now:
-                end = start + self.step
-                row = opened.pop(start, None)
-                usage = None
-                if row is not None and row.samples > 0:
-                    usage = {t: row.peaks.get(t, 0) for t in tags}
-                state, record, alerts = interval.close(
-                    state,
-                    start,
-                    end,
-                    usage,
-                    self.rules,
-                    self.timers,
-                    allow_overage=self.cfg.license.allow_overage,
-                )
-                if record.queued and state.identity is not None:
-                    piid = state.identity.piid
-                    report_id = f"{piid}:{iso(start)}"
-                    queued.append((report_id, piid, start, _payload(report_id, record)))
-                if row is not None:
-                    tx.drop_open_interval(start)
-                self._record(tx, end, alerts)
-                raised = raised or bool(alerts)
-                closed.append(record)
-                start = end
-            tx.add_intervals(closed)
-            tx.enqueue_many(queued, now)
-            # Rows older than the last closed interval exist only after the clock went back.
-            for stale in [o for o in opened if o < start]:
-                tx.drop_open_interval(stale)
+            state, closed, raised = self._close_in(tx, before, now, opened, set(opened))
             if state is not before:
                 tx.save_product(state, now)
         if raised:  # no read when nothing was raised (housekeeping emits what a crash left)
             self._emit_pending()
         return closed
+
+    def sample_and_close(
+        self, times: Sequence[datetime], usage: Mapping[str, int], now: datetime
+    ) -> list[IntervalRecord]:
+        """:meth:`sample` of good samples at ``times``, then :meth:`close_intervals` at
+        ``now``, in one transaction with one save of the state.
+
+        For a caller that runs both jobs back to back with nothing between them (the
+        what-if simulator catching up): the database ends as after the two jobs, the
+        alerts are the same, in the same order, and are emitted together after the
+        commit. A crash leaves both or neither, as it leaves each job's own.
+        """
+        with self.store.transaction() as tx:
+            before = self._load(tx)
+            opened = {o.start: o for o in tx.open_intervals()}
+            stored = set(opened)
+            sampled, alerts, changed = self._sample_in(tx, before, opened, times, usage)
+            state, closed, raised = self._close_in(tx, sampled, now, opened, stored)
+            # An interval sampled and closed in this transaction is never written: the
+            # rows end as the two jobs would leave them (written, then deleted).
+            for start in changed:
+                if start in opened:
+                    tx.put_open_interval(opened[start])
+            if state is not sampled:
+                tx.save_product(state, now)
+            elif state is not before:
+                tx.save_product(state, times[-1])
+        if alerts or raised:
+            self._emit_pending()
+        return closed
+
+    def _close_in(
+        self,
+        tx: Tx,
+        state: ProductState,
+        now: datetime,
+        opened: dict[datetime, OpenInterval],
+        stored: set[datetime],
+    ) -> tuple[ProductState, list[IntervalRecord], bool]:
+        """:meth:`close_intervals`' work inside ``tx`` from ``state``: the new state (not
+        saved), the closed intervals, and whether an alert was recorded.
+
+        ``opened`` are the open intervals (those closed are taken out of it), ``stored``
+        the starts of those that have a row in the database (deleted when closed)."""
+        closed: list[IntervalRecord] = []
+        raised = False
+        last_end = tx.last_interval_end()
+        if last_end is not None:
+            start = last_end
+        elif opened:
+            start = min(opened)
+        else:
+            return state, closed, raised
+        if now - start > self.step * MAX_BACKFILL:
+            # A very long stop: record the newest part of the gap, not a row per interval.
+            start = self.interval_start(now - self.step * MAX_BACKFILL)
+        tags = tags_of(state.license_type)
+        queued: list[tuple[str, str, datetime, dict[str, object]]] = []
+        while start + self.step <= now:
+            end = start + self.step
+            row = opened.pop(start, None)
+            usage = None
+            if row is not None and row.samples > 0:
+                usage = {t: row.peaks.get(t, 0) for t in tags}
+            state, record, alerts = interval.close(
+                state,
+                start,
+                end,
+                usage,
+                self.rules,
+                self.timers,
+                allow_overage=self.cfg.license.allow_overage,
+            )
+            if record.queued and state.identity is not None:
+                piid = state.identity.piid
+                report_id = f"{piid}:{iso(start)}"
+                queued.append((report_id, piid, start, _payload(report_id, record)))
+            if start in stored:
+                tx.drop_open_interval(start)
+            self._record(tx, end, alerts)
+            raised = raised or bool(alerts)
+            closed.append(record)
+            start = end
+        tx.add_intervals(closed)
+        tx.enqueue_many(queued, now)
+        # Rows older than the last closed interval exist only after the clock went back.
+        for stale in [o for o in opened if o < start]:
+            del opened[stale]
+            if stale in stored:
+                tx.drop_open_interval(stale)
+        return state, closed, raised
 
     def flush(self, now: datetime, *, force: bool = False) -> int:
         """Send queued reports oldest first, in batches; returns how many were acknowledged.
@@ -280,6 +365,10 @@ class Agent:
         if self.ssm is None:
             return 0
         sent = 0
+        # A look at the state alone first: while the outbox backs off (a long outage), that
+        # is all this job reads. The snapshot below looks again before sending.
+        if not force and not interval.may_send(self.state(), now):
+            return 0
         while True:
             with self.store.read() as tx:
                 state = self._load(tx)
@@ -397,6 +486,9 @@ class Agent:
         """
         with self.store.read() as tx:
             before = self._load(tx)
+            # Looked at in the same snapshot: with none left and none recorded below, no
+            # second read. One committed by another process meanwhile goes at the next run.
+            left = bool(tx.alerts(pending_only=True))
         state, alerts = lifecycle.evaluate(before, now, self.timers)
         todo = lifecycle.due(state, now, self.timers)
         if state != before or alerts:
@@ -406,16 +498,24 @@ class Agent:
                 todo = lifecycle.due(state, now, self.timers)
                 tx.save_product(state, now)
                 self._record(tx, now, alerts)
-        self._emit_pending()
+                left = left or bool(alerts)
+        if left:
+            self._emit_pending()
         for item in [] if self.offline else todo:  # offline: the warnings say an exchange is due
             if item is Due.RENEW_ID:
                 self.renew_id(now)
             elif item is Due.AUTHORIZE:
                 self.renew_auth(now)
-        self.prune_history(now)
+        last = self._alerts_pruned_at
+        # A clock set back prunes at once, as after a restart.
+        prune_alerts = last is None or not last <= now < last + ALERT_PRUNE_EVERY
+        _, gone = self.prune_history(now, alerts=prune_alerts)
+        if prune_alerts:
+            self._alerts_pruned_at = None if gone >= PRUNE_BATCH * PRUNE_BATCHES else now
 
-    def prune_history(self, now: datetime) -> tuple[int, int]:
-        """Drop intervals and delivered alerts older than ``history.retention``.
+    def prune_history(self, now: datetime, *, alerts: bool = True) -> tuple[int, int]:
+        """Drop intervals and (with ``alerts``) delivered alerts older than
+        ``history.retention``.
 
         A few hundred rows per transaction, so the write lock is never held long (the
         sample job and the CLI wait for it); what is left goes at the next run. Reports
@@ -425,7 +525,7 @@ class Agent:
         total = [0, 0]
         for _ in range(PRUNE_BATCHES):
             with self.store.transaction() as tx:
-                done = tx.prune_history(before, PRUNE_BATCH)
+                done = tx.prune_history(before, PRUNE_BATCH, alerts=alerts)
             total[0] += done[0]
             total[1] += done[1]
             if max(done) < PRUNE_BATCH:

@@ -556,6 +556,36 @@ def test_housekeeping_prunes_history_older_than_the_retention(store, ssm, sink) 
     ]
 
 
+def test_housekeeping_prunes_intervals_at_every_run_and_delivered_alerts_hourly(  # type: ignore[no-untyped-def]
+    store, ssm, sink
+) -> None:
+    cfg = config(history={"retention": "1d"})
+    # Only n=0,2,4,6 are delivered: a one-shot command's agent leaves the others pending.
+    agent = Agent(cfg, store, ssm, udi=UDI, emit=sink, origin=T0, delivers_alerts=False)
+    _history(store, T0, 8)  # 08:00 .. 09:45
+
+    def left() -> tuple[list[datetime], list[str]]:
+        with store.read() as tx:
+            starts = [r.start for r in tx.intervals()]
+            delivered = [a.detail for a, sent in tx.alert_log(T0) if sent]
+        return starts, delivered
+
+    day = timedelta(days=1)
+    agent.housekeeping(T0 + day + 2 * STEP)  # retention ends at 08:30
+    assert left() == ([T0 + i * STEP for i in range(2, 8)], ["n=2", "n=4", "n=6"])
+    agent.housekeeping(T0 + day + 4 * STEP)  # 09:00: intervals go, alerts wait the hour
+    assert left() == ([T0 + i * STEP for i in range(4, 8)], ["n=2", "n=4", "n=6"])
+    agent.housekeeping(T0 + day + 6 * STEP)  # an hour after the last alert pruning
+    assert left() == ([T0 + i * STEP for i in range(6, 8)], ["n=6"])
+    # Delivered alerts a clock set back finds out of retention go at once.
+    from ccx_agent.licensing.alerts import Alert
+
+    with store.transaction() as tx:
+        tx.mark_emitted([tx.add_alert(T0, Alert("COMM_FAILED", "old"), ["line"])])
+    agent.housekeeping(T0 + day + 5 * STEP)
+    assert left()[1] == ["n=6"]
+
+
 def test_pruning_goes_in_bounded_batches(store, ssm, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import ccx_agent.agent as agent_mod
 

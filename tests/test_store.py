@@ -43,6 +43,7 @@ from ccx_agent.store import (
     OpenInterval,
     Store,
     StoreError,
+    _ts,
     state_from_json,
     state_to_json,
 )
@@ -255,6 +256,20 @@ def test_the_default_product_state_round_trips() -> None:
     assert state_from_json(state_to_json(s)) == s
 
 
+def test_the_text_of_an_instant_is_its_utc_text_whatever_was_written_before() -> None:
+    """``_ts`` remembers recent instants: an equal instant in another zone, or a naive
+    one that happens to share a hash, still gets its own UTC text."""
+    plus2 = timezone(timedelta(hours=2))
+    aware = datetime(2027, 1, 4, 10, 0, tzinfo=plus2)
+    naive = datetime(2027, 1, 4, 8, 0)  # read as UTC: 08:00, the same instant as `aware`
+    for first in (aware, aware.astimezone(UTC), naive, datetime(2027, 1, 4, 10, 0)):
+        store_mod._TS_MEMO.clear()
+        _ts(first)
+        assert _ts(aware) == _ts(aware.astimezone(UTC)) == "2027-01-04T08:00:00+00:00"
+        assert _ts(naive) == "2027-01-04T08:00:00+00:00"
+        assert _ts(datetime(2027, 1, 4, 10, 0)) == "2027-01-04T10:00:00+00:00"
+
+
 def test_instants_with_another_offset_come_back_as_the_same_instants_in_utc() -> None:
     plus2 = timezone(timedelta(hours=2))
     s = ProductState(
@@ -312,6 +327,26 @@ _PRODUCT_STATE_FIELDS: dict[str, st.SearchStrategy[object]] = dict(
     marks=st.dictionaries(_NAMES, _INSTANTS, max_size=4),
 )
 _PRODUCT_STATES = st.builds(ProductState, **_PRODUCT_STATE_FIELDS)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    state=_PRODUCT_STATES,
+    used=st.sampled_from([timedelta(microseconds=1), timedelta(microseconds=70)])
+    | st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=36_500)),
+    error=st.none() | st.text(max_size=8),
+)
+def test_the_state_text_is_what_json_dumps_writes(
+    state: ProductState, used: timedelta, error: str | None
+) -> None:
+    """state_to_json takes msgspec's faster path only where its bytes are json.dumps'
+    (ASCII, no float in exponent form): the stored text is the same as before it."""
+    state = dataclasses.replace(
+        state, evaluation_used=used, last_comm_error=error or state.last_comm_error
+    )
+    text = state_to_json(state)
+    assert text == json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))
+    assert state_from_json(text) == state
 
 
 @pytest.fixture(scope="module")

@@ -167,8 +167,9 @@ def _drive(
 
     def catch_up(now: datetime) -> None:
         nonlocal quiet, known
-        flush_samples()
-        agent.close_intervals(now)
+        # The sample job and the report job back to back: one transaction for both.
+        agent.sample_and_close(list(batch), dict(usage), now)
+        batch.clear()
         agent.flush(now)
         quiet = 0
         known = None

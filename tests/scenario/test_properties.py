@@ -167,7 +167,13 @@ class TracingAgent(Agent):
         self._after()
 
     def close_intervals(self, now: datetime) -> list[IntervalRecord]:
-        closed = super().close_intervals(now)
+        return self._closed(super().close_intervals(now))
+
+    def sample_and_close(self, times, usage, now: datetime) -> list[IntervalRecord]:
+        # The runner's catch-up: both jobs in one transaction, so one point to trace.
+        return self._closed(super().sample_and_close(times, usage, now))
+
+    def _closed(self, closed: list[IntervalRecord]) -> list[IntervalRecord]:
         state = self._after()
         piid = state.identity.piid if state.identity else None
         for record in closed:
