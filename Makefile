@@ -25,12 +25,13 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 # Tests run in TEST_WORKERS processes (pytest-xdist): most of the suite's wall time is
 # real daemons waiting for their second-scale timers, so more workers than cores pays (on
-# 2 cores, 4 finished as soon as 6: the rest is CPU; docs/performance.md, "Test suite").
+# 2 cores: 4 workers 143-151 s, 6 workers 132 s, 8 workers 126 s; 6 keeps the load, and
+# with it the timing of the daemon drills, moderate; docs/performance.md, "Test suite").
 # --dist loadgroup keeps the tests that share one daemon run on one worker (tests/conftest.py).
 # PYTHONDONTWRITEBYTECODE is emptied for the run (as compileall ignores it): each worker
 # collects the whole suite, and pytest rewrites every test module's asserts again unless
 # it may keep the rewritten bytecode (3 s of CPU per worker instead of 1 s).
-TEST_WORKERS ?= 4
+TEST_WORKERS ?= 6
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy ccx_agent

@@ -103,7 +103,7 @@ ROWS = (
         lambda f: f["report_ms_2000"] <= 1.5,
     ),
     Row(
-        "make test (the suite, -n 4)",
+        "make test (the suite, -n 6)",
         "bench_suite",
         lambda f: (
             f"{f['suite_wall_s']:.0f} s wall (exit {f['suite_exit_status']:.0f})",

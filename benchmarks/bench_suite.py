@@ -76,7 +76,7 @@ def suite(workers: int) -> dict[str, float]:
 def main(argv: Sequence[str]) -> dict[str, float]:
     parser = argparse.ArgumentParser(prog="bench_suite", description=__doc__)
     parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--workers", type=int, default=4, help="as make test (4)")
+    parser.add_argument("--workers", type=int, default=6, help="as make test (6)")
     parser.add_argument("--no-suite", action="store_true", help="only the interpreter starts")
     args = parser.parse_args(list(argv))
 
