@@ -36,7 +36,7 @@ import gc
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Annotated, Any, Literal, NamedTuple, Self, TypeVar, overload
+from typing import Annotated, Any, Literal, NamedTuple, Self, TypeVar, get_args, overload
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -45,32 +45,34 @@ AGENT_TYPES = frozenset({"agent", "supervisor"})
 CSQ_TYPES = frozenset({"VOICE", "CHAT", "EMAIL"})
 #: Finesse states in which an agent holds no seat.
 LOGGED_OUT_STATES = frozenset({"LOGOUT", "UNKNOWN"})
-#: Finesse user and media states. Any other state still counts as logged in (docs/licensing.md §1:
-#: "anything but LOGOUT"), but the snapshot carries a note about it, since it is most
-#: likely a typo for one of these.
-FINESSE_STATES = frozenset(
-    {
-        "LOGIN",
-        "LOGOUT",
-        "READY",
-        "NOT_READY",
-        "RESERVED",
-        "RESERVED_OUTBOUND",
-        "RESERVED_OUTBOUND_PREVIEW",
-        "TALKING",
-        "HOLD",
-        "WORK",
-        "WORK_READY",
-        "WORK_NOT_READY",
-        "UNKNOWN",
-        "AVAILABLE",
-        "NOT_ACTIVE",
-        "ACTIVE",
-        "PAUSED",
-        "INTERRUPTED",
-        "BUSY_OTHER",
-    }
-)
+#: The Finesse user and media states as Finesse writes them. As a Literal, msgspec gives
+#: the one str object of the Literal, already hashed, for every agent (no string
+#: allocated, none to free); another spelling (" ready ", or a state to note) goes the
+#: reference way.
+_FinesseState = Literal[
+    "LOGIN",
+    "LOGOUT",
+    "READY",
+    "NOT_READY",
+    "RESERVED",
+    "RESERVED_OUTBOUND",
+    "RESERVED_OUTBOUND_PREVIEW",
+    "TALKING",
+    "HOLD",
+    "WORK",
+    "WORK_READY",
+    "WORK_NOT_READY",
+    "UNKNOWN",
+    "AVAILABLE",
+    "NOT_ACTIVE",
+    "ACTIVE",
+    "PAUSED",
+    "INTERRUPTED",
+    "BUSY_OTHER",
+]
+#: Any state not in here still counts as logged in (docs/licensing.md §1: "anything but
+#: LOGOUT"), but the snapshot carries a note about it, since it is most likely a typo.
+FINESSE_STATES: frozenset[str] = frozenset(get_args(_FinesseState))
 
 
 class SnapshotError(ValueError):
@@ -493,30 +495,6 @@ _Names = tuple[_Name, ...]
 _CsqId = str | Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)] | float | bool | None
 
 
-# The Finesse states as written by Finesse: msgspec then gives the one str object of the
-# Literal, already hashed, for every agent (no string allocated, none to free). Another
-# spelling (" ready ", or a state to note) goes the reference way.
-_FinesseState = Literal[
-    "LOGIN",
-    "LOGOUT",
-    "READY",
-    "NOT_READY",
-    "RESERVED",
-    "RESERVED_OUTBOUND",
-    "RESERVED_OUTBOUND_PREVIEW",
-    "TALKING",
-    "HOLD",
-    "WORK",
-    "WORK_READY",
-    "WORK_NOT_READY",
-    "UNKNOWN",
-    "AVAILABLE",
-    "NOT_ACTIVE",
-    "ACTIVE",
-    "PAUSED",
-    "INTERRUPTED",
-    "BUSY_OTHER",
-]
 
 
 class _AgentDoc(msgspec.Struct, forbid_unknown_fields=True, gc=False):
