@@ -955,15 +955,8 @@ class Store:
         (is anything due? may the outbox send?) needs no snapshot's ``BEGIN`` and
         ``ROLLBACK`` around it.
         """
-        me = threading.get_ident()
-        if self._owner == me:
-            raise StoreError("a transaction is already open in this thread; they do not nest")
-        with self._lock:
-            self._owner = me
-            try:
-                return Tx(self._conn).load_product()
-            finally:
-                self._owner = None
+        with self._turn():
+            return Tx(self._conn).load_product()
 
     def checkpoint(self) -> bool:
         """Fold the write-ahead log into the database and cut it to nothing; whether it
