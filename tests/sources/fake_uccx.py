@@ -231,9 +231,10 @@ def _skill_map(names: list[str], indent: str) -> str:
 
 def resources_xml(cluster: Cluster) -> bytes:
     out = ['<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<resources>\n']
+    ids = {c.name: c.id for c in cluster.csqs}
     for i, res in enumerate(cluster.resources):
         csq_map = "".join(
-            f"      <csq name={quoteattr(n)}><refURL>{HOST}/adminapi/csq/1</refURL></csq>\n"
+            f"      <csq name={quoteattr(n)}><refURL>{HOST}/adminapi/csq/{ids[n]}</refURL></csq>\n"
             for n in cluster.csq_map(res)
         )
         out.append(

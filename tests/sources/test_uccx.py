@@ -492,6 +492,20 @@ def test_bad_admin_data_is_named() -> None:
         )
     with pytest.raises(XmlError, match=r"csq\[0\] \(name 'X'\): queueType must be VOICE"):
         uccx_mod.parse_csqs(b"<csqs><csq><name>X</name><queueType>FAX</queueType></csq></csqs>")
+    with pytest.raises(
+        XmlError, match=r"campaign\[0\] \(campaignName 'C'\): dialerType must be DIRECT_PREVIEW"
+    ):
+        uccx_mod.parse_campaign_list(
+            b"<campaigns><campaign><campaignId>1</campaignId><campaignName>C</campaignName>"
+            b"<campaignType>AGENT</campaignType><dialerType>PREVIEW</dialerType></campaign>"
+            b"</campaigns>"
+        )
+    with pytest.raises(XmlError, match=r"campaign \(campaignName 'C'\): an assignedCSQs/csq"):
+        uccx_mod.parse_campaign(
+            b"<campaign><campaignName>C</campaignName><campaignType>AGENT</campaignType>"
+            b"<dialerType>PROGRESSIVE</dialerType><typeSpecificInfo><x><assignedCSQs><csq/>"
+            b"</assignedCSQs></x></typeSpecificInfo></campaign>"
+        )
     with pytest.raises(XmlError, match=r"User\[0\] \(loginId 'a'\): no state"):
         uccx_mod.parse_users(b"<Users><User><loginId>a</loginId></User></Users>")
 
