@@ -348,3 +348,16 @@ def test_a_campaign_deleted_between_the_list_and_its_read(
     assert any(f"campaign 'Renewals': {CAMPAIGNS}/201 answered 404" in n for n in snap.notes)
     by_id = dict(zip(snap.agents.ids, snap.agents.outbound, strict=True))
     assert (by_id["dave"], by_id["erin"], by_id["frank"]) == (False, True, True)
+
+
+def test_a_list_that_carries_the_campaigns_details_is_used_as_is(
+    fake: FakeUccx, pki: Pki, tmp_path: Path
+) -> None:
+    """Should a release list campaigns in full, no campaign is read again."""
+    details = [read(f"campaign-{i}.xml").split(b"-->", 1)[1] for i in range(200, 205)]
+    fake.bodies[CAMPAIGNS] = b"<campaigns>" + b"".join(details) + b"</campaigns>"
+    snap = source(fake, pki, tmp_path).read()
+    assert not any(fake.hits.get(f"{CAMPAIGNS}/{i}") for i in range(200, 205))
+    assert [c.name for c in snap.campaigns] == ["Callbacks", "Renewals", "Collections"]
+    result = compute(snap, LicenseType.FLEX, ALL_FEATURES)
+    assert result.tags == EXPECTED[LicenseType.FLEX]
