@@ -157,7 +157,8 @@ class LicenseConfig(Section):
         default_factory=lambda: list(ALL_FEATURES),
         description="Features that make a Flex / HCS agent consume a premium seat instead "
         "of a standard one: `chat` (a skill serving a CHAT CSQ), `email` (an EMAIL CSQ), "
-        "`outbound` (assigned to an agent-based progressive or predictive campaign). Under "
+        "`outbound` (assigned to an agent-based campaign: direct preview, progressive or "
+        "predictive). Under "
         "`perpetual-enhanced`, an agent with one of them still takes one `enhanced-seat` and "
         "is flagged `FEATURE_NOT_LICENSED` (`usage` prints the warning; the daemon raises "
         "the alert, at most once per `alerts.repeat` while it lasts). An empty list means "

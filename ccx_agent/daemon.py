@@ -125,6 +125,8 @@ class Daemon:
         self._stopping = threading.Event()
         self._done = threading.Event()
         self._last_good_sample: float | None = None
+        #: The unknown Finesse states already logged (once per state and run).
+        self._states_said: set[str] = set()
         #: The source's last origin (UCCX: which nodes), and what ``status`` was told of it
         #: (read from the database at the first sample).
         self._origin: object = _UNSEEN
@@ -294,7 +296,15 @@ class Daemon:
             raise
         self.monitor.sampled(boottime() - mono, ok=True)
         result = compute(snapshot, run.cfg.license.type, run.cfg.license.premium_features)
+        # A state Finesse does not document is said once per state and run, not at every
+        # sample (the snapshot says which notes are about one).
+        about = {note: state for state, note in snapshot.state_notes}
         for note in snapshot.notes:
+            state = about.get(note)
+            if state is not None:
+                if state in self._states_said:
+                    continue
+                self._states_said.add(state)
             log.info("source note", note=note)
         last = self._last_good_sample
         run.agent.sample(

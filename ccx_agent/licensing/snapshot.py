@@ -210,6 +210,9 @@ class Snapshot:
     notes: tuple[str, ...] = field(default=(), compare=False)
     #: Agent-based outbound campaigns, where the source knows them (optional).
     campaigns: tuple[Campaign, ...] = ()
+    #: ``(state, note)`` for each state that is not a known Finesse state: which of the
+    #: ``notes`` is about which state, so a daemon can say each one once per run.
+    state_notes: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.agents, Agents):
@@ -313,8 +316,9 @@ def _agent(raw: object, index: int) -> Agent:
     return Agent(agent_id, kind, state, skills, outbound)
 
 
-def _agents(raw_agents: list[Any]) -> tuple[Agents, list[str]]:
-    """Every agent, in document order; ids must be unique. Returns the agents and notes."""
+def _agents(raw_agents: list[Any]) -> tuple[Agents, list[str], list[tuple[str, str]]]:
+    """Every agent, in document order; ids must be unique. Returns the agents, the notes
+    and, of those, the ones about a state that is not a Finesse one (with that state)."""
     ids: list[str] = []
     types: list[str] = []
     states: list[str] = []
@@ -325,6 +329,7 @@ def _agents(raw_agents: list[Any]) -> tuple[Agents, list[str]]:
     good_skills: set[str] = set()  # every skill name checked so far
     notes: list[str] = []
     noted: set[str] = set()
+    state_notes: list[tuple[str, str]] = []
     for i, raw in enumerate(raw_agents):
         ident: Any = None
         kind: Any = None
@@ -377,6 +382,7 @@ def _agents(raw_agents: list[Any]) -> tuple[Agents, list[str]]:
                         f"agents[{i}] (id {_show(ident)}): state {_show(state)} is not "
                         "a known Finesse state; counted as logged in"
                     )
+                    state_notes.append((state, notes[-1]))
         ids.append(ident)
         types.append(kind)
         states.append(state)
@@ -384,7 +390,7 @@ def _agents(raw_agents: list[Any]) -> tuple[Agents, list[str]]:
         outbound_col.append(outbound)
     if len(set(ids)) != len(ids):
         _duplicate(ids)
-    return Agents((ids, types, states, skill_col, outbound_col)), notes
+    return Agents((ids, types, states, skill_col, outbound_col)), notes, state_notes
 
 
 def _duplicate(ids: list[str]) -> None:
@@ -472,7 +478,7 @@ def parse_snapshot(doc: Any) -> Snapshot:
         raw_csqs = []
     if not isinstance(raw_csqs, list):
         raise SnapshotError(f"snapshot: csqs: must be a list, got {_kind(raw_csqs)}")
-    agents, notes = _agents(raw_agents)
+    agents, notes, state_notes = _agents(raw_agents)
     csqs = tuple(_csq(c, i) for i, c in enumerate(raw_csqs))
     return Snapshot(
         agents,
@@ -480,6 +486,7 @@ def parse_snapshot(doc: Any) -> Snapshot:
         _outbound_ports(doc.get("ports")),
         tuple(notes),
         _campaigns(doc.get("campaigns")),
+        tuple(state_notes),
     )
 
 

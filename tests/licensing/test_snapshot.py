@@ -509,3 +509,20 @@ def test_colons_inside_strings_are_no_doubt() -> None:
 )
 def test_json_path_declines_when_in_doubt(raw: bytes) -> None:
     assert parse_snapshot_json(raw) is None
+
+
+def test_the_notes_about_unknown_states_are_named_by_state() -> None:
+    """A daemon says each unknown state once per run: it needs to know which note is
+    about which state (ccx_agent/daemon.py)."""
+    snap = parse_snapshot(
+        {
+            "agents": [
+                {"id": "a", "state": "READY"},
+                {"id": "b", "state": "ON_BREAK"},
+                {"id": "c", "state": "on_break"},
+                {"id": "d", "state": "AWAY"},
+            ]
+        }
+    )
+    assert [state for state, _ in snap.state_notes] == ["ON_BREAK", "AWAY"]
+    assert [note for _, note in snap.state_notes] == list(snap.notes)
