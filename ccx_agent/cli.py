@@ -348,7 +348,7 @@ def entry() -> None:
         code = exc.exit_status
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        print(f"error: {where}{userfiles.reason(exc)}", file=sys.stderr)
         code = EX_FAILED
     except sqlite3.Error as exc:
         if is_damage(exc):  # garbled pages found by a read: the one line for damage
