@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import IO, TextIO
 
 from ccx_agent import config as config_mod
-from ccx_agent import statedir
+from ccx_agent import statedir, userfiles
 from ccx_agent import status as status_mod
 from ccx_agent.agent import Agent, Outcome
 from ccx_agent.commands import _now, _problems, _with_agent
@@ -142,7 +142,8 @@ def admit(
 
 
 class TokenError(Exception):
-    """The token could not be had (one line; exit 2 for how it was asked, 1 for a file)."""
+    """The token could not be had (one line; exit 2 for how it was asked, 1 for what was
+    read: a file missing, unreadable or empty, an empty standard input)."""
 
     def __init__(self, message: str, exit_status: int) -> None:
         super().__init__(message)
@@ -173,19 +174,21 @@ def read_token(
         where = "standard input"
     elif token_file is not None:
         try:
-            with open(token_file, encoding="utf-8", errors="replace") as fh:
-                text = fh.read(MAX_TOKEN_BYTES)
+            with userfiles.open_regular(token_file) as fh:  # opened before a privilege drop
+                text = fh.read(MAX_TOKEN_BYTES).decode("utf-8", errors="replace")
+        except userfiles.UserFileError as exc:
+            raise TokenError(f"--token-file {exc}", EX_FAILED) from None
         except OSError as exc:
             raise TokenError(
-                f"--token-file {token_file}: cannot be read: {exc.strerror or exc}", EX_FAILED
+                f"--token-file {token_file}: cannot be read: {userfiles.reason(exc)}", EX_FAILED
             ) from None
         where = token_file
     else:
         return source
     lines = text.strip().splitlines()
     token = lines[0].strip() if lines else ""
-    if not token:
-        raise TokenError(f"the token from {where} is empty", EX_USAGE)
+    if not token:  # bad input, as a missing or unreadable file is: not a usage error
+        raise TokenError(f"the token from {where} is empty", EX_FAILED)
     return token
 
 

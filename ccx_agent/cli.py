@@ -19,11 +19,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
-from ccx_agent import __version__, cli_help, earlysignals
+from ccx_agent import __version__, cli_help, earlysignals, userfiles
 from ccx_agent.config import default_path
 from ccx_agent.config import load as load_config
 from ccx_agent.errors import EX_FAILED, EX_INTERRUPTED, AgentError
-from ccx_agent.statedir import become_owner
+from ccx_agent.statedir import become_owner, will_become_owner
 from ccx_agent.store import damaged, is_damage
 from ccx_agent.yamldoc import DocumentError
 
@@ -272,8 +272,8 @@ STATE_COMMANDS = frozenset(
     }
 )
 #: ... and of those, the ones that say nothing of it on stderr (``status`` only looks; the
-#: daemon's log names its user).
-QUIET_COMMANDS = frozenset({"status", "report", "alerts", "run", "admit"})
+#: daemon's log names its user). ``report`` says it: it may write a file.
+QUIET_COMMANDS = frozenset({"status", "alerts", "run", "admit"})
 
 
 def _as_state_dir_owner(argv: Sequence[str] | None) -> None:
@@ -295,6 +295,12 @@ def _as_state_dir_owner(argv: Sequence[str] | None) -> None:
         cfg = load_config(args.config or default_path())
     except DocumentError:
         return  # the command says what is wrong with it
+    if will_become_owner(cfg.state_dir):
+        # The files the command line names, opened with the rights of whoever typed it
+        # (/root/token, a root-only /media/usb), before those rights are given up.
+        inputs, outputs = named_files(args)
+        userfiles.prepare(inputs, outputs)
+        userfiles.fork_for_outputs()
     owner = become_owner(cfg.state_dir)
     if owner is not None and args.command not in QUIET_COMMANDS:
         print(
@@ -302,6 +308,22 @@ def _as_state_dir_owner(argv: Sequence[str] | None) -> None:
             "made there stays usable by the daemon",
             file=sys.stderr,
         )
+
+
+def named_files(args: argparse.Namespace) -> tuple[list[Path | str], list[tuple[Path | str, int]]]:
+    """The files a command reads (token, answer file) and writes (``--output``, with a
+    new file's mode) as its command line names them; standard input (``-``) is none."""
+    inputs: list[Path | str] = []
+    outputs: list[tuple[Path | str, int]] = []
+    token_file = getattr(args, "token_file", None)
+    if token_file is not None and str(token_file) != "-":
+        inputs.append(token_file)
+    if args.command == "offline" and args.offline_command == "import":
+        inputs.append(args.response)
+    output = getattr(args, "output", None)
+    if output is not None:
+        outputs.append((output, 0o644 if args.command == "report" else 0o600))
+    return inputs, outputs
 
 
 def entry() -> None:
@@ -326,7 +348,7 @@ def entry() -> None:
         code = exc.exit_status
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        print(f"error: {where}{userfiles.reason(exc)}", file=sys.stderr)
         code = EX_FAILED
     except sqlite3.Error as exc:
         if is_damage(exc):  # garbled pages found by a read: the one line for damage

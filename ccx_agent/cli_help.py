@@ -60,7 +60,11 @@ COMMANDS: dict[str, tuple[str, list[tuple[int, str]]]] = {
         "out of ps and the shell history (a TOKEN argument works too). Never logged.",
         [
             (0, "registered"),
-            (EX_FAILED, "refused (the reason is said), SSM unreachable, or already registered"),
+            (
+                EX_FAILED,
+                "refused (the reason is said), SSM unreachable, already registered, or the "
+                "token missing, unreadable or empty",
+            ),
             _CONFIG,
         ],
     ),

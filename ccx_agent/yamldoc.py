@@ -21,6 +21,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from yaml.constructor import SafeConstructor
 
+from ccx_agent.userfiles import UserFileError, open_regular, reason
+
 M = TypeVar("M", bound=BaseModel)
 Loc = tuple[Any, ...]
 
@@ -450,11 +452,15 @@ def read_yaml(path: Path, *, keep_going: bool = False) -> Document:
     """Read a UTF-8 YAML file; any failure is a :class:`DocumentError`, never a traceback."""
     name = str(path)
     try:
-        with Path(path).open("rb") as fh:
+        # By type, without blocking: a FIFO as the config would hang check-config, the
+        # daemon's start and its reload (SIGTERM could no longer stop it).
+        with open_regular(path) as fh:
             raw = fh.read(MAX_FILE_BYTES + 1)
+    except UserFileError as exc:
+        message = str(exc).removeprefix(f"{name}: ")
+        raise DocumentError([Problem(name, 1, "(file)", message)]) from None
     except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise DocumentError([Problem(name, 1, "(file)", f"cannot read: {reason}")]) from None
+        raise DocumentError([Problem(name, 1, "(file)", f"cannot read: {reason(exc)}")]) from None
     if len(raw) > MAX_FILE_BYTES:
         message = f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB: not a config or scenario"
         raise DocumentError([Problem(name, 1, "(file)", message)])

@@ -9,10 +9,8 @@ argparse exits; no instance is one line naming the database and exit 1.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
+import io
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +31,7 @@ from ccx_agent.history.report import (
 from ccx_agent.instance import Open, open_store
 from ccx_agent.licensing.catalogue import LicenseType, tags_of
 from ccx_agent.store import Store
+from ccx_agent.userfiles import Output, UserFileError, reason
 from ccx_agent.yamldoc import DocumentError, one_of
 
 COMMANDS = frozenset({"report", "alerts", "features"})
@@ -123,18 +122,13 @@ def _when(option: str, text: str | None, err: TextIO) -> datetime | int | None:
 
 
 def _write_atomic(target: Path, write: Callable[[TextIO], None]) -> None:
-    """Write next to ``target`` and rename: a failed run never leaves half a report."""
-    directory = target.parent if str(target.parent) else Path()
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            write(f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Write ``target`` whole (:class:`~ccx_agent.userfiles.Output`): a failed run never
+    leaves half a report; a new file is 0644, an existing one keeps its mode."""
+    with Output(target, 0o644) as output:
+        text = io.TextIOWrapper(output.stream, encoding="utf-8", newline="")
+        write(text)
+        text.flush()
+        text.detach()
 
 
 def render(report_: Report, fmt: str, out: TextIO) -> None:
@@ -213,8 +207,11 @@ def report(
         return 0
     try:
         _write_atomic(output, lambda f: render(result, fmt, f))
+    except UserFileError as exc:
+        print(f"error: {exc}", file=err)
+        return 1
     except OSError as exc:
-        print(f"error: {output}: cannot write the report: {exc.strerror or exc}", file=err)
+        print(f"error: {output}: cannot write the report: {reason(exc)}", file=err)
         return 1
     print(f"{output}: {len(result.rows)} rows by {period}, {fmt}", file=out)
     return 0

@@ -7,6 +7,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import stat
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -316,3 +318,28 @@ def test_features_unknown_type_is_exit_2(capsys: pytest.CaptureFixture[str]) -> 
     err = capsys.readouterr().err
     assert err.startswith("error: --license-type: unknown license type 'flexx'")
     assert len(err.splitlines()) == 1
+
+
+def test_output_keeps_an_old_files_mode_and_never_replaces_a_device(
+    instance: Path, tmp_path: Path
+) -> None:
+    old = tmp_path / "r.csv"
+    old.write_text("old")
+    old.chmod(0o600)  # it was 0644 after a report
+    code, _, err = run(history_cli.report, instance, fmt="csv", output=old, now=T0)
+    assert code == 0, err
+    assert stat.S_IMODE(old.stat().st_mode) == 0o600 and old.read_text() != "old"
+    link = tmp_path / "link.csv"
+    link.symlink_to(old)
+    assert run(history_cli.report, instance, fmt="json", output=link, now=T0)[0] == 0
+    assert link.is_symlink() and old.read_text().startswith("{")
+    if os.geteuid() == 0:  # the null device's numbers, in the test's own directory
+        null = tmp_path / "null"
+        os.mknod(null, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        code, _, err = run(history_cli.report, instance, fmt="csv", output=null, now=T0)
+        assert code == 0, err
+        assert stat.S_ISCHR(null.lstat().st_mode)
+    disk = tmp_path / "dir.csv"
+    disk.mkdir()
+    code, _, err = run(history_cli.report, instance, fmt="csv", output=disk, now=T0)
+    assert (code, err) == (1, f"error: {disk}: is a directory: refused (it is never replaced)\n")
