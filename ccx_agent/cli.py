@@ -20,12 +20,8 @@ from pathlib import Path
 from typing import NoReturn
 
 from ccx_agent import __version__, cli_help, earlysignals
-from ccx_agent.config import default_path
-from ccx_agent.config import load as load_config
+from ccx_agent.configpath import default_path
 from ccx_agent.errors import EX_FAILED, EX_INTERRUPTED, AgentError
-from ccx_agent.statedir import become_owner
-from ccx_agent.store import damaged, is_damage
-from ccx_agent.yamldoc import DocumentError
 
 #: The commands whose sub-parsers are registered by their own modules, which import the
 #: simulator, the history renderers and the offline exchange (tens of milliseconds of
@@ -58,10 +54,11 @@ def command_of(argv: Sequence[str] | None) -> str | None:
     return rest[0] if rest and not rest[0].startswith("-") else None
 
 
-def parser(command: str | None = None) -> argparse.ArgumentParser:
+def parser(command: str | None = None, *, listed: bool = False) -> argparse.ArgumentParser:
     """The CLI's parser; for a ``command`` that is not one of :data:`HEAVY_COMMANDS`,
     without their sub-parsers (the help of every command is the same). No command (help,
-    ``--version``, a usage error) gets the full parser, so that the help lists them all."""
+    ``--version``, a usage error) gets the full parser, so that the help lists them all;
+    ``listed``, those commands only as the help lists them (:func:`_parser_for`)."""
     light = command is not None and command not in HEAVY_COMMANDS
     p = argparse.ArgumentParser(
         prog="ccx-agent",
@@ -141,7 +138,11 @@ def parser(command: str | None = None) -> argparse.ArgumentParser:
         metavar="DIR",
         help="install under DIR instead of / (a package build, a test)",
     )
-    if not light:
+    if listed and not light:
+        # Named and described as the full parser lists them, nothing more.
+        for name in cli_help.LISTED:
+            sub.add_parser(name, help=cli_help.LISTED[name])
+    elif not light:
         from ccx_agent.history import cli as history_cli  # noqa: PLC0415
         from ccx_agent.offline import cli as offline_cli  # noqa: PLC0415
         from ccx_agent.simulator import cli as simulator_cli  # noqa: PLC0415
@@ -162,6 +163,15 @@ def parser(command: str | None = None) -> argparse.ArgumentParser:
     return p
 
 
+def _parser_for(argv: Sequence[str] | None) -> argparse.ArgumentParser:
+    """The parser for ``argv``. Without a command (``--help``, ``--version``) and with no
+    word that names one of :data:`HEAVY_COMMANDS` (whose parsers alone would read the
+    rest), their modules are not imported: the help and errors are the same."""
+    command = command_of(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    return parser(command, listed=command is None and not HEAVY_COMMANDS & set(words))
+
+
 def _log_level(args: argparse.Namespace) -> str | None:
     """``--log-level``, else ``-v`` (debug), else None (the command's default)."""
     level: str | None = args.log_level
@@ -171,7 +181,7 @@ def _log_level(args: argparse.Namespace) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser(command_of(argv)).parse_args(argv)
+    args = _parser_for(argv).parse_args(argv)
     path: Path = args.config or default_path()
     level = _log_level(args)
     if args.command != "run":
@@ -187,6 +197,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return daemon.main(path, log_level=level or "info")
     if args.command in HEAVY_COMMANDS:
         return _heavy(args, path)
+    if args.command == "status" and args.check:
+        from ccx_agent import check  # noqa: PLC0415 - run every minute: the least it can
+
+        return check.main(path, datetime.now(UTC))
     # Every other command: its module now (the daemon above never imports these).
     from ccx_agent import actions, commands  # noqa: PLC0415
 
@@ -216,10 +230,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return actions.admit(path, args.tag, args.count, args.json)
     if args.command == "renew":
         return commands.renew(path, args.what)
-    if args.command == "status" and args.check:
-        from ccx_agent import check  # noqa: PLC0415
-
-        return check.main(path, datetime.now(UTC))
     if args.command == "status":
         return commands.status(path, args.json)
     if args.command == "doctor":
@@ -286,13 +296,27 @@ def _as_state_dir_owner(argv: Sequence[str] | None) -> None:
     try:
         # Quietly: main() parses again and prints the help, or what is wrong, once.
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            args = parser(command_of(argv)).parse_args(argv)
+            args = _parser_for(argv).parse_args(argv)
     except SystemExit:
         return
     if args.command not in STATE_COMMANDS:
         return
+    from ccx_agent.statedir import become_owner  # noqa: PLC0415 - root only
+
+    path = args.config or default_path()
+    if args.command == "status" and args.check:
+        from ccx_agent.check import recorded_state_dir  # noqa: PLC0415
+
+        # The state directory the daemon recorded for this very file, without the schema.
+        state_dir = recorded_state_dir(path)
+        if state_dir is not None:
+            become_owner(state_dir)
+            return
+    from ccx_agent.config import load as load_config  # noqa: PLC0415
+    from ccx_agent.yamldoc import DocumentError  # noqa: PLC0415
+
     try:
-        cfg = load_config(args.config or default_path())
+        cfg = load_config(path)
     except DocumentError:
         return  # the command says what is wrong with it
     owner = become_owner(cfg.state_dir)
@@ -329,6 +353,8 @@ def entry() -> None:
         print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         code = EX_FAILED
     except sqlite3.Error as exc:
+        from ccx_agent.store import damaged, is_damage  # noqa: PLC0415 - only on an error
+
         if is_damage(exc):  # garbled pages found by a read: the one line for damage
             print(f"error: {damaged(exc)}", file=sys.stderr)
         else:

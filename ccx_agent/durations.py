@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Annotated
-
-from pydantic import BeforeValidator, PlainSerializer
+from typing import TYPE_CHECKING, Annotated, Any
 
 from ccx_agent.yamldoc import show
+
+if TYPE_CHECKING:
+    from pydantic import BeforeValidator, PlainSerializer
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _PART = re.compile(r"(\d+)([smhdw])", re.ASCII)
@@ -79,13 +80,31 @@ def parse_positive_duration(value: object) -> timedelta:
     return span
 
 
-Duration = Annotated[
-    timedelta,
-    BeforeValidator(parse_duration),
-    PlainSerializer(format_duration, return_type=str),
-]
-PositiveDuration = Annotated[
-    timedelta,
-    BeforeValidator(parse_positive_duration),
-    PlainSerializer(format_duration, return_type=str),
-]
+if TYPE_CHECKING:
+    Duration = Annotated[
+        timedelta,
+        BeforeValidator(parse_duration),
+        PlainSerializer(format_duration, return_type=str),
+    ]
+    PositiveDuration = Annotated[
+        timedelta,
+        BeforeValidator(parse_positive_duration),
+        PlainSerializer(format_duration, return_type=str),
+    ]
+
+
+def __getattr__(name: str) -> Any:
+    """``Duration`` and ``PositiveDuration``, the pydantic field types, made on first use:
+    ``status --check`` and ``--help`` format durations without importing pydantic."""
+    parse = {"Duration": parse_duration, "PositiveDuration": parse_positive_duration}
+    if name not in parse:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from pydantic import BeforeValidator, PlainSerializer  # noqa: PLC0415
+
+    kind = Annotated[
+        timedelta,
+        BeforeValidator(parse[name]),
+        PlainSerializer(format_duration, return_type=str),
+    ]
+    globals()[name] = kind
+    return kind
