@@ -24,7 +24,6 @@ from ccx_agent.instance import Open, open_store
 from ccx_agent.licensing.compliance import TagState
 from ccx_agent.licensing.lifecycle import Authorization, Registration
 from ccx_agent.licensing.timeutil import parse_iso
-from ccx_agent.yamldoc import DocumentError
 
 if TYPE_CHECKING:
     # The schema only where the config is validated here (see :func:`_recorded`).
@@ -174,6 +173,7 @@ def main(path: Path, now: datetime, out: TextIO | None = None, err: TextIO | Non
         cfg, store = found
     else:
         from ccx_agent import config as config_mod  # noqa: PLC0415 - see _recorded
+        from ccx_agent.yamldoc import DocumentError  # noqa: PLC0415
 
         try:
             cfg = config_mod.load(path)

@@ -22,6 +22,7 @@ import functools
 import hashlib
 import importlib.util
 import json
+import re
 from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -164,20 +165,28 @@ class Recorded(SimpleNamespace):
         return self._timers
 
 
+#: A top-level ``state_dir:`` line: its value, a trailing comment left out.
+_STATE_DIR = re.compile(r"^state_dir[ \t]*:[ \t]*(.*?)(?:[ \t]+#.*)?[ \t]*$", re.M)
+
+
 def light_state_dir(path: Path) -> Path | None:
     """Where the state directory of the config at ``path`` seems to be, read without the
-    schema: only to find the record, which is used only if it says the same."""
-    import yaml  # noqa: PLC0415 - only on this path
-
+    schema, nor even a YAML parser: only to find the record, which is used only if it
+    names this same directory (so a line read wrongly here can only cost a full
+    validation). None for a value written in any but the plain ways."""
     try:
-        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # safe, in C where built
-        data = yaml.load(path.read_bytes(), Loader=loader)  # noqa: S506 - a safe loader
-    except Exception:  # anything unusual: the full validation will say what
+        text = path.read_text(encoding="utf-8")
+    except (OSError, ValueError):
         return None
-    if not isinstance(data, dict):
+    found = _STATE_DIR.findall(text)
+    if len(found) > 1:
         return None
-    value = data.get("state_dir", str(DEFAULT_STATE_DIR))
-    if not isinstance(value, str) or not value:
+    value = found[0] if found else str(DEFAULT_STATE_DIR)
+    if value[:1] in ("'", '"'):
+        quote, value = value[0], value[1:-1] if value[-1:] == value[0] else ""
+        if quote in value or "\\" in value or "'" in value:
+            return None
+    elif not value or value[0] in "[{&*!|>%@`\"'":
         return None
     state_dir = Path(value)
     return state_dir if state_dir.is_absolute() else path.parent / state_dir

@@ -12,16 +12,18 @@ import argparse
 import contextlib
 import io
 import os
-import sqlite3
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ccx_agent import __version__, cli_help, earlysignals
 from ccx_agent.configpath import default_path
 from ccx_agent.errors import EX_FAILED, EX_INTERRUPTED, AgentError
+
+if TYPE_CHECKING:
+    import sqlite3
 
 #: The commands whose sub-parsers are registered by their own modules, which import the
 #: simulator, the history renderers and the offline exchange (tens of milliseconds of
@@ -138,18 +140,8 @@ def parser(command: str | None = None, *, listed: bool = False) -> argparse.Argu
         metavar="DIR",
         help="install under DIR instead of / (a package build, a test)",
     )
-    if listed and not light:
-        # Named and described as the full parser lists them, nothing more.
-        for name in cli_help.LISTED:
-            sub.add_parser(name, help=cli_help.LISTED[name])
-    elif not light:
-        from ccx_agent.history import cli as history_cli  # noqa: PLC0415
-        from ccx_agent.offline import cli as offline_cli  # noqa: PLC0415
-        from ccx_agent.simulator import cli as simulator_cli  # noqa: PLC0415
-
-        simulator_cli.add_parser(sub)
-        history_cli.add_parsers(sub)
-        offline_cli.add_parser(sub)
+    if not light:
+        _add_heavy(sub, command, listed=listed)
     s = sub.add_parser("simulate", help="run a what-if scenario on a simulated clock")
     s.add_argument("scenario", type=Path, help="the scenario YAML file")
     s.add_argument("--json", action="store_true", help="machine-readable output")
@@ -161,6 +153,34 @@ def parser(command: str | None = None, *, listed: bool = False) -> argparse.Argu
     )
     cli_help.finish(p)
     return p
+
+
+#: The commands of :data:`HEAVY_COMMANDS` by the module that builds their parsers, in the
+#: order they are registered.
+_HEAVY_GROUPS = (("ssm",), ("report", "alerts", "features"), ("offline",))
+
+
+def _add_heavy(sub: Any, command: str | None, *, listed: bool) -> None:
+    """Register the :data:`HEAVY_COMMANDS`. Each module's parsers only where they can be
+    used: for its own command, or for no command (the man page, the completions);
+    otherwise only the name and help line ``--help`` lists (argparse hands the rest of
+    the line to the command's parser alone, so nothing else reads them)."""
+    for names in _HEAVY_GROUPS:
+        if listed or (command is not None and command not in names):
+            for name in names:
+                sub.add_parser(name, help=cli_help.LISTED[name])
+        elif names[0] == "ssm":
+            from ccx_agent.simulator import cli as simulator_cli  # noqa: PLC0415
+
+            simulator_cli.add_parser(sub)
+        elif names[0] == "report":
+            from ccx_agent.history import cli as history_cli  # noqa: PLC0415
+
+            history_cli.add_parsers(sub)
+        else:
+            from ccx_agent.offline import cli as offline_cli  # noqa: PLC0415
+
+            offline_cli.add_parser(sub)
 
 
 def _parser_for(argv: Sequence[str] | None) -> argparse.ArgumentParser:
@@ -328,6 +348,14 @@ def _as_state_dir_owner(argv: Sequence[str] | None) -> None:
         )
 
 
+def _database_error() -> type[sqlite3.Error]:
+    """``sqlite3.Error``, looked up only when an exception is being matched: ``--help``
+    and ``--version`` do not import sqlite3."""
+    import sqlite3  # noqa: PLC0415
+
+    return sqlite3.Error
+
+
 def entry() -> None:
     """The console script: never a traceback for what an operator can meet.
 
@@ -352,7 +380,7 @@ def entry() -> None:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         code = EX_FAILED
-    except sqlite3.Error as exc:
+    except _database_error() as exc:
         from ccx_agent.store import damaged, is_damage  # noqa: PLC0415 - only on an error
 
         if is_damage(exc):  # garbled pages found by a read: the one line for damage

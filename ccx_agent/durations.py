@@ -10,8 +10,6 @@ import re
 from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
-from ccx_agent.yamldoc import show
-
 if TYPE_CHECKING:
     from pydantic import BeforeValidator, PlainSerializer
 
@@ -25,6 +23,14 @@ _EXAMPLE = "a duration like 90s, 15m, 2h, 30d or 1h30m"
 MAX_DURATION = timedelta(days=36500)
 
 
+def _show(value: object) -> str:
+    """:func:`ccx_agent.yamldoc.show`, imported only to word a refusal: formatting a
+    duration (``status --check``) needs no YAML."""
+    from ccx_agent.yamldoc import show  # noqa: PLC0415
+
+    return show(value)
+
+
 def parse_duration(value: object) -> timedelta:
     """``15m`` -> 15 minutes. Raises :class:`ValueError` with an operator-readable message."""
     if isinstance(value, timedelta):
@@ -35,22 +41,22 @@ def parse_duration(value: object) -> timedelta:
         return value
     if isinstance(value, int | float) and not isinstance(value, bool):
         if value < 0:
-            raise ValueError(f"must not be negative, got {show(value)}")
+            raise ValueError(f"must not be negative, got {_show(value)}")
         if isinstance(value, int):
             raise ValueError(
                 f"needs a unit (s, m, h, d or w), like {value}m or {value}s: got {value}"
             )
         raise ValueError(f"must be {_EXAMPLE} (whole numbers with units), got {value}")
     if not isinstance(value, str):
-        raise ValueError(f"must be {_EXAMPLE}, got {show(value)}")
+        raise ValueError(f"must be {_EXAMPLE}, got {_show(value)}")
     text = value.strip().replace(" ", "")
     if text.startswith("-"):
-        raise ValueError(f"must not be negative, got {show(value)}")
+        raise ValueError(f"must not be negative, got {_show(value)}")
     if not _WHOLE.fullmatch(text):
-        raise ValueError(f"must be {_EXAMPLE}, got {show(value)}")
+        raise ValueError(f"must be {_EXAMPLE}, got {_show(value)}")
     seconds = sum(int(n) * _UNITS[u] for n, u in _PART.findall(text))
     if seconds > MAX_DURATION.total_seconds():
-        raise ValueError(f"must be at most 36500d (100 years), got {show(value)}")
+        raise ValueError(f"must be at most 36500d (100 years), got {_show(value)}")
     return timedelta(seconds=seconds)
 
 
@@ -76,7 +82,7 @@ def parse_positive_duration(value: object) -> timedelta:
     """Like :func:`parse_duration`, and zero is refused too."""
     span = parse_duration(value)
     if span <= timedelta(0):
-        raise ValueError(f"must be longer than 0s, got {show(value)}")
+        raise ValueError(f"must be longer than 0s, got {_show(value)}")
     return span
 
 

@@ -5,7 +5,6 @@ what-if simulator that ``commands`` can run)."""
 from __future__ import annotations
 
 import contextlib
-import uuid
 from datetime import UTC, datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Protocol
@@ -40,6 +39,8 @@ def instance_udi(store: Store, cfg: Config) -> Udi:
     with store.transaction() as tx:
         value = tx.meta(UDI_UUID_KEY)
         if value is None:
+            import uuid  # noqa: PLC0415 - once in the life of an instance
+
             value = str(uuid.uuid4())
             tx.set_meta(UDI_UUID_KEY, value)
     return Udi(cfg.identity.pid, cfg.identity.serial_number(), value)
