@@ -166,9 +166,16 @@ def recorded_state_dir(path: Path) -> Path | None:
     return found[0].state_dir
 
 
-def main(path: Path, now: datetime, out: TextIO | None = None, err: TextIO | None = None) -> int:
+def main(
+    path: Path,
+    now: datetime,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    *,
+    record: bool = True,
+) -> int:
     out, err = out or sys.stdout, err or sys.stderr
-    found = _recorded(path)
+    found = _recorded(path) if record else None
     if found is not None:
         cfg, store = found
     else:
@@ -196,6 +203,10 @@ def main(path: Path, now: datetime, out: TextIO | None = None, err: TextIO | Non
             return UNKNOWN
     try:
         doc = status_mod.collect(cfg, store, now)
+        v = verdict(doc, cfg, now)
+    except checkconfig.NotRecorded:
+        # A key the record does not carry: answer as if there were no record.
+        return main(path, now, out, err, record=False)
     except Exception as exc:  # a damaged database, a full disk: still a plugin answer
         print(
             line(UNKNOWN, f"cannot read the state database: {type(exc).__name__}: {exc}"), file=out
@@ -203,6 +214,5 @@ def main(path: Path, now: datetime, out: TextIO | None = None, err: TextIO | Non
         return UNKNOWN
     finally:
         store.close()
-    v = verdict(doc, cfg, now)
     print(line(v.code, v.what, perfdata(doc)), file=out)
     return v.code

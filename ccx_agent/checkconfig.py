@@ -136,6 +136,16 @@ def _timer_fields() -> tuple[dataclasses.Field[Any], ...]:
     return dataclasses.fields(Timers)
 
 
+class NotRecorded(AttributeError):
+    """The check read a key the record does not carry (one added to the check but not
+    to :data:`KEYS`): it answers from the file instead (:func:`ccx_agent.check.main`)."""
+
+
+class _Section(SimpleNamespace):
+    def __getattr__(self, name: str) -> Any:
+        raise NotRecorded(name)
+
+
 @dataclasses.dataclass(frozen=True)
 class StateDir:
     """Where to open the database before the config is known (:func:`light_state_dir`)."""
@@ -143,7 +153,7 @@ class StateDir:
     state_dir: Path
 
 
-class Recorded(SimpleNamespace):
+class Recorded(_Section):
     """The recorded config: the attributes of :data:`KEYS`, ``state_dir`` and
     ``timers()``, as a :class:`~ccx_agent.config.Config` has them."""
 
@@ -157,7 +167,7 @@ class Recorded(SimpleNamespace):
             *sections, name = key.split(".")
             for section in sections:
                 if not hasattr(here, section):
-                    setattr(here, section, SimpleNamespace())
+                    setattr(here, section, _Section())
                 here = getattr(here, section)
             setattr(here, name, value)
 

@@ -5,6 +5,7 @@ read from ``-X importtime`` on its standard error."""
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import subprocess
@@ -13,7 +14,9 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
-from ccx_agent import checkconfig
+import pytest
+
+from ccx_agent import check, checkconfig
 from ccx_agent import config as config_mod
 from ccx_agent.store import DB_NAME, Store
 from tests.test_check import HEALTHY, LINE, NOW, instance
@@ -103,3 +106,24 @@ def test_help_and_version_load_no_dependency() -> None:
         done, modules = loaded(*argv)
         assert done.returncode == 0, done
         assert not modules & set(HEAVY), (argv, sorted(modules & set(HEAVY)))
+
+
+def test_a_key_the_record_lacks_makes_the_check_read_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key read by the check but left out of the record (KEYS) is never a crash nor a
+    default: the check answers from the file, as without a record."""
+    path = instance(tmp_path, HEALTHY, last_report=NOW - timedelta(hours=2))
+    keys = {k: v for k, v in checkconfig.KEYS.items() if k != "monitoring.stale_after"}
+    monkeypatch.setattr(checkconfig, "KEYS", keys)
+    recorded(path)
+    found = check._recorded(path)
+    assert found is not None  # the record is used...
+    found[1].close()
+    answers = []
+    for record in (True, False):
+        out, err = io.StringIO(), io.StringIO()
+        code = check.main(path, NOW, out=out, err=err, record=record)
+        answers.append((code, out.getvalue(), err.getvalue()))
+    assert answers[0] == answers[1]  # ...and stale_after is read from the file
+    assert "(monitoring.stale_after 1h)" in answers[0][1]
