@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import os
 import sys
@@ -187,8 +188,15 @@ def _parser_for(argv: Sequence[str] | None) -> argparse.ArgumentParser:
     """The parser for ``argv``. Without a command (``--help``, ``--version``) and with no
     word that names one of :data:`HEAVY_COMMANDS` (whose parsers alone would read the
     rest), their modules are not imported: the help and errors are the same."""
-    command = command_of(argv)
-    words = sys.argv[1:] if argv is None else list(argv)
+    words = tuple(sys.argv[1:] if argv is None else argv)
+    return _parser_of(words)
+
+
+@functools.lru_cache(maxsize=2)
+def _parser_of(words: tuple[str, ...]) -> argparse.ArgumentParser:
+    """Built once per command line: root's entry parses it before :func:`main` does
+    (:func:`_as_state_dir_owner`), and building every sub-parser is most of a parse."""
+    command = command_of(words)
     return parser(command, listed=command is None and not HEAVY_COMMANDS & set(words))
 
 
