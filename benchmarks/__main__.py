@@ -103,6 +103,41 @@ ROWS = (
         lambda f: f["report_ms_2000"] <= 1.5,
     ),
     Row(
+        "status --check start (record of the config)",
+        "bench_cli",
+        lambda f: (
+            f"{f['check_cpu_s']:.3f} s CPU, {f['check_rss_mib']:.1f} MiB",
+            f"python + sqlite3 reading its rows {f['check_floor_cpu_s']:.3f} s, "
+            f"{f['check_floor_rss_mib']:.1f} MiB",
+            f"{f['check_ratio']:.2f} x",
+        ),
+        "<= 3 x, <= 25 MiB",
+        lambda f: f["check_ratio"] <= 3 and f["check_rss_mib"] <= 25,
+    ),
+    Row(
+        "--help / --version start",
+        "bench_cli",
+        lambda f: (
+            f"{f['help_cpu_s']:.3f} / {f['version_cpu_s']:.3f} s CPU",
+            f"bare interpreter {f['bare_cpu_s']:.3f} s",
+            f"{max(f['help_cpu_s'], f['version_cpu_s']) / f['bare_cpu_s']:.2f} x",
+        ),
+        "<= 0.06 s",
+        lambda f: max(f["help_cpu_s"], f["version_cpu_s"]) <= 0.06,
+    ),
+    Row(
+        "status, usage, alerts, report start",
+        "bench_cli",
+        lambda f: (
+            " / ".join(f"{f[f'{n}_cpu_s']:.3f}" for n in ("status", "usage", "alerts", "report"))
+            + f" s CPU; {f['commands_extra_packages']:.0f} package(s) beyond their deps",
+            f"import pydantic, yaml, msgspec, sqlite3 {f['deps_cpu_s']:.3f} s",
+            f"{f['commands_worst_ratio']:.2f} x (worst)",
+        ),
+        "<= 2 x, nothing beyond",
+        lambda f: f["commands_worst_ratio"] <= 2 and f["commands_extra_packages"] == 0,
+    ),
+    Row(
         "make test (the suite, -n 6)",
         "bench_suite",
         lambda f: (

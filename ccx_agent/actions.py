@@ -10,12 +10,11 @@ import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import IO, TextIO
+from typing import IO, TYPE_CHECKING, TextIO
 
 from ccx_agent import config as config_mod
 from ccx_agent import statedir, userfiles
 from ccx_agent import status as status_mod
-from ccx_agent.agent import Agent, Outcome
 from ccx_agent.commands import _now, _problems, _with_agent
 from ccx_agent.errors import EX_FAILED, EX_USAGE, AgentError
 from ccx_agent.instance import Open, open_store
@@ -24,6 +23,9 @@ from ccx_agent.licensing.catalogue import CATALOGUE, tags_of
 from ccx_agent.licensing.control import admit as admission
 from ccx_agent.licensing.lifecycle import ProductState
 from ccx_agent.yamldoc import DocumentError, one_of
+
+if TYPE_CHECKING:
+    from ccx_agent.agent import Agent, Outcome
 
 #: The longest token file read (an ID token is a few hundred characters).
 MAX_TOKEN_BYTES = 64 * 1024
@@ -41,6 +43,8 @@ def sync(path: Path, out: TextIO | None = None, err: TextIO | None = None) -> in
     interval, so the second finds nothing to close, and SSM acknowledges a report id it
     already has without counting it again.
     """
+
+    from ccx_agent.agent import Outcome  # noqa: PLC0415 - the agent only where it runs
 
     def act(agent: Agent, now: datetime) -> Outcome:
         closed = agent.close_intervals(now)

@@ -169,6 +169,18 @@ COMMANDS: dict[str, tuple[str, list[tuple[int, str]]]] = {
 }
 
 
+#: The one line ``--help`` lists for each command whose parser its own module builds
+#: (:data:`ccx_agent.cli.HEAVY_COMMANDS`), in the order they are registered: those
+#: modules use these, and ``ccx-agent --help`` lists them without importing those modules.
+LISTED = {
+    "ssm": "run or administer the SSM simulator (a lab SSM on loopback)",
+    "report": "the license consumption report: usage per period and tag, from the database",
+    "alerts": "the alert log: every alert raised, oldest first",
+    "features": "the license feature list: each type's tags and features",
+    "offline": "air-gapped sites: export requests to a file, import SSM's answers",
+}
+
+
 def epilog(codes: list[tuple[int, str]]) -> str:
     lines = ["exit status:"]
     every = sorted({code: meaning for code, meaning in [*codes, *_ALWAYS]}.items())

@@ -45,8 +45,8 @@ from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from ccx_agent import checkconfig, earlysignals, instance, jobhealth, logs, statedir
 from ccx_agent import config as config_mod
-from ccx_agent import earlysignals, instance, jobhealth, logs, statedir
 from ccx_agent.agent import Agent
 from ccx_agent.config import Config
 from ccx_agent.errors import AgentError, LocalError
@@ -166,6 +166,17 @@ class Daemon:
         """Every part, in the order that lets a failure close what was opened before
         it (:meth:`Runtime.open <ccx_agent.runtime.Runtime.open>`)."""
         self.run_on = self.runtime.open(cfg)
+
+    def record_config(self, cfg: Config, before: str | None) -> None:
+        """Record what the config file means for ``status --check``, validated from the
+        bytes of digest ``before`` (:mod:`ccx_agent.checkconfig`). Best effort: without
+        the record the check validates the file itself."""
+        if self.store is None:
+            return
+        try:
+            checkconfig.record(self.store, self.path, cfg, before)
+        except Exception as exc:
+            log.debug("config not recorded for status --check", error=str(exc))
 
     def _emitter(self, run: Running) -> Callable[[Sequence[AlertRow]], None]:
         """Hand alert rows to the syslog sink. A row is marked emitted in the database
@@ -565,6 +576,7 @@ class Daemon:
     def _reload(self) -> None:
         """Re-read the config; apply it only if it is valid, else keep the old one."""
         old = self.run_on
+        before = checkconfig.digest(self.path)
         try:
             cfg = config_mod.load(self.path)
         except DocumentError as exc:
@@ -601,6 +613,7 @@ class Daemon:
                 replace_existing=True,  # one pending run closes all that were retired
             )
         self._schedule(new)
+        self.record_config(cfg, before)
         log.info("config reloaded", path=str(self.path))
 
     # --- the life ---------------------------------------------------------------------
@@ -730,6 +743,7 @@ def _start(daemon: Daemon, path: Path, err: TextIO, log_level: str) -> int:
     if earlysignals.take_held_hangup():
         # One came while the interpreter was still importing: a reload, once running.
         daemon.request_reload()
+    before = checkconfig.digest(path)
     try:
         cfg = config_mod.load(path)
     except DocumentError as exc:
@@ -772,6 +786,7 @@ def _start(daemon: Daemon, path: Path, err: TextIO, log_level: str) -> int:
         # goes to the journal, AGENT_INIT_FAILED says so, and systemd may restart us.
         log.exception("cannot start: internal error")
         return _cannot_start(cfg, daemon, exc, EX_FAILED, err, bug=True)
+    daemon.record_config(cfg, before)
     return daemon.run()
 
 

@@ -14,15 +14,13 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any
-
-import msgspec
+from typing import TYPE_CHECKING, Any
 
 from ccx_agent import sqlite, statedir
 from ccx_agent.errors import LocalError
@@ -39,6 +37,9 @@ from ccx_agent.licensing.lifecycle import (
 )
 from ccx_agent.licensing.timeutil import parse_iso
 from ccx_agent.ssm.port import Credentials
+
+if TYPE_CHECKING:
+    import msgspec
 
 DB_NAME = statedir.DB_NAME
 
@@ -255,9 +256,10 @@ def state_to_json(state: ProductState) -> str:
         "report_next_attempt": _ts(state.report_next_attempt),
         "marks": {k: _ts(v) for k, v in state.marks.items()},
     }
+    encoder, encode_error = _sorted_json()
     try:
-        raw = _SORTED_JSON.encode(doc)
-    except (OverflowError, msgspec.EncodeError):  # an integer beyond 64 bits
+        raw = encoder.encode(doc)
+    except (OverflowError, encode_error):  # an integer beyond 64 bits
         raw = b"\x80"
     if raw.isascii() and "e" not in repr(doc["evaluation_used_s"]):
         return raw.decode("ascii")
@@ -266,12 +268,28 @@ def state_to_json(state: ProductState) -> str:
     return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
 
-_DECODE_JSON = msgspec.json.Decoder().decode
+@functools.cache
+def _sorted_json() -> tuple[msgspec.json.Encoder, type[Exception]]:
+    """Writes what ``json.dumps(doc, sort_keys=True, separators=(",", ":"))`` writes for
+    the state's document when it is ASCII and has no float in exponent form, about 7
+    times faster (a simulated year saves the state some 40,000 times). msgspec is
+    imported on first use: a command that only reads a few rows (``status --check``,
+    run every minute) never needs it."""
+    import msgspec  # noqa: PLC0415
 
-#: Writes what ``json.dumps(doc, sort_keys=True, separators=(",", ":"))`` writes for the
-#: state's document when it is ASCII and has no float in exponent form, about 7 times
-#: faster (a simulated year saves the state some 40,000 times).
-_SORTED_JSON = msgspec.json.Encoder(order="sorted")
+    return msgspec.json.Encoder(order="sorted"), msgspec.EncodeError
+
+
+@functools.cache
+def _json_decoder() -> tuple[Callable[[str], Any], type[Exception]]:
+    import msgspec  # noqa: PLC0415 - see _sorted_json
+
+    return msgspec.json.Decoder().decode, msgspec.DecodeError
+
+
+#: Below this many rows, ``json.loads`` decodes the interval tags: the same dicts, without
+#: importing msgspec for a read of the last interval or two.
+_FEW_ROWS = 16
 
 
 @functools.lru_cache(maxsize=8)
@@ -498,10 +516,14 @@ class Tx:
         # ``json.loads`` gives for what ``add_intervals`` writes; it in any doubt).
         out = []
         last_text, last = "", None
+        rows = list(rows)
+        decode, decode_error = (
+            _json_decoder() if len(rows) >= _FEW_ROWS else (json.loads, json.JSONDecodeError)
+        )
         for r in rows:
             try:
-                doc = _DECODE_JSON(r[6])
-            except msgspec.DecodeError:
+                doc = decode(r[6])
+            except decode_error:
                 doc = json.loads(r[6])
             tags = {
                 t: TagRecord(

@@ -15,15 +15,19 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
 from yaml.constructor import SafeConstructor
 
 from ccx_agent.userfiles import UserFileError, open_regular, reason
 
-M = TypeVar("M", bound=BaseModel)
+if TYPE_CHECKING:
+    # pydantic only where a model is validated: reading a document, and its problems,
+    # need none of it (``status --check``).
+    from pydantic import BaseModel
+
+M = TypeVar("M", bound="BaseModel")
 Loc = tuple[Any, ...]
 
 #: Exit status for a bad configuration (sysexits.h EX_CONFIG); systemd does not restart on it.
@@ -482,6 +486,8 @@ def read_yaml(path: Path, *, keep_going: bool = False) -> Document:
 
 def _model_at(model: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
     """The sub-model at ``loc`` (list indexes skipped), best effort."""
+    from pydantic import BaseModel  # noqa: PLC0415 - see the imports
+
     current: Any = model
     for part in loc:
         if isinstance(part, int):
@@ -496,6 +502,8 @@ def _model_at(model: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
 
 
 def _sub_model(annotation: Any) -> Any:
+    from pydantic import BaseModel  # noqa: PLC0415 - see the imports
+
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     for arg in getattr(annotation, "__args__", ()) or ():
@@ -663,6 +671,8 @@ def _hashable(value: object) -> bool:
 
 def validate_value(model: type[M], doc: Document, prefix: Loc, value: Any) -> Outcome[M]:
     """Validate ``value`` (found at ``prefix`` in ``doc``) without raising."""
+    from pydantic import ValidationError  # noqa: PLC0415 - see the imports
+
     if not isinstance(value, dict):
         what = "the file must" if not prefix else "must"
         msg = f"{what} be a mapping of keys (key: value lines), got {show(value)}"

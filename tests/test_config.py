@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from ccx_agent import commands, config
+from ccx_agent import commands, config, configpath
 from ccx_agent.cli import main
 from ccx_agent.config import CommonConfig, Config, FileSource, check, load
 from ccx_agent.licensing.alerts import Style
@@ -362,7 +362,7 @@ def test_without_config_the_default_path_is_used(
 ) -> None:
     monkeypatch.delenv("CCX_AGENT_CONFIG", raising=False)
     default = tmp_path / "etc" / "ccx-agent.yaml"
-    monkeypatch.setattr(config, "DEFAULT_PATH", default)
+    monkeypatch.setattr(configpath, "DEFAULT_PATH", default)
     assert main(["check-config"]) == 78
     assert capsys.readouterr().err.startswith(f"{default}:1: (file): no such file")
     default.parent.mkdir()
@@ -374,7 +374,7 @@ def test_without_config_the_default_path_is_used(
 def test_environment_variable_names_the_file(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(config, "DEFAULT_PATH", tmp_path / "never-read.yaml")
+    monkeypatch.setattr(configpath, "DEFAULT_PATH", tmp_path / "never-read.yaml")
     bad = BAD / "threshold_zero.yaml"
     monkeypatch.setenv("CCX_AGENT_CONFIG", str(bad))
     assert main(["check-config"]) == 78

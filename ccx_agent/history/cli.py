@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
+from ccx_agent import cli_help
 from ccx_agent import config as config_mod
 from ccx_agent.errors import EX_CONFIG, EX_USAGE, AgentError
 from ccx_agent.history import alertlog, features, render_csv, render_json, render_text
@@ -43,7 +44,7 @@ ALERTS_SPAN = DEFAULT_SPAN
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r = sub.add_parser(
         "report",
-        help="the license consumption report: usage per period and tag, from the database",
+        help=cli_help.LISTED["report"],
     )
     r.add_argument(
         "--from", dest="start", metavar="WHEN", help="ISO 8601 (default: 7 days before --to)"
@@ -59,10 +60,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     r.add_argument("--format", choices=FORMATS, default="text", help="output format (text)")
     r.add_argument("--output", type=Path, metavar="FILE", help="write to FILE, not stdout")
-    a = sub.add_parser("alerts", help="the alert log: every alert raised, oldest first")
+    a = sub.add_parser("alerts", help=cli_help.LISTED["alerts"])
     a.add_argument("--since", metavar="WHEN", help="ISO 8601 (default: 7 days ago)")
     a.add_argument("--json", action="store_true", help="machine-readable output")
-    f = sub.add_parser("features", help="the license feature list: each type's tags and features")
+    f = sub.add_parser("features", help=cli_help.LISTED["features"])
     f.add_argument("--license-type", metavar="T", help="only this license type")
     f.add_argument("--json", action="store_true", help="machine-readable output")
 

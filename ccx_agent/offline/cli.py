@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from ccx_agent import cli_help
 from ccx_agent import config as config_mod
 from ccx_agent.actions import TokenError, read_token
 from ccx_agent.agent import Agent
@@ -26,9 +27,7 @@ EX_FAILED = 1
 
 
 def add_parser(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "offline", help="air-gapped sites: export requests to a file, import SSM's answers"
-    )
+    p = subparsers.add_parser("offline", help=cli_help.LISTED["offline"])
     sub = p.add_subparsers(dest="offline_command", required=True, metavar="ACTION")
     e = sub.add_parser(
         "export", help="write the pending reports and due renewals, signed, to one file"
