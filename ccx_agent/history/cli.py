@@ -201,6 +201,7 @@ def report(
                 by=period,
                 tags=chosen,
                 alerts=raised,
+                axis_from_data=start is None,
             )
         )
 

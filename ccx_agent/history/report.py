@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from ccx_agent.licensing.alerts import Mnemonic, spec_of
 from ccx_agent.licensing.compliance import TagState
@@ -98,8 +98,10 @@ def stored_to_iso(text: str) -> str:
     return iso(datetime.fromisoformat(text))
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
+class Row(NamedTuple):
+    """One (period, tag) row, in the column order of the CSV header: renderers read it
+    by position, so a plain tuple of the same shape is a row too."""
+
     start: str
     end: str
     tag: str
@@ -111,17 +113,7 @@ class Row:
     no_data: int
 
     def as_json(self) -> dict[str, Any]:
-        return {
-            "start": self.start,
-            "end": self.end,
-            "tag": self.tag,
-            "usage": self.usage,
-            "entitlement": self.entitlement,
-            "reported": self.reported,
-            "state": self.state,
-            "intervals": self.intervals,
-            "no_data": self.no_data,
-        }
+        return dict(zip(Row._fields, self, strict=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +164,9 @@ class Report:
     rows: list[Row]
     summary: list[TagSummary]
     alerts: list[ReportAlert] = field(default_factory=list)
+    #: No ``--from`` was given: a chart's time axis starts at the first row, not at the
+    #: default range's start (a young instance's history would be squeezed to the right).
+    axis_from_data: bool = False
 
     def as_json(self) -> dict[str, Any]:
         """The documented ``report --format json`` shape (docs/reports.md)."""
@@ -213,6 +208,7 @@ def build(
     by: str,
     tags: Sequence[str],
     alerts: Iterable[AlertRow] = (),
+    axis_from_data: bool = False,
 ) -> Report:
     """Aggregate per-interval rows (ordered by start, as the store gives them) into the
     report of ``tags`` over ``[start, end)`` by ``by``."""
@@ -303,4 +299,5 @@ def build(
         out_rows,
         summary,
         report_alerts(alerts, wanted),
+        axis_from_data,
     )
