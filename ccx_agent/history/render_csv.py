@@ -25,7 +25,5 @@ def write(report: Report, out: TextIO) -> None:
     """Write the rows; an unknown value (no data, nothing reported) is an empty field."""
     w = csv.writer(out, lineterminator="\r\n")
     w.writerow(HEADER)
-    w.writerows(
-        (r.start, r.end, r.tag, r.usage, r.entitlement, r.reported, r.state, r.intervals, r.no_data)
-        for r in report.rows
-    )
+    # The rows are tuples in the header's order, streamed as they are aggregated.
+    w.writerows(report.rows)
