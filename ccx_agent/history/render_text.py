@@ -78,8 +78,9 @@ def _write_table(report: Report, widths: list[int], out: TextIO) -> None:
     ).format
     unit = _UNIT[report.by]
     buf: list[str] = [
-        line("start", "tag", "usage", "entitlement", "reported", "state", "intervals", "no_data")
-        .rstrip()
+        line(
+            "start", "tag", "usage", "entitlement", "reported", "state", "intervals", "no_data"
+        ).rstrip()
     ]
     previous: list[tuple[Any, ...]] | None = None
     folded = 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -316,3 +317,34 @@ def test_features_unknown_type_is_exit_2(capsys: pytest.CaptureFixture[str]) -> 
     err = capsys.readouterr().err
     assert err.startswith("error: --license-type: unknown license type 'flexx'")
     assert len(err.splitlines()) == 1
+
+
+# --- a year's report streams: memory flat in the range (issue 26) ------------------------
+
+
+def _peak_rss_mib(argv: list[str]) -> float:
+    """Peak RSS of a real ``python -m ccx_agent`` process, from the kernel (wait4)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ccx_agent", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    assert status == 0, proc.stderr.read() if proc.stderr else status
+    if proc.stderr:
+        proc.stderr.close()
+    return usage.ru_maxrss / 1024
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv", "text", "html"])
+def test_a_years_report_holds_no_year_in_memory(
+    year_instance: Path, tmp_path: Path, fmt: str
+) -> None:
+    # Before the rows streamed, a year by interval took 143-176 MiB against 54 MiB for an
+    # empty range: the whole list of rows, a Row per row, the whole text in memory.
+    common = ["--config", str(year_instance), "report", "--by", "interval", "--format", fmt]
+    out = str(tmp_path / f"report.{fmt}")
+    empty = _peak_rss_mib([*common, "--from", "2029-01-01", "--to", "2029-01-02", "--output", out])
+    year = _peak_rss_mib([*common, "--from", "2027-01-04", "--to", "2028-01-04", "--output", out])
+    assert Path(out).stat().st_size > 1_000_000
+    assert year - empty < 16, (year, empty)

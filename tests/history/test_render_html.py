@@ -31,10 +31,6 @@ from tests.history.instance import (
     YEAR_INTERVALS,
     YEAR_PEAK,
     YEAR_PEAK_AT,
-    config,
-    write,
-    year_alerts,
-    year_records,
 )
 
 CONSOLE_SCRIPT = Path(sys.executable).parent / "ccx-agent"
@@ -151,15 +147,14 @@ def _browser(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def year(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:  # type: ignore[type-arg]
+def year(tmp_path_factory: pytest.TempPathFactory, year_instance: Path) -> tuple[Path, dict]:  # type: ignore[type-arg]
     """A year of intervals (35,040 x 3 tags) as HTML and JSON, made by the console script."""
     if _chromium() is None:
         if os.environ.get("CI"):
             pytest.fail("chromium is not installed, and CI must run the browser test")
         pytest.skip("chromium is not installed (Debian package 'chromium')")
     tmp = tmp_path_factory.mktemp("year")
-    write(tmp / "state", year_records(), year_alerts())
-    cfg = config(tmp)
+    cfg = year_instance
     common = [str(CONSOLE_SCRIPT), "--config", str(cfg), "report", "--by", "interval"]
     common += ["--from", "2027-01-04", "--to", "2028-01-04"]
     for fmt in ("html", "json"):
@@ -374,6 +369,7 @@ document.documentElement.setAttribute('data-lengths',JSON.stringify(out));})();<
 )
 def test_every_usage_line_has_a_length_in_chromium(
     year: tuple[Path, dict],  # type: ignore[type-arg]
+    year_instance: Path,
     args: list[str],
 ) -> None:
     # Issue 25.1: every report of fewer than about 940 points drew no usage line.
@@ -382,7 +378,7 @@ def test_every_usage_line_has_a_length_in_chromium(
     done = subprocess.run(
         [
             str(CONSOLE_SCRIPT),
-            *("--config", str(tmp / "agent.yaml"), "report", *args),
+            *("--config", str(year_instance), "report", *args),
             *("--format", "html", "--output", str(page_path)),
         ],
         capture_output=True,
