@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -322,18 +321,28 @@ def test_features_unknown_type_is_exit_2(capsys: pytest.CaptureFixture[str]) -> 
 # --- a year's report streams: memory flat in the range (issue 26) ------------------------
 
 
+#: Runs the command from a small interpreter and prints its peak RSS (KiB) from wait4.
+#: A child forked straight from pytest would count pytest's own pages in its peak (the
+#: kernel keeps the high-water mark across exec).
+_LAUNCH = """import os, subprocess, sys
+proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
+_, status, usage = os.wait4(proc.pid, 0)
+print(status, usage.ru_maxrss)
+"""
+
+
 def _peak_rss_mib(argv: list[str]) -> float:
-    """Peak RSS of a real ``python -m ccx_agent`` process, from the kernel (wait4)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ccx_agent", *argv],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+    """Peak RSS of a real ``python -m ccx_agent`` process, from the kernel."""
+    done = subprocess.run(
+        [sys.executable, "-c", _LAUNCH, sys.executable, "-m", "ccx_agent", *argv],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
     )
-    _, status, usage = os.wait4(proc.pid, 0)
-    assert status == 0, proc.stderr.read() if proc.stderr else status
-    if proc.stderr:
-        proc.stderr.close()
-    return usage.ru_maxrss / 1024
+    status, kib = done.stdout.split()
+    assert status == "0", done.stderr
+    return int(kib) / 1024
 
 
 @pytest.mark.parametrize("fmt", ["json", "csv", "text", "html"])
