@@ -44,27 +44,15 @@ def _widths(report: Report) -> list[int] | None:
     """The first pass: the width of each table column (None: no row). A folded period
     repeats the cells of a period shown, so the widths over every row are those of the
     lines shown."""
+    ext = report.extents()
+    if ext is None:
+        return None
     header = ("start", "tag", "usage", "entitlement", "reported", "state", "intervals", "no_data")
     w = [len(h) for h in header]
-    seen = False
-    tags: set[str] = set()
-    states: set[str] = set()
-    top = [0, 0, 0, 0, 0]
-    starts = 0
-    for s, _e, tag, usage, ent, rep, state, n, nd in report.rows:
-        seen = True
-        tags.add(tag)
-        states.add(state)
-        starts = max(starts, len(s))
-        for i, v in enumerate((usage, ent, rep, n, nd)):
-            if v is not None and v > top[i]:
-                top[i] = v
-    if not seen:
-        return None
-    w[0] = max(w[0], starts)
-    w[1] = max(w[1], *map(len, tags))
-    w[5] = max(w[5], *map(len, states))
-    for col, v in zip((2, 3, 4, 6, 7), top, strict=True):
+    w[0] = max(w[0], ext.start_len)
+    w[1] = max(w[1], *map(len, ext.tags))
+    w[5] = max(w[5], *map(len, ext.states))
+    for col, v in zip((2, 3, 4, 6, 7), ext.top, strict=True):
         w[col] = max(w[col], len(str(v)))
     return w
 
@@ -82,14 +70,14 @@ def _write_table(report: Report, widths: list[int], out: TextIO) -> None:
             "start", "tag", "usage", "entitlement", "reported", "state", "intervals", "no_data"
         ).rstrip()
     ]
-    previous: list[tuple[Any, ...]] | None = None
+    previous: list[Sequence[Any]] | None = None
     folded = 0
     last_start = ""
     group: list[Sequence[Any]] = []
 
     def period() -> None:
         nonlocal previous, folded, last_start
-        cells = [tuple(r[2:]) for r in group]
+        cells = [r[2:] for r in group]
         if cells == previous:
             folded += 1
             last_start = group[0][0]
@@ -98,19 +86,21 @@ def _write_table(report: Report, widths: list[int], out: TextIO) -> None:
             buf.append(f"  (+{folded} more {unit} alike, to {last_start})")
         folded = 0
         previous = cells
+        # The last column is a right-aligned number: a line has no trailing space.
         first = True
         for r in group:
+            u, e, p = r[3], r[4], r[5]
             buf.append(
                 line(
                     r[0] if first else "",
                     r[2],
-                    _cell(r[3]),
-                    _cell(r[4]),
-                    _cell(r[5]),
+                    "-" if u is None else u,
+                    "-" if e is None else e,
+                    "-" if p is None else p,
                     r[6],
                     r[7],
                     r[8],
-                ).rstrip()
+                )
             )
             first = False
         if len(buf) >= 1000:

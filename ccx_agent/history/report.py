@@ -217,6 +217,46 @@ class Report:
             raise RuntimeError("the summary is known once the rows have been read")
         return self._summary
 
+    def extents(self) -> Extents | None:
+        """What the rows hold, for a writer that sizes its columns before writing them
+        (None: no row). One pass; by interval a row is an interval, so the source is
+        scanned without aggregating it."""
+        if self.by != "interval":
+            return _extents(self.rows)
+        keep = set(self.tags)
+        tags: set[str] = set()
+        states: set[str] = set()
+        mu = me = mr = 0
+        with_data = no_data = False
+        starts = 0
+        s_prev = ""
+        for s_text, _e, tag, usage, ent, rep, state in self._source():
+            if tag not in keep:
+                continue
+            tags.add(tag)
+            states.add(state)
+            if s_text != s_prev:
+                s_prev = s_text
+                starts = max(starts, len(stored_to_iso(s_text)))
+            if usage is None:
+                no_data = True
+            else:
+                with_data = True
+                if usage > mu:  # noqa: PLR1730 - cheaper than max() per row
+                    mu = usage
+            if ent is not None and ent > me:
+                me = ent
+            if rep is not None and rep > mr:
+                mr = rep
+        if not tags:
+            return None
+        return Extents(
+            starts,
+            frozenset(tags),
+            frozenset(STATES[_RANK.get(st, 0)] for st in states),
+            (mu, me, mr, int(with_data), int(no_data)),
+        )
+
     def as_json(self) -> dict[str, Any]:
         """The documented ``report --format json`` shape (docs/reports.md), as objects;
         ``report --format json`` writes the same text as it streams."""
@@ -230,6 +270,44 @@ class Report:
             "summary": [s.as_json() for s in self.summary],
             "alerts": [a.as_json() for a in self.alerts],
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Extents:
+    """What a report's rows hold: the longest start, the tags and states that occur, and
+    the highest usage, entitlement, reported value, intervals and no_data."""
+
+    start_len: int
+    tags: frozenset[str]
+    states: frozenset[str]
+    top: tuple[int, int, int, int, int]
+
+
+def _extents(rows: Iterable[Sequence[Any]]) -> Extents | None:
+    tags: set[str] = set()
+    states: set[str] = set()
+    mu = me = mr = mn = mnd = 0
+    starts = 0
+    s_prev = ""
+    for s, _e, tag, usage, ent, rep, state, n, nd in rows:
+        tags.add(tag)
+        states.add(state)
+        if s != s_prev:
+            s_prev = s
+            starts = max(starts, len(s))
+        if usage is not None and usage > mu:
+            mu = usage
+        if ent is not None and ent > me:
+            me = ent
+        if rep is not None and rep > mr:
+            mr = rep
+        if n > mn:  # noqa: PLR1730 - cheaper than max() per row
+            mn = n
+        if nd > mnd:  # noqa: PLR1730 - cheaper than max() per row
+            mnd = nd
+    if not tags:
+        return None
+    return Extents(starts, frozenset(tags), frozenset(states), (mu, me, mr, mn, mnd))
 
 
 class _Passes:
