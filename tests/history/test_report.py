@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ccx_agent.history import render_csv, render_json
+from ccx_agent.history import render_csv, render_json, render_text
 from ccx_agent.history.report import (
     WhenError,
     build,
@@ -360,3 +360,25 @@ def rows_of_existing(path: Path) -> list[Any]:
             return list(tx.iter_interval_tag_rows(T0, T0 + timedelta(days=1)))
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("by", ["interval", "day"])
+def test_an_empty_range_as_text_has_its_summary(tmp_path: Path, by: str) -> None:
+    path = write(tmp_path / "state", _alike_records())
+    store = Store(path, readonly=True)
+    try:
+        with store.read() as tx:
+            later = T0 + timedelta(days=30)
+            rep = stream(
+                lambda: tx.iter_interval_tag_rows(later, later + STEP),
+                license_type="flex",
+                start=later,
+                end=later + STEP,
+                by=by,
+                tags=[P],
+            )
+            text = render_text.format_text(rep)
+    finally:
+        store.close()
+    assert "no closed intervals in this range" in text
+    assert f"{P}     -  -" in text
