@@ -205,28 +205,33 @@ class _Chart:
         # (usage, start text, column) of the first highest usage.
         self.peak: tuple[int, str, int] | None = None
 
-    @staticmethod
-    def _bucket(buckets: list[list[Any]], col: int, ts0: float, ts1: float, v: int) -> None:
-        if buckets:
-            b = buckets[-1]
-            if b[0] == col:
-                b[2] = ts1
-                b[3] = max(b[3], v)
-                return
-        buckets.append([col, ts0, ts1, v])
-
     def add(
-        self, sc: _Scale, start: str, end: str, ts0: float, ts1: float, row: Sequence[Any]
+        self, col: int, start: str, end: str, ts0: float, ts1: float, row: Sequence[Any]
     ) -> None:
+        """One row, in time order; ``col`` is the pixel column of its start."""
         self.points += 1
-        col = sc.column(ts0)
         usage, ent, state = row[3], row[4], row[6]
+        # Buckets: the last one grows while rows fall in its column (inline: per row).
         if usage is not None:
-            self._bucket(self.usage, col, ts0, ts1, usage)
+            bs = self.usage
+            if bs and bs[-1][0] == col:
+                b = bs[-1]
+                b[2] = ts1
+                if usage > b[3]:  # noqa: PLR1730 - cheaper than max() per row
+                    b[3] = usage
+            else:
+                bs.append([col, ts0, ts1, usage])
             if self.peak is None or usage > self.peak[0]:
                 self.peak = (usage, start, col)
         if ent is not None:
-            self._bucket(self.ent, col, ts0, ts1, ent)
+            bs = self.ent
+            if bs and bs[-1][0] == col:
+                b = bs[-1]
+                b[2] = ts1
+                if ent > b[3]:  # noqa: PLR1730 - cheaper than max() per row
+                    b[3] = ent
+            else:
+                bs.append([col, ts0, ts1, ent])
         shade = _SHADE.get(state)
         if shade is not None:
             if shade == self._shade:
@@ -466,11 +471,13 @@ def write(report: Report, out: TextIO) -> None:
     # The rows of one period share its start, and a period's end is usually the next
     # one's start: the last two conversions are kept.
     p_start, p_end, p_ts0, p_ts1 = "", "", 0.0, 0.0
+    col = -1
     for row in report.rows:
         start, end = row[0], row[1]
         if start != p_start:
             p_ts0 = p_ts1 if start == p_end else datetime.fromisoformat(start).timestamp()
             p_start = start
+            col = -1
         if end != p_end:
             p_ts1 = datetime.fromisoformat(end).timestamp()
             p_end = end
@@ -480,8 +487,11 @@ def write(report: Report, out: TextIO) -> None:
             if report.axis_from_data and ts0 > t0:
                 t0 = ts0
             sc = _Scale(t0, axis_end)
-        charts[row[2]].add(sc, start, end, ts0, ts1, row)
-        table.add(row)
+        if col < 0:
+            col = sc.column(ts0)
+        charts[row[2]].add(col, start, end, ts0, ts1, row)
+        if not table.truncated:
+            table.add(row)
         count += 1
     if sc is None:
         sc = _Scale(report.start.timestamp(), axis_end)
