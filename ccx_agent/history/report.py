@@ -1,8 +1,11 @@
 """The License Consumption Report: closed intervals in, rows per (period, tag) out.
 
-Pure: the rows come from :meth:`ccx_agent.store.Tx.interval_tag_rows`, the instant "now"
-is passed in, and nothing here reads a clock or a file. The renderers (text, CSV, JSON,
-HTML) all draw from one :class:`Report`, so every format shows the same numbers.
+Pure: the rows come from a source the caller gives (the command's is the store's cursor,
+:meth:`ccx_agent.store.Tx.iter_interval_tag_rows`), the instant "now" is passed in, and
+nothing here reads a clock or a file. The renderers (text, CSV, JSON, HTML) all draw
+from one :class:`Report`, so every format shows the same numbers. The rows are
+aggregated as they stream (:func:`stream`): a year's report never holds its rows, so its
+memory does not grow with the range (docs/performance.md).
 
 A row is CUIC's "maximum seats per license" for one period: ``usage`` is the highest
 interval peak in it, ``entitlement`` and ``reported`` their highest, ``state`` the worst
