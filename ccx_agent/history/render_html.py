@@ -175,11 +175,12 @@ def ticks(t0: datetime, t1: datetime) -> list[tuple[datetime, str]]:
         if len(chosen) <= MAX_TICKS:
             break
     if kind in ("min", "hour"):
-        fmt = "%Y-%m-%d %H:%M"
-    elif kind in ("day", "week"):
-        fmt = "%Y-%m-%d"
-    else:
-        fmt = "%Y-%m"
+        # The date on the first mark and at midnight only: the rest is the same day.
+        return [
+            (ts, ts.strftime("%Y-%m-%d %H:%M" if i == 0 or ts.hour == ts.minute == 0 else "%H:%M"))
+            for i, ts in enumerate(chosen)
+        ]
+    fmt = "%Y-%m-%d" if kind in ("day", "week") else "%Y-%m"
     return [(ts, ts.strftime(fmt)) for ts in chosen]
 
 
