@@ -767,7 +767,7 @@ class Tx:
         ):
             try:
                 doc = decode(tags)
-            except msgspec.ValidationError:
+            except msgspec.DecodeError:  # not the usual shape: read (or fail) as before
                 loose = json.loads(tags)
                 for tag in sorted(loose):
                     v = loose[tag]
