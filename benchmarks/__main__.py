@@ -34,6 +34,29 @@ class Row:
     met: Callable[[Figures], bool]
 
 
+def _report_row(fmt: str) -> Row:
+    """Issue 26: a year's report in one format, as a new process (CPU and peak RSS)."""
+
+    def show(f: Figures) -> tuple[str, str, str]:
+        return (
+            f"{f[fmt + '_cpu_s']:.2f} s CPU, {f[fmt + '_rss_mib']:.1f} MiB "
+            f"(start-up {f['startup_cpu_s']:.2f} s, {f['startup_rss_mib']:.1f} MiB)",
+            f"bare SELECT {f['bare_cpu_s']:.3f} s, {f['bare_rss_mib']:.1f} MiB",
+            f"{f[fmt + '_cpu_ratio']:.1f} x CPU, {f[fmt + '_rss_ratio']:.2f} x RSS",
+        )
+
+    def met(f: Figures) -> bool:
+        return f[fmt + "_cpu_s"] <= 0.5 and f[fmt + "_rss_mib"] <= 64
+
+    return Row(
+        f"report over a year by interval, {fmt} (a new process)",
+        "bench_report",
+        show,
+        "<= 0.5 s CPU, <= 64 MiB",
+        met,
+    )
+
+
 ROWS = (
     Row(
         "consumption of a 100,000-agent snapshot (product path)",
@@ -102,6 +125,7 @@ ROWS = (
         "<= 1.5 ms, flat",
         lambda f: f["report_ms_2000"] <= 1.5,
     ),
+    *(_report_row(fmt) for fmt in ("json", "csv", "text", "html")),
     Row(
         "status --check start (record of the config)",
         "bench_cli",

@@ -25,9 +25,9 @@ from ccx_agent.history.report import (
     DEFAULT_SPAN,
     Report,
     WhenError,
-    build,
     default_by,
     parse_when,
+    stream,
 )
 from ccx_agent.instance import Open, open_store
 from ccx_agent.licensing.catalogue import LicenseType, tags_of
@@ -184,37 +184,39 @@ def report(
     made: list[Report] = []
 
     def work(store: Store) -> None:
+        # The rows stream from the cursor through the aggregation to the writer, all
+        # inside one read snapshot: no list of a year's rows is ever held.
         with store.read() as tx:
-            rows = tx.interval_tag_rows(since, until)
             raised = [a for a, _ in tx.alert_log(since) if a.time < until]
-        made.append(
-            build(
-                rows,
+            result = stream(
+                lambda: tx.iter_interval_tag_rows(since, until),
                 license_type=lt.value,
                 start=since,
                 end=until,
                 by=period,
                 tags=chosen,
                 alerts=raised,
+                axis_from_data=start is None,
             )
-        )
+            if output is None:
+                render(result, fmt, out)
+            else:
+                _write_atomic(output, lambda f: render(result, fmt, f))
+            made.append(result)
 
-    code = _read(cfg, err, work)
-    if code:
-        return code
-    result = made[0]
-    if output is None:
-        render(result, fmt, out)
-        return 0
     try:
-        _write_atomic(output, lambda f: render(result, fmt, f))
+        code = _read(cfg, err, work)
     except UserFileError as exc:
         print(f"error: {exc}", file=err)
         return 1
     except OSError as exc:
+        if output is None:
+            raise
         print(f"error: {output}: cannot write the report: {reason(exc)}", file=err)
         return 1
-    print(f"{output}: {len(result.rows)} rows by {period}, {fmt}", file=out)
+    if code or output is None:
+        return code
+    print(f"{output}: {made[0].count} rows by {period}, {fmt}", file=out)
     return 0
 
 
