@@ -159,6 +159,9 @@ class Daemon:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
+        held = earlysignals.take_held_stop()
+        if held:  # a stop while the interpreter was still importing: a clean stop now
+            self._on_stop(held, None)
 
     def open(self, cfg: Config) -> None:
         """Every part, in the order that lets a failure close what was opened before
