@@ -93,6 +93,17 @@ ROWS = (
         lambda f: f["ratio"] <= 1.10 and f["idle_cpu_percent"] <= 0.1,
     ),
     Row(
+        "daemon idle wake-ups",
+        "bench_daemon",
+        lambda f: (
+            f"{f['wakeups_per_s']:.2f} /s",
+            f"bare interpreter {f['bare_wakeups_per_s']:.2f} /s",
+            "",
+        ),
+        "<= 0.3 /s",
+        lambda f: f["wakeups_per_s"] <= 0.3,
+    ),
+    Row(
         "simulate 400 days, quiet",
         "bench_simulate",
         lambda f: (

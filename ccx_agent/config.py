@@ -1020,7 +1020,10 @@ class CommandSource(SourceSection):
         program = self.command[0]
         if "/" not in program or Path(program).is_absolute():
             return self
-        return self.model_copy(update={"command": [str(base / program), *self.command[1:]]})
+        # Absolute: ``Path(".") / "./snap"`` is ``snap``, which exec would look up on PATH
+        # (a config given as a relative --config).
+        anchored = str((base / program).absolute())
+        return self.model_copy(update={"command": [anchored, *self.command[1:]]})
 
 
 def _increasing(steps: list[ScriptStep]) -> list[ScriptStep]:

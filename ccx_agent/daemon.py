@@ -67,8 +67,10 @@ from ccx_agent.yamldoc import EX_CONFIG, DocumentError
 EX_FAILED = 1
 #: No sample has been taken yet (see ``Daemon._note_origin``).
 _UNSEEN = object()
-#: The heartbeat runs this often when systemd sets no watchdog.
-HEARTBEAT = 30.0
+#: The heartbeat runs this often when systemd sets no watchdog: as often as under the
+#: shipped unit (WatchdogSec=120s, a ping every 60 s). Its only other duty is the stuck
+#: check, whose bound is 10 minutes; each run wakes the scheduler and a worker thread.
+HEARTBEAT = 60.0
 #: A job running longer than this (or the report/sample interval times three, if longer)
 #: is stuck: the watchdog pings stop and systemd restarts the service.
 STUCK_AFTER = timedelta(minutes=10)
@@ -161,6 +163,9 @@ class Daemon:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
+        held = earlysignals.take_held_stop()
+        if held:  # a stop while the interpreter was still importing: a clean stop now
+            self._on_stop(held, None)
 
     def open(self, cfg: Config) -> None:
         """Every part, in the order that lets a failure close what was opened before
@@ -496,7 +501,11 @@ class Daemon:
         )
         self.scheduler.add_job(
             self._guard("heartbeat", self.heartbeat),
-            IntervalTrigger(seconds=every, timezone=UTC),
+            # On the housekeeping's grid (half-way between samples): one wake-up of the
+            # scheduler for both when the intervals agree (an idle daemon wakes less).
+            IntervalTrigger(
+                seconds=every, start_date=EPOCH + timedelta(seconds=sample_s / 2), timezone=UTC
+            ),
             id="heartbeat",
             executor="heartbeat",
             misfire_grace_time=max(1, int(every)),

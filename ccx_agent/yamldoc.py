@@ -36,6 +36,8 @@ EX_CONFIG = 78
 _STR_TAG = "tag:yaml.org,2002:str"
 _INT_TAG = "tag:yaml.org,2002:int"
 _TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+#: The tag of a bool (public: the snapshot reader refuses an unknown one the same way).
+BOOL_TAG = "tag:yaml.org,2002:bool"
 
 #: Values that aliases (``*name``) may add to a document once expanded. A config or a
 #: scenario uses a few anchors at most; nested aliases ("billion laughs") would expand a
@@ -207,7 +209,7 @@ def _key(node: yaml.Node) -> object:
         return node.value
     try:
         return SafeConstructor().construct_object(node, deep=True)
-    except (yaml.YAMLError, ValueError, TypeError, IndexError, OverflowError):
+    except (yaml.YAMLError, ValueError, TypeError, IndexError, OverflowError, KeyError):
         return node.value
 
 
@@ -373,16 +375,31 @@ class _Loader(yaml.SafeLoader):
             raise ValueError(f"more than {sys.get_int_max_str_digits()} digits")
         return value
 
+    def construct_yaml_bool(self, node: yaml.ScalarNode) -> bool:
+        """A bool; ``!!bool maybe`` is refused by name (PyYAML raises a bare KeyError)."""
+        return yaml_bool(self, node)
+
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         try:
             return super().construct_object(node, deep=deep)
-        except (ValueError, IndexError, TypeError, OverflowError) as exc:
+        except (ValueError, IndexError, TypeError, OverflowError, KeyError) as exc:
             # IndexError: PyYAML's float and int constructors index an empty value
             # (``!!float ''``).
             raise _Unconstructable(node, exc) from None
 
 
 _Loader.add_constructor(_INT_TAG, _Loader.construct_yaml_int)
+_Loader.add_constructor(BOOL_TAG, _Loader.construct_yaml_bool)
+
+
+def yaml_bool(constructor: SafeConstructor, node: yaml.ScalarNode) -> bool:
+    """The bool a scalar tagged ``!!bool`` (or resolved as one) stands for; a
+    :class:`ValueError` that says what is allowed when it stands for none."""
+    value = str(constructor.construct_scalar(node))
+    known: bool | None = constructor.bool_values.get(value.lower())
+    if known is None:
+        raise ValueError(f"{value!r} is not one of true/false, yes/no, on/off")
+    return known
 
 
 def _short_tag(tag: str) -> str:

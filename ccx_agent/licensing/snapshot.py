@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import codecs
 import gc
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
@@ -256,8 +257,29 @@ def _unknown(raw: Mapping[Any, Any], allowed: frozenset[str], where: str) -> Non
         raise SnapshotError(f"{where}: unknown field(s) {names} (expected: {expected})")
 
 
+#: A JSON escape of a UTF-16 surrogate (``\ud800``): alone, it decodes to a string no
+#: UTF-8 can hold (an alert naming the agent could not be stored, nor an answer printed).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _not_unicode(value: str) -> bool:
+    """Whether ``value`` holds a lone surrogate (ASCII never does: the common case)."""
+    if value.isascii():
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _str(value: object, where: str, name: str) -> str:
     if isinstance(value, str) and value:
+        if _not_unicode(value):
+            raise SnapshotError(
+                f"{where}: {name}: not valid Unicode text, refused: {_show(value)} holds a "
+                "lone UTF-16 surrogate"
+            )
         return value
     hint = " (write it in quotes)" if isinstance(value, int | float) else ""
     got = "an empty string" if value == "" else _kind(value) if value is None else _show(value)
@@ -361,6 +383,7 @@ def _agents(raw_agents: list[Any]) -> tuple[Agents, list[str], list[tuple[str, s
             if not (
                 type(ident) is str
                 and ident
+                and not _not_unicode(ident)
                 and type(kind) is str
                 and kind in AGENT_TYPES
                 and (outbound is False or outbound is True)
@@ -555,6 +578,8 @@ def parse_snapshot_json(raw: bytes) -> Snapshot | None:
     """
     if raw.startswith(codecs.BOM_UTF8):
         raw = raw[len(codecs.BOM_UTF8) :]
+    if (b"\\ud" in raw or b"\\uD" in raw) and _SURROGATE_ESCAPE.search(raw):
+        return None  # a surrogate, maybe alone: the reference path refuses one by name
     enabled = gc.isenabled()
     gc.disable()
     try:
