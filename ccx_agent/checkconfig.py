@@ -82,12 +82,23 @@ def fingerprint() -> str:
     return h.hexdigest()
 
 
+def _read(path: Path) -> bytes | None:
+    """The file's bytes if it is a regular file that can be read, else None: opened as
+    every config is (:func:`ccx_agent.userfiles.open_regular`), so a FIFO put where the
+    config was never blocks the daemon's reload nor the check."""
+    from ccx_agent.userfiles import UserFileError, open_regular  # noqa: PLC0415
+
+    try:
+        with open_regular(path) as f:
+            return f.read()
+    except (OSError, UserFileError):
+        return None
+
+
 def digest(path: Path) -> str | None:
     """The SHA-256 of the file's bytes; None if it cannot be read."""
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return None
+    raw = _read(path)
+    return None if raw is None else hashlib.sha256(raw).hexdigest()
 
 
 def _encode(value: Any) -> Any:
@@ -184,9 +195,12 @@ def light_state_dir(path: Path) -> Path | None:
     schema, nor even a YAML parser: only to find the record, which is used only if it
     names this same directory (so a line read wrongly here can only cost a full
     validation). None for a value written in any but the plain ways."""
+    raw = _read(path)
+    if raw is None:
+        return None
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, ValueError):
+        text = raw.decode("utf-8")
+    except ValueError:
         return None
     found = _STATE_DIR.findall(text)
     if len(found) > 1:
