@@ -23,7 +23,7 @@ from ccx_agent import __version__, cli_help, earlysignals
 from ccx_agent.config import default_path
 from ccx_agent.config import load as load_config
 from ccx_agent.errors import EX_FAILED, EX_INTERRUPTED, AgentError
-from ccx_agent.statedir import become_owner
+from ccx_agent.statedir import REACH_FIX, become_owner, owner_cannot_run
 from ccx_agent.store import damaged, is_damage
 from ccx_agent.yamldoc import DocumentError
 
@@ -295,6 +295,16 @@ def _as_state_dir_owner(argv: Sequence[str] | None) -> None:
         cfg = load_config(args.config or default_path())
     except DocumentError:
         return  # the command says what is wrong with it
+    unable = owner_cannot_run(cfg.state_dir)
+    if unable is not None:
+        # Dropping now would fail at the next import with a traceback. The doctor stays
+        # root and reports it (its daemon check); every other command stops here.
+        if args.command == "doctor":
+            return
+        raise AgentError(
+            f"{unable[1]}: the daemon cannot run as {unable[0]}, and root works in "
+            f"{cfg.state_dir} as its owner; {REACH_FIX}"
+        )
     owner = become_owner(cfg.state_dir)
     if owner is not None and args.command not in QUIET_COMMANDS:
         print(

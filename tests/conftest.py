@@ -93,3 +93,14 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
             return group if group is not None else super()._split_scope(nodeid)
 
     return SharedRunScheduling(config, log)
+
+
+@pytest.fixture
+def as_nobody() -> tuple[int, int]:
+    """For a test that runs a program as ``nobody``: skips, saying why, where that cannot
+    work (not root, or an interpreter ``nobody`` cannot reach), fails so under CI; gives
+    nobody's uid and gid. ``tests.users.needs_nobody`` marks a test with it."""
+    from tests import users
+
+    users.require_as(users.NOBODY)
+    return users.ids(users.NOBODY)

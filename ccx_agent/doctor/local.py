@@ -313,6 +313,14 @@ def daemon(ctx: Context) -> Finding:
     if cfg is None:
         return skipped("daemon", NO_CONFIG)
     unit = unit_name(ctx.path)
+    unable = statedir.owner_cannot_run(cfg.state_dir)
+    if unable is not None:
+        owner, why = unable
+        return failed(
+            "daemon",
+            f"{why}: the daemon runs as {owner} (the owner of {cfg.state_dir}) and could not start",
+            statedir.REACH_FIX,
+        )
     active = systemd_state(unit)
     under = f"; systemd: {unit} is {active}" if active else ""
     pid = statedir.lock_holder(cfg.state_dir)
