@@ -176,11 +176,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = _log_level(args)
     if args.command != "run":
         earlysignals.release_hangups()  # only the daemon makes a hang-up a reload
-        if level is not None:
-            # A command's log lines go to stderr, so that its output stays clean.
-            from ccx_agent import logs  # noqa: PLC0415
+        # A command's log lines go to stderr, redacted, so that its output (a --json
+        # document) stays clean: without this, structlog's default printer would put its
+        # warnings on stdout, secrets and all. Warnings and worse unless -v/--log-level.
+        from ccx_agent import logs  # noqa: PLC0415
 
-            logs.configure(stream=sys.stderr, level=level)
+        logs.configure(stream=sys.stderr, level=level or "warning")
     if args.command == "run":
         from ccx_agent import daemon  # noqa: PLC0415 - the scheduler only for the daemon
 

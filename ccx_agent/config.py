@@ -43,6 +43,7 @@ from pydantic.config import JsonDict
 from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 from pydantic_core.core_schema import ErrorType
 
+from ccx_agent import secretvalues
 from ccx_agent.durations import Duration, PositiveDuration
 from ccx_agent.licensing.alerts import AlertFormat, Style
 from ccx_agent.licensing.catalogue import ALL_FEATURES, Feature, LicenseType
@@ -1461,7 +1462,13 @@ def load(path: Path) -> Config:
     if doc.problems:
         raise DocumentError(doc.problems)
     assert isinstance(cfg, Config)
-    return _anchor(cfg, path.parent)
+    cfg = _anchor(cfg, path.parent)
+    # Whatever this process prints from now on (a log line, an error, an alert) must not
+    # show a secret the config names, wherever it turns up.
+    secretvalues.remember(
+        [*secretvalues.in_document(cfg.model_dump()), *secretvalues.in_credentials()]
+    )
+    return cfg
 
 
 def _anchor(cfg: Config, base: Path) -> Config:
