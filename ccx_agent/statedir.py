@@ -258,9 +258,13 @@ def access_problems(state_dir: Path) -> list[str]:
         need = os.R_OK | os.W_OK | (os.X_OK if is_dir else 0)
         if not os.access(path, need):
             owner = f"{user_name(st.st_uid)}:{_group(st.st_gid)}"
+            # Owned by this user already: its mode is what is wrong, not its owner.
+            mend = (
+                f"run: chmod {700 if is_dir else 600} {path}" if st.st_uid == os.geteuid() else fix
+            )
             problems.append(
                 f"{path}: owned by {owner}, mode {stat.S_IMODE(st.st_mode):04o}, and "
-                f"{me} cannot {'use' if is_dir else 'read and write'} it; {fix}"
+                f"{me} cannot {'use' if is_dir else 'read and write'} it; {mend}"
             )
             continue
         if path == keys and is_dir:

@@ -14,6 +14,7 @@ import functools
 import grp
 import os
 import pwd
+import shutil
 import subprocess
 import sys
 from typing import Any
@@ -79,3 +80,24 @@ def require_as(user: str = NOBODY) -> None:
 #: Marks a test that runs a program as ``nobody`` (the ``as_nobody`` fixture of
 #: tests/conftest.py calls :func:`require_as`).
 needs_nobody = pytest.mark.usefixtures("as_nobody")
+
+
+#: Root without the capabilities that let it ignore file modes (CAP_DAC_OVERRIDE,
+#: CAP_DAC_READ_SEARCH): what a service user meets with a file of mode 0000, met by root
+#: in its own directory, where no other user needs to reach the interpreter.
+_NO_DAC = ["--bounding-set=-dac_override,-dac_read_search"]
+
+
+def obeying_modes() -> list[str]:
+    """The prefix of a command line that runs it obeying file modes: nothing for a user
+    other than root, ``setpriv`` dropping the DAC override for root. Skips (fails under CI)
+    when root has no ``setpriv``."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        why = "root ignores file modes, and setpriv (util-linux) is not installed to stop it"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(why)
+        pytest.skip(why)
+    return [setpriv, *_NO_DAC]

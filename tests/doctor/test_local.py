@@ -19,6 +19,7 @@ import pytest
 
 from ccx_agent import doctor
 from ccx_agent.doctor import Finding, Result, local
+from tests import users
 from tests.daemon.conftest import RUNNING, Daemon, Instance
 from tests.doctor.conftest import Ssm, config, register, run
 from tests.users import group_name, ids, needs_nobody
@@ -97,9 +98,10 @@ def test_a_root_owned_key_in_the_service_users_dir(ssm: Ssm, open_dir: Path) -> 
     assert checks["files"]["result"] == "FAIL"
     assert f"{keys}: owned by root:root" in checks["files"]["finding"]
     assert f"chown -R nobody:{group} {open_dir / 'state'}" in checks["files"]["fix"]
-    # And the ssm check cannot sign without the key: it says so, it does not crash.
-    assert checks["ssm"]["result"] == "FAIL"
-    assert "cannot" in checks["ssm"]["finding"]
+    # And the ssm check cannot sign without the key: it says so (a SKIP: the files
+    # check has the fix), it does not crash.
+    assert checks["ssm"]["result"] == "SKIP"
+    assert "cannot read its private key" in checks["ssm"]["finding"]
     assert done.stderr.startswith("note: working as nobody")
 
 
@@ -175,6 +177,58 @@ def test_an_unreadable_file_the_config_names(ssm: Ssm, tmp_path: Path) -> None:
         f"transport.ca_bundle: {tmp_path / 'missing-ca.pem'}: no such file"
     )
     assert files.fix == "create the file, or correct the path at the config line named"
+    # Not "the connection broke during the TLS handshake, check the port".
+    tls = found["tls"]
+    assert tls.result is Result.FAIL
+    assert tls.finding.startswith(
+        f"transport.ca_bundle {tmp_path / 'missing-ca.pem'} cannot be read (No such file"
+    )
+    assert (
+        tls.fix
+        == "create the file, or correct transport.ca_bundle (the files check names the line)"
+    )
+    assert found["ssm"].result is Result.SKIP
+
+
+CLI = (sys.executable, "-m", "ccx_agent")
+
+
+def _doctor_obeying_modes(path: Path) -> dict[str, dict[str, Any]]:
+    done = subprocess.run(
+        [*users.obeying_modes(), *CLI, "--config", str(path), "doctor", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    return {c["name"]: c for c in json.loads(done.stdout)["checks"]}
+
+
+def test_a_key_of_mode_0000_is_a_chmod_and_the_ssm_check_skips(ssm: Ssm, tmp_path: Path) -> None:
+    """Its owner runs the doctor: the key's mode is wrong, not its owner; and the ssm check
+    cannot start (a SKIP pointing at the files check, not "report it as a bug")."""
+    path = config(tmp_path, ssm)
+    register(path, ssm)
+    (key,) = (tmp_path / "state" / "keys").iterdir()
+    key.chmod(0)
+    checks = _doctor_obeying_modes(path)
+    assert checks["files"]["result"] == "FAIL"
+    assert f"{key}: owned by" in checks["files"]["finding"]
+    assert checks["files"]["fix"] == f"run: chmod 600 {key}"
+    assert checks["ssm"]["result"] == "SKIP"
+    assert checks["ssm"]["finding"] == (
+        "this instance cannot read its private key (see the files check)"
+    )
+
+
+def test_a_config_the_doctor_cannot_read_says_so(tmp_path: Path) -> None:
+    path = config(tmp_path, None)
+    path.chmod(0)
+    checks = _doctor_obeying_modes(path)
+    assert checks["config"]["finding"] == f"{path}:1: (file): cannot read: Permission denied"
+    assert checks["config"]["fix"].startswith(f"make {path} readable by ")
+    assert f"chmod 0640 {path}" in checks["config"]["fix"]
 
 
 def test_an_invalid_config_fails_and_skips_the_rest(tmp_path: Path) -> None:
