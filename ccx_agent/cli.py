@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import io
 import os
+import re
 import sqlite3
 import sys
 from collections.abc import Sequence
@@ -45,6 +47,20 @@ class _QuietParser(argparse.ArgumentParser):
         raise _Unparsed(message)
 
 
+class _Parser(argparse.ArgumentParser):
+    """The top-level parser: a mistyped command gets the nearest one suggested."""
+
+    commands: Sequence[str] = ()
+
+    def error(self, message: str) -> NoReturn:
+        word = re.match(r"argument COMMAND: invalid choice: '(.*?)'", message)
+        if word is not None:
+            near = difflib.get_close_matches(word[1], self.commands, n=1, cutoff=0.6)
+            if near:
+                message += f"; did you mean {near[0]}?"
+        super().error(message)
+
+
 def command_of(argv: Sequence[str] | None) -> str | None:
     """The command word of ``argv`` (None for ``--help``, ``--version``, nothing, or
     options the full parser will refuse), as the full parser would read it: the first
@@ -63,10 +79,11 @@ def parser(command: str | None = None) -> argparse.ArgumentParser:
     without their sub-parsers (the help of every command is the same). No command (help,
     ``--version``, a usage error) gets the full parser, so that the help lists them all."""
     light = command is not None and command not in HEAVY_COMMANDS
-    p = argparse.ArgumentParser(
+    top = _Parser(
         prog="ccx-agent",
         description="Smart Licensing agent of a Cisco Unified Contact Center Express instance.",
     )
+    p: argparse.ArgumentParser = top
     p.add_argument("--version", action="version", version=f"ccx-agent {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("run", help="run the licensing daemon in the foreground (systemd Type=notify)")
@@ -141,7 +158,7 @@ def parser(command: str | None = None) -> argparse.ArgumentParser:
         metavar="DIR",
         help="install under DIR instead of / (a package build, a test)",
     )
-    if not light:
+    if not light or command not in sub.choices:  # a mistyped command: list them all
         from ccx_agent.history import cli as history_cli  # noqa: PLC0415
         from ccx_agent.offline import cli as offline_cli  # noqa: PLC0415
         from ccx_agent.simulator import cli as simulator_cli  # noqa: PLC0415
@@ -158,6 +175,7 @@ def parser(command: str | None = None) -> argparse.ArgumentParser:
         metavar="DIR",
         help="keep the simulated database in DIR (created; refused if it holds one)",
     )
+    top.commands = sorted(sub.choices)
     cli_help.finish(p)
     return p
 
