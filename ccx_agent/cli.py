@@ -199,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # warnings on stdout, secrets and all. Warnings and worse unless -v/--log-level.
         from ccx_agent import logs  # noqa: PLC0415
 
-        logs.configure(stream=sys.stderr, level=level or "warning")
+        logs.configure(stream=logs.STDERR, level=level or "warning")
     if args.command == "run":
         from ccx_agent import daemon  # noqa: PLC0415 - the scheduler only for the daemon
 

@@ -187,6 +187,27 @@ def _tidy_warning(
     return event_dict
 
 
+class _CurrentStderr:
+    """Whatever ``sys.stderr`` is when a line is written, not when the handler was made:
+    a command run in process (a test, the demo) may swap it, and a handler holding the old
+    one would write to a closed stream."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def fileno(self) -> int:
+        return sys.stderr.fileno()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
+#: Standard error, looked up at each write (a command's log lines go there).
+STDERR: TextIO = _CurrentStderr()  # type: ignore[assignment]
+
 #: Libraries whose INFO lines are routine chatter, not news for an operator.
 QUIET_LOGGERS = ("apscheduler",)
 
