@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import stat
 import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -114,12 +115,21 @@ def scrub(text: str, mark: str, extra: Iterable[str] = ()) -> str:
 
 
 def first_line(path: Path) -> str | None:
-    """The first line of a password file (what the source sends), None if unreadable."""
+    """The first line of a password file (what the source sends), None if unreadable or
+    not a regular file: read on every config load, it must never block on a FIFO or
+    read a device."""
     try:
-        with path.open("rb") as fh:
-            data = fh.read(MAX_SECRET_FILE + 1)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError:
         return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = os.read(fd, MAX_SECRET_FILE + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     if len(data) > MAX_SECRET_FILE:
         return None
     line = data.decode("utf-8", "replace").split("\n", 1)[0].strip()
