@@ -69,6 +69,8 @@ class Outcome:
 
     ok: bool
     message: str
+    #: For a deregistration: whether SSM was told (else it still counts the licences).
+    server_told: bool = True
 
 
 def _discard(_: Sequence[AlertRow]) -> None:
@@ -716,6 +718,8 @@ class Agent:
             tx.save_product(state, now)
             tx.drop_credentials()
             self._record(tx, now, alerts)
+            if self.answer_tx is not None:  # an answer file's DEREGISTER: applied once
+                self.answer_tx(tx)
         # Committed first: a crash here leaves a key no certificate names, never the reverse.
         if self.ssm is not None:
             self.ssm.forget()
@@ -724,7 +728,9 @@ class Agent:
         if told:
             return Outcome(True, f"deregistered PIID {piid}{note}")
         return Outcome(
-            True, f"deregistered PIID {piid} locally; the server was not told: {reason}{note}"
+            True,
+            f"deregistered PIID {piid} locally; the server was not told: {reason}{note}",
+            server_told=False,
         )
 
 

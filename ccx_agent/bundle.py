@@ -15,14 +15,17 @@ journal is read with the rights of whoever runs the bundle.
 Nothing secret leaves the host: the config is redacted key by key (and checked by
 parsing it again), every member goes through :func:`ccx_agent.logs.redact_text`
 (private keys, URL passwords, bearer and basic credentials, ``token=…`` pairs), and every
-secret value the agent knows of (an inline password, the first line of each password file
-and systemd credential it can read, a proxy password) is replaced wherever it appears.
+secret value the agent knows of (:mod:`ccx_agent.secretvalues`: an inline password, the
+first line of each password file and systemd credential it can read, a proxy password, a
+token used as a URL's user name, a source command's secret argument, and what the
+config's comments still hold) is replaced wherever it appears, comments included.
 The private keys of ``state_dir/keys`` are never read into the bundle. The file is 0600.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import io
 import json
 import os
@@ -41,11 +44,10 @@ from datetime import UTC, datetime, timedelta
 from importlib import metadata
 from pathlib import Path
 from typing import Any, TextIO
-from urllib.parse import urlsplit
 
 import yaml
 
-from ccx_agent import __version__
+from ccx_agent import __version__, secretvalues
 from ccx_agent import config as config_mod
 from ccx_agent.doctor.local import unit_name
 from ccx_agent.errors import EX_FAILED
@@ -62,8 +64,6 @@ HISTORY = timedelta(days=7)
 JOURNAL_LINES = 2000
 #: Longest any one command may take (the doctor bounds itself well inside it).
 COMMAND_TIMEOUT_S = 90.0
-#: A password or credential file longer than this is not read for scrubbing.
-MAX_SECRET_FILE = 64 * 1024
 
 _USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s/@:]*):(?P<password>[^\s/@]*)@")
 #: ``key: value`` on one line of YAML (a list item's key too), with an optional comment.
@@ -76,12 +76,46 @@ _KEY_LINE = re.compile(
 # --- the config, redacted -----------------------------------------------------------------
 
 
+#: A comment on a YAML line: at its start, or after a blank (a ``#`` inside a word or a
+#: URL's fragment is not one).
+_COMMENT = re.compile(r"(?:^|\s)#+\s?(?P<text>.*)$")
+#: ``key: value`` (or ``key=value``) anywhere in a comment.
+_COMMENT_PAIR = re.compile(
+    r"(?P<key>[A-Za-z_][\w.\-]*)[\"']?\s*[:=]\s*[\"']?(?P<value>[^\s\"',\]}#]+)"
+)
+#: What splits a commented-out line into the words of a command line.
+_WORDS = re.compile(r"[\s,\[\]{}\"']+")
+
+
+def comment_secrets(text: str) -> list[str]:
+    """The secrets in the comments of a YAML text: a commented-out secret key's value
+    (``# password: old``), a commented-out command's secret argument (``--token X``), a
+    URL's password or token user name. A comment is kept for support to read, and an old
+    password left in one is often still somebody's password."""
+    found: list[str] = []
+    for line in text.splitlines():
+        comment = _COMMENT.search(line)
+        if comment is None:
+            continue
+        said = comment["text"]
+        for m in _COMMENT_PAIR.finditer(said):
+            if secret_key(m["key"]) and m["value"] not in ("null", "~", "|", ">"):
+                found.append(m["value"])
+        words = [w for w in _WORDS.split(said) if w]
+        found += secretvalues.command_secrets(words)
+        for word in words:
+            if "://" in word:
+                found += secretvalues.url_secrets(word)
+    return [f for f in found if len(f) >= secretvalues.MIN_LENGTH and f != REDACTED]
+
+
 def redact_config(text: str) -> str:
     """``text`` (a YAML config) with the value of every secret key, and every password in
     a URL, replaced by ``<redacted>``; lines and comments are kept, so that the doctor's
-    ``PATH:LINE`` findings still point at the right line. If a secret survives in a form
-    the line rules do not know (a flow mapping, say), the parsed document is written out
-    redacted instead."""
+    ``PATH:LINE`` findings still point at the right line, and the secrets in comments
+    (:func:`comment_secrets`) go too. If a secret survives in a form the line rules do not
+    know (a flow mapping, say), the parsed document is written out redacted instead."""
+    text = secretvalues.scrub(text, REDACTED, comment_secrets(text))
     out: list[str] = []
     block: int | None = None  # the indent of a secret key whose value is a block scalar
     for line in text.splitlines(keepends=True):
@@ -155,40 +189,21 @@ def _dump_redacted(text: str) -> str:
 # --- secrets the agent knows of -----------------------------------------------------------
 
 
-def _first_line(path: Path) -> str | None:
-    try:
-        with path.open("rb") as fh:
-            data = fh.read(MAX_SECRET_FILE + 1)
-    except OSError:
-        return None
-    if len(data) > MAX_SECRET_FILE:
-        return None
-    line = data.decode("utf-8", "replace").split("\n", 1)[0].rstrip("\r")
-    return line or None
-
-
-def known_secrets(cfg: config_mod.Config | None) -> list[str]:
-    """Every secret value this host's agent uses that can be read here: the inline UCCX
-    password, the first line of each password file and systemd credential, and a
-    password in the proxy's URL. Longest first, so a secret inside another goes too."""
-    found: set[str] = set()
+def known_secrets(cfg: config_mod.Config | None, text: str = "") -> list[str]:
+    """Every secret value this host's agent uses that can be read here: every secret the
+    config names (an inline password, the first line of each password file, a proxy's
+    password, a URL's token user name, a source command's secret arguments; see
+    :mod:`ccx_agent.secretvalues`), each systemd credential, and those left in the
+    comments of the config's ``text``. Longest first, so a secret inside another goes
+    too."""
+    found = set(secretvalues.in_credentials()) | set(comment_secrets(text))
     if cfg is not None:
-        source = cfg.source
-        if isinstance(source, config_mod.UccxSource):
-            if source.uccx.password is not None:
-                found.add(source.uccx.password.get_secret_value())
-            for path in (source.uccx.password_file, source.finesse.password_file):
-                if path is not None and (line := _first_line(path)):
-                    found.add(line)
-        if cfg.transport.proxy and (password := urlsplit(cfg.transport.proxy).password):
-            found.add(password)
-    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
-    if credentials:
-        for name in (config_mod.UCCX_CREDENTIAL, config_mod.FINESSE_CREDENTIAL):
-            if line := _first_line(Path(credentials) / name):
-                found.add(line)
-    # Shorter than 4 characters would redact half of every text; no real password is.
-    return sorted((s for s in found if len(s) >= 4), key=len, reverse=True)
+        found |= set(secretvalues.in_document(cfg.model_dump()))
+    else:  # a config that does not load still names its secrets
+        with contextlib.suppress(yaml.YAMLError, ValueError):
+            found |= set(secretvalues.in_document(yaml.safe_load(text)))
+    found |= set(secretvalues.known())
+    return sorted((s for s in found if len(s) >= secretvalues.MIN_LENGTH), key=len, reverse=True)
 
 
 def scrub(text: str, secrets: Sequence[str], *, rules: bool = True) -> str:
@@ -283,22 +298,23 @@ def default_output(now: datetime) -> Path:
     return Path(f"ccx-agent-support-{host}-{now.strftime('%Y%m%dT%H%M%SZ')}.tar.gz")
 
 
-def _config_member(path: Path) -> tuple[str, config_mod.Config | None]:
+def _config_member(path: Path) -> tuple[str, str, config_mod.Config | None]:
+    """The config redacted, as read, and loaded (None if it does not load)."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
-        return f"# {path}: cannot be read ({exc.strerror or exc})\n", None
+        return f"# {path}: cannot be read ({exc.strerror or exc})\n", "", None
     try:
         cfg = config_mod.load(path)
     except DocumentError:
         cfg = None
-    return redact_config(text), cfg
+    return redact_config(text), text, cfg
 
 
 def collect(path: Path, now: datetime) -> dict[str, str]:
     """The bundle's members (name → text), scrubbed."""
-    config_text, cfg = _config_member(path)
-    secrets = known_secrets(cfg)
+    config_text, raw, cfg = _config_member(path)
+    secrets = known_secrets(cfg, raw)
     members: dict[str, str] = {"config.yaml": config_text}
     log: list[str] = [
         f"ccx-agent support bundle, made {iso(now)} on {socket.gethostname()} by uid "

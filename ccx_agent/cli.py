@@ -13,6 +13,7 @@ import contextlib
 import functools
 import io
 import os
+import re
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -44,6 +45,22 @@ class _QuietParser(argparse.ArgumentParser):
         raise _Unparsed(message)
 
 
+class _Parser(argparse.ArgumentParser):
+    """The top-level parser: a mistyped command gets the nearest one suggested."""
+
+    commands: Sequence[str] = ()
+
+    def error(self, message: str) -> NoReturn:
+        word = re.match(r"argument COMMAND: invalid choice: '(.*?)'", message)
+        if word is not None:
+            import difflib  # noqa: PLC0415 - only on a mistyped command
+
+            near = difflib.get_close_matches(word[1], self.commands, n=1, cutoff=0.6)
+            if near:
+                message += f"; did you mean {near[0]}?"
+        super().error(message)
+
+
 def command_of(argv: Sequence[str] | None) -> str | None:
     """The command word of ``argv`` (None for ``--help``, ``--version``, nothing, or
     options the full parser will refuse), as the full parser would read it: the first
@@ -63,10 +80,11 @@ def parser(command: str | None = None, *, listed: bool = False) -> argparse.Argu
     ``--version``, a usage error) gets the full parser, so that the help lists them all;
     ``listed``, those commands only as the help lists them (:func:`_parser_for`)."""
     light = command is not None and command not in HEAVY_COMMANDS
-    p = argparse.ArgumentParser(
+    top = _Parser(
         prog="ccx-agent",
         description="Smart Licensing agent of a Cisco Unified Contact Center Express instance.",
     )
+    p: argparse.ArgumentParser = top
     p.add_argument("--version", action="version", version=f"ccx-agent {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("run", help="run the licensing daemon in the foreground (systemd Type=notify)")
@@ -141,7 +159,7 @@ def parser(command: str | None = None, *, listed: bool = False) -> argparse.Argu
         metavar="DIR",
         help="install under DIR instead of / (a package build, a test)",
     )
-    if not light:
+    if not light or command not in sub.choices:  # a mistyped command: list them all
         _add_heavy(sub, command, listed=listed)
     s = sub.add_parser("simulate", help="run a what-if scenario on a simulated clock")
     s.add_argument("scenario", type=Path, help="the scenario YAML file")
@@ -152,6 +170,7 @@ def parser(command: str | None = None, *, listed: bool = False) -> argparse.Argu
         metavar="DIR",
         help="keep the simulated database in DIR (created; refused if it holds one)",
     )
+    top.commands = sorted(sub.choices)
     cli_help.finish(p)
     return p
 
@@ -212,23 +231,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser_for(argv).parse_args(argv)
     path: Path = args.config or default_path()
     level = _log_level(args)
-    if args.command != "run":
-        earlysignals.release_hangups()  # only the daemon makes a hang-up a reload
-        if level is not None:
-            # A command's log lines go to stderr, so that its output stays clean.
-            from ccx_agent import logs  # noqa: PLC0415
-
-            logs.configure(stream=sys.stderr, level=level)
     if args.command == "run":
         from ccx_agent import daemon  # noqa: PLC0415 - the scheduler only for the daemon
 
         return daemon.main(path, log_level=level or "info")
-    if args.command in HEAVY_COMMANDS:
-        return _heavy(args, path)
+    earlysignals.release_hangups()  # only the daemon makes a hang-up a reload
     if args.command == "status" and args.check:
-        from ccx_agent import check  # noqa: PLC0415 - run every minute: the least it can
+        # Run every minute: the least it can. It logs nothing, so no logging set-up either.
+        from ccx_agent import check  # noqa: PLC0415
 
         return check.main(path, datetime.now(UTC))
+    # A command's log lines go to stderr, redacted, so that its output (a --json document)
+    # stays clean: without this, structlog's default printer would put its warnings on
+    # stdout, secrets and all. Warnings and worse unless -v/--log-level.
+    from ccx_agent import logs  # noqa: PLC0415
+
+    logs.configure(stream=logs.STDERR, level=level or "warning")
+    if args.command in HEAVY_COMMANDS:
+        return _heavy(args, path)
     # Every other command: its module now (the daemon above never imports these).
     from ccx_agent import actions, commands  # noqa: PLC0415
 
@@ -329,7 +349,12 @@ def _as_state_dir_owner(argv: Sequence[str] | None) -> None:
         return
     if args.command not in STATE_COMMANDS:
         return
-    from ccx_agent.statedir import become_owner, will_become_owner  # noqa: PLC0415 - root only
+    from ccx_agent.statedir import (  # noqa: PLC0415 - root only
+        REACH_FIX,
+        become_owner,
+        owner_cannot_run,
+        will_become_owner,
+    )
 
     path = args.config or default_path()
     if args.command == "status" and args.check:
@@ -347,6 +372,16 @@ def _as_state_dir_owner(argv: Sequence[str] | None) -> None:
         cfg = load_config(path)
     except DocumentError:
         return  # the command says what is wrong with it
+    unable = owner_cannot_run(cfg.state_dir)
+    if unable is not None:
+        # Dropping now would fail at the next import with a traceback. The doctor stays
+        # root and reports it (its daemon check); every other command stops here.
+        if args.command == "doctor":
+            return
+        raise AgentError(
+            f"{unable[1]}: the daemon cannot run as {unable[0]}, and root works in "
+            f"{cfg.state_dir} as its owner; {REACH_FIX}"
+        )
     if will_become_owner(cfg.state_dir):
         from ccx_agent import userfiles  # noqa: PLC0415 - root only
 

@@ -70,8 +70,15 @@ COMMANDS: dict[str, tuple[str, list[tuple[int, str]]]] = {
     ),
     "deregister": (
         "Deregister from SSM and wipe the local identity (certificate and key), even when SSM "
-        "cannot be reached. Asks for confirmation on a terminal unless --yes.",
-        [(0, "deregistered"), (EX_FAILED, "not registered, or not confirmed"), _CONFIG],
+        "cannot be reached: then SSM still counts the licences, and how to release them is "
+        "said (an air-gapped instance deregisters by file: 'offline export --deregister'). "
+        "Asks for confirmation on a terminal unless --yes.",
+        [
+            (0, "deregistered"),
+            (EX_FAILED, "not registered, or not confirmed"),
+            (3, "wiped here, SSM not told: it still counts the licences (said how to free them)"),
+            _CONFIG,
+        ],
     ),
     "renew": (
         "Renew the ID certificate (id) or the authorization (auth) now, instead of waiting "
@@ -132,8 +139,9 @@ COMMANDS: dict[str, tuple[str, list[tuple[int, str]]]] = {
     ),
     "offline": (
         "Air-gapped sites (transport.mode: offline): 'export' writes the signed requests "
-        "the agent would have sent (registration, pending reports, due renewals) to one "
-        "file; 'import' checks SSM's answer file exactly as online and applies it.",
+        "the agent would have sent (registration, pending reports, due renewals; with "
+        "--deregister, the deregistration) to one file; 'import' checks SSM's answer file "
+        "exactly as online and applies it.",
         [
             (0, "written, or applied (each answer said)"),
             (EX_FAILED, "a file refused (tampered, stale, for another instance) or unwritable"),

@@ -281,16 +281,41 @@ def _registered(agent: Agent) -> str | None:
     return None
 
 
+#: ``deregister``: the identity was wiped here, but SSM was not told (it still counts the
+#: instance's licences as in use until they are released there).
+EX_NOT_TOLD = 3
+
+
 def deregister(path: Path, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    # Works without a transport too: the local identity is wiped all the same.
-    return _with_agent(
-        path,
-        lambda a, now: a.deregister(now),
-        out,
-        err,
-        needs_transport=False,
-        check=_registered,
-    )
+    """Works without a transport too: the local identity is wiped all the same. When SSM
+    was not told, that is said with the way to release the licences, and the exit status
+    is :data:`EX_NOT_TOLD`: a script must not take it for a clean deregistration."""
+    from ccx_agent.agent import Outcome  # noqa: PLC0415 - see the imports
+
+    told: list[bool] = []
+
+    def act(agent: Agent, now: datetime) -> Outcome:
+        piid = agent.state().identity
+        outcome = agent.deregister(now)
+        told.append(outcome.server_told)
+        if not outcome.ok or outcome.server_told:
+            return outcome
+        name = piid.piid if piid is not None else "?"
+        how = (
+            # transport.mode offline: no client at all.
+            "an air-gapped instance tells SSM by file: 'ccx-agent offline export "
+            "--deregister' before 'deregister' next time (docs/offline.md)"
+            if agent.ssm is None
+            else "running 'ccx-agent deregister' again cannot help: the identity is gone"
+        )
+        return Outcome(
+            False,
+            f"{outcome.message}\nSSM still counts the licences of PIID {name} as in use: release "
+            f"them by removing the product instance {name} in SSM (Product Instances); {how}",
+        )
+
+    code = _with_agent(path, act, out, err, needs_transport=False, check=_registered)
+    return EX_NOT_TOLD if told == [False] else code
 
 
 def renew(path: Path, what: str, out: TextIO | None = None, err: TextIO | None = None) -> int:

@@ -43,6 +43,8 @@ from pydantic.config import JsonDict
 from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 from pydantic_core.core_schema import ErrorType
 
+from ccx_agent import secretvalues
+
 # Re-exported: where the config is, without this module's schema (:mod:`ccx_agent.configpath`).
 from ccx_agent.configpath import DEFAULT_PATH as DEFAULT_PATH  # noqa: PLC0414 - re-exported
 from ccx_agent.configpath import DEFAULT_STATE_DIR
@@ -1462,7 +1464,13 @@ def load(path: Path) -> Config:
     if doc.problems:
         raise DocumentError(doc.problems)
     assert isinstance(cfg, Config)
-    return _anchor(cfg, path.parent)
+    cfg = _anchor(cfg, path.parent)
+    # Whatever this process prints from now on (a log line, an error, an alert) must not
+    # show a secret the config names, wherever it turns up.
+    secretvalues.remember(
+        [*secretvalues.in_document(cfg.model_dump()), *secretvalues.in_credentials()]
+    )
+    return cfg
 
 
 def _anchor(cfg: Config, base: Path) -> Config:

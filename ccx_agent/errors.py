@@ -9,6 +9,8 @@ one line, never be absorbed as "the server refused".
 
 from __future__ import annotations
 
+from ccx_agent import secretvalues
+
 #: sysexits.h: a configuration error that a restart cannot fix (systemd's
 #: ``RestartPreventExitStatus=78`` keeps it from restarting in a loop).
 EX_CONFIG = 78
@@ -31,6 +33,14 @@ class AgentError(Exception):
     """
 
     exit_status = EX_FAILED
+
+    def __init__(self, *args: object) -> None:
+        # Its message is printed, logged and stored (an alert): it may quote a server or
+        # a program that echoed a secret (an ID token, a source command's argument), so
+        # every secret value this process knows of is scrubbed from it here, once.
+        if args and isinstance(args[0], str):
+            args = (secretvalues.scrub(args[0], secretvalues.MARK), *args[1:])
+        super().__init__(*args)
 
 
 class LocalError(AgentError):

@@ -18,7 +18,6 @@ lines (or console lines) ever reaches the stream.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import re
@@ -30,41 +29,13 @@ import structlog
 from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import Processor
 
-REDACTED = "[REDACTED]"
+from ccx_agent import secretvalues
+from ccx_agent.secretvalues import secret_key
 
-#: A key holding one of these words (split on ``_ - .`` and camelCase) holds a secret.
-_SECRET_WORDS = frozenset(
-    {
-        "token",
-        "tokens",
-        "password",
-        "passwords",
-        "passwd",
-        "passphrase",
-        "secret",
-        "secrets",
-        "authorization",
-        "cookie",
-        "cookies",
-        "credential",
-        "credentials",
-        "apikey",
-        "privatekey",
-        "keypem",
-    }
-)
-#: ... and so does a key with one of these pairs of adjacent words.
-_SECRET_PAIRS = frozenset({("private", "key"), ("key", "pem"), ("api", "key")})
-#: ... unless its last word says it is about the secret, not the secret itself
-#: (``password_file`` is a path an operator needs to see; ``token_expiry`` a date).
-_ABOUT_WORDS = frozenset(
-    {"file", "path", "dir", "expiry", "expires", "count", "length", "type", "id", "set"}
-)
+REDACTED = secretvalues.MARK
+
 #: Keys of the event dict that are structlog's plumbing, not content.
 _PLUMBING = frozenset({"exc_info", "_record", "_from_structlog", "_logger", "_name"})
-
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
-_WORD_SPLIT = re.compile(r"[^a-z0-9]+")
 
 _PEM = re.compile(
     r"-----BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY-----(?:.*?-----END \1PRIVATE KEY-----|.*\Z)",
@@ -78,16 +49,6 @@ _PAIR = re.compile(r"(?P<key>[A-Za-z_][\w.\-]*)(?P<eq>=)(?P<val>\"[^\"]*\"|'[^']
 _QUOTED_PAIR = re.compile(
     r"(?P<q>[\"'])(?P<key>[\w.\-]+)(?P=q)(?P<eq>\s*:\s*)(?P<val>\"[^\"]*\"|'[^']*')"
 )
-
-
-def secret_key(name: str) -> bool:
-    """Whether a key (of an event, a header, a query string) names a secret."""
-    words = [w for w in _WORD_SPLIT.split(_CAMEL.sub("_", name).lower()) if w]
-    if not words or words[-1] in _ABOUT_WORDS:
-        return False
-    if any(w in _SECRET_WORDS for w in words):
-        return True
-    return any(pair in _SECRET_PAIRS for pair in itertools.pairwise(words))
 
 
 def _auth(match: re.Match[str]) -> str:
@@ -107,8 +68,10 @@ def _pair(match: re.Match[str]) -> str:
 
 
 def redact_text(text: str) -> str:
-    """``text`` without private keys, URL passwords, HTTP credentials and secret
-    ``key=value`` pairs."""
+    """``text`` without private keys, URL passwords, HTTP credentials, secret
+    ``key=value`` pairs and any secret value this process knows of
+    (:mod:`ccx_agent.secretvalues`: the config's, the token a command was given)."""
+    text = secretvalues.scrub(text, REDACTED)
     if "PRIVATE KEY-----" in text:
         text = _PEM.sub(
             lambda m: f"-----BEGIN {m[1]}PRIVATE KEY-----{REDACTED}-----END {m[1]}PRIVATE KEY-----",
@@ -223,6 +186,27 @@ def _tidy_warning(
         event_dict["event"] = event.rstrip()
     return event_dict
 
+
+class _CurrentStderr:
+    """Whatever ``sys.stderr`` is when a line is written, not when the handler was made:
+    a command run in process (a test, the demo) may swap it, and a handler holding the old
+    one would write to a closed stream."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def fileno(self) -> int:
+        return sys.stderr.fileno()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
+#: Standard error, looked up at each write (a command's log lines go there).
+STDERR: TextIO = _CurrentStderr()  # type: ignore[assignment]
 
 #: Libraries whose INFO lines are routine chatter, not news for an operator.
 QUIET_LOGGERS = ("apscheduler",)

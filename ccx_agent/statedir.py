@@ -36,6 +36,12 @@ KEY_DIR = "keys"
 #: How long a starting daemon retries the lock: a ``status`` probing it holds it briefly.
 LOCK_RETRY_S = 1.0
 
+#: How to let the service user start the interpreter (see :func:`owner_cannot_run`).
+REACH_FIX = (
+    "let every user search each directory above the interpreter and its libraries "
+    "(chmod o+x on each), or install Python and ccx-agent where every user may read them "
+    "(docs/install.md)"
+)
 RESTORE_HINT = "restore the state directory from a backup (docs/install.md, 'Backup and restore')"
 
 
@@ -152,6 +158,60 @@ def will_become_owner(state_dir: Path) -> bool:
         return False
 
 
+def owner_cannot_run(state_dir: Path) -> tuple[str, str] | None:
+    """When root works in another user's state directory: ``(owner, why)`` if that owner
+    cannot start this program, else None.
+
+    The daemon runs as that owner, and a command run as root drops to it: an interpreter
+    under a directory the owner cannot enter (a pyenv in a 0700 ``/root``) would let the
+    drop succeed and the next import fail with a traceback. Probed for real, by starting
+    the interpreter as the owner (what the service does), never by reading mode bits.
+    """
+    if os.geteuid() != 0:
+        return None
+    try:
+        st = state_dir.stat()
+    except OSError:
+        return None
+    if st.st_uid == 0:
+        return None
+    import subprocess  # noqa: PLC0415 - only root in another user's directory pays for it
+    import sys  # noqa: PLC0415
+
+    name = user_name(st.st_uid)
+    where = sys.executable
+    if os.path.realpath(where) != where:
+        where = f"{where} (-> {os.path.realpath(where)})"
+    try:
+        probe = subprocess.run(
+            [sys.executable, "-c", "import ccx_agent.errors"],
+            cwd="/",
+            user=st.st_uid,
+            group=st.st_gid,
+            extra_groups=_groups_of(name, st.st_gid),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except OSError as exc:
+        return name, f"{name} cannot run the interpreter {where} ({exc.strerror or exc})"
+    except subprocess.TimeoutExpired:
+        return name, f"{name} cannot start the interpreter {where} within 60 s"
+    if probe.returncode != 0:
+        last = (probe.stderr.strip().splitlines() or ["exit status " + str(probe.returncode)])[-1]
+        return name, f"{name} cannot run {where} with ccx-agent's modules ({last})"
+    return None
+
+
+def _groups_of(name: str, gid: int) -> list[int]:
+    """The supplementary groups ``name`` would have when logged in (as ``initgroups``)."""
+    try:
+        return [g for g in os.getgrouplist(name, gid) if g != gid]
+    except (KeyError, OSError):
+        return []
+
+
 def become_owner(state_dir: Path) -> str | None:
     """Run as the state directory's owner when root works in another user's directory.
 
@@ -208,9 +268,13 @@ def access_problems(state_dir: Path) -> list[str]:
         need = os.R_OK | os.W_OK | (os.X_OK if is_dir else 0)
         if not os.access(path, need):
             owner = f"{user_name(st.st_uid)}:{_group(st.st_gid)}"
+            # Owned by this user already: its mode is what is wrong, not its owner.
+            mend = (
+                f"run: chmod {700 if is_dir else 600} {path}" if st.st_uid == os.geteuid() else fix
+            )
             problems.append(
                 f"{path}: owned by {owner}, mode {stat.S_IMODE(st.st_mode):04o}, and "
-                f"{me} cannot {'use' if is_dir else 'read and write'} it; {fix}"
+                f"{me} cannot {'use' if is_dir else 'read and write'} it; {mend}"
             )
             continue
         if path == keys and is_dir:

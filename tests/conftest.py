@@ -17,6 +17,7 @@ knows these groups by node id and still honours an ``@group`` suffix.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -93,3 +94,24 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
             return group if group is not None else super()._split_scope(nodeid)
 
     return SharedRunScheduling(config, log)
+
+
+@pytest.fixture(autouse=True)
+def _forget_secret_values() -> Iterator[None]:
+    """The secrets one test's config named are not the next test's: a process remembers
+    them all (ccx_agent.secretvalues), and a pytest worker runs many tests."""
+    yield
+    from ccx_agent import secretvalues
+
+    secretvalues.forget()
+
+
+@pytest.fixture
+def as_nobody() -> tuple[int, int]:
+    """For a test that runs a program as ``nobody``: skips, saying why, where that cannot
+    work (not root, or an interpreter ``nobody`` cannot reach), fails so under CI; gives
+    nobody's uid and gid. ``tests.users.needs_nobody`` marks a test with it."""
+    from tests import users
+
+    users.require_as(users.NOBODY)
+    return users.ids(users.NOBODY)

@@ -258,3 +258,73 @@ def test_a_symlink_output_writes_its_target_and_an_old_file_keeps_its_mode(
     assert bundle.main(config(tmp_path, None), fifo, out=out, err=err) == 1
     assert err.getvalue() == f"error: {fifo}: is a FIFO (named pipe) that nothing reads: refused\n"
     assert stat.S_ISFIFO(fifo.lstat().st_mode)
+
+
+# --- secrets by value: what nothing marks as a secret --------------------------------------
+
+COMMAND_TOKEN = "Cmd-Arg-T0ken-4242"
+OLD_PASSWORD = "Commented-0ut-Pa55"
+URL_USER_TOKEN = "ghp_UrlUserT0ken9"
+
+
+def _cli(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ccx_agent", "--config", str(path), *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_secrets_nothing_marks_leave_no_trace_in_the_bundle(tmp_path: Path) -> None:
+    """A commented-out password, a token passed to the source command as a separate
+    argument, a token used as a URL's user name: the bundle keeps none of them, and the
+    source command that echoes its argument in its error does not leak it either."""
+    snap = tmp_path / "snap.sh"
+    snap.write_text('#!/bin/sh\necho "snap: the server refused token $2" >&2\nexit 3\n')
+    snap.chmod(0o755)
+    path = config(tmp_path, None)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["source"] = {"kind": "command", "command": ["./snap.sh", "--token", COMMAND_TOKEN]}
+    cfg["transport"] = {"proxy": f"http://{URL_USER_TOKEN}@127.0.0.1:9"}
+    path.write_text(
+        "# uccx:\n"
+        f"#   password: {OLD_PASSWORD}   # the old one\n"
+        f"#   command: [./snap.sh, --password, {OLD_PASSWORD}x]\n"
+        + yaml.safe_dump(cfg, sort_keys=False)
+    )
+    # What the operator sees of the command's failure does not show the token either.
+    usage = _cli(path, "usage")
+    assert usage.returncode != 0
+    assert "snap: the server refused token" in usage.stderr
+    assert COMMAND_TOKEN not in usage.stdout + usage.stderr
+    output = tmp_path / "b.tar.gz"
+    done = _cli(path, "support-bundle", "--output", str(output))
+    assert done.returncode == 0, done.stderr
+    members = _members(output)
+    for name, member in members.items():
+        for secret in (COMMAND_TOKEN, OLD_PASSWORD, URL_USER_TOKEN):
+            assert secret not in member, f"{name} holds {secret}"
+    config_member = members["config.yaml"]
+    assert "#   password: <redacted>   # the old one" in config_member
+    assert "  - --token\n  - <redacted>\n" in config_member
+    assert "http://<redacted>@127.0.0.1:9" in config_member
+    assert len(config_member.splitlines()) == len(path.read_text().splitlines())
+    # The doctor ran the command: its finding is there, without the token.
+    assert "snap: the server refused token [REDACTED]" in members["doctor.json"]
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ("a: 1\n# password: hunter22\n", "a: 1\n# password: <redacted>\n"),
+        ("a: 1  # was password: hunter22\n", "a: 1  # was password: <redacted>\n"),
+        ("#command: [snap, --token, abcd1234]\n", "#command: [snap, --token, <redacted>]\n"),
+        ("# proxy: http://tok12345@h:1\n", "# proxy: http://<redacted>@h:1\n"),
+        ("# interval: 1234 (a comment)\n", "# interval: 1234 (a comment)\n"),
+    ],
+)
+def test_redact_config_comments(text: str, want: str) -> None:
+    assert bundle.redact_config(text) == want

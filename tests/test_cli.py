@@ -163,3 +163,17 @@ def test_the_parser_of_run_leaves_out_only_the_commands_that_import_heavy_module
         assert choices(cli.parser(heavy)) == full
     argv = ["-c", "/x.yaml", "run", "-v", "--log-level", "debug"]
     assert vars(cli.parser("run").parse_args(argv)) == vars(cli.parser().parse_args(argv))
+
+
+def test_a_mistyped_command_lists_them_all_and_suggests_the_nearest() -> None:
+    """``reprot`` is not a command the light parser knows: the full one answers, with every
+    command (not the 14 of the light parser) and the nearest one."""
+    done = _ccx("reprot")
+    assert done.returncode == 2 and done.stdout == ""
+    last = done.stderr.splitlines()[-1]
+    assert last.startswith("ccx-agent: error: argument COMMAND: invalid choice: 'reprot'")
+    for command in COMMANDS:
+        assert f"'{command}'" in last
+    assert last.endswith("; did you mean report?")
+    far = _ccx("xyzzy").stderr.splitlines()[-1]
+    assert "did you mean" not in far and "'offline'" in far

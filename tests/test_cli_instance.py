@@ -147,6 +147,27 @@ def test_register_status_renew_deregister(tmp_path: Path, server) -> None:  # ty
     assert [i["state"] for i in shown["instances"]] == ["deregistered"]
 
 
+def test_deregister_that_could_not_tell_ssm_says_so_and_exits_3(tmp_path: Path, server) -> None:  # type: ignore[no-untyped-def]
+    """SSM down: the identity is wiped all the same, but SSM still counts the licences;
+    the command says so, with how to release them, and does not exit 0."""
+    token = server.simulator.create_token(now=datetime.now(UTC))
+    cfg = _config(tmp_path, _transport(server, attempts="1", timeout="2s"))
+    code, out, err = _run(commands.register, cfg, token, False)
+    assert code == 0, err
+    piid = out.split()[2].rstrip(",")
+    server.stop()
+    code, out, err = _run(commands.deregister, cfg)
+    assert (code, out) == (commands.EX_NOT_TOLD, "")
+    assert f"deregistered PIID {piid} locally; the server was not told: " in err
+    assert (
+        f"SSM still counts the licences of PIID {piid} as in use: release them by removing "
+        f"the product instance {piid} in SSM" in err
+    )
+    assert list((tmp_path / "state" / "keys").glob("*.pem")) == []
+    # Nothing left to deregister: the usual refusal, exit 1.
+    assert _run(commands.deregister, cfg)[0] == 1
+
+
 def test_a_used_token_is_refused_with_the_servers_reason(tmp_path: Path, server) -> None:  # type: ignore[no-untyped-def]
     token = server.simulator.create_token(now=datetime.now(UTC))
     server.simulator.revoke_token(token)

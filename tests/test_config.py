@@ -7,7 +7,6 @@ every problem at once) and exits 78. Bad input never gives a traceback.
 from __future__ import annotations
 
 import os
-import pwd
 import re
 import shutil
 import subprocess
@@ -30,6 +29,7 @@ from ccx_agent.config import CommonConfig, Config, FileSource, check, load
 from ccx_agent.licensing.alerts import Style
 from ccx_agent.licensing.catalogue import Feature, LicenseType
 from ccx_agent.yamldoc import EX_CONFIG, DocumentError, field_paths, parse_yaml
+from tests import users
 
 ROOT = Path(__file__).resolve().parents[1]
 BAD = Path(__file__).resolve().parent / "data" / "bad_configs"
@@ -810,7 +810,6 @@ def test_history_retention_is_at_least_two_report_intervals(tmp_path: Path) -> N
 
 #: Each file key, and a config that names a missing file there.
 MISSING = "/nonexistent/ccx-agent-test/file.pem"
-NOBODY = 65534
 NAMED_FILES: dict[str, str] = {
     "transport.ca_bundle": (
         f"transport:\n  url: https://ssm.example.com/\n  ca_bundle: {MISSING}\n"
@@ -955,11 +954,13 @@ def test_the_state_dir_is_never_created_and_must_be_writable_if_it_exists(
 
 def _as_nobody(config_file: Path) -> subprocess.CompletedProcess[str]:
     """``check-config`` run by another user than the one who owns the files: as root,
-    the real CLI as nobody (root may read and write anything); otherwise, this user."""
+    the real CLI as nobody (root may read and write anything), skipped where nobody
+    cannot run it; otherwise, this user."""
     args = [*ccx_agent(), "--config", str(config_file), "check-config"]
     ids: dict[str, Any] = {}
     if os.geteuid() == 0:
-        ids = {"user": NOBODY, "group": NOBODY, "extra_groups": []}
+        users.require_as()
+        ids = users.run_as()
     return subprocess.run(args, capture_output=True, text=True, timeout=60, check=False, **ids)
 
 
@@ -980,11 +981,7 @@ def test_unreadable_files_and_an_unwritable_state_dir(tmp_path: Path) -> None:
         )
         path.chmod(0o644)
         done = _as_nobody(path)
-        user = (
-            f"uid {NOBODY} ({pwd.getpwuid(NOBODY).pw_name})"
-            if os.geteuid() == 0
-            else config._user()
-        )
+        user = f"uid {users.ids()[0]} ({users.NOBODY})" if os.geteuid() == 0 else config._user()
         assert (done.returncode, done.stdout) == (78, ""), done.stderr
         assert done.stderr.splitlines() == [
             f"{path}:1: state_dir: {state}: not writable by {user}",

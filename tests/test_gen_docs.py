@@ -5,6 +5,8 @@ every command and every key."""
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -55,6 +57,85 @@ def test_the_man_page_renders_without_warnings() -> None:
         [groff, "-man", "-ww", "-z", str(MAN)], capture_output=True, text=True, check=False
     )
     assert (done.returncode, done.stderr) == (0, "")
+
+
+def _groff() -> str:
+    groff = shutil.which("groff")
+    if groff is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("CI must check the man page: groff is not installed")
+        pytest.skip("groff is not installed")
+    return groff
+
+
+def test_the_man_page_has_the_sections_of_a_man_page() -> None:
+    """Rendered by groff, as man shows it: EXIT STATUS (not the --help epilog under
+    COMMENTS), ENVIRONMENT, FILES, EXAMPLES, SEE ALSO, in man-pages(7)'s order."""
+    done = subprocess.run(
+        [_groff(), "-man", "-Tutf8", "-P", "-cbou", str(MAN)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    headings = [line for line in text.splitlines() if line[:1].isalpha() and line.isupper()]
+    assert "COMMENTS" not in headings
+    wanted = ["NAME", "SYNOPSIS", "DESCRIPTION", "EXIT STATUS", "ENVIRONMENT", "FILES"]
+    wanted += ["EXAMPLES", "SEE ALSO"]
+    assert [h for h in headings if h in wanted] == wanted
+    exit_status = text.split("\nEXIT STATUS\n", 1)[1].split("\nENVIRONMENT\n", 1)[0]
+    for tag in ("0", "1", "2", "78", "130", *COMMANDS):
+        assert re.search(rf"^ {{7}}{re.escape(tag)}(\s|$)", exit_status, re.MULTILINE), tag
+    files = text.split("\nFILES\n", 1)[1]
+    assert "/etc/ccx-agent/ccx-agent.yaml" in files and "/var/lib/ccx-agent/keys/" in files
+    examples = text.split("\nEXAMPLES\n", 1)[1]
+    assert "ccx-agent register --token-file /root/id-token" in examples
+
+
+COMPLETE = """
+source {script}
+COMP_WORDS=({words})
+COMP_CWORD=$(( ${{#COMP_WORDS[@]}} - 1 ))
+COMP_LINE="${{COMP_WORDS[*]}}"
+COMP_POINT=${{#COMP_LINE}}
+_shtab_ccx_agent ccx-agent "${{COMP_WORDS[-1]}}" "${{COMP_WORDS[-2]}}"
+printf '%s\\n' "${{COMPREPLY[@]}}"
+"""
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        ["--config"],
+        ["status", "-c"],
+        ["support-bundle", "--output"],
+        ["report", "--output"],
+        ["register", "--token-file"],
+        ["offline", "export", "--token-file"],
+        ["offline", "export", "--output"],
+        ["offline", "import"],
+    ],
+)
+def test_bash_completes_file_names_after_a_file_option(words: list[str], tmp_path: Path) -> None:
+    """The generated bash completion, run by bash, in a directory with two files."""
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("bash is not installed")
+    (tmp_path / "conf-a.yaml").write_text("")
+    (tmp_path / "conf-b.yaml").write_text("")
+    script = ROOT / "share" / "completion" / "ccx-agent.bash"
+    line = " ".join(["ccx-agent", *words, "conf"])
+    done = subprocess.run(
+        [bash, "-c", COMPLETE.format(script=script, words=line)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert sorted(done.stdout.split()) == ["conf-a.yaml", "conf-b.yaml"]
 
 
 # --- the example config and docs/config.md, from one description per key ----------------------

@@ -16,6 +16,8 @@ import pytest
 from ccx_agent import statedir
 from ccx_agent.statedir import DaemonLock, Kind, inspect, lock_holder
 from ccx_agent.store import DB_NAME, Store
+from tests import users
+from tests.users import needs_nobody
 
 
 def test_absent_new_live_and_lost(tmp_path: Path) -> None:
@@ -99,7 +101,7 @@ def test_lock_holder_creates_nothing(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="files of another owner need root")
+@needs_nobody
 def test_access_problems_name_the_file_the_owner_and_the_fix() -> None:
     """Checked as ``nobody`` in a child process (root may use any file), in a directory
     nobody can reach (pytest's own temporary directories are root's alone)."""
@@ -118,30 +120,22 @@ def _check_access_problems(tmp_path: Path) -> None:
     key = state / "keys" / ("b" * 64 + ".pem")
     key.write_text("k")
     key.chmod(0o600)
-    nobody = 65534
     for p in (tmp_path, state, state / DB_NAME, state / "keys"):
-        os.chown(p, nobody, nobody)
+        os.chown(p, *users.ids())
     tmp_path.chmod(0o755)
     code = (
         "import sys; from pathlib import Path; from ccx_agent.statedir import access_problems;"
         "print('\\n'.join(access_problems(Path(sys.argv[1]))))"
     )
-    try:
-        done = subprocess.run(
-            [sys.executable, "-c", code, str(state)],
-            user="nobody",
-            group="nogroup",
-            extra_groups=[],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    except PermissionError as exc:
-        pytest.skip(f"nobody cannot run {sys.executable}: {exc}")
-    if done.returncode != 0 and "ModuleNotFoundError" in done.stderr:
-        pytest.skip(f"nobody cannot import ccx_agent here: {done.stderr[-200:]}")
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(state)],
+        capture_output=True,
+        text=True,
+        check=False,
+        **users.run_as(),
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         f"{key}: owned by root:root, mode 0600, and nobody cannot read and write it; "
-        f"run: chown -R nobody:nogroup {state}"
+        f"run: chown -R nobody:{users.group_name()} {state}"
     ]

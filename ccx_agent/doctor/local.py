@@ -43,12 +43,7 @@ def config(ctx: Context) -> Finding:
         ctx.cfg = config_mod.load(ctx.path)
     except DocumentError as exc:
         problems = [str(p) for p in exc.problems]
-        return failed(
-            "config",
-            "; ".join(problems),
-            f"correct the key(s) at the line(s) named in {ctx.path}, then "
-            "'ccx-agent check-config' (docs/config.md describes every key)",
-        )
+        return failed("config", "; ".join(problems), _config_fix(ctx.path, exc))
     warnings = ctx.cfg.source.warnings()
     if warnings:
         return warned(
@@ -58,6 +53,25 @@ def config(ctx: Context) -> Finding:
             "or a systemd credential (docs/install.md)",
         )
     return passed("config", f"{ctx.path} is valid")
+
+
+def _config_fix(path: Path, exc: DocumentError) -> str:
+    """The file itself (missing, unreadable, not text) needs another fix than its keys."""
+    whole = [p.message for p in exc.problems if p.key == "(file)"]
+    if whole and "no such file" in whole[0]:
+        return f"give the config file with --config PATH (or ${config_mod.ENV_PATH})"
+    if whole and "cannot read" in whole[0]:
+        me = _owner_name(os.geteuid())
+        return (
+            f"make {path} readable by {me}, the user the doctor (and the daemon) runs as: "
+            f"chgrp {_group_name(os.getegid())} {path} && chmod 0640 {path}"
+        )
+    if whole:
+        return f"save {path} as a UTF-8 YAML config (docs/config.md describes every key)"
+    return (
+        f"correct the key(s) at the line(s) named in {path}, then "
+        "'ccx-agent check-config' (docs/config.md describes every key)"
+    )
 
 
 # --- files --------------------------------------------------------------------------------
@@ -313,6 +327,14 @@ def daemon(ctx: Context) -> Finding:
     if cfg is None:
         return skipped("daemon", NO_CONFIG)
     unit = unit_name(ctx.path)
+    unable = statedir.owner_cannot_run(cfg.state_dir)
+    if unable is not None:
+        owner, why = unable
+        return failed(
+            "daemon",
+            f"{why}: the daemon runs as {owner} (the owner of {cfg.state_dir}) and could not start",
+            statedir.REACH_FIX,
+        )
     active = systemd_state(unit)
     under = f"; systemd: {unit} is {active}" if active else ""
     pid = statedir.lock_holder(cfg.state_dir)

@@ -39,7 +39,7 @@ from ccx_agent.doctor import (
 )
 from ccx_agent.ssm.client import build as build_client
 from ccx_agent.ssm.client import system_ca_file
-from ccx_agent.ssm.identity import IdentityError
+from ccx_agent.ssm.identity import IdentityError, KeyAccessError
 from ccx_agent.ssm.port import SsmError, SsmRefused
 
 #: Clock skew against the server: a WARN beyond the first, a FAIL beyond the second.
@@ -433,6 +433,9 @@ def tls(ctx: Context) -> Finding:
         return not_run
     if proxy is not None and _proxy_scheme(ctx) != "http":
         return skipped("tls", f"a {_proxy_scheme(ctx)} proxy: the ssm check goes through it")
+    unusable = _unreadable_ca(ctx)
+    if unusable is not None:
+        return unusable
     try:
         with handshake(ctx, ssm, proxy) as sock:
             version = sock.version()
@@ -468,6 +471,25 @@ def _handshake_failed(ssm: Endpoint, exc: BaseException) -> Finding:
         f"{ssm.label}: the connection broke during the TLS handshake ({exc})",
         "check the port in transport.url, and any proxy or filter on the way",
     )
+
+
+def _unreadable_ca(ctx: Context) -> Finding | None:
+    """A ``transport.ca_bundle`` that cannot be read fails the handshake before a byte is
+    sent: said as what it is, not as a connection broken during the handshake."""
+    assert ctx.cfg is not None
+    ca = ctx.cfg.transport.ca_bundle
+    if ca is None:
+        return None
+    try:
+        with open(ca, "rb"):
+            return None
+    except OSError as exc:
+        return failed(
+            "tls",
+            f"transport.ca_bundle {ca} cannot be read ({exc.strerror or exc}): the server's "
+            "certificate cannot be verified, so no handshake was tried",
+            "create the file, or correct transport.ca_bundle (the files check names the line)",
+        )
 
 
 def _issuer(cert: x509.Certificate) -> str:
@@ -643,6 +665,9 @@ def ssm(ctx: Context) -> Finding:
     except SsmRefused as exc:
         fix = _REFUSAL_FIX.get(exc.code, "see docs/protocol.md, 'Error codes'")
         return failed("ssm", f"{ssm_at.host} refused a signed PING: {exc}", fix)
+    except KeyAccessError:
+        # The files check has said it, with the fix: a check that cannot start is a SKIP.
+        return skipped("ssm", "this instance cannot read its private key (see the files check)")
     except IdentityError as exc:
         return failed("ssm", f"this instance cannot sign: {exc}", "see the files check")
     except SsmError as exc:

@@ -45,6 +45,12 @@ def add_parser(subparsers: Any) -> None:
         action="store_true",
         help="renew the ID certificate even if it is not due within 30 days",
     )
+    e.add_argument(
+        "--deregister",
+        action="store_true",
+        help="deregister by file: the pending reports and a DEREGISTER (importing the answer "
+        "wipes the identity; SSM releases the licences)",
+    )
     i = sub.add_parser("import", help="check SSM's answer file and apply it")
     i.add_argument("response", type=Path, metavar="RESPONSE", help="the answer file")
 
@@ -91,7 +97,13 @@ def run(
         keys = KeyStore(cfg.state_dir)
         if args.offline_command == "export":
             result = exchange.export(
-                agent, keys, args.output, _now(), token=token, renew_id=args.renew_id
+                agent,
+                keys,
+                args.output,
+                _now(),
+                token=token,
+                renew_id=args.renew_id,
+                deregister=args.deregister,
             )
             lines = result.lines()
         else:

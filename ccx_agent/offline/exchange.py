@@ -196,6 +196,11 @@ class ExportResult:
             out.append("  an authorization renewal")
         if c.get("RENEW_ID"):
             out.append("  an ID certificate renewal")
+        if c.get("DEREGISTER"):
+            out.append(
+                "  the DEREGISTRATION of this instance: SSM releases its licences when it "
+                "answers; importing the answer wipes the identity here"
+            )
         out.append(
             "carry it to SSM (or 'ccx-agent ssm offline answer'), then bring the answer back "
             "to 'ccx-agent offline import'"
@@ -211,6 +216,7 @@ def export(
     *,
     token: str | None = None,
     renew_id: bool = False,
+    deregister: bool = False,
 ) -> ExportResult:
     """Write every request the agent would send now to ``path``, record their nonces.
 
@@ -219,11 +225,19 @@ def export(
     records are committed after the file is complete and before it is put in place: an
     export that fails leaves no file and no record; one that is superseded by a newer
     export is refused at import (its reports are in the newer file too).
+
+    ``deregister``: the pending reports, then a DEREGISTER signed with the current
+    identity (no renewal): SSM releases the instance's licences when it answers, and the
+    import of that answer wipes the identity here, as an online ``deregister`` does.
     """
     state = agent.state()
     with agent.store.read() as tx:
         cred = tx.credentials()
     ident = state.identity
+    if deregister and token is not None:
+        raise ExchangeError("--deregister and --token-file: deregister, or register, not both")
+    if deregister and (ident is None or cred is None):
+        raise ExchangeError("this instance is not registered: there is nothing to deregister")
     if token is not None:
         if not token.strip():
             raise ExchangeError("the ID token is empty")
@@ -236,7 +250,7 @@ def export(
         raise ExchangeError(
             "this instance is not registered: export with --token-file FILE to register by file"
         )
-    elif not state.registered:
+    elif not state.registered and not deregister:
         raise ExchangeError(
             f"the registration of PIID {ident.piid} expired: export with --token-file FILE "
             "(a new ID token) to register again"
@@ -253,6 +267,8 @@ def export(
     }
     sealer = SealingClient(keys)
     carries = {"REGISTER": 0, "REPORT_USAGE": 0, "reports": 0, "AUTHORIZE": 0, "RENEW_ID": 0}
+    if deregister:
+        carries["DEREGISTER"] = 0
     records: list[tuple[str, int, str, str | None, int | None, int | None, str]] = []
     first = last = None
     try:
@@ -304,14 +320,17 @@ def export(
                     first = first or str(payloads[0]["start"])
                     last = str(payloads[-1]["start"])
                     seq = page[-1][0]
-            usage = agent.auth_usage(state)
-            lt = state.license_type.value
-            add(
-                sealed(lambda: sealer.authorize(cred, lt, usage, now)),
-                tags=sorted(state.tags_in_use),
-            )
-            if renew_id or renew_id_due(state, now, agent.timers):
-                add(sealed(lambda: sealer.renew_id(cred, now)))
+            if deregister:  # last: the reports before it are acknowledged first
+                add(sealed(lambda: sealer.deregister(cred, now)))
+            else:
+                usage = agent.auth_usage(state)
+                lt = state.license_type.value
+                add(
+                    sealed(lambda: sealer.authorize(cred, lt, usage, now)),
+                    tags=sorted(state.tags_in_use),
+                )
+                if renew_id or renew_id_due(state, now, agent.timers):
+                    add(sealed(lambda: sealer.renew_id(cred, now)))
         writer.finish()
         with agent.store.transaction() as tx:
             if cert_digest(tx.credentials()) != cert_digest(cred):
@@ -547,6 +566,14 @@ def _answer(
                 client.renew_id(cred, now)
                 return ""
             return _outcome("ID certificate", agent.renew_id(now))
+        if type_ is MessageType.DEREGISTER:
+            if not apply:
+                client.deregister(cred, now)
+                return ""
+            outcome = agent.deregister(now)
+            if not outcome.server_told:  # a refusal other than "already deregistered"
+                return f"deregistration refused by SSM: {outcome.message}"
+            return f"{outcome.message}: SSM released its licences"
         raise SsmError(f"a {type_.value} is never exported")
     except SsmRefused as exc:
         if apply:

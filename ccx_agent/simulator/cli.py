@@ -41,6 +41,17 @@ EX_ERROR = 1
 EX_USAGE = 2
 
 
+class _Parents:
+    """Sub-parsers that each take ``common``'s options too (argparse's ``parents=``)."""
+
+    def __init__(self, action: Any, common: argparse.ArgumentParser) -> None:
+        self.action, self.common = action, common
+
+    def add_parser(self, name: str, **kw: Any) -> argparse.ArgumentParser:
+        made: argparse.ArgumentParser = self.action.add_parser(name, parents=[self.common], **kw)
+        return made
+
+
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``ssm`` on the main parser's sub-parsers (``args.command == "ssm"``)."""
     p: argparse.ArgumentParser = subparsers.add_parser(
@@ -48,14 +59,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help=cli_help.LISTED["ssm"],
         description="The SSM simulator: a real HTTPS server speaking the agent's protocol.",
     )
-    p.add_argument(
-        "--state-dir",
-        type=Path,
-        required=True,
-        metavar="DIR",
-        help="the simulator's state: CA, database, admin token (created on first use)",
+    state_help = "the simulator's state: CA, database, admin token (created on first use)"
+    # Before the subcommand (``ssm --state-dir DIR show``) or after it (``ssm show
+    # --state-dir DIR``): the subcommands' copy leaves the attribute alone when not given.
+    p.add_argument("--state-dir", type=Path, metavar="DIR", help=f"{state_help} (required)")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--state-dir", type=Path, metavar="DIR", default=argparse.SUPPRESS, help=state_help
     )
-    sub = p.add_subparsers(dest="ssm_command", required=True, metavar="SSM_COMMAND")
+    sub = _Parents(
+        p.add_subparsers(dest="ssm_command", required=True, metavar="SSM_COMMAND"), common
+    )
 
     serve = sub.add_parser("serve", help="serve HTTPS until SIGTERM / Ctrl-C")
     serve.add_argument(
@@ -72,7 +86,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
 
     token = sub.add_parser("token", help="create or revoke registration (ID) tokens")
-    tsub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    tsub = _Parents(
+        token.add_subparsers(dest="token_command", required=True, metavar="ACTION"), common
+    )
     create = tsub.add_parser("create", help="create a token and print it (alone) on stdout")
     create.add_argument("--account", default=DEFAULT_ACCOUNT, metavar="NAME")
     create.add_argument("--uses", type=int, default=1, metavar="N", help="default: 1")
@@ -81,7 +97,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     revoke.add_argument("token", metavar="TOKEN")
 
     lic = sub.add_parser("license", help="buy or remove licenses of a virtual account")
-    lsub = lic.add_subparsers(dest="license_command", required=True, metavar="ACTION")
+    lsub = _Parents(
+        lic.add_subparsers(dest="license_command", required=True, metavar="ACTION"), common
+    )
     for name, text in (
         ("add", "buy N licenses of TAG (creates the account if new)"),
         ("remove", "remove up to N licenses of TAG (never below 0)"),
@@ -94,7 +112,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         action.add_argument("--account", default=DEFAULT_ACCOUNT, metavar="NAME")
 
     off = sub.add_parser("offline", help="answer an air-gapped agent's request file")
-    osub = off.add_subparsers(dest="offline_command", required=True, metavar="ACTION")
+    osub = _Parents(
+        off.add_subparsers(dest="offline_command", required=True, metavar="ACTION"), common
+    )
     ans = osub.add_parser(
         "answer", help="answer every request of an 'offline export' file into one signed file"
     )
@@ -111,7 +131,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Run one ``ssm`` command; the exit status (1 with one line on stderr on bad input)."""
     out, err = out or sys.stdout, err or sys.stderr
-    state_dir: Path = args.state_dir
+    state_dir: Path | None = args.state_dir
+    if state_dir is None:
+        print("ccx-agent ssm: error: the following arguments are required: --state-dir", file=err)
+        return EX_USAGE
     try:
         if args.ssm_command == "serve":
             return _serve(state_dir, args.listen, args.id_lifetime, out)

@@ -47,7 +47,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ccx_agent import deadline
+from ccx_agent import deadline, secretvalues
 from ccx_agent.deadline import ABORTED, Deadlines, Exchange
 from ccx_agent.ssm import protocol
 from ccx_agent.ssm.identity import IdentityError, KeyStore, check_issued, load_anchors, make_csr
@@ -686,6 +686,7 @@ class SsmClient:
         now: datetime,
         current: Credentials | None = None,
     ) -> Registered:
+        secretvalues.remember([token])  # a refusal may echo it
         try:
             in_use = x509.load_der_x509_certificate(current.cert) if current else None
         except ValueError:

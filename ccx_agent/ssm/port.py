@@ -15,7 +15,11 @@ from ccx_agent.errors import AgentError
 
 
 class SsmError(AgentError):
-    """The server answered and refused (bad token, unknown instance …): retrying won't help."""
+    """The server answered and refused (bad token, unknown instance …): retrying won't help.
+
+    Its message may quote what the server said, and a server may echo what it was sent
+    (the ID token): :class:`AgentError` scrubs every secret value this process knows of
+    from it, before it can reach the database's alerts, syslog, the log or a terminal."""
 
 
 class SsmRefused(SsmError):

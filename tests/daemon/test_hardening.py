@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import shutil
 import signal
 import socket
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import users
 from tests.daemon.conftest import (
     CAPTURED,
     Daemon,
@@ -41,39 +41,11 @@ from tests.daemon.conftest import (
     syslog_messages,
     wait_until,
 )
-
-
-def _why_not_as_nobody() -> str | None:
-    """These tests run the daemon as ``nobody``: root to change owners, and an interpreter
-    that ``nobody`` can reach (``.ci/run`` makes it so in CI)."""
-    if os.geteuid() != 0:
-        return "changing owners needs root"
-    try:
-        probe = subprocess.run(
-            [sys.executable, "-c", "import asyncio, ccx_agent.daemon"],
-            user="nobody",
-            group="nogroup",
-            extra_groups=[],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    except OSError as exc:
-        return f"the user nobody cannot run {sys.executable}: {exc}"
-    if probe.returncode != 0:
-        return f"the user nobody cannot run {sys.executable}: {probe.stderr.strip()[-200:]}"
-    return None
-
-
-_WHY = _why_not_as_nobody()
-if _WHY is not None and os.environ.get("CI"):
-    raise RuntimeError(f"CI must run the service-user tests: {_WHY}")
-needs_root = pytest.mark.skipif(_WHY is not None, reason=_WHY or "")
+from tests.users import needs_nobody
 
 
 def _nobody() -> tuple[int, int]:
-    entry = pwd.getpwnam("nobody")
-    return entry.pw_uid, entry.pw_gid
+    return users.ids(users.NOBODY)
 
 
 @pytest.fixture
@@ -146,7 +118,7 @@ def test_a_second_daemon_on_one_state_dir_exits_at_once_naming_the_first(
 # --- ownership ------------------------------------------------------------------------
 
 
-@needs_root
+@needs_nobody
 def test_register_as_root_in_the_service_users_dir_makes_files_the_user_owns(
     sim: Sim, open_dir: Path, udp_syslog: DatagramListener
 ) -> None:
@@ -165,7 +137,7 @@ def test_register_as_root_in_the_service_users_dir_makes_files_the_user_owns(
     assert set(_owners(inst.state_dir).values()) == {uid}
 
 
-@needs_root
+@needs_nobody
 def test_a_daemon_that_may_not_read_its_key_refuses_to_start_and_says_so_in_syslog(
     sim: Sim, open_dir: Path, udp_syslog: DatagramListener
 ) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import pwd
 import shutil
 import subprocess
 import sys
@@ -20,9 +19,10 @@ import pytest
 
 from ccx_agent import doctor
 from ccx_agent.doctor import Finding, Result, local
+from tests import users
 from tests.daemon.conftest import RUNNING, Daemon, Instance
-from tests.daemon.test_hardening import needs_root
 from tests.doctor.conftest import Ssm, config, register, run
+from tests.users import group_name, ids, needs_nobody
 
 LINE = r"^(PASS|WARN|FAIL|SKIP)  [a-z]+  \S.*$"
 
@@ -39,8 +39,7 @@ def open_dir() -> Iterator[Path]:
 
 
 def _nobody() -> tuple[int, int]:
-    entry = pwd.getpwnam("nobody")
-    return entry.pw_uid, entry.pw_gid
+    return ids("nobody")
 
 
 def _service_owned(base: Path, ssm: Ssm) -> Path:
@@ -70,7 +69,7 @@ def _service_owned(base: Path, ssm: Ssm) -> Path:
     return path
 
 
-@needs_root
+@needs_nobody
 def test_a_root_owned_key_in_the_service_users_dir(ssm: Ssm, open_dir: Path) -> None:
     """The old ``sudo register``'s fault: the files check names the key, its owner and
     the chown to run, whoever runs the doctor."""
@@ -84,7 +83,7 @@ def test_a_root_owned_key_in_the_service_users_dir(ssm: Ssm, open_dir: Path) -> 
     assert f"{keys} is owned by root, not by nobody (the owner of {open_dir / 'state'})" in (
         files.finding
     )
-    group = _group(_nobody()[1])
+    group = group_name("nobody")
     assert files.fix == f"run: chown -R nobody:{group} {open_dir / 'state'}"
     # As the CLI runs it for root: it works as the service user, who cannot read the key.
     done = subprocess.run(
@@ -99,16 +98,71 @@ def test_a_root_owned_key_in_the_service_users_dir(ssm: Ssm, open_dir: Path) -> 
     assert checks["files"]["result"] == "FAIL"
     assert f"{keys}: owned by root:root" in checks["files"]["finding"]
     assert f"chown -R nobody:{group} {open_dir / 'state'}" in checks["files"]["fix"]
-    # And the ssm check cannot sign without the key: it says so, it does not crash.
-    assert checks["ssm"]["result"] == "FAIL"
-    assert "cannot" in checks["ssm"]["finding"]
+    # And the ssm check cannot sign without the key: it says so (a SKIP: the files
+    # check has the fix), it does not crash.
+    assert checks["ssm"]["result"] == "SKIP"
+    assert "cannot read its private key" in checks["ssm"]["finding"]
     assert done.stderr.startswith("note: working as nobody")
 
 
-def _group(gid: int) -> str:
-    import grp
+def _unreachable_python(base: Path) -> Path:
+    """This interpreter and its packages as a venv in a directory only root may enter: as
+    a Python under a 0700 ``/root`` is for ``nobody`` (made here, so that CI, where the real
+    one is reachable, meets it too)."""
+    private = base / "private"
+    private.mkdir(mode=0o700)
+    venv = private / "venv"
+    (venv / "bin").mkdir(parents=True)
+    real = Path(os.path.realpath(sys.executable))
+    (venv / "pyvenv.cfg").write_text(
+        f"home = {real.parent}\ninclude-system-site-packages = false\n"
+    )
+    (venv / "bin" / "python").symlink_to(real)
+    site = next(p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir())
+    lib = venv / Path(site).relative_to(sys.prefix)
+    lib.parent.mkdir(parents=True)
+    lib.symlink_to(site)
+    return venv / "bin" / "python"
 
-    return grp.getgrgid(gid).gr_name
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="another user's state directory needs root")
+def test_a_service_user_who_cannot_reach_the_interpreter(open_dir: Path) -> None:
+    """Root in nobody's state directory, with a Python nobody cannot enter: the doctor
+    stays root and says the daemon could not run (no traceback from an import after the
+    drop to nobody); any other command stops with one line."""
+    python = _unreachable_python(open_dir)
+    state = open_dir / "state"
+    state.mkdir(mode=0o700)
+    os.chown(state, *_nobody())
+    path = config(open_dir, None)
+    path.chmod(0o644)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(python), "-m", "ccx_agent", "--config", str(path), *args],
+            cwd="/",
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    done = cli("doctor", "--json")
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    checks = {c["name"]: c for c in json.loads(done.stdout)["checks"]}
+    daemon = checks["daemon"]
+    assert daemon["result"] == "FAIL"
+    assert daemon["finding"].startswith(f"nobody cannot run the interpreter {python} (-> ")
+    assert (
+        f"the daemon runs as nobody (the owner of {state}) and could not start"
+        in (daemon["finding"])
+    )
+    assert "chmod o+x" in daemon["fix"]
+    done = cli("status")
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"error: nobody cannot run the interpreter {python} (-> ")
+    assert len(done.stderr.splitlines()) == 1, done.stderr
 
 
 def test_an_unreadable_file_the_config_names(ssm: Ssm, tmp_path: Path) -> None:
@@ -123,6 +177,60 @@ def test_an_unreadable_file_the_config_names(ssm: Ssm, tmp_path: Path) -> None:
         f"transport.ca_bundle: {tmp_path / 'missing-ca.pem'}: no such file"
     )
     assert files.fix == "create the file, or correct the path at the config line named"
+    # Not "the connection broke during the TLS handshake, check the port".
+    tls = found["tls"]
+    assert tls.result is Result.FAIL
+    assert tls.finding.startswith(
+        f"transport.ca_bundle {tmp_path / 'missing-ca.pem'} cannot be read (No such file"
+    )
+    assert (
+        tls.fix
+        == "create the file, or correct transport.ca_bundle (the files check names the line)"
+    )
+    assert found["ssm"].result is Result.SKIP
+
+
+CLI = (sys.executable, "-m", "ccx_agent")
+
+
+def _doctor_obeying_modes(path: Path) -> dict[str, dict[str, Any]]:
+    done = subprocess.run(
+        [*users.obeying_modes(), *CLI, "--config", str(path), "doctor", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    return {c["name"]: c for c in json.loads(done.stdout)["checks"]}
+
+
+def test_a_key_of_mode_0000_is_a_chmod_and_the_ssm_check_skips(ssm: Ssm, tmp_path: Path) -> None:
+    """Its owner runs the doctor: the key's mode is wrong, not its owner; and the ssm check
+    cannot start (a SKIP pointing at the files check, not "report it as a bug")."""
+    path = config(tmp_path, ssm)
+    register(path, ssm)
+    (key,) = (tmp_path / "state" / "keys").iterdir()
+    key.chmod(0)
+    checks = _doctor_obeying_modes(path)
+    assert checks["files"]["result"] == "FAIL"
+    assert f"{key}: owned by" in checks["files"]["finding"]
+    assert checks["files"]["fix"] == f"run: chmod 600 {key}"
+    assert checks["ssm"]["result"] == "SKIP"
+    assert checks["ssm"]["finding"] == (
+        "this instance cannot read its private key (see the files check)"
+    )
+
+
+def test_a_config_the_doctor_cannot_read_says_so(tmp_path: Path) -> None:
+    path = config(tmp_path, None)
+    path.chmod(0)
+    checks = _doctor_obeying_modes(path)
+    assert checks["config"]["finding"] == (
+        f"{path}:1: (file): cannot read: Permission denied (as user root)"
+    )
+    assert checks["config"]["fix"].startswith(f"make {path} readable by ")
+    assert f"chmod 0640 {path}" in checks["config"]["fix"]
 
 
 def test_an_invalid_config_fails_and_skips_the_rest(tmp_path: Path) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -113,6 +116,29 @@ def test_a_syslog_tcp_target_gets_a_test_line_only_when_asked(tmp_path: Path) ->
         assert found.finding.endswith("; a test line was sent")
         got = listener.wait_messages("the test line", lambda m: m, 10)
         assert len(got) == 1 and got[0].decode().endswith(TEST_LINE)
+    finally:
+        listener.close()
+
+
+CLI = (sys.executable, "-m", "ccx_agent")
+
+
+def test_send_test_alert_json_is_json_alone_on_stdout(tmp_path: Path) -> None:
+    """The real CLI: the sender's "syslog target connected" line (info) is not for a
+    command's output; without -v nothing but the JSON document reaches stdout."""
+    listener = TcpListener()
+    try:
+        path = config(tmp_path, None, syslog=f"tcp://127.0.0.1:{listener.port}")
+        done = subprocess.run(
+            [*CLI, "--config", str(path), "doctor", "--send-test-alert", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        checks = {c["name"]: c for c in json.loads(done.stdout)["checks"]}
+        assert checks["syslog"]["finding"].endswith("; a test line was sent")
+        assert "syslog target connected" not in done.stdout + done.stderr
     finally:
         listener.close()
 

@@ -163,3 +163,68 @@ def test_export_reads_the_token_from_standard_input_and_says_the_files_size(
         1,
         f"error: the token from {usb / 'empty'} is empty\n",
     )
+
+
+def _register_by_file(rooms: dict[str, Path]) -> str:
+    ssm, config, usb = rooms["ssm"], rooms["config"], rooms["usb"]
+    token_file = rooms["tmp"] / "token"
+    token_file.write_text(ccx("ssm", "--state-dir", ssm, "token", "create").stdout)
+    assert ccx("--config", config, "offline", "export", "--output", usb / "reg.json", "--token-file", token_file).returncode == 0  # fmt: skip
+    assert ccx("ssm", "--state-dir", ssm, "offline", "answer", usb / "reg.json", "--output", usb / "reg-answer.json").returncode == 0  # fmt: skip
+    done = ccx("--config", config, "offline", "import", usb / "reg-answer.json")
+    assert done.returncode == 0, done.stderr
+    piid: str = json.loads(ccx("--config", config, "status", "--json").stdout)["registration"][
+        "piid"
+    ]
+    return piid
+
+
+def _instances(ssm: Path) -> list[dict[str, object]]:
+    shown = json.loads(ccx("ssm", "--state-dir", ssm, "show", "--json").stdout)
+    instances: list[dict[str, object]] = shown["instances"]
+    return instances
+
+
+def test_deregister_by_file_releases_the_licences_at_ssm(rooms: dict[str, Path]) -> None:
+    """An air-gapped instance deregistered as it registered: a request file out (signed
+    with its identity), SSM's answer in; SSM has released it, the identity is gone here."""
+    ssm, config, usb = rooms["ssm"], rooms["config"], rooms["usb"]
+    piid = _register_by_file(rooms)
+    done = ccx("--config", config, "offline", "export", "--output", usb / "dereg.json", "--deregister")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "the DEREGISTRATION of this instance" in done.stdout
+    assert "an authorization renewal" not in done.stdout
+    # Exported, not yet answered: still registered on both sides.
+    assert [i["state"] for i in _instances(ssm)] == ["active"]
+    done = ccx("ssm", "--state-dir", ssm, "offline", "answer", usb / "dereg.json", "--output", usb / "dereg-answer.json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "1 request(s) answered (1 DEREGISTER)" in done.stdout
+    assert [i["state"] for i in _instances(ssm)] == ["deregistered"]
+    done = ccx("--config", config, "offline", "import", usb / "dereg-answer.json")
+    assert done.returncode == 0, done.stderr
+    assert f"  deregistered PIID {piid}: SSM released its licences" in done.stdout
+    assert "DEREGISTER_SUCCESS" in done.stderr
+    status = json.loads(ccx("--config", config, "status", "--json").stdout)
+    assert status["registration"]["state"] == "UNREGISTERED"
+    assert list((rooms["tmp"] / "state" / "keys").glob("*.pem")) == []
+    again = ccx("--config", config, "offline", "import", usb / "dereg-answer.json")
+    assert again.returncode == 0 and "already imported" in again.stdout, again.stderr
+    # Nothing left to deregister.
+    done = ccx("--config", config, "offline", "export", "--output", usb / "x.json", "--deregister")  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr == "error: this instance is not registered: there is nothing to deregister\n"
+
+
+def test_deregister_of_an_air_gapped_instance_says_ssm_was_not_told(
+    rooms: dict[str, Path],
+) -> None:
+    """'deregister' wipes the identity here, but nothing reaches SSM: exit 3, and how to
+    release the licences, instead of a silent exit 0."""
+    ssm, config = rooms["ssm"], rooms["config"]
+    piid = _register_by_file(rooms)
+    done = ccx("--config", config, "deregister", "--yes")
+    assert done.returncode == 3, done.stderr
+    assert f"deregistered PIID {piid} locally; the server was not told" in done.stderr
+    assert f"removing the product instance {piid} in SSM" in done.stderr
+    assert "'ccx-agent offline export --deregister' before 'deregister'" in done.stderr
+    assert [i["state"] for i in _instances(ssm)] == ["active"]  # SSM never heard

@@ -319,3 +319,31 @@ def test_a_year_of_pending_reports_is_streamed_and_delivered_once(tmp_path: Path
     finally:
         small.close()
         large.close()
+
+
+def test_deregister_by_file_delivers_the_pending_reports_first(site: Site) -> None:
+    """The last trip of an instance: its day of reports, then its deregistration. SSM
+    stores every report, then releases the instance; here the outbox empties and the
+    identity goes, with DEREGISTER_SUCCESS."""
+    site.register()
+    piid = site.agent.state().identity.piid  # type: ignore[union-attr]
+    site.live(DAY, USAGE)
+    assert len(site.outbox()) == 96
+    result = site.exchange(deregister=True)
+    assert site.answered.by_type == {"REPORT_USAGE": 1, "DEREGISTER": 1}
+    assert "  reports acknowledged: 96" in result.lines
+    assert f"  deregistered PIID {piid}: SSM released its licences" in result.lines
+    assert len(site.sim.reports()) == 96
+    assert [i["state"] for i in site.sim.show(site.now)["instances"]] == ["deregistered"]
+    state = site.agent.state()
+    assert state.identity is None and state.registration is Registration.UNREGISTERED
+    assert site.outbox() == []
+    assert list((site.dir / "keys").glob("*.pem")) == []
+    assert mnemonics(site)["DEREGISTER_SUCCESS"] == 1
+
+
+def test_an_export_cannot_both_register_and_deregister(site: Site) -> None:
+    with pytest.raises(ExchangeError, match="nothing to deregister"):
+        site.export(deregister=True)
+    with pytest.raises(ExchangeError, match="deregister, or register, not both"):
+        site.export(deregister=True, token=site.token())

@@ -190,3 +190,26 @@ def test_serve_until_sigterm_while_admin_commands_run(state_dir: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_the_state_dir_may_come_before_or_after_the_subcommand(state_dir: Path) -> None:
+    """The real CLI: ``ssm --state-dir DIR token create`` as documented, and ``ssm token
+    create --state-dir DIR`` as one types it; none at all is a usage error."""
+    base = [sys.executable, "-m", "ccx_agent", "ssm"]
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*base, *argv], capture_output=True, text=True, timeout=60, check=False
+        )
+
+    after = run("token", "create", "--state-dir", str(state_dir))
+    assert after.returncode == 0, after.stderr
+    assert re.fullmatch(r"[A-Za-z0-9_-]{43,}\n", after.stdout)
+    before = run("--state-dir", str(state_dir), "license", "add", "flex-standard-seat", "3")
+    assert before.returncode == 0, before.stderr
+    shown = run("show", "--json", "--state-dir", str(state_dir))
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["tokens"] == {"total": 1, "usable": 1}
+    missing = run("show")
+    assert missing.returncode == 2
+    assert missing.stderr.strip().endswith("the following arguments are required: --state-dir")
