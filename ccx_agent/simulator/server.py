@@ -164,7 +164,9 @@ class _Server(HTTPServer):
                     for handler in handed:
                         idle[handler] = now
                         sel.register(handler.request, selectors.EVENT_READ, handler)
-                    want = busy < self._max_queued and (n_open < self._max_connections or bool(idle))
+                    want = busy < self._max_queued and (
+                        n_open < self._max_connections or bool(idle)
+                    )
                     if want != listening:
                         if want:
                             sel.register(self.socket, selectors.EVENT_READ, self)
@@ -605,17 +607,22 @@ def start(
     *,
     id_lifetime: timedelta = DEFAULT_ID_LIFETIME,
     clock_skew: timedelta = timedelta(0),
+    max_connections: int | None = None,
 ) -> RunningServer:
     """Serve ``state_dir``'s simulator on ``listen`` (port 0: any free port) in a thread.
 
     ``clock_skew`` sets the server's clock that far from the host's, in its ``Date``
-    header and its protocol alike (a lab SSM with a wrong clock)."""
+    header and its protocol alike (a lab SSM with a wrong clock). ``max_connections``:
+    how many may be open at once (default: what the descriptor limit leaves room for, at
+    most MAX_CONNECTIONS)."""
     simulator = Simulator.open(state_dir, datetime.now(UTC), id_lifetime=id_lifetime)
     try:
         admin_token = load_or_create_admin_token(state_dir)
         tls = tls_context(state_dir)
         try:
-            httpd = _Server(listen, simulator, admin_token, tls, clock_skew)
+            httpd = _Server(
+                listen, simulator, admin_token, tls, clock_skew, max_connections=max_connections
+            )
         except OSError as exc:
             raise ServeError(
                 f"cannot listen on {listen[0]}:{listen[1]}: {exc.strerror or exc}"

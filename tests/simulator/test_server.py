@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import logging
 import socket
@@ -271,3 +272,35 @@ def test_many_connections_are_all_answered_by_a_bounded_number_of_threads(
     statuses = asyncio.run(run())
     assert statuses == [200] * (2 * n)
     assert most - before <= WORKERS + 1 < n
+
+
+def test_at_the_connection_limit_the_longest_idle_connection_makes_room(state_dir: Path) -> None:
+    """Three connections allowed, three kept alive and idle: a fourth client is answered,
+    the one idle longest is closed (its client reconnects, as after any idle close), and
+    the others still work."""
+    server = start(state_dir, max_connections=3)
+    context = ssl.create_default_context(cafile=str(server.ca_path))
+    headers = {"Authorization": f"Bearer {server.admin_token}"}
+
+    def connect() -> http.client.HTTPSConnection:
+        return http.client.HTTPSConnection("127.0.0.1", server.port, context=context, timeout=10)
+
+    def get(conn: http.client.HTTPSConnection) -> int:
+        conn.request("GET", "/admin/state", headers=headers)
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+
+    conns = [connect() for _ in range(3)]
+    try:
+        assert [get(c) for c in conns] == [200, 200, 200]
+        late = connect()
+        conns.append(late)
+        assert get(late) == 200
+        with pytest.raises((http.client.HTTPException, OSError)):
+            get(conns[0])
+        assert [get(c) for c in conns[1:]] == [200, 200, 200]
+    finally:
+        for conn in conns:
+            conn.close()
+        server.stop()
