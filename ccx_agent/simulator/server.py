@@ -162,8 +162,12 @@ class _Server(HTTPServer):
                         busy, n_open = self._busy, len(self._open)
                     now = time.monotonic()
                     for handler in handed:
+                        try:
+                            sel.register(handler.request, selectors.EVENT_READ, handler)
+                        except (OSError, ValueError):  # closed meanwhile: nothing to wait for
+                            self._close(handler)
+                            continue
                         idle[handler] = now
-                        sel.register(handler.request, selectors.EVENT_READ, handler)
                     want = busy < self._max_queued and (
                         n_open < self._max_connections or bool(idle)
                     )
@@ -259,10 +263,6 @@ class _Server(HTTPServer):
         with self._lock:
             self._open.discard(handler.request)
         self.shutdown_request(handler.request)
-
-    def threads(self) -> int:
-        """The threads this server runs now (its workers and the selector thread)."""
-        return len(self._pool._threads) + (0 if self._stopped.is_set() else 1)
 
     def close_connections(self) -> None:
         """End every open connection: a worker reading or writing one then finishes."""
