@@ -32,6 +32,8 @@ class Row:
     show: Callable[[Figures], tuple[str, str, str]]
     goal: str
     met: Callable[[Figures], bool]
+    #: A goal no longer pursued: the figure is still measured and shown, honestly.
+    retired: bool = False
 
 
 def _report_row(fmt: str) -> Row:
@@ -63,23 +65,24 @@ ROWS = (
         "bench_consumption",
         lambda f: (
             f"{f['subject_median_s'] * 1000:.1f} ms",
-            f"json.loads {f['baseline_median_s'] * 1000:.1f} ms "
-            f"(GC off {f['floor_median_s'] * 1000:.1f} ms)",
-            f"{f['ratio_median']:.2f} x",
+            f"json.loads, GC paused as the product does {f['floor_median_s'] * 1000:.1f} ms "
+            f"(GC on {f['baseline_median_s'] * 1000:.1f} ms)",
+            f"{f['floor_ratio_median']:.2f} x (against GC on: {f['ratio_median']:.2f} x)",
         ),
         "<= 1.0 x",
-        lambda f: f["ratio_median"] <= 1.0,
+        lambda f: f["floor_ratio_median"] <= 1.0,
     ),
     Row(
-        "one report job (close, sign, POST over TLS, verify, commit)",
+        "one report job (close, sign, POST over TLS, verify, commit, WAL checkpoint)",
         "bench_ssm",
         lambda f: (
-            f"{f['cycle_job_ms']:.2f} ms",
+            f"{f['cycle_job_ms']:.2f} ms (checkpoint {f['cycle_checkpoint_ms']:.2f} ms)",
             f"fresh pre-signed POST {f['cycle_floor_ms']:.2f} ms",
             f"{f['cycle_ratio']:.2f} x",
         ),
-        "<= 1.5 x",
-        lambda f: f["cycle_ratio"] <= 1.5,
+        "retired (was <= 1.5 x)",
+        lambda f: True,
+        retired=True,
     ),
     Row(
         "daemon idle RSS",
@@ -173,6 +176,36 @@ ROWS = (
         lambda f: f["commands_worst_ratio"] <= 2 and f["commands_extra_packages"] == 0,
     ),
     Row(
+        "the simulator served (TLS, file DB): one report at 2,000 instances",
+        "bench_served",
+        lambda f: (
+            f"kept-alive {f['kept_ms_2000']:.2f} ms (server CPU {f['kept_cpu_ms_2000']:.2f}), "
+            f"new connection {f['handshake_ms_2000']:.2f} ms "
+            f"(server CPU {f['handshake_cpu_ms_2000']:.2f})",
+            f"at 10 instances: {f['kept_ms_10']:.2f} ms ({f['kept_cpu_ms_10']:.2f}), "
+            f"{f['handshake_ms_10']:.2f} ms ({f['handshake_cpu_ms_10']:.2f})",
+            f"server CPU {f['kept_cpu_ms_2000'] / f['kept_cpu_ms_10']:.2f} x kept-alive, "
+            f"{f['handshake_cpu_ms_2000'] / f['handshake_cpu_ms_10']:.2f} x new connection",
+        ),
+        "flat: server CPU <= 1.2 x",
+        lambda f: (
+            f["kept_cpu_ms_2000"] <= 1.2 * f["kept_cpu_ms_10"]
+            and f["handshake_cpu_ms_2000"] <= 1.2 * f["handshake_cpu_ms_10"]
+        ),
+    ),
+    Row(
+        "the simulator under 2,000 agents connecting at once",
+        "bench_served",
+        lambda f: (
+            f"{f['threads_peak']:.0f} threads, {f['rss_peak_mib']:.0f} MiB at most; "
+            f"{f['rss_after_mib']:.0f} MiB after; {f['storm_failed']:.0f} not answered",
+            f"idle: {f['threads_idle']:.0f} threads, {f['rss_idle_mib']:.0f} MiB",
+            f"RSS {f['rss_peak_mib'] / f['rss_idle_mib']:.2f} x",
+        ),
+        "threads <= workers + 2, all answered (was 2,003 threads, 253 MiB)",
+        lambda f: f["threads_peak"] <= f["workers"] + 2 and f["storm_failed"] == 0,
+    ),
+    Row(
         "make test (the suite, -n 6)",
         "bench_suite",
         lambda f: (
@@ -206,7 +239,7 @@ def summary(results: Mapping[str, Figures | None]) -> list[str]:
             if not figures:
                 raise KeyError(row.module)
             figure, floor, ratio = row.show(figures)
-            met = "yes" if row.met(figures) else "**no**"
+            met = "retired" if row.retired else "yes" if row.met(figures) else "**no**"
         except KeyError:
             figure, floor, ratio, met = "not measured", "", "", "**no**"
         out.append(f"| {row.job} | {figure} | {floor} | {ratio} | {row.goal} | {met} |")

@@ -1,11 +1,13 @@
 """Consumption of a snapshot of 1,000 / 10,000 / 100,000 agents: the product path
 against ``json.loads`` of the same bytes (issue 16, first row).
 
-* (a) baseline: ``json.loads`` of the bytes, garbage collector on: what a Python source
-  pays merely to decode the document, before validating or counting anything.
-* (a0) floor: the same ``json.loads`` with the collector off. The collector makes the
-  baseline itself superlinear (it walks the freshly decoded dicts again and again); the
-  floor is the pure decoding cost, printed beside the baseline so neither flatters.
+* (a0) floor: ``json.loads`` of the bytes with the garbage collector paused, as the
+  product pauses it while it decodes (``licensing/snapshot.py``): the same GC policy on
+  both sides, so (b)/(a0) is the ratio the summary reports and the goal is read against.
+* (a) for reference, the same ``json.loads`` with the collector on: what a naive Python
+  source pays. The collector makes it superlinear (it walks the freshly decoded dicts
+  again and again), so (b)/(a) flatters the product (0.84x where (b)/(a0) is 2.3-2.5x);
+  it is printed beside the other, never instead of it.
 * (b) subject, the product path: ``FileSource.read()`` (read the file, decode it with
   duplicate keys refused, validate every agent) + :func:`compute` (count the seats).
 * (r) for reference, the reference path the product falls back to when in doubt:
@@ -13,7 +15,7 @@ against ``json.loads`` of the same bytes (issue 16, first row).
 * (m) for reference, ``msgspec.json.decode`` of the bytes into plain dicts and lists.
 
 All are timed in one run, taking turns (a, a0, b, r, m, a, a0, ...), on the same bytes, so
-the ratios are comparable across machines. The goal: (b)/(a) <= 1.0 at 100,000 agents, and
+the ratios are comparable across machines. The goal: (b)/(a0) <= 1.0 at 100,000 agents, and
 a cost per agent of (b) that does not grow with the size (linear).
 
 Run: ``.venv/bin/python -m benchmarks.bench_consumption [--agents N] [--repeat R] [--no-gc]``.
@@ -218,13 +220,14 @@ def measure(agents: int, repeat: int, no_gc: bool) -> dict[str, float]:
     ):
         print(f"{_line(label, times)}   {statistics.median(times) * per:6.2f} us/agent")
     print(
-        f"  {'ratio (b)/(a), goal <= 1.0':<48} median {figures['ratio_median']:8.2f}   "
-        f"   min {figures['ratio_min']:8.2f}   CPU time {figures['ratio_cpu_median']:5.2f}"
-    )
-    print(
-        f"  {'ratio (b)/(a0), against the GC-off floor':<48} median "
+        f"  {'ratio (b)/(a0), same GC policy, goal <= 1.0':<48} median "
         f"{figures['floor_ratio_median']:8.2f}      min {figures['floor_ratio_min']:8.2f}"
         f"   CPU time {figures['floor_ratio_cpu_median']:5.2f}"
+    )
+    print(
+        f"  {'ratio (b)/(a), json.loads with the GC on':<48} median "
+        f"{figures['ratio_median']:8.2f}      min {figures['ratio_min']:8.2f}"
+        f"   CPU time {figures['ratio_cpu_median']:5.2f}"
     )
     sys.stdout.flush()
     return figures
@@ -263,16 +266,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         growth = runs[-1]["subject_us_per_agent"] / runs[0]["subject_us_per_agent"]
         print(f"  (b) per agent, us (median): {shown}; largest/smallest {growth:.2f}")
         ratios = ", ".join(
-            f"{int(r['agents']):,}: {r['ratio_median']:.2f} (floor {r['floor_ratio_median']:.2f})"
+            f"{int(r['agents']):,}: {r['floor_ratio_median']:.2f} (GC on {r['ratio_median']:.2f})"
             for r in runs
         )
-        print(f"  (b)/(a) by size (median wall time): {ratios}")
+        print(f"  (b)/(a0) by size (median wall time): {ratios}")
         ratios = ", ".join(
-            f"{int(r['agents']):,}: {r['ratio_cpu_median']:.2f} "
-            f"(floor {r['floor_ratio_cpu_median']:.2f})"
+            f"{int(r['agents']):,}: {r['floor_ratio_cpu_median']:.2f} "
+            f"(GC on {r['ratio_cpu_median']:.2f})"
             for r in runs
         )
-        print(f"  (b)/(a) by size (median CPU time):  {ratios}")
+        print(f"  (b)/(a0) by size (median CPU time):  {ratios}")
     return runs[-1]
 
 

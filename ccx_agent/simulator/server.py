@@ -15,16 +15,20 @@ import contextlib
 import hmac
 import json
 import logging
+import resource
 import secrets
+import selectors
 import signal
 import socket
 import socketserver
 import ssl
 import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -48,8 +52,17 @@ ADMIN_PATHS = frozenset(
 )
 ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105 - a file name, not a secret
 MAX_ADMIN_BODY = 64 * 1024
-#: A client that stalls (handshake or body) is dropped after this many seconds.
+#: A client that stalls (handshake or body) is dropped after this many seconds, and so
+#: is a kept-alive connection idle that long.
 SOCKET_TIMEOUT_S = 30.0
+#: Worker threads: each answers one connection's waiting request at a time.
+WORKERS = 16
+#: Accepted connections waiting for a worker, at most; then new clients wait in the
+#: kernel's listen backlog (which is LISTEN_BACKLOG, or the kernel's cap if lower).
+MAX_QUEUED = 256
+LISTEN_BACKLOG = 1024
+#: Open connections at most (fewer if the descriptor limit says so).
+MAX_CONNECTIONS = 10_000
 DEFAULT_LISTEN = ("127.0.0.1", 8443)
 
 
@@ -74,11 +87,24 @@ def load_or_create_admin_token(state_dir: Path) -> str:
     return token
 
 
-class _Server(ThreadingHTTPServer):
-    # Handler threads are joined on close (after their connections are shut down), so a
-    # stopped server answers nothing more and never touches its closed database.
-    daemon_threads = False
-    block_on_close = True
+class _Server(HTTPServer):
+    """An HTTPS server with a bounded pool of worker threads and one selector thread.
+
+    Thread-per-connection held one thread (and its stack) per connected agent: 2,003
+    threads and 253 MiB under 2,000 agents connecting at once. Here the thread of
+    :meth:`serve_forever` accepts and waits, in one selector, on every connection that has
+    nothing to be done yet (a TLS handshake waiting for the client's next flight, a
+    kept-alive connection between two requests); a worker takes a connection only while it
+    has a request to answer. So threads stay at ``workers`` + 1 however many agents
+    connect, and an idle agent costs a socket, not a thread.
+
+    Bounds: at most ``max_queued`` accepted connections wait for a worker (beyond that new
+    clients wait in the kernel's listen backlog), and at most ``max_connections`` are open
+    (at that count the longest-idle kept-alive connection is closed to make room; a client
+    re-connects as it does after any idle close).
+    """
+
+    request_queue_size = LISTEN_BACKLOG
 
     def __init__(
         self,
@@ -87,40 +113,176 @@ class _Server(ThreadingHTTPServer):
         admin_token: str,
         tls: ssl.SSLContext,
         clock_skew: timedelta = timedelta(0),
+        *,
+        workers: int = WORKERS,
+        max_queued: int = MAX_QUEUED,
+        max_connections: int | None = None,
     ) -> None:
         self.clock_skew = clock_skew
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, _Handler)
         self.simulator = simulator
         self.admin_token = admin_token
-        self._open: set[Any] = set()
-        self._open_lock = threading.Lock()
-        # The handshake runs in the request's thread (see _Handler.setup): a slow or
-        # silent client must not stall the accept loop.
+        self.workers = workers
+        self._max_queued = max_queued
+        self._max_connections = max_connections or _fd_budget()
+        self._lock = threading.Lock()
+        self._open: set[Any] = set()  # every accepted socket not yet closed
+        self._busy = 0  # connections queued for or held by a worker
+        self._handed_back: list[_Handler] = []  # kept alive: for the selector to wait on
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="ssm-simulator-worker")
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        self._stopped.set()
+        # The handshake is driven by the workers, a flight at a time (see _Handler.serve):
+        # a slow or silent client holds no thread.
         self.socket = tls.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
+        self.socket.setblocking(False)
 
     def now(self) -> datetime:
         """This server's clock: the host's, off by ``clock_skew`` (a server whose clock is
         wrong, for the agent's clock check; its Date header and its protocol agree)."""
         return datetime.now(UTC) + self.clock_skew
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._open_lock:
-            self._open.add(request)
-        super().process_request(request, client_address)
+    # --- the selector thread ------------------------------------------------------------
 
-    def shutdown_request(self, request: Any) -> None:
-        with self._open_lock:
-            self._open.discard(request)
-        super().shutdown_request(request)
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        self._stopped.clear()
+        idle: dict[_Handler, float] = {}  # waiting connections, oldest first
+        try:
+            with selectors.DefaultSelector() as sel:
+                sel.register(self._wake_r, selectors.EVENT_READ, None)
+                listening = False
+                while not self._stopping.is_set():
+                    with self._lock:
+                        handed, self._handed_back = self._handed_back, []
+                        busy, n_open = self._busy, len(self._open)
+                    now = time.monotonic()
+                    for handler in handed:
+                        try:
+                            sel.register(handler.request, selectors.EVENT_READ, handler)
+                        except (OSError, ValueError):  # closed meanwhile: nothing to wait for
+                            self._close(handler)
+                            continue
+                        idle[handler] = now
+                    want = busy < self._max_queued and (
+                        n_open < self._max_connections or bool(idle)
+                    )
+                    if want != listening:
+                        if want:
+                            sel.register(self.socket, selectors.EVENT_READ, self)
+                        else:
+                            sel.unregister(self.socket)
+                        listening = want
+                    timeout = poll_interval
+                    if idle:
+                        oldest = next(iter(idle.values()))
+                        timeout = max(0.0, min(timeout, oldest + SOCKET_TIMEOUT_S - now))
+                    for key, _ in sel.select(timeout):
+                        if key.data is None:
+                            with contextlib.suppress(OSError):
+                                self._wake_r.recv(4096)
+                        elif key.data is self:
+                            if n_open >= self._max_connections and idle:
+                                self._drop(sel, idle, next(iter(idle)))
+                            self._accept()
+                        else:
+                            handler = key.data
+                            sel.unregister(handler.request)
+                            del idle[handler]
+                            self._submit(handler)
+                    now = time.monotonic()
+                    while idle:
+                        handler, since = next(iter(idle.items()))
+                        if now - since < SOCKET_TIMEOUT_S:
+                            break
+                        self._drop(sel, idle, handler)
+                for handler in list(idle):
+                    self._drop(sel, idle, handler)
+        finally:
+            self._stopped.set()
+
+    def shutdown(self) -> None:
+        """Stop :meth:`serve_forever` and wait until it has returned."""
+        self._stopping.set()
+        self._wake()
+        self._stopped.wait()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
+
+    def _accept(self) -> None:
+        try:
+            request, client_address = self.socket.accept()
+        except OSError:  # gone before we took it, or out of descriptors for now
+            return
+        with self._lock:
+            self._open.add(request)
+        self._submit(_Handler(request, client_address, self))
+
+    def _drop(self, sel: selectors.BaseSelector, idle: dict[_Handler, float], h: _Handler) -> None:
+        sel.unregister(h.request)
+        del idle[h]
+        self._close(h)
+
+    # --- the workers --------------------------------------------------------------------
+
+    def _submit(self, handler: _Handler) -> None:
+        with self._lock:
+            self._busy += 1
+        try:
+            self._pool.submit(self._work, handler)
+        except RuntimeError:  # the pool is shut down: the server is stopping
+            self._close(handler)
+            with self._lock:
+                self._busy -= 1
+
+    def _work(self, handler: _Handler) -> None:
+        try:
+            keep = handler.serve()
+        except Exception:
+            self.handle_error(handler.request, handler.client_address)
+            keep = False
+        if keep and not self._stopping.is_set():
+            with self._lock:
+                self._handed_back.append(handler)
+                self._busy -= 1
+        else:
+            self._close(handler)
+            with self._lock:
+                self._busy -= 1
+        self._wake()
+
+    def _close(self, handler: _Handler) -> None:
+        with contextlib.suppress(Exception):
+            handler.finish()
+        with self._lock:
+            self._open.discard(handler.request)
+        self.shutdown_request(handler.request)
 
     def close_connections(self) -> None:
-        """End every open (kept-alive) connection: their threads then finish."""
-        with self._open_lock:
+        """End every open connection: a worker reading or writing one then finishes."""
+        with self._lock:
             open_now = list(self._open)
         for conn in open_now:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
+
+    def server_close(self) -> None:
+        """Close the listening socket, wait for the workers, close what is left."""
+        super().server_close()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            left, self._open = list(self._open), set()
+        for conn in left:
+            with contextlib.suppress(OSError):
+                conn.close()
+        self._wake_r.close()
+        self._wake_w.close()
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind looks the host's FQDN up in DNS, which can take seconds;
@@ -136,20 +298,79 @@ class _Server(ThreadingHTTPServer):
         log.debug("connection from %s ended in an error", client_address[0])
 
 
+def _fd_budget() -> int:
+    """How many connections may be open: what the descriptor limit leaves room for."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(16, min(MAX_CONNECTIONS, soft - 64))
+
+
 class _Handler(BaseHTTPRequestHandler):
+    """One connection, answered by whichever worker takes it; between two requests it is
+    the selector thread's to wait on (see :class:`_Server`)."""
+
     server: _Server
     protocol_version = "HTTP/1.1"
     timeout = SOCKET_TIMEOUT_S
     server_version = "ccx-ssm-simulator"
     sys_version = ""
 
+    def __init__(self, request: Any, client_address: Any, server: _Server) -> None:
+        # BaseRequestHandler.__init__ would answer the whole connection in this thread.
+        self.request = request
+        self.client_address = client_address
+        self.server = server
+        self._handshaken = False
+
+    def serve(self) -> bool:
+        """Do what can be done now: True to wait for the client (kept alive), False when
+        the connection is over."""
+        if not self._handshaken:
+            self.request.settimeout(0.0)
+            try:
+                self.request.do_handshake()
+            except ssl.SSLWantReadError:
+                return True
+            except ssl.SSLWantWriteError:  # a full send buffer: finish it blocking
+                self.request.settimeout(self.timeout)
+                self.request.do_handshake()
+            self._handshaken = True
+            self.setup()
+        while True:
+            waiting = self._request_waiting()
+            if waiting is None:
+                return True
+            if not waiting:
+                return False
+            self.close_connection = True
+            self.handle_one_request()
+            if self.close_connection:
+                return False
+
+    def _request_waiting(self) -> bool | None:
+        """Whether a request has begun to arrive (True), the client closed (False), or
+        nothing has come yet (None); without blocking, and without losing what was read."""
+        self.request.settimeout(0.0)
+        try:
+            rfile: Any = self.rfile  # a BufferedReader (StreamRequestHandler.rbufsize -1)
+            return bool(rfile.peek(1))
+        except (ssl.SSLWantReadError, BlockingIOError):
+            return None
+        except OSError:
+            return False
+        finally:
+            self.request.settimeout(self.timeout)
+
     def setup(self) -> None:
         # Headers and body leave in two writes: without this, Nagle's algorithm holds the
         # body until the client's delayed ACK (~40 ms on every kept-alive exchange).
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.request.settimeout(self.timeout)
-        self.request.do_handshake()
         super().setup()
+
+    def finish(self) -> None:
+        if self._handshaken:
+            super().finish()
 
     def date_time_string(self, timestamp: float | None = None) -> str:
         """The Date header from this server's clock (see :meth:`_Server.now`)."""
@@ -357,7 +578,7 @@ class RunningServer:
         return ca_path(self.state_dir)
 
     def stop(self) -> None:
-        """Stop accepting, end open connections, wait for their threads, close the
+        """Stop accepting, end open connections, wait for the workers, close the
         database: afterwards the port answers nothing, as a server that is down."""
         self._httpd.shutdown()
         self._thread.join()
@@ -386,17 +607,22 @@ def start(
     *,
     id_lifetime: timedelta = DEFAULT_ID_LIFETIME,
     clock_skew: timedelta = timedelta(0),
+    max_connections: int | None = None,
 ) -> RunningServer:
     """Serve ``state_dir``'s simulator on ``listen`` (port 0: any free port) in a thread.
 
     ``clock_skew`` sets the server's clock that far from the host's, in its ``Date``
-    header and its protocol alike (a lab SSM with a wrong clock)."""
+    header and its protocol alike (a lab SSM with a wrong clock). ``max_connections``:
+    how many may be open at once (default: what the descriptor limit leaves room for, at
+    most MAX_CONNECTIONS)."""
     simulator = Simulator.open(state_dir, datetime.now(UTC), id_lifetime=id_lifetime)
     try:
         admin_token = load_or_create_admin_token(state_dir)
         tls = tls_context(state_dir)
         try:
-            httpd = _Server(listen, simulator, admin_token, tls, clock_skew)
+            httpd = _Server(
+                listen, simulator, admin_token, tls, clock_skew, max_connections=max_connections
+            )
         except OSError as exc:
             raise ServeError(
                 f"cannot listen on {listen[0]}:{listen[1]}: {exc.strerror or exc}"

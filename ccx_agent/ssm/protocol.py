@@ -20,12 +20,13 @@ import itertools
 import json
 import re
 import secrets
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from functools import lru_cache
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -334,7 +335,6 @@ def instant(obj: Mapping[str, Any], key: str, where: str) -> datetime:
 # --- certificates -----------------------------------------------------------------------
 
 
-@lru_cache(maxsize=256)
 def _chain_window(
     leaf_der: bytes, intermediates_der: tuple[bytes, ...], anchors_der: tuple[bytes, ...]
 ) -> tuple[datetime, datetime] | str:
@@ -374,6 +374,86 @@ def _chain_window(
     )
 
 
+class ChainCacheInfo(NamedTuple):
+    hits: int
+    misses: int
+    maxsize: int
+    currsize: int
+
+
+#: Chains that verified, remembered at most: the simulator sees one ID certificate per
+#: active instance (two while one renews), so this covers a fleet of some 30,000
+#: instances; an entry is about 350 bytes (23 MiB when full).
+CHAIN_CACHE_SIZE = 65_536
+#: Chains that did not verify, remembered at most (a misconfigured agent retrying).
+CHAIN_FAILURES_SIZE = 256
+
+
+class ChainCache:
+    """:func:`_chain_window`'s answers by chain, least recently used dropped first.
+
+    It was an ``lru_cache(256)``: beyond 256 active instances every report verified its
+    chain again (+15 % per report). Chains that verified are kept apart from those that
+    did not, so a stranger sending made-up certificates can only churn the small
+    failure list, never evict the fleet's chains. Keys are SHA-256 digests of the DER
+    (not the DER itself: each key would hold a copy of the root). Thread-safe: the
+    simulator's workers share it.
+    """
+
+    def __init__(self, maxsize: int = CHAIN_CACHE_SIZE, failures: int = CHAIN_FAILURES_SIZE):
+        self.maxsize = maxsize
+        self._failures_size = failures
+        self._ok: OrderedDict[bytes, tuple[datetime, datetime]] = OrderedDict()
+        self._bad: OrderedDict[bytes, str] = OrderedDict()
+        self._lock = threading.Lock()
+        self._hits = 0
+        self._misses = 0
+
+    def window(
+        self, leaf_der: bytes, intermediates_der: tuple[bytes, ...], anchors_der: tuple[bytes, ...]
+    ) -> tuple[datetime, datetime] | str:
+        digest = hashlib.sha256()
+        for der in (leaf_der, *intermediates_der, b"", *anchors_der):
+            digest.update(len(der).to_bytes(4, "big"))
+            digest.update(der)
+        key = digest.digest()
+        with self._lock:
+            for known in (self._ok, self._bad):
+                found = known.get(key)
+                if found is not None:
+                    known.move_to_end(key)
+                    self._hits += 1
+                    return found
+            self._misses += 1
+        # Verified outside the lock: two threads may verify the same new chain at once,
+        # which costs a verification, never a wrong answer.
+        result = _chain_window(leaf_der, intermediates_der, anchors_der)
+        with self._lock:
+            if isinstance(result, str):
+                self._bad[key] = result
+                if len(self._bad) > self._failures_size:
+                    self._bad.popitem(last=False)
+            else:
+                self._ok[key] = result
+                if len(self._ok) > self.maxsize:
+                    self._ok.popitem(last=False)
+        return result
+
+    def cache_info(self) -> ChainCacheInfo:
+        with self._lock:
+            return ChainCacheInfo(self._hits, self._misses, self.maxsize, len(self._ok))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._ok.clear()
+            self._bad.clear()
+            self._hits = self._misses = 0
+
+
+#: The process's chain cache (the agent's few chains, or the simulator's fleet).
+CHAIN_CACHE = ChainCache()
+
+
 def _der(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.DER)
 
@@ -388,7 +468,7 @@ def verify_chain(
     """``leaf`` chains to one of ``anchors`` and every certificate on the way is valid now."""
     if not anchors:
         raise _fail(ErrorCode.UNTRUSTED_CERTIFICATE, "no trust anchor is configured")
-    window = _chain_window(
+    window = CHAIN_CACHE.window(
         _der(leaf), tuple(_der(c) for c in intermediates), tuple(_der(c) for c in anchors)
     )
     if isinstance(window, str):

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from ccx_agent.licensing.lifecycle import Enforcement
@@ -89,33 +90,42 @@ def test_400_days_by_file_every_report_delivered_once_never_enforcement(tmp_path
     assert len(life["outbox"]) == 10 * 96 + 1
 
 
-def test_a_missed_exchange_enforces_on_day_180_as_online_and_one_exchange_ends_it(
-    tmp_path: Path,
-) -> None:
-    offline = live(tmp_path / "offline", scenario([30, 60, 260], 300))
-    # The same site online, SSM unreachable right after the renewal of day 60.
+def _missed_exchange(tmp: Path, mode: str) -> dict[str, Any]:
+    """300 days of one site whose exchange of day 90 never happens: offline (exchanges
+    on days 30, 60 and 260), or online with SSM unreachable from just after the renewal
+    of day 60 until day 260."""
+    if mode == "offline":
+        return live(tmp, scenario([30, 60, 260], 300))
     online_doc = scenario([], 300, offline=False)
     online_doc["events"].append({"at": "60d1h", "ssm": "unreachable"})
     online_doc["events"].append({"at": "260d", "ssm": "reachable"})
-    online = live(tmp_path / "online", online_doc)
-    for life in (offline, online):
-        alerts = life["alerts"]
-        assert first(alerts, "AUTHORIZATION_EXPIRED") == START + 150 * DAY
-        assert first(alerts, "ENFORCEMENT_MODE") == START + 240 * DAY
-        enforced = [r for r in life["intervals"] if r.enforcement]
-        assert enforced[0].enforcement == Enforcement.AUTHORIZATION_EXPIRED.value
-        assert enforced[0].end == START + 240 * DAY  # the interval closed at that instant
-        assert enforced[-1].start < START + 260 * DAY + timedelta(minutes=15)
-        assert life["state"].enforcement is None
+    return live(tmp, online_doc)
+
+
+# One test per life (each 300 simulated days): the two run side by side under xdist, and
+# each asserts the same timeline, so offline enforces exactly as online does.
+@pytest.mark.parametrize("mode", ["offline", "online"])
+def test_a_missed_exchange_enforces_on_day_180_as_online_and_one_exchange_ends_it(
+    tmp_path: Path, mode: str
+) -> None:
+    life = _missed_exchange(tmp_path, mode)
+    alerts = life["alerts"]
+    assert first(alerts, "AUTHORIZATION_EXPIRED") == START + 150 * DAY
+    assert first(alerts, "ENFORCEMENT_MODE") == START + 240 * DAY
+    enforced = [r for r in life["intervals"] if r.enforcement]
+    assert enforced[0].enforcement == Enforcement.AUTHORIZATION_EXPIRED.value
+    assert enforced[0].end == START + 240 * DAY  # the interval closed at that instant
+    assert enforced[-1].start < START + 260 * DAY + timedelta(minutes=15)
+    assert life["state"].enforcement is None
+    seen = Counter(a.mnemonic for a in alerts)
+    if mode == "online":
+        assert seen["COMM_FAILED"] == 1
+        return
     # Offline, nobody is told that SSM is unreachable: the warnings say an exchange is due.
-    seen = Counter(a.mnemonic for a in offline["alerts"])
-    assert (
-        seen["COMM_FAILED"] == 0
-        and Counter(a.mnemonic for a in online["alerts"])["COMM_FAILED"] == 1
-    )
-    expiring = [a for a in offline["alerts"] if a.mnemonic == "AUTHORIZATION_EXPIRING_SOON"]
+    assert seen["COMM_FAILED"] == 0
+    expiring = [a for a in alerts if a.mnemonic == "AUTHORIZATION_EXPIRING_SOON"]
     assert expiring and all("a file exchange is due" in a.detail for a in expiring)
-    assert len(offline["server"]) == len(set(offline["server"]))
+    assert len(life["server"]) == len(set(life["server"]))
 
 
 def test_switching_offline_to_online_and_back_loses_and_doubles_nothing(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from ccx_agent.simulator import ca
@@ -97,3 +97,42 @@ def test_root_and_tls_profiles(state_dir: Path) -> None:
     for cert in (a.signing_cert, a.tls_cert):
         assert not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
         cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier)
+
+
+def test_a_fleet_of_id_certificates_is_verified_once_each(state_dir: Path) -> None:
+    """A report's chain check is cached per certificate, and the cache holds a fleet: 1,000
+    instances' certificates, each verified again, are all found (an lru_cache(256) verified
+    every one again once the fleet passed 256)."""
+    a = ca.load_or_create(state_dir, NOW)
+    key = new_key()
+    udi = Udi("UCCX-K9", "FCH1", "0b9b7f5e-6f7b-4a44-9d4c-5b2e3f0a1c2d")
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, udi.uuid)]))
+        .sign(key, hashes.SHA256())
+    )
+    fleet = [a.issue_id_certificate(csr, f"piid-{i}", udi, NOW) for i in range(1000)]
+    for cert in fleet:
+        protocol.verify_chain(cert, [], [a.root], NOW, "ID certificate")
+    before = protocol.CHAIN_CACHE.cache_info()
+    for cert in fleet:
+        protocol.verify_chain(cert, [], [a.root], NOW, "ID certificate")
+    after = protocol.CHAIN_CACHE.cache_info()
+    assert (after.hits - before.hits, after.misses - before.misses) == (1000, 0)
+
+
+def test_certificates_that_fail_cannot_evict_the_fleet(state_dir: Path) -> None:
+    """A stranger's certificates (another CA's) go to the failure list: the chains that
+    verified stay cached however many arrive."""
+    a = ca.load_or_create(state_dir, NOW)
+    stranger = ca.create_authority(NOW)
+    cache = protocol.ChainCache(maxsize=4, failures=2)
+    der = [a.signing_cert.public_bytes(serialization.Encoding.DER)]
+    root = (a.root.public_bytes(serialization.Encoding.DER),)
+    assert isinstance(cache.window(der[0], (), root), tuple)
+    for cert in (stranger.signing_cert, stranger.tls_cert, stranger.root):
+        bad = cert.public_bytes(serialization.Encoding.DER)
+        assert isinstance(cache.window(bad, (), root), str)
+    hits = cache.cache_info().hits
+    assert isinstance(cache.window(der[0], (), root), tuple)
+    assert cache.cache_info().hits == hits + 1

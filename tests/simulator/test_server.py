@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import http.client
 import json
 import logging
 import socket
 import ssl
 import stat
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from ccx_agent.simulator.server import RunningServer, start
+from ccx_agent.simulator.server import WORKERS, RunningServer, start
 from ccx_agent.ssm import protocol
 from ccx_agent.ssm.protocol import ErrorCode, MessageType
 from tests.simulator.helpers import Device
@@ -203,3 +206,101 @@ def test_tls_below_1_2_is_refused(server: RunningServer) -> None:
         pytest.raises(ssl.SSLError),
     ):
         context.wrap_socket(raw, server_hostname="127.0.0.1")
+
+
+async def _get_state(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: RunningServer
+) -> int:
+    writer.write(
+        b"GET /admin/state HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        + f"Authorization: Bearer {server.admin_token}\r\n\r\n".encode("ascii")
+    )
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    json.loads(await reader.readexactly(length))
+    return status
+
+
+def test_many_connections_are_all_answered_by_a_bounded_number_of_threads(
+    server: RunningServer,
+) -> None:
+    """300 agents connect at once over real TLS and keep their connections alive between
+    two requests: every request is answered, and the server never runs more than its
+    workers and its selector thread (thread-per-connection ran 300)."""
+    n = 300
+    before = threading.active_count()
+    most = before
+    context = ssl.create_default_context(cafile=str(server.ca_path))
+
+    async def run() -> list[int]:
+        answered_once = asyncio.Event()
+        done = 0
+
+        async def agent() -> list[int]:
+            nonlocal done
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", server.port, ssl=context, server_hostname="127.0.0.1"
+            )
+            try:
+                first = await _get_state(reader, writer, server)
+                done += 1
+                if done == n:
+                    answered_once.set()
+                await answered_once.wait()  # every connection is open and idle now
+                return [first, await _get_state(reader, writer, server)]
+            finally:
+                writer.close()
+
+        async def sample() -> None:
+            nonlocal most
+            while True:
+                most = max(most, threading.active_count())
+                await asyncio.sleep(0.005)
+
+        sampler = asyncio.create_task(sample())
+        try:
+            results = await asyncio.wait_for(asyncio.gather(*(agent() for _ in range(n))), 120)
+        finally:
+            sampler.cancel()
+        return [status for pair in results for status in pair]
+
+    statuses = asyncio.run(run())
+    assert statuses == [200] * (2 * n)
+    assert most - before <= WORKERS + 1 < n
+
+
+def test_at_the_connection_limit_the_longest_idle_connection_makes_room(state_dir: Path) -> None:
+    """Three connections allowed, three kept alive and idle: a fourth client is answered,
+    the one idle longest is closed (its client reconnects, as after any idle close), and
+    the others still work."""
+    server = start(state_dir, max_connections=3)
+    context = ssl.create_default_context(cafile=str(server.ca_path))
+    headers = {"Authorization": f"Bearer {server.admin_token}"}
+
+    def connect() -> http.client.HTTPSConnection:
+        return http.client.HTTPSConnection("127.0.0.1", server.port, context=context, timeout=10)
+
+    def get(conn: http.client.HTTPSConnection) -> int:
+        conn.request("GET", "/admin/state", headers=headers)
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+
+    conns = [connect() for _ in range(3)]
+    try:
+        assert [get(c) for c in conns] == [200, 200, 200]
+        late = connect()
+        conns.append(late)
+        assert get(late) == 200
+        with pytest.raises((http.client.HTTPException, OSError)):
+            get(conns[0])
+        assert [get(c) for c in conns[1:]] == [200, 200, 200]
+    finally:
+        for conn in conns:
+            conn.close()
+        server.stop()
