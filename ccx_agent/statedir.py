@@ -74,7 +74,12 @@ def db_path(state_dir: Path) -> Path:
 
 
 def inspect(state_dir: Path) -> Inspection:
-    """What the directory holds, from the file system alone (nothing is opened or made)."""
+    """What the directory holds, from the file system alone (nothing is opened or made).
+
+    A LIVE directory names its evidence too: a database file with bytes in it may still
+    hold nothing of the instance that lived here (an empty SQLite file, a deleted row),
+    which only opening it tells (:func:`ccx_agent.instance.open_store`).
+    """
     if not state_dir.is_dir():  # absent, or not a directory (which the config check says)
         return Inspection(Kind.ABSENT)
     db = db_path(state_dir)
@@ -82,8 +87,6 @@ def inspect(state_dir: Path) -> Inspection:
         size = db.stat().st_size
     except OSError:
         size = None
-    if size:
-        return Inspection(Kind.LIVE)
     evidence = []
     if (state_dir / MARKER_NAME).exists():
         evidence.append(f"the marker {state_dir / MARKER_NAME}")
@@ -91,6 +94,8 @@ def inspect(state_dir: Path) -> Inspection:
     with contextlib.suppress(OSError):
         if keys.is_dir() and any(keys.iterdir()):
             evidence.append(f"private keys in {keys}")
+    if size:
+        return Inspection(Kind.LIVE, tuple(evidence))
     wal = Path(f"{db}-wal")
     if wal.exists():
         evidence.append(f"the write-ahead log {wal}")
@@ -99,9 +104,13 @@ def inspect(state_dir: Path) -> Inspection:
     return Inspection(Kind.NEW)
 
 
-def lost_message(state_dir: Path, evidence: tuple[str, ...]) -> str:
+def lost_message(state_dir: Path, evidence: tuple[str, ...], lacks: str | None = None) -> str:
+    """``lacks``: what a database that is there has lost (None: the file is missing or empty)."""
     db = db_path(state_dir)
-    what = "is missing" if not db.exists() else "is empty"
+    if lacks is not None:
+        what = f"has lost {lacks}"
+    else:
+        what = "is missing" if not db.exists() else "is empty"
     return (
         f"{db}: the state database {what}, but an instance lived here ({', '.join(evidence)}); "
         f"refusing to start a new one (that would lose the registration): {RESTORE_HINT}"

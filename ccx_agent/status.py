@@ -19,9 +19,7 @@ from ccx_agent.licensing.catalogue import DISPLAY_NAMES, tags_of
 from ccx_agent.licensing.lifecycle import ProductState, Timers
 from ccx_agent.licensing.timeutil import iso
 from ccx_agent.offline.plan import exchange_status
-from ccx_agent.store import Store
-
-UDI_UUID_KEY = "udi_uuid"
+from ccx_agent.store import UDI_UUID_KEY, Store
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -20,7 +20,7 @@ from ccx_agent.licensing.compliance import TagCompliance, TagState
 from ccx_agent.licensing.lifecycle import Identity, ProductState, Registration
 from ccx_agent.licensing.timeutil import iso
 from ccx_agent.status import LAST_REPORT_KEY
-from ccx_agent.store import DB_NAME, OpenInterval, Store
+from ccx_agent.store import DB_NAME, UDI_UUID_KEY, OpenInterval, Store
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 STD, PREM = "flex-standard-seat", "flex-premium-seat"
@@ -65,6 +65,7 @@ def instance(
         with store.transaction() as tx:
             if state is not None:
                 tx.save_product(state, NOW)
+            tx.set_meta(UDI_UUID_KEY, "00000000-0000-4000-8000-000000000001")
             tx.put_open_interval(OpenInterval(NOW - timedelta(minutes=1), {STD: usage}, 1, 0))
             for n in range(pending):
                 start = NOW - timedelta(minutes=15 * (n + 1))

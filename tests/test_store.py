@@ -1176,3 +1176,39 @@ def test_a_writer_killed_while_opening_a_new_database_leaves_a_usable_file(
     w.kill()
     last = w.committed[-1] if w.committed else 0
     assert committed_counter(db) in (last, last + 1)
+
+
+@pytest.mark.parametrize("readonly", [False, True])
+def test_an_empty_sqlite_file_is_unborn_when_a_schema_is_expected(
+    tmp_path: Path, readonly: bool
+) -> None:
+    """A valid SQLite file with no table (``sqlite3 DB 'PRAGMA journal_mode=WAL'``): where
+    an instance lived, it is refused and left as it is, never given a fresh schema."""
+    path = tmp_path / DB_NAME
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.close()
+    before = path.read_bytes()
+    with pytest.raises(store_mod.Unborn, match="holds no schema"):
+        Store(path, readonly=readonly, create=False)
+    assert path.read_bytes() == before
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+    conn.close()
+
+
+def test_be_born_writes_the_product_state_and_the_udi_once(tmp_path: Path) -> None:
+    s = Store(tmp_path / DB_NAME)
+    try:
+        assert s.missing_life() == [
+            "the product state (the 'product' row)",
+            "the UDI (the 'meta' row 'udi_uuid')",
+        ]
+        s.be_born(ProductState(LicenseType.FLEX), "uuid-1", datetime(2027, 1, 1, tzinfo=UTC))
+        s.be_born(ProductState(LicenseType.NFR), "uuid-2", datetime(2027, 1, 2, tzinfo=UTC))
+        assert s.missing_life() == []
+        assert s.product() == ProductState(LicenseType.FLEX)
+        with s.read() as tx:
+            assert tx.meta(store_mod.UDI_UUID_KEY) == "uuid-1"
+    finally:
+        s.close()
