@@ -262,6 +262,8 @@ def state_to_json(state: ProductState) -> str:
         "last_comm_error": state.last_comm_error,
         "report_failures": state.report_failures,
         "report_next_attempt": _ts(state.report_next_attempt),
+        "source_failing_since": _ts(state.source_failing_since),
+        "source_error": state.source_error,
         "marks": {k: _ts(v) for k, v in state.marks.items()},
     }
     try:
@@ -330,6 +332,8 @@ def state_from_json(text: str) -> ProductState:
         last_comm_error=d["last_comm_error"],
         report_failures=int(d.get("report_failures", 0)),
         report_next_attempt=_dt(d.get("report_next_attempt")),
+        source_failing_since=_dt(d.get("source_failing_since")),
+        source_error=d.get("source_error"),
         marks={k: _req_dt(v) for k, v in d["marks"].items()},
     )
 
@@ -504,6 +508,21 @@ class Tx:
             (n,),
         ).fetchall()
         return self._interval_records(reversed(rows))
+
+    def last_interval_with_data(self) -> tuple[IntervalRecord | None, int]:
+        """The newest closed interval that had a good sample (None: none has), and how many
+        closed intervals after it had none (NO_DATA): what ``status`` shows in an outage."""
+        rows = self._c.execute(
+            'SELECT start, "end", status, registration, "authorization", enforcement, tags '
+            "FROM intervals WHERE status != ? ORDER BY start DESC LIMIT 1",
+            (IntervalStatus.NO_DATA.value,),
+        ).fetchall()
+        found = self._interval_records(rows)
+        after = _ts(found[0].start) if found else ""
+        (count,) = self._c.execute(
+            "SELECT count(*) FROM intervals WHERE start > ?", (after,)
+        ).fetchone()
+        return (found[0] if found else None), int(count)
 
     @staticmethod
     def _interval_records(rows: Iterable[Sequence[Any]]) -> list[IntervalRecord]:

@@ -38,6 +38,8 @@ def test_an_unregistered_instance(rig) -> None:  # type: ignore[no-untyped-def]
     assert set(doc["tags"]) == {PREMIUM, STANDARD, "flex-outbound-port"}
     assert doc["tags"][PREMIUM] == {
         "usage": 0,
+        "usage_at": None,
+        "usage_current": True,
         "entitlement": 0,
         "reported": None,
         "state": "IN_COMPLIANCE",
@@ -68,6 +70,8 @@ def test_a_registered_instance_reporting_over_its_entitlement(rig) -> None:  # t
     assert doc["outbox"] == 0
     assert doc["tags"][PREMIUM] == {
         "usage": 4,
+        "usage_at": "2027-01-04T08:16:00Z",
+        "usage_current": True,
         "entitlement": 1,
         "reported": 3,
         "state": "OVERAGE",

@@ -107,6 +107,8 @@ def full_state() -> ProductState:
         last_comm_error="connect timeout to smartreceiver.cisco.com:443",
         report_failures=3,
         report_next_attempt=T0 + timedelta(minutes=45, microseconds=3),
+        source_failing_since=T0 + timedelta(minutes=50),
+        source_error="SourceError: UCCX down",
         marks={
             "SYSTEM_IN_OOC_STATE": T0 + timedelta(microseconds=42),
             "ENTITLEMENT_REPORT_FAILED": T0 + timedelta(days=1),
@@ -251,6 +253,13 @@ def test_a_state_saved_before_the_report_backoff_fields_still_reads() -> None:
     assert old == dataclasses.replace(full_state(), report_failures=0, report_next_attempt=None)
 
 
+def test_a_state_saved_before_the_source_failure_fields_still_reads() -> None:
+    doc = json.loads(state_to_json(full_state()))
+    del doc["source_failing_since"], doc["source_error"]
+    old = state_from_json(json.dumps(doc))
+    assert old == dataclasses.replace(full_state(), source_failing_since=None, source_error=None)
+
+
 def test_the_default_product_state_round_trips() -> None:
     s = ProductState(LicenseType.NFR)
     assert state_from_json(state_to_json(s)) == s
@@ -324,6 +333,8 @@ _PRODUCT_STATE_FIELDS: dict[str, st.SearchStrategy[object]] = dict(
     last_comm_error=st.none() | st.text(max_size=40),
     report_failures=st.integers(0, 10**6),
     report_next_attempt=_opt(_INSTANTS),
+    source_failing_since=_opt(_INSTANTS),
+    source_error=st.none() | st.text(max_size=40),
     marks=st.dictionaries(_NAMES, _INSTANTS, max_size=4),
 )
 _PRODUCT_STATES = st.builds(ProductState, **_PRODUCT_STATE_FIELDS)
