@@ -590,7 +590,29 @@ class Tx:
         return int(self._c.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
     def outbox_drop_piid(self, piid: str) -> int:
-        """Reports of a wiped identity can never be signed again; they are dropped."""
+        """Reports of a wiped identity can never be signed again; they are dropped, and
+        their intervals say so (DROPPED, nothing reported), never still REPORTED. The
+        caller says how many, on its output and with ENTITLEMENT_REPORT_FAILED."""
+        starts = [
+            r[0]
+            for r in self._c.execute(
+                "SELECT interval_start FROM outbox WHERE piid = ?", (piid,)
+            ).fetchall()
+        ]
+        for start in starts:
+            row = self._c.execute(
+                "SELECT tags FROM intervals WHERE start = ? AND status = ?",
+                (start, IntervalStatus.REPORTED.value),
+            ).fetchone()
+            if row is None:
+                continue
+            tags = json.loads(row[0])
+            for value in tags.values():
+                value["reported"] = None
+            self._c.execute(
+                "UPDATE intervals SET status = ?, tags = ? WHERE start = ?",
+                (IntervalStatus.DROPPED.value, json.dumps(tags), start),
+            )
         return self._c.execute("DELETE FROM outbox WHERE piid = ?", (piid,)).rowcount
 
     # file exchanges (ccx_agent/offline)
