@@ -34,6 +34,29 @@ class Row:
     met: Callable[[Figures], bool]
 
 
+def _report_row(fmt: str) -> Row:
+    """Issue 26: a year's report in one format, as a new process (CPU and peak RSS)."""
+
+    def show(f: Figures) -> tuple[str, str, str]:
+        return (
+            f"{f[fmt + '_cpu_s']:.2f} s CPU, {f[fmt + '_rss_mib']:.1f} MiB "
+            f"(start-up {f['startup_cpu_s']:.2f} s, {f['startup_rss_mib']:.1f} MiB)",
+            f"bare SELECT {f['bare_cpu_s']:.3f} s, {f['bare_rss_mib']:.1f} MiB",
+            f"{f[fmt + '_cpu_ratio']:.1f} x CPU, {f[fmt + '_rss_ratio']:.2f} x RSS",
+        )
+
+    def met(f: Figures) -> bool:
+        return f[fmt + "_cpu_s"] <= 0.5 and f[fmt + "_rss_mib"] <= 64
+
+    return Row(
+        f"report over a year by interval, {fmt} (a new process)",
+        "bench_report",
+        show,
+        "<= 0.5 s CPU, <= 64 MiB",
+        met,
+    )
+
+
 ROWS = (
     Row(
         "consumption of a 100,000-agent snapshot (product path)",
@@ -70,6 +93,17 @@ ROWS = (
         lambda f: f["ratio"] <= 1.10 and f["idle_cpu_percent"] <= 0.1,
     ),
     Row(
+        "daemon idle wake-ups",
+        "bench_daemon",
+        lambda f: (
+            f"{f['wakeups_per_s']:.2f} /s",
+            f"bare interpreter {f['bare_wakeups_per_s']:.2f} /s",
+            "",
+        ),
+        "<= 0.3 /s",
+        lambda f: f["wakeups_per_s"] <= 0.3,
+    ),
+    Row(
         "simulate 400 days, quiet",
         "bench_simulate",
         lambda f: (
@@ -101,6 +135,42 @@ ROWS = (
         ),
         "<= 1.5 ms, flat",
         lambda f: f["report_ms_2000"] <= 1.5,
+    ),
+    *(_report_row(fmt) for fmt in ("json", "csv", "text", "html")),
+    Row(
+        "status --check start (record of the config)",
+        "bench_cli",
+        lambda f: (
+            f"{f['check_cpu_s']:.3f} s CPU, {f['check_rss_mib']:.1f} MiB",
+            f"python + sqlite3 reading its rows {f['check_floor_cpu_s']:.3f} s, "
+            f"{f['check_floor_rss_mib']:.1f} MiB",
+            f"{f['check_ratio']:.2f} x",
+        ),
+        "<= 3 x, <= 25 MiB",
+        lambda f: f["check_ratio"] <= 3 and f["check_rss_mib"] <= 25,
+    ),
+    Row(
+        "--help / --version start",
+        "bench_cli",
+        lambda f: (
+            f"{f['help_cpu_s']:.3f} / {f['version_cpu_s']:.3f} s CPU",
+            f"bare interpreter {f['bare_cpu_s']:.3f} s",
+            f"{max(f['help_cpu_s'], f['version_cpu_s']) / f['bare_cpu_s']:.2f} x",
+        ),
+        "<= 0.06 s",
+        lambda f: max(f["help_cpu_s"], f["version_cpu_s"]) <= 0.06,
+    ),
+    Row(
+        "status, usage, alerts, report start",
+        "bench_cli",
+        lambda f: (
+            " / ".join(f"{f[f'{n}_cpu_s']:.3f}" for n in ("status", "usage", "alerts", "report"))
+            + f" s CPU; {f['commands_extra_packages']:.0f} package(s) beyond their deps",
+            f"import pydantic, yaml, msgspec, sqlite3 {f['deps_cpu_s']:.3f} s",
+            f"{f['commands_worst_ratio']:.2f} x (worst)",
+        ),
+        "<= 2 x, nothing beyond",
+        lambda f: f["commands_worst_ratio"] <= 2 and f["commands_extra_packages"] == 0,
     ),
     Row(
         "make test (the suite, -n 6)",

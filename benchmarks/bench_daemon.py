@@ -1,5 +1,5 @@
-"""The daemon at rest: resident memory and CPU of ``ccx-agent run`` over 60 s, and its
-start-up time to ``READY=1``, against honest floors.
+"""The daemon at rest: resident memory, CPU and wake-ups of ``ccx-agent run`` over 60 s,
+and its start-up time to ``READY=1``, against honest floors.
 
 The daemon runs with the production intervals (sample every minute, report every 15
 minutes), registered to the real simulator on loopback, reading a scripted source of 400
@@ -16,7 +16,9 @@ Floors, measured in the same run and sampled in the same ticks as the daemon:
   project's own code, the stdlib it alone uses, and its data cost.
 
 For start-up, the baseline is that deps-only import, until it prints that it is done.
-Measured from ``/proc/PID/status`` (VmRSS, VmHWM) and the threads' ``schedstat``.
+Measured from ``/proc/PID/status`` (VmRSS, VmHWM) and the threads' ``schedstat``; the
+wake-ups are the context switches of all its threads (``/proc/PID/task/*/status``) over the
+window, the bare interpreter's beside them.
 """
 
 from __future__ import annotations
@@ -67,6 +69,22 @@ def _cpu_s(pid: int) -> float:
     parts = stat[stat.rindex(")") + 2 :].split()
     ticks = (int(parts[11]) + int(parts[12])) / TICKS
     return max(total_ns / 1e9, ticks)
+
+
+def _wakeups(pid: int) -> int:
+    """Context switches of every thread of ``pid`` (``/proc/PID/task/*/status``): each
+    time a thread was put to sleep and woken again, or preempted. For an idle daemon,
+    its wake-ups (a thread that ends in the window takes its count with it)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            text = (task / "status").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                total += int(line.split(":")[1])
+    return total
 
 
 def _config(work: Path, url: str, ca: Path, syslog_port: int) -> Path:
@@ -234,6 +252,7 @@ def main(argv: Sequence[str]) -> dict[str, float]:
             pids = (proc.pid, floors[0].pid, floors[1].pid, floors[2].pid)
             time.sleep(1.0)
             cpu0 = [_cpu_s(pid) for pid in pids]
+            woke0 = [_wakeups(pid) for pid in pids]
             peak = [0, 0, 0, 0]
             end = time.monotonic() + args.seconds
             while time.monotonic() < end:
@@ -241,6 +260,7 @@ def main(argv: Sequence[str]) -> dict[str, float]:
                     peak[k] = max(peak[k], _rss_kib(pid)[0])
                 time.sleep(1.0)
             cpu = [_cpu_s(pid) - c for pid, c in zip(pids, cpu0, strict=True)]
+            woke = [_wakeups(pid) - w for pid, w in zip(pids, woke0, strict=True)]
             hwm = _rss_kib(proc.pid)[1]
             proc.terminate()
             code = proc.wait(timeout=60)
@@ -276,6 +296,10 @@ def main(argv: Sequence[str]) -> dict[str, float]:
         f"of 5, deps-only import {best[1] * 1000:.0f} / {mid[1] * 1000:.0f} ms: ratio "
         f"{best[0] / best[1]:.2f} best, {mid[0] / mid[1]:.2f} median"
     )
+    print(
+        f"   idle wake-ups: daemon {woke[0]} = {woke[0] / args.seconds:.2f}/s (goal <= 0.3/s); "
+        f"deps-only {woke[1] / args.seconds:.2f}/s, bare {woke[2] / args.seconds:.2f}/s"
+    )
     print(f"   the daemon exited {code} on SIGTERM")
     return {
         "rss_mib": mib[0],
@@ -284,6 +308,8 @@ def main(argv: Sequence[str]) -> dict[str, float]:
         "ratio": mib[0] / mib[1],
         "idle_cpu_percent": 100 * cpu[0] / args.seconds,
         "exit_status": float(code),
+        "wakeups_per_s": woke[0] / args.seconds,
+        "bare_wakeups_per_s": woke[2] / args.seconds,
     }
 
 

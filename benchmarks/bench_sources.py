@@ -31,6 +31,7 @@ from ccx_agent.licensing.catalogue import ALL_FEATURES, LicenseType
 from ccx_agent.licensing.consumption import Consumption, compute
 from ccx_agent.sources.uccx import (
     configuration,
+    parse_campaign_list,
     parse_campaigns,
     parse_csqs,
     parse_resources,
@@ -38,6 +39,7 @@ from ccx_agent.sources.uccx import (
     snapshot,
 )
 from tests.sources.fake_uccx import (
+    campaign_bodies,
     campaigns_xml,
     csqs_xml,
     make_cluster,
@@ -57,18 +59,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     cluster = make_cluster(args.agents, seed=20240601)
     resources, csqs = resources_xml(cluster), csqs_xml(cluster)
     campaigns, users = campaigns_xml(cluster), users_xml(cluster)
-    admin_bytes = len(resources) + len(csqs) + len(campaigns)
+    details = list(campaign_bodies(cluster).values())
+    admin_bytes = len(resources) + len(csqs) + len(campaigns) + sum(map(len, details))
 
     def baseline() -> object:
-        return [ET.fromstring(b) for b in (resources, csqs, campaigns, users)]
+        return [ET.fromstring(b) for b in (resources, csqs, campaigns, *details, users)]
 
     def subject() -> Consumption:
+        csq_list = parse_csqs(csqs)
+        parse_campaign_list(campaigns)
         config = configuration(
-            parse_resources(resources), parse_csqs(csqs), parse_campaigns(campaigns)
+            parse_resources(resources), csq_list, parse_campaigns(details, csq_list)
         )
         return compute(snapshot(config, parse_users(users)), LicenseType.FLEX, ALL_FEATURES)
 
-    cached = configuration(parse_resources(resources), parse_csqs(csqs), parse_campaigns(campaigns))
+    csq_list = parse_csqs(csqs)
+    cached = configuration(parse_resources(resources), csq_list, parse_campaigns(details, csq_list))
 
     def sample() -> Consumption:
         return compute(snapshot(cached, parse_users(users)), LicenseType.FLEX, ALL_FEATURES)

@@ -10,12 +10,11 @@ import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, TextIO
+from typing import IO, TYPE_CHECKING, Any, TextIO
 
 from ccx_agent import config as config_mod
-from ccx_agent import statedir
+from ccx_agent import statedir, userfiles
 from ccx_agent import status as status_mod
-from ccx_agent.agent import Agent, Outcome
 from ccx_agent.commands import _now, _problems, _with_agent
 from ccx_agent.errors import EX_FAILED, EX_USAGE, AgentError
 from ccx_agent.instance import Open, open_store
@@ -24,6 +23,9 @@ from ccx_agent.licensing.catalogue import CATALOGUE, tags_of
 from ccx_agent.licensing.control import admit as admission
 from ccx_agent.licensing.lifecycle import ProductState
 from ccx_agent.yamldoc import DocumentError, one_of
+
+if TYPE_CHECKING:
+    from ccx_agent.agent import Agent, Outcome
 
 #: The longest token file read (an ID token is a few hundred characters).
 MAX_TOKEN_BYTES = 64 * 1024
@@ -41,6 +43,8 @@ def sync(path: Path, out: TextIO | None = None, err: TextIO | None = None) -> in
     interval, so the second finds nothing to close, and SSM acknowledges a report id it
     already has without counting it again.
     """
+
+    from ccx_agent.agent import Outcome  # noqa: PLC0415 - the agent only where it runs
 
     def act(agent: Agent, now: datetime) -> Outcome:
         closed = agent.close_intervals(now)
@@ -162,7 +166,8 @@ def admit(
 
 
 class TokenError(Exception):
-    """The token could not be had (one line; exit 2 for how it was asked, 1 for a file)."""
+    """The token could not be had (one line; exit 2 for how it was asked, 1 for what was
+    read: a file missing, unreadable or empty, an empty standard input)."""
 
     def __init__(self, message: str, exit_status: int) -> None:
         super().__init__(message)
@@ -193,19 +198,21 @@ def read_token(
         where = "standard input"
     elif token_file is not None:
         try:
-            with open(token_file, encoding="utf-8", errors="replace") as fh:
-                text = fh.read(MAX_TOKEN_BYTES)
+            with userfiles.open_regular(token_file) as fh:  # opened before a privilege drop
+                text = fh.read(MAX_TOKEN_BYTES).decode("utf-8", errors="replace")
+        except userfiles.UserFileError as exc:
+            raise TokenError(f"--token-file {exc}", EX_FAILED) from None
         except OSError as exc:
             raise TokenError(
-                f"--token-file {token_file}: cannot be read: {exc.strerror or exc}", EX_FAILED
+                f"--token-file {token_file}: cannot be read: {userfiles.reason(exc)}", EX_FAILED
             ) from None
         where = token_file
     else:
         return source
     lines = text.strip().splitlines()
     token = lines[0].strip() if lines else ""
-    if not token:
-        raise TokenError(f"the token from {where} is empty", EX_USAGE)
+    if not token:  # bad input, as a missing or unreadable file is: not a usage error
+        raise TokenError(f"the token from {where} is empty", EX_FAILED)
     return token
 
 

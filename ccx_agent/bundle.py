@@ -23,7 +23,6 @@ The private keys of ``state_dir/keys`` are never read into the bundle. The file 
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import io
 import json
 import os
@@ -36,7 +35,6 @@ import ssl
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -54,6 +52,7 @@ from ccx_agent.errors import EX_FAILED
 from ccx_agent.licensing.timeutil import iso
 from ccx_agent.logs import REDACTED as LOG_REDACTED
 from ccx_agent.logs import redact_text, secret_key
+from ccx_agent.userfiles import Output, UserFileError, reason
 from ccx_agent.yamldoc import DocumentError
 
 REDACTED = "<redacted>"
@@ -328,28 +327,22 @@ def collect(path: Path, now: datetime) -> dict[str, str]:
     }
 
 
-def write(members: dict[str, str], output: Path, top: str) -> int:
-    """The ``.tar.gz`` at ``output``, mode 0600, written beside it and renamed into place
-    (a failed run leaves nothing half-written); its size."""
-    directory = output.parent if str(output.parent) else Path()
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=directory)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
-            stamp = time.time()
-            for name, text in members.items():
-                data = text.encode("utf-8")
-                info = tarfile.TarInfo(f"{top}/{name}")
-                info.size = len(data)
-                info.mode = 0o600
-                info.mtime = int(stamp)
-                tar.addfile(info, io.BytesIO(data))
-        os.replace(tmp, output)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return output.stat().st_size
+def write(members: dict[str, str], output: Path, top: str) -> Output:
+    """The ``.tar.gz`` at ``output`` (see :class:`~ccx_agent.userfiles.Output`: a new
+    file is 0600, a failed run leaves nothing half-written), committed."""
+    with (
+        Output(output, 0o600) as target,
+        tarfile.open(fileobj=target.stream, mode="w:gz") as tar,
+    ):
+        stamp = time.time()
+        for name, text in members.items():
+            data = text.encode("utf-8")
+            info = tarfile.TarInfo(f"{top}/{name}")
+            info.size = len(data)
+            info.mode = 0o600
+            info.mtime = int(stamp)
+            tar.addfile(info, io.BytesIO(data))
+    return target
 
 
 def main(
@@ -366,12 +359,17 @@ def main(
     top = target.name.removesuffix(".tar.gz").removesuffix(".tgz") or "ccx-agent-support"
     members = collect(path, now)
     try:
-        size = write(members, target, top)
-    except OSError as exc:
-        print(f"error: {target}: cannot write the bundle: {exc.strerror or exc}", file=err)
+        written = write(members, target, top)
+        mode = written.mode()
+    except UserFileError as exc:
+        print(f"error: {exc}", file=err)
         return EX_FAILED
+    except OSError as exc:
+        print(f"error: {target}: cannot write the bundle: {reason(exc)}", file=err)
+        return EX_FAILED
+    where = "written through" if mode is None else f"mode {mode:04o}"
     print(
-        f"{target}: {len(members)} files, {size} bytes, mode 0600 (secrets redacted: "
+        f"{target}: {len(members)} files, {written.size} bytes, {where} (secrets redacted: "
         "check before sending)",
         file=out,
     )

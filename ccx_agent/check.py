@@ -14,11 +14,10 @@ import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
-from ccx_agent import config as config_mod
+from ccx_agent import checkconfig
 from ccx_agent import status as status_mod
-from ccx_agent.config import Config
 from ccx_agent.durations import format_duration
 from ccx_agent.errors import AgentError
 from ccx_agent.instance import Open, open_store
@@ -26,7 +25,11 @@ from ccx_agent.licensing.compliance import TagState
 from ccx_agent.licensing.lifecycle import Authorization, Registration
 from ccx_agent.licensing.timeutil import iso as iso_text
 from ccx_agent.licensing.timeutil import parse_iso
-from ccx_agent.yamldoc import DocumentError
+
+if TYPE_CHECKING:
+    # The schema only where the config is validated here (see :func:`_recorded`).
+    from ccx_agent.config import Config
+    from ccx_agent.store import Store
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 NAMES = ("OK", "WARNING", "CRITICAL", "UNKNOWN")
@@ -169,28 +172,77 @@ def line(code: int, what: str, perf: str = "") -> str:
     return f"{text} | {perf}" if perf else text
 
 
-def main(path: Path, now: datetime, out: TextIO | None = None, err: TextIO | None = None) -> int:
+def _recorded(path: Path) -> tuple[Config, Store] | None:
+    """The config as the daemon recorded it for this check, and the database it is in,
+    when the file is still the one it validated (:mod:`ccx_agent.checkconfig`); else
+    None, having said nothing: the caller validates the file and opens the database as
+    every command does, and says what is wrong."""
+    state_dir = checkconfig.light_state_dir(path) if path.is_absolute() else None
+    if state_dir is None:
+        return None
+    try:
+        store = open_store(checkconfig.StateDir(state_dir), Open.READ)
+    except Exception:
+        return None
+    recorded = checkconfig.read(store, path, state_dir)
+    if recorded is None:
+        store.close()
+        return None
+    # Not a Config: the attributes of one that the check reads (checkconfig.KEYS).
+    return cast("Config", recorded), store
+
+
+def recorded_state_dir(path: Path) -> Path | None:
+    """The state directory of the config at ``path``, if the daemon recorded this very
+    file (:func:`_recorded`): where root becomes the directory's owner before the check."""
+    found = _recorded(path)
+    if found is None:
+        return None
+    found[1].close()
+    return found[0].state_dir
+
+
+def main(
+    path: Path,
+    now: datetime,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    *,
+    record: bool = True,
+) -> int:
     out, err = out or sys.stdout, err or sys.stderr
-    try:
-        cfg = config_mod.load(path)
-    except DocumentError as exc:
-        # A plugin's status is 0-3 whatever goes wrong; the details on stderr.
-        for problem in exc.problems:
-            print(problem, file=err)
-        print(line(UNKNOWN, f"the config {path} is not valid"), file=out)
-        return UNKNOWN
-    try:
-        store = open_store(cfg, Open.READ)
-    except AgentError as exc:  # no database, a lost or damaged one: the line says which
-        print(line(UNKNOWN, f"cannot read the state database: {exc}"), file=out)
-        return UNKNOWN
-    except Exception as exc:  # a permission, an I/O error: still a plugin answer
-        print(
-            line(UNKNOWN, f"cannot read the state database: {type(exc).__name__}: {exc}"), file=out
-        )
-        return UNKNOWN
+    found = _recorded(path) if record else None
+    if found is not None:
+        cfg, store = found
+    else:
+        from ccx_agent import config as config_mod  # noqa: PLC0415 - see _recorded
+        from ccx_agent.yamldoc import DocumentError  # noqa: PLC0415
+
+        try:
+            cfg = config_mod.load(path)
+        except DocumentError as exc:
+            # A plugin's status is 0-3 whatever goes wrong; the details on stderr.
+            for problem in exc.problems:
+                print(problem, file=err)
+            print(line(UNKNOWN, f"the config {path} is not valid"), file=out)
+            return UNKNOWN
+        try:
+            store = open_store(cfg, Open.READ)
+        except AgentError as exc:  # no database, a lost or damaged one: the line says which
+            print(line(UNKNOWN, f"cannot read the state database: {exc}"), file=out)
+            return UNKNOWN
+        except Exception as exc:  # a permission, an I/O error: still a plugin answer
+            print(
+                line(UNKNOWN, f"cannot read the state database: {type(exc).__name__}: {exc}"),
+                file=out,
+            )
+            return UNKNOWN
     try:
         doc = status_mod.collect(cfg, store, now)
+        v = verdict(doc, cfg, now)
+    except checkconfig.NotRecorded:
+        # A key the record does not carry: answer as if there were no record.
+        return main(path, now, out, err, record=False)
     except Exception as exc:  # a damaged database, a full disk: still a plugin answer
         print(
             line(UNKNOWN, f"cannot read the state database: {type(exc).__name__}: {exc}"), file=out
@@ -198,6 +250,5 @@ def main(path: Path, now: datetime, out: TextIO | None = None, err: TextIO | Non
         return UNKNOWN
     finally:
         store.close()
-    v = verdict(doc, cfg, now)
     print(line(v.code, v.what, perfdata(doc)), file=out)
     return v.code

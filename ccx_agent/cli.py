@@ -10,22 +10,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import os
-import sqlite3
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ccx_agent import __version__, cli_help, earlysignals
-from ccx_agent.config import default_path
-from ccx_agent.config import load as load_config
+from ccx_agent.configpath import default_path
 from ccx_agent.errors import EX_FAILED, EX_INTERRUPTED, AgentError
-from ccx_agent.statedir import become_owner
-from ccx_agent.store import damaged, is_damage
-from ccx_agent.yamldoc import DocumentError
+
+if TYPE_CHECKING:
+    import sqlite3
 
 #: The commands whose sub-parsers are registered by their own modules, which import the
 #: simulator, the history renderers and the offline exchange (tens of milliseconds of
@@ -58,10 +57,11 @@ def command_of(argv: Sequence[str] | None) -> str | None:
     return rest[0] if rest and not rest[0].startswith("-") else None
 
 
-def parser(command: str | None = None) -> argparse.ArgumentParser:
+def parser(command: str | None = None, *, listed: bool = False) -> argparse.ArgumentParser:
     """The CLI's parser; for a ``command`` that is not one of :data:`HEAVY_COMMANDS`,
     without their sub-parsers (the help of every command is the same). No command (help,
-    ``--version``, a usage error) gets the full parser, so that the help lists them all."""
+    ``--version``, a usage error) gets the full parser, so that the help lists them all;
+    ``listed``, those commands only as the help lists them (:func:`_parser_for`)."""
     light = command is not None and command not in HEAVY_COMMANDS
     p = argparse.ArgumentParser(
         prog="ccx-agent",
@@ -142,13 +142,7 @@ def parser(command: str | None = None) -> argparse.ArgumentParser:
         help="install under DIR instead of / (a package build, a test)",
     )
     if not light:
-        from ccx_agent.history import cli as history_cli  # noqa: PLC0415
-        from ccx_agent.offline import cli as offline_cli  # noqa: PLC0415
-        from ccx_agent.simulator import cli as simulator_cli  # noqa: PLC0415
-
-        simulator_cli.add_parser(sub)
-        history_cli.add_parsers(sub)
-        offline_cli.add_parser(sub)
+        _add_heavy(sub, command, listed=listed)
     s = sub.add_parser("simulate", help="run a what-if scenario on a simulated clock")
     s.add_argument("scenario", type=Path, help="the scenario YAML file")
     s.add_argument("--json", action="store_true", help="machine-readable output")
@@ -162,6 +156,50 @@ def parser(command: str | None = None) -> argparse.ArgumentParser:
     return p
 
 
+#: The commands of :data:`HEAVY_COMMANDS` by the module that builds their parsers, in the
+#: order they are registered.
+_HEAVY_GROUPS = (("ssm",), ("report", "alerts", "features"), ("offline",))
+
+
+def _add_heavy(sub: Any, command: str | None, *, listed: bool) -> None:
+    """Register the :data:`HEAVY_COMMANDS`. Each module's parsers only where they can be
+    used: for its own command, or for no command (the man page, the completions);
+    otherwise only the name and help line ``--help`` lists (argparse hands the rest of
+    the line to the command's parser alone, so nothing else reads them)."""
+    for names in _HEAVY_GROUPS:
+        if listed or (command is not None and command not in names):
+            for name in names:
+                sub.add_parser(name, help=cli_help.LISTED[name])
+        elif names[0] == "ssm":
+            from ccx_agent.simulator import cli as simulator_cli  # noqa: PLC0415
+
+            simulator_cli.add_parser(sub)
+        elif names[0] == "report":
+            from ccx_agent.history import cli as history_cli  # noqa: PLC0415
+
+            history_cli.add_parsers(sub)
+        else:
+            from ccx_agent.offline import cli as offline_cli  # noqa: PLC0415
+
+            offline_cli.add_parser(sub)
+
+
+def _parser_for(argv: Sequence[str] | None) -> argparse.ArgumentParser:
+    """The parser for ``argv``. Without a command (``--help``, ``--version``) and with no
+    word that names one of :data:`HEAVY_COMMANDS` (whose parsers alone would read the
+    rest), their modules are not imported: the help and errors are the same."""
+    words = tuple(sys.argv[1:] if argv is None else argv)
+    return _parser_of(words)
+
+
+@functools.lru_cache(maxsize=2)
+def _parser_of(words: tuple[str, ...]) -> argparse.ArgumentParser:
+    """Built once per command line: root's entry parses it before :func:`main` does
+    (:func:`_as_state_dir_owner`), and building every sub-parser is most of a parse."""
+    command = command_of(words)
+    return parser(command, listed=command is None and not HEAVY_COMMANDS & set(words))
+
+
 def _log_level(args: argparse.Namespace) -> str | None:
     """``--log-level``, else ``-v`` (debug), else None (the command's default)."""
     level: str | None = args.log_level
@@ -171,7 +209,7 @@ def _log_level(args: argparse.Namespace) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser(command_of(argv)).parse_args(argv)
+    args = _parser_for(argv).parse_args(argv)
     path: Path = args.config or default_path()
     level = _log_level(args)
     if args.command != "run":
@@ -187,6 +225,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return daemon.main(path, log_level=level or "info")
     if args.command in HEAVY_COMMANDS:
         return _heavy(args, path)
+    if args.command == "status" and args.check:
+        from ccx_agent import check  # noqa: PLC0415 - run every minute: the least it can
+
+        return check.main(path, datetime.now(UTC))
     # Every other command: its module now (the daemon above never imports these).
     from ccx_agent import actions, commands  # noqa: PLC0415
 
@@ -216,10 +258,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return actions.admit(path, args.tag, args.count, args.json)
     if args.command == "renew":
         return commands.renew(path, args.what)
-    if args.command == "status" and args.check:
-        from ccx_agent import check  # noqa: PLC0415
-
-        return check.main(path, datetime.now(UTC))
     if args.command == "status":
         return commands.status(path, args.json)
     if args.command == "doctor":
@@ -272,8 +310,8 @@ STATE_COMMANDS = frozenset(
     }
 )
 #: ... and of those, the ones that say nothing of it on stderr (``status`` only looks; the
-#: daemon's log names its user).
-QUIET_COMMANDS = frozenset({"status", "report", "alerts", "run", "admit"})
+#: daemon's log names its user). ``report`` says it: it may write a file.
+QUIET_COMMANDS = frozenset({"status", "alerts", "run", "admit"})
 
 
 def _as_state_dir_owner(argv: Sequence[str] | None) -> None:
@@ -286,15 +324,37 @@ def _as_state_dir_owner(argv: Sequence[str] | None) -> None:
     try:
         # Quietly: main() parses again and prints the help, or what is wrong, once.
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            args = parser(command_of(argv)).parse_args(argv)
+            args = _parser_for(argv).parse_args(argv)
     except SystemExit:
         return
     if args.command not in STATE_COMMANDS:
         return
+    from ccx_agent.statedir import become_owner, will_become_owner  # noqa: PLC0415 - root only
+
+    path = args.config or default_path()
+    if args.command == "status" and args.check:
+        from ccx_agent.check import recorded_state_dir  # noqa: PLC0415
+
+        # The state directory the daemon recorded for this very file, without the schema.
+        state_dir = recorded_state_dir(path)
+        if state_dir is not None:
+            become_owner(state_dir)
+            return
+    from ccx_agent.config import load as load_config  # noqa: PLC0415
+    from ccx_agent.yamldoc import DocumentError  # noqa: PLC0415
+
     try:
-        cfg = load_config(args.config or default_path())
+        cfg = load_config(path)
     except DocumentError:
         return  # the command says what is wrong with it
+    if will_become_owner(cfg.state_dir):
+        from ccx_agent import userfiles  # noqa: PLC0415 - root only
+
+        # The files the command line names, opened with the rights of whoever typed it
+        # (/root/token, a root-only /media/usb), before those rights are given up.
+        inputs, outputs = named_files(args)
+        userfiles.prepare(inputs, outputs)
+        userfiles.fork_for_outputs()
     owner = become_owner(cfg.state_dir)
     if owner is not None and args.command not in QUIET_COMMANDS:
         print(
@@ -302,6 +362,30 @@ def _as_state_dir_owner(argv: Sequence[str] | None) -> None:
             "made there stays usable by the daemon",
             file=sys.stderr,
         )
+
+
+def named_files(args: argparse.Namespace) -> tuple[list[Path | str], list[tuple[Path | str, int]]]:
+    """The files a command reads (token, answer file) and writes (``--output``, with a
+    new file's mode) as its command line names them; standard input (``-``) is none."""
+    inputs: list[Path | str] = []
+    outputs: list[tuple[Path | str, int]] = []
+    token_file = getattr(args, "token_file", None)
+    if token_file is not None and str(token_file) != "-":
+        inputs.append(token_file)
+    if args.command == "offline" and args.offline_command == "import":
+        inputs.append(args.response)
+    output = getattr(args, "output", None)
+    if output is not None:
+        outputs.append((output, 0o644 if args.command == "report" else 0o600))
+    return inputs, outputs
+
+
+def _database_error() -> type[sqlite3.Error]:
+    """``sqlite3.Error``, looked up only when an exception is being matched: ``--help``
+    and ``--version`` do not import sqlite3."""
+    import sqlite3  # noqa: PLC0415
+
+    return sqlite3.Error
 
 
 def entry() -> None:
@@ -326,9 +410,13 @@ def entry() -> None:
         code = exc.exit_status
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        from ccx_agent.userfiles import reason  # noqa: PLC0415 - only on an error
+
+        print(f"error: {where}{reason(exc)}", file=sys.stderr)
         code = EX_FAILED
-    except sqlite3.Error as exc:
+    except _database_error() as exc:
+        from ccx_agent.store import damaged, is_damage  # noqa: PLC0415 - only on an error
+
         if is_damage(exc):  # garbled pages found by a read: the one line for damage
             print(f"error: {damaged(exc)}", file=sys.stderr)
         else:

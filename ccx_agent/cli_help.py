@@ -60,7 +60,11 @@ COMMANDS: dict[str, tuple[str, list[tuple[int, str]]]] = {
         "out of ps and the shell history (a TOKEN argument works too). Never logged.",
         [
             (0, "registered"),
-            (EX_FAILED, "refused (the reason is said), SSM unreachable, or already registered"),
+            (
+                EX_FAILED,
+                "refused (the reason is said), SSM unreachable, already registered, or the "
+                "token missing, unreadable or empty",
+            ),
             _CONFIG,
         ],
     ),
@@ -162,6 +166,18 @@ COMMANDS: dict[str, tuple[str, list[tuple[int, str]]]] = {
             (EX_CONFIG, "a bad scenario file"),
         ],
     ),
+}
+
+
+#: The one line ``--help`` lists for each command whose parser its own module builds
+#: (:data:`ccx_agent.cli.HEAVY_COMMANDS`), in the order they are registered: those
+#: modules use these, and ``ccx-agent --help`` lists them without importing those modules.
+LISTED = {
+    "ssm": "run or administer the SSM simulator (a lab SSM on loopback)",
+    "report": "the license consumption report: usage per period and tag, from the database",
+    "alerts": "the alert log: every alert raised, oldest first",
+    "features": "the license feature list: each type's tags and features",
+    "offline": "air-gapped sites: export requests to a file, import SSM's answers",
 }
 
 

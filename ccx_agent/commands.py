@@ -11,21 +11,21 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from ccx_agent import config as config_mod
 from ccx_agent import statedir
 from ccx_agent import status as status_mod
-from ccx_agent.agent import Agent, Outcome
 from ccx_agent.errors import AgentError
 from ccx_agent.instance import Open, client_for, instance_udi, open_store
-from ccx_agent.licensing import explain as why
 from ccx_agent.licensing.catalogue import DISPLAY_NAMES
-from ccx_agent.licensing.consumption import compute
-from ccx_agent.sources import SourceError
-from ccx_agent.sources.factory import build
 from ccx_agent.store import AlertRow, Store
 from ccx_agent.yamldoc import EX_CONFIG, DocumentError, Problem
+
+if TYPE_CHECKING:
+    # The agent (structlog, the SSM client) and the sources only for the commands that
+    # use them: ``status`` imports neither.
+    from ccx_agent.agent import Agent, Outcome
 
 EX_FAILED = 1
 
@@ -95,6 +95,11 @@ def usage(
     *,
     explain: bool = False,
 ) -> int:
+    from ccx_agent.licensing import explain as why  # noqa: PLC0415 - see the imports
+    from ccx_agent.licensing.consumption import compute  # noqa: PLC0415
+    from ccx_agent.sources import SourceError  # noqa: PLC0415
+    from ccx_agent.sources.factory import build  # noqa: PLC0415
+
     out, err = out or sys.stdout, err or sys.stderr
     try:
         cfg = config_mod.load(path)
@@ -221,6 +226,8 @@ def _with_agent(
     mode: Open = Open.WRITE,
     check: Callable[[Agent], str | None] | None = None,
 ) -> int:
+    from ccx_agent.agent import Agent  # noqa: PLC0415 - see the imports
+
     out, err = out or sys.stdout, err or sys.stderr
     try:
         cfg = config_mod.load(path)
@@ -287,6 +294,8 @@ def deregister(path: Path, out: TextIO | None = None, err: TextIO | None = None)
 
 
 def renew(path: Path, what: str, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    from ccx_agent.agent import Outcome  # noqa: PLC0415 - see the imports
+
     def act(agent: Agent, now: datetime) -> Outcome:
         outcome = agent.renew_id(now) if what == "id" else agent.renew_auth(now)
         label = "ID certificate" if what == "id" else "authorization"

@@ -43,6 +43,11 @@ from pydantic.config import JsonDict
 from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 from pydantic_core.core_schema import ErrorType
 
+# Re-exported: where the config is, without this module's schema (:mod:`ccx_agent.configpath`).
+from ccx_agent.configpath import DEFAULT_PATH as DEFAULT_PATH  # noqa: PLC0414 - re-exported
+from ccx_agent.configpath import DEFAULT_STATE_DIR
+from ccx_agent.configpath import ENV_PATH as ENV_PATH  # noqa: PLC0414
+from ccx_agent.configpath import default_path as default_path  # noqa: PLC0414
 from ccx_agent.durations import Duration, PositiveDuration
 from ccx_agent.licensing.alerts import AlertFormat, Style
 from ccx_agent.licensing.catalogue import ALL_FEATURES, Feature, LicenseType
@@ -59,9 +64,6 @@ from ccx_agent.yamldoc import (
     validate_value,
     value_at,
 )
-
-DEFAULT_PATH = Path("/etc/ccx-agent/ccx-agent.yaml")
-ENV_PATH = "CCX_AGENT_CONFIG"
 
 E = TypeVar("E", bound=StrEnum)
 S = TypeVar("S", bound=BaseModel)
@@ -157,7 +159,8 @@ class LicenseConfig(Section):
         default_factory=lambda: list(ALL_FEATURES),
         description="Features that make a Flex / HCS agent consume a premium seat instead "
         "of a standard one: `chat` (a skill serving a CHAT CSQ), `email` (an EMAIL CSQ), "
-        "`outbound` (assigned to an agent-based progressive or predictive campaign). Under "
+        "`outbound` (assigned to an agent-based campaign: direct preview, progressive or "
+        "predictive). Under "
         "`perpetual-enhanced`, an agent with one of them still takes one `enhanced-seat` and "
         "is flagged `FEATURE_NOT_LICENSED` (`usage` prints the warning; the daemon raises "
         "the alert, at most once per `alerts.repeat` while it lasts). An empty list means "
@@ -1017,7 +1020,10 @@ class CommandSource(SourceSection):
         program = self.command[0]
         if "/" not in program or Path(program).is_absolute():
             return self
-        return self.model_copy(update={"command": [str(base / program), *self.command[1:]]})
+        # Absolute: ``Path(".") / "./snap"`` is ``snap``, which exec would look up on PATH
+        # (a config given as a relative --config).
+        anchored = str((base / program).absolute())
+        return self.model_copy(update={"command": [anchored, *self.command[1:]]})
 
 
 def _increasing(steps: list[ScriptStep]) -> list[ScriptStep]:
@@ -1099,7 +1105,7 @@ class CommonConfig(Section):
     """Everything but the agent source: what a scenario's ``config:`` may override."""
 
     state_dir: ConfigPath = Field(
-        Path("/var/lib/ccx-agent"),
+        DEFAULT_STATE_DIR,
         description="The agent's state: the SQLite database (identity, registration, "
         "authorization, evaluation time used, compliance per tag, interval history, the "
         "outbox of unsent reports, the alert log) and the private key. Keep it on "
@@ -1372,11 +1378,6 @@ def _unknown_source_key(model: type[BaseModel], loc: Loc) -> str:
     if near:
         return f"unknown key (did you mean '{near[0]}'?)"
     return f"unknown key (known keys here: {', '.join(siblings)})"
-
-
-def default_path() -> Path:
-    """``$CCX_AGENT_CONFIG`` if set and not empty, else ``/etc/ccx-agent/ccx-agent.yaml``."""
-    return Path(os.environ.get(ENV_PATH) or DEFAULT_PATH)
 
 
 def _drop(data: dict[Any, Any], loc: Loc) -> Loc:

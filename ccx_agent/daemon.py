@@ -45,8 +45,8 @@ from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from ccx_agent import checkconfig, earlysignals, instance, jobhealth, logs, statedir
 from ccx_agent import config as config_mod
-from ccx_agent import earlysignals, instance, jobhealth, logs, statedir
 from ccx_agent.agent import Agent
 from ccx_agent.config import Config
 from ccx_agent.errors import AgentError, LocalError
@@ -67,8 +67,10 @@ from ccx_agent.yamldoc import EX_CONFIG, DocumentError
 EX_FAILED = 1
 #: No sample has been taken yet (see ``Daemon._note_origin``).
 _UNSEEN = object()
-#: The heartbeat runs this often when systemd sets no watchdog.
-HEARTBEAT = 30.0
+#: The heartbeat runs this often when systemd sets no watchdog: as often as under the
+#: shipped unit (WatchdogSec=120s, a ping every 60 s). Its only other duty is the stuck
+#: check, whose bound is 10 minutes; each run wakes the scheduler and a worker thread.
+HEARTBEAT = 60.0
 #: A job running longer than this (or the report/sample interval times three, if longer)
 #: is stuck: the watchdog pings stop and systemd restarts the service.
 STUCK_AFTER = timedelta(minutes=10)
@@ -125,6 +127,8 @@ class Daemon:
         self._stopping = threading.Event()
         self._done = threading.Event()
         self._last_good_sample: float | None = None
+        #: The unknown Finesse states already logged (once per state and run).
+        self._states_said: set[str] = set()
         #: The source's last origin (UCCX: which nodes), and what ``status`` was told of it
         #: (read from the database at the first sample).
         self._origin: object = _UNSEEN
@@ -161,11 +165,25 @@ class Daemon:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
+        held = earlysignals.take_held_stop()
+        if held:  # a stop while the interpreter was still importing: a clean stop now
+            self._on_stop(held, None)
 
     def open(self, cfg: Config) -> None:
         """Every part, in the order that lets a failure close what was opened before
         it (:meth:`Runtime.open <ccx_agent.runtime.Runtime.open>`)."""
         self.run_on = self.runtime.open(cfg)
+
+    def record_config(self, cfg: Config, before: str | None) -> None:
+        """Record what the config file means for ``status --check``, validated from the
+        bytes of digest ``before`` (:mod:`ccx_agent.checkconfig`). Best effort: without
+        the record the check validates the file itself."""
+        if self.store is None:
+            return
+        try:
+            checkconfig.record(self.store, self.path, cfg, before)
+        except Exception as exc:
+            log.debug("config not recorded for status --check", error=str(exc))
 
     def _emitter(self, run: Running) -> Callable[[Sequence[AlertRow]], None]:
         """Hand alert rows to the syslog sink. A row is marked emitted in the database
@@ -297,7 +315,15 @@ class Daemon:
             raise
         self.monitor.sampled(boottime() - mono, ok=True)
         result = compute(snapshot, run.cfg.license.type, run.cfg.license.premium_features)
+        # A state Finesse does not document is said once per state and run, not at every
+        # sample (the snapshot says which notes are about one).
+        about = {note: state for state, note in snapshot.state_notes}
         for note in snapshot.notes:
+            state = about.get(note)
+            if state is not None:
+                if state in self._states_said:
+                    continue
+                self._states_said.add(state)
             log.info("source note", note=note)
         last = self._last_good_sample
         run.agent.sample(
@@ -506,7 +532,11 @@ class Daemon:
         )
         self.scheduler.add_job(
             self._guard("heartbeat", self.heartbeat),
-            IntervalTrigger(seconds=every, timezone=UTC),
+            # On the housekeeping's grid (half-way between samples): one wake-up of the
+            # scheduler for both when the intervals agree (an idle daemon wakes less).
+            IntervalTrigger(
+                seconds=every, start_date=EPOCH + timedelta(seconds=sample_s / 2), timezone=UTC
+            ),
             id="heartbeat",
             executor="heartbeat",
             misfire_grace_time=max(1, int(every)),
@@ -586,6 +616,7 @@ class Daemon:
     def _reload(self) -> None:
         """Re-read the config; apply it only if it is valid, else keep the old one."""
         old = self.run_on
+        before = checkconfig.digest(self.path)
         try:
             cfg = config_mod.load(self.path)
         except DocumentError as exc:
@@ -622,6 +653,7 @@ class Daemon:
                 replace_existing=True,  # one pending run closes all that were retired
             )
         self._schedule(new)
+        self.record_config(cfg, before)
         log.info("config reloaded", path=str(self.path))
 
     # --- the life ---------------------------------------------------------------------
@@ -751,6 +783,7 @@ def _start(daemon: Daemon, path: Path, err: TextIO, log_level: str) -> int:
     if earlysignals.take_held_hangup():
         # One came while the interpreter was still importing: a reload, once running.
         daemon.request_reload()
+    before = checkconfig.digest(path)
     try:
         cfg = config_mod.load(path)
     except DocumentError as exc:
@@ -793,6 +826,7 @@ def _start(daemon: Daemon, path: Path, err: TextIO, log_level: str) -> int:
         # goes to the journal, AGENT_INIT_FAILED says so, and systemd may restart us.
         log.exception("cannot start: internal error")
         return _cannot_start(cfg, daemon, exc, EX_FAILED, err, bug=True)
+    daemon.record_config(cfg, before)
     return daemon.run()
 
 

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BeforeValidator, PlainSerializer
-
-from ccx_agent.yamldoc import show
+if TYPE_CHECKING:
+    from pydantic import BeforeValidator, PlainSerializer
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _PART = re.compile(r"(\d+)([smhdw])", re.ASCII)
@@ -22,6 +21,14 @@ _EXAMPLE = "a duration like 90s, 15m, 2h, 30d or 1h30m"
 #: Longer than any licensing timer could sensibly be (100 years), and short enough that
 #: ``now + duration`` can never overflow a datetime.
 MAX_DURATION = timedelta(days=36500)
+
+
+def _show(value: object) -> str:
+    """:func:`ccx_agent.yamldoc.show`, imported only to word a refusal: formatting a
+    duration (``status --check``) needs no YAML."""
+    from ccx_agent.yamldoc import show  # noqa: PLC0415
+
+    return show(value)
 
 
 def parse_duration(value: object) -> timedelta:
@@ -34,22 +41,22 @@ def parse_duration(value: object) -> timedelta:
         return value
     if isinstance(value, int | float) and not isinstance(value, bool):
         if value < 0:
-            raise ValueError(f"must not be negative, got {show(value)}")
+            raise ValueError(f"must not be negative, got {_show(value)}")
         if isinstance(value, int):
             raise ValueError(
                 f"needs a unit (s, m, h, d or w), like {value}m or {value}s: got {value}"
             )
         raise ValueError(f"must be {_EXAMPLE} (whole numbers with units), got {value}")
     if not isinstance(value, str):
-        raise ValueError(f"must be {_EXAMPLE}, got {show(value)}")
+        raise ValueError(f"must be {_EXAMPLE}, got {_show(value)}")
     text = value.strip().replace(" ", "")
     if text.startswith("-"):
-        raise ValueError(f"must not be negative, got {show(value)}")
+        raise ValueError(f"must not be negative, got {_show(value)}")
     if not _WHOLE.fullmatch(text):
-        raise ValueError(f"must be {_EXAMPLE}, got {show(value)}")
+        raise ValueError(f"must be {_EXAMPLE}, got {_show(value)}")
     seconds = sum(int(n) * _UNITS[u] for n, u in _PART.findall(text))
     if seconds > MAX_DURATION.total_seconds():
-        raise ValueError(f"must be at most 36500d (100 years), got {show(value)}")
+        raise ValueError(f"must be at most 36500d (100 years), got {_show(value)}")
     return timedelta(seconds=seconds)
 
 
@@ -75,17 +82,35 @@ def parse_positive_duration(value: object) -> timedelta:
     """Like :func:`parse_duration`, and zero is refused too."""
     span = parse_duration(value)
     if span <= timedelta(0):
-        raise ValueError(f"must be longer than 0s, got {show(value)}")
+        raise ValueError(f"must be longer than 0s, got {_show(value)}")
     return span
 
 
-Duration = Annotated[
-    timedelta,
-    BeforeValidator(parse_duration),
-    PlainSerializer(format_duration, return_type=str),
-]
-PositiveDuration = Annotated[
-    timedelta,
-    BeforeValidator(parse_positive_duration),
-    PlainSerializer(format_duration, return_type=str),
-]
+if TYPE_CHECKING:
+    Duration = Annotated[
+        timedelta,
+        BeforeValidator(parse_duration),
+        PlainSerializer(format_duration, return_type=str),
+    ]
+    PositiveDuration = Annotated[
+        timedelta,
+        BeforeValidator(parse_positive_duration),
+        PlainSerializer(format_duration, return_type=str),
+    ]
+
+
+def __getattr__(name: str) -> Any:
+    """``Duration`` and ``PositiveDuration``, the pydantic field types, made on first use:
+    ``status --check`` and ``--help`` format durations without importing pydantic."""
+    parse = {"Duration": parse_duration, "PositiveDuration": parse_positive_duration}
+    if name not in parse:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from pydantic import BeforeValidator, PlainSerializer  # noqa: PLC0415
+
+    kind = Annotated[
+        timedelta,
+        BeforeValidator(parse[name]),
+        PlainSerializer(format_duration, return_type=str),
+    ]
+    globals()[name] = kind
+    return kind

@@ -1,11 +1,16 @@
-"""A SIGHUP that arrives before the daemon has installed its own handlers.
+"""Signals that arrive before the daemon has installed its own handlers.
 
-SIGHUP's default action ends the process. ``systemctl reload`` right after a start (or a
-config-management run that reloads every service it touched) can land while the
-interpreter is still importing, long before ``ccx-agent run`` could install its
-handler, and would kill the daemon. So the console entry point holds hang-ups first of
-all; the daemon then takes the held one as a reload, and every other command gives the
-signal its default meaning back (and is ended by a hang-up that came meanwhile).
+SIGHUP's and SIGTERM's default action ends the process. ``systemctl reload`` right after
+a start (or a config-management run that reloads every service it touched), or a stop
+right after a start, can land while the interpreter is still importing, long before
+``ccx-agent run`` could install its handlers, and would kill the daemon (for a SIGTERM,
+in the middle of whatever it was doing). So the console entry point holds hang-ups and
+stop signals first of all; the daemon then takes a held hang-up as a reload and a held
+stop as a clean stop, and every other command gives the signals their default meaning
+back (and is ended by one that came meanwhile, as it would have been).
+
+Only the interpreter's own start (before any code of the agent runs, some 10-20 ms) is
+out of reach; under systemd a reload waits for ``READY=1`` anyway.
 """
 
 from __future__ import annotations
@@ -13,6 +18,9 @@ from __future__ import annotations
 import os
 import signal
 from types import FrameType
+
+#: The signals held while importing: their default action would end the process.
+HELD = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
 
 _held: list[int] = []
 
@@ -22,19 +30,33 @@ def _hold(signum: int, frame: FrameType | None) -> None:
 
 
 def hold_hangups() -> None:
-    signal.signal(signal.SIGHUP, _hold)
+    """Hold SIGHUP, SIGTERM and SIGINT (the name is kept for the callers)."""
+    for signum in HELD:
+        signal.signal(signum, _hold)
 
 
 def take_held_hangup() -> bool:
     """Whether a hang-up was held (for the daemon, which handles SIGHUP itself now)."""
-    held = bool(_held)
-    _held.clear()
+    held = signal.SIGHUP in _held
+    _held[:] = [s for s in _held if s != signal.SIGHUP]
     return held
 
 
+def take_held_stop() -> int:
+    """The first stop signal held (SIGTERM or SIGINT), 0 if none: for the daemon, which
+    handles them itself now."""
+    stops = [s for s in _held if s != signal.SIGHUP]
+    _held[:] = [s for s in _held if s == signal.SIGHUP]
+    return stops[0] if stops else 0
+
+
 def release_hangups() -> None:
-    """For the commands that are not the daemon: SIGHUP ends them again, and one that was
-    held is delivered now."""
+    """For the commands that are not the daemon: the signals get their default meaning
+    again, and each one that was held is delivered now."""
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
-    if take_held_hangup():
-        os.kill(os.getpid(), signal.SIGHUP)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    held = list(dict.fromkeys(_held))
+    _held.clear()
+    for signum in held:
+        os.kill(os.getpid(), signum)

@@ -3,7 +3,8 @@ an install needs no git checkout.
 
 The wheel holds, as package data under ``ccx_agent/share/``: the systemd units (main
 and template), the sysusers and tmpfiles entries, the credentials drop-in, the example
-config, the man page ``ccx-agent(8)`` and the bash and zsh completions. They go to FHS
+config, the man page ``ccx-agent(8)``, the bash and zsh completions, the Prometheus rules
+and Grafana dashboard, and the example scenarios. They go to FHS
 paths for software installed locally (``/usr/local``, which systemd, systemd-sysusers,
 systemd-tmpfiles, man and the shells all search), the config to ``/etc/ccx-agent``.
 
@@ -46,7 +47,7 @@ class Item:
     config: bool = False
 
 
-ITEMS = (
+ITEMS: tuple[Item, ...] = (
     Item("systemd/ccx-agent.service", "systemd/ccx-agent.service",
          "usr/local/lib/systemd/system/ccx-agent.service", 0o644),
     Item("systemd/ccx-agent@.service", "systemd/ccx-agent@.service",
@@ -65,6 +66,28 @@ ITEMS = (
          "usr/local/share/bash-completion/completions/ccx-agent", 0o644),
     Item("completion/_ccx-agent", "share/completion/_ccx-agent",
          "usr/local/share/zsh/site-functions/_ccx-agent", 0o644),
+)  # fmt: skip
+#: Monitoring (docs/monitoring.md) and the example scenarios (docs/simulate.md), so that
+#: a host without a checkout has them: under /usr/local/share/ccx-agent/.
+SHARED = "usr/local/share/ccx-agent"
+SCENARIOS = ("seed-scenario-1.yaml", "seed-scenario-2.yaml")
+EXAMPLES = (
+    "air-gapped-site.yaml",
+    "more-agents-tomorrow.yaml",
+    "never-register.yaml",
+    "register-again.yaml",
+    "ssm-down-a-week.yaml",
+    "year.yaml",
+)
+ITEMS += (
+    Item("contrib/prometheus/ccx-agent.rules.yml", "contrib/prometheus/ccx-agent.rules.yml",
+         f"{SHARED}/contrib/prometheus/ccx-agent.rules.yml", 0o644),
+    Item("contrib/grafana/ccx-agent.json", "contrib/grafana/ccx-agent.json",
+         f"{SHARED}/contrib/grafana/ccx-agent.json", 0o644),
+    *(Item(f"scenarios/{n}", f"config/scenarios/{n}", f"{SHARED}/examples/{n}", 0o644)
+      for n in SCENARIOS),
+    *(Item(f"examples/{n}", f"docs/examples/{n}", f"{SHARED}/examples/{n}", 0o644)
+      for n in EXAMPLES),
 )  # fmt: skip
 #: The console script's link: the path the units' ExecStart= names.
 BIN_LINK = "usr/local/bin/ccx-agent"

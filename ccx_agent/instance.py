@@ -5,16 +5,22 @@ what-if simulator that ``commands`` can run)."""
 from __future__ import annotations
 
 import contextlib
-import uuid
 from datetime import UTC, datetime
 from enum import Enum
+from typing import TYPE_CHECKING, Protocol
 
 from ccx_agent import statedir
-from ccx_agent.config import Config
 from ccx_agent.licensing.lifecycle import ProductState
-from ccx_agent.ssm import client as ssm_client
 from ccx_agent.ssm.port import Udi
 from ccx_agent.store import UDI_UUID_KEY, Store, Unborn
+
+if TYPE_CHECKING:
+    # The schema and the SSM client only where used: opening the database for a look
+    # (``status --check``) needs neither pydantic nor cryptography.
+    from pathlib import Path
+
+    from ccx_agent.config import Config
+    from ccx_agent.ssm import client as ssm_client
 
 
 class Open(Enum):
@@ -33,12 +39,22 @@ def instance_udi(store: Store, cfg: Config) -> Udi:
     with store.transaction() as tx:
         value = tx.meta(UDI_UUID_KEY)
         if value is None:
+            import uuid  # noqa: PLC0415 - once in the life of an instance
+
             value = str(uuid.uuid4())
             tx.set_meta(UDI_UUID_KEY, value)
     return Udi(cfg.identity.pid, cfg.identity.serial_number(), value)
 
 
-def open_store(cfg: Config, mode: Open = Open.CREATE) -> Store:
+class HasStateDir(Protocol):
+    """What :func:`open_store` reads of a config: a :class:`~ccx_agent.config.Config`, or
+    the record of one that ``status --check`` reads (:mod:`ccx_agent.checkconfig`)."""
+
+    @property
+    def state_dir(self) -> Path: ...
+
+
+def open_store(cfg: HasStateDir, mode: Open = Open.CREATE) -> Store:
     """The state database, opened as ``mode`` allows; a lost or damaged instance is always
     refused, by every command alike.
 
@@ -76,7 +92,12 @@ def open_store(cfg: Config, mode: Open = Open.CREATE) -> Store:
                 statedir.lost_message(cfg.state_dir, found.evidence, " and ".join(missing))
             )
         if mode is not Open.READ:
-            store.be_born(ProductState(cfg.license.type), str(uuid.uuid4()), datetime.now(UTC))
+            import uuid  # noqa: PLC0415 - once in the life of an instance
+
+            # A command that writes has the whole config (the license type); only a
+            # look (``status --check``) passes a record of it.
+            license_type = cfg.license.type  # type: ignore[attr-defined]
+            store.be_born(ProductState(license_type), str(uuid.uuid4()), datetime.now(UTC))
     except BaseException:
         store.close()
         raise
@@ -92,6 +113,8 @@ def open_store(cfg: Config, mode: Open = Open.CREATE) -> Store:
 
 def client_for(cfg: Config) -> ssm_client.SsmClient | None:
     """The SSM client of ``cfg``; None in ``transport.mode: offline`` (no connection, ever)."""
+    from ccx_agent.ssm import client as ssm_client  # noqa: PLC0415 - see the imports
+
     t = cfg.transport
     if t.mode == "offline":
         return None

@@ -47,7 +47,8 @@ from ccx_agent.ssm.port import (
 # ``_created`` series double every counter for nothing Prometheus needs here.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
-#: The job names of the daemon (``ccx_job_failures_total{job}`` starts at 0 for each).
+#: The job names of the daemon (``ccx_job_failures_total{task}`` starts at 0 for each;
+#: the label is not ``job``, which Prometheus keeps for the scrape job).
 JOBS = ("sample", "report", "housekeeping", "heartbeat")
 #: ``ccx_ssm_requests_total{type}``: one per message of the protocol.
 SSM_TYPES = ("register", "renew_id", "authorize", "report", "deregister")
@@ -283,7 +284,7 @@ class Metrics:
         self.job_failures = Counter(
             "ccx_job_failures",
             "Daemon jobs that raised (AGENT_JOB_FAILED counts the streaks).",
-            ["job"],
+            ["task"],
             registry=r,
         )
         # Known label values start at 0, so that rate() and increase() see the first one.

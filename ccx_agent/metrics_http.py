@@ -16,9 +16,11 @@ import binascii
 import hashlib
 import hmac
 import json
+import selectors
 import socket
 import socketserver
 import ssl
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +39,10 @@ log = structlog.get_logger("ccx_agent.metrics")
 
 #: A TLS handshake or a request that takes longer than this is dropped.
 CONNECTION_TIMEOUT_S = 10.0
+#: The listen backlog: a burst of parallel scrapes (a fleet of Prometheus servers, a
+#: dashboard refreshing many panels) waits in the kernel's queue instead of having its
+#: SYNs dropped and retried seconds later (the kernel caps it at net.core.somaxconn).
+LISTEN_BACKLOG = 1024
 #: ``/healthz``: what the daemon says of itself (healthy, and the one-line JSON document).
 Health = Callable[[], tuple[bool, dict[str, Any]]]
 _BCRYPT = ("$2a$", "$2b$", "$2y$")
@@ -149,6 +155,7 @@ def settings(cfg: MetricsConfig) -> Settings:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = LISTEN_BACKLOG
 
     def __init__(
         self, family: socket.AddressFamily, address: tuple[Any, ...], endpoint: Endpoint
@@ -179,6 +186,17 @@ class _Server(ThreadingHTTPServer):
             super().finish_request(conn, client_address)
         finally:
             conn.close()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A scraper that goes away mid-response is not news: one debug line (the
+        default prints a raw traceback on stderr). Anything else is one error line in
+        the log, its traceback with it, never a bare one on stderr."""
+        exc = sys.exception()
+        peer = str(client_address[0]) if client_address else "?"
+        if isinstance(exc, (ConnectionError, TimeoutError, ssl.SSLError)):
+            log.debug("metrics client went away", peer=peer, error=repr(exc))
+            return
+        log.error("metrics request failed", peer=peer, error=repr(exc), exc_info=exc)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -242,6 +260,8 @@ class Endpoint:
         self.health = health
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
 
     def start(self) -> None:
         """Bind and serve (raises :class:`MetricsError` when the address cannot be had)."""
@@ -260,13 +280,27 @@ class Endpoint:
                 f"{where}: cannot listen there: {reason} (change metrics.listen, or null to "
                 "turn the endpoint off)"
             ) from None
+        self._wake_r, self._wake_w = socket.socketpair()
         self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.5},
-            name="metrics",
-            daemon=True,
+            target=self._serve, args=(self._server, self._wake_r), name="metrics", daemon=True
         )
         self._thread.start()
+
+    @staticmethod
+    def _serve(server: _Server, wake: socket.socket) -> None:
+        """Accept connections until :meth:`stop` writes to ``wake``. It sleeps in one
+        select with no timeout: an idle endpoint costs no wake-up at all, where
+        ``serve_forever`` polls twice a second to see whether it should stop."""
+        with selectors.DefaultSelector() as selector:
+            selector.register(server.socket, selectors.EVENT_READ)
+            selector.register(wake, selectors.EVENT_READ)
+            while True:
+                for key, _ in selector.select():
+                    if key.fileobj is wake:
+                        return
+                    # Readable: a connection waits, accepted at once (a failed accept
+                    # is ignored there), then served in its own thread.
+                    server.handle_request()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -282,8 +316,13 @@ class Endpoint:
     def stop(self) -> None:
         if self._server is None:
             return
-        self._server.shutdown()
-        self._server.server_close()
+        if self._wake_w is not None:
+            self._wake_w.send(b"\0")  # the accept loop returns
         if self._thread is not None:
             self._thread.join(timeout=5)
+        self._server.server_close()
+        for sock in (self._wake_r, self._wake_w):
+            if sock is not None:
+                sock.close()
+        self._wake_r = self._wake_w = None
         self._server = None

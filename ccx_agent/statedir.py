@@ -151,6 +151,16 @@ def _group(gid: int) -> str:
         return str(gid)
 
 
+def will_become_owner(state_dir: Path) -> bool:
+    """Whether :func:`become_owner` would change this process's user."""
+    if os.geteuid() != 0:
+        return False
+    try:
+        return state_dir.stat().st_uid != 0
+    except OSError:
+        return False
+
+
 def become_owner(state_dir: Path) -> str | None:
     """Run as the state directory's owner when root works in another user's directory.
 

@@ -12,9 +12,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ccx_agent.config import CommonConfig
 from ccx_agent.licensing import lifecycle
 from ccx_agent.licensing.catalogue import DISPLAY_NAMES, tags_of
 from ccx_agent.licensing.interval import IntervalRecord, IntervalStatus
@@ -22,6 +21,9 @@ from ccx_agent.licensing.lifecycle import ProductState, Timers
 from ccx_agent.licensing.timeutil import iso
 from ccx_agent.offline.plan import exchange_status
 from ccx_agent.store import UDI_UUID_KEY, Store
+
+if TYPE_CHECKING:
+    from ccx_agent.config import CommonConfig
 
 
 def _iso(value: datetime | None) -> str | None:

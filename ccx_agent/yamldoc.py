@@ -15,13 +15,19 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
 from yaml.constructor import SafeConstructor
 
-M = TypeVar("M", bound=BaseModel)
+from ccx_agent.userfiles import UserFileError, open_regular, reason
+
+if TYPE_CHECKING:
+    # pydantic only where a model is validated: reading a document, and its problems,
+    # need none of it (``status --check``).
+    from pydantic import BaseModel
+
+M = TypeVar("M", bound="BaseModel")
 Loc = tuple[Any, ...]
 
 #: Exit status for a bad configuration (sysexits.h EX_CONFIG); systemd does not restart on it.
@@ -30,6 +36,8 @@ EX_CONFIG = 78
 _STR_TAG = "tag:yaml.org,2002:str"
 _INT_TAG = "tag:yaml.org,2002:int"
 _TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+#: The tag of a bool (public: the snapshot reader refuses an unknown one the same way).
+BOOL_TAG = "tag:yaml.org,2002:bool"
 
 #: Values that aliases (``*name``) may add to a document once expanded. A config or a
 #: scenario uses a few anchors at most; nested aliases ("billion laughs") would expand a
@@ -201,7 +209,7 @@ def _key(node: yaml.Node) -> object:
         return node.value
     try:
         return SafeConstructor().construct_object(node, deep=True)
-    except (yaml.YAMLError, ValueError, TypeError, IndexError, OverflowError):
+    except (yaml.YAMLError, ValueError, TypeError, IndexError, OverflowError, KeyError):
         return node.value
 
 
@@ -367,16 +375,31 @@ class _Loader(yaml.SafeLoader):
             raise ValueError(f"more than {sys.get_int_max_str_digits()} digits")
         return value
 
+    def construct_yaml_bool(self, node: yaml.ScalarNode) -> bool:
+        """A bool; ``!!bool maybe`` is refused by name (PyYAML raises a bare KeyError)."""
+        return yaml_bool(self, node)
+
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         try:
             return super().construct_object(node, deep=deep)
-        except (ValueError, IndexError, TypeError, OverflowError) as exc:
+        except (ValueError, IndexError, TypeError, OverflowError, KeyError) as exc:
             # IndexError: PyYAML's float and int constructors index an empty value
             # (``!!float ''``).
             raise _Unconstructable(node, exc) from None
 
 
 _Loader.add_constructor(_INT_TAG, _Loader.construct_yaml_int)
+_Loader.add_constructor(BOOL_TAG, _Loader.construct_yaml_bool)
+
+
+def yaml_bool(constructor: SafeConstructor, node: yaml.ScalarNode) -> bool:
+    """The bool a scalar tagged ``!!bool`` (or resolved as one) stands for; a
+    :class:`ValueError` that says what is allowed when it stands for none."""
+    value = str(constructor.construct_scalar(node))
+    known: bool | None = constructor.bool_values.get(value.lower())
+    if known is None:
+        raise ValueError(f"{value!r} is not one of true/false, yes/no, on/off")
+    return known
 
 
 def _short_tag(tag: str) -> str:
@@ -450,11 +473,15 @@ def read_yaml(path: Path, *, keep_going: bool = False) -> Document:
     """Read a UTF-8 YAML file; any failure is a :class:`DocumentError`, never a traceback."""
     name = str(path)
     try:
-        with Path(path).open("rb") as fh:
+        # By type, without blocking: a FIFO as the config would hang check-config, the
+        # daemon's start and its reload (SIGTERM could no longer stop it).
+        with open_regular(path) as fh:
             raw = fh.read(MAX_FILE_BYTES + 1)
+    except UserFileError as exc:
+        message = str(exc).removeprefix(f"{name}: ")
+        raise DocumentError([Problem(name, 1, "(file)", message)]) from None
     except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise DocumentError([Problem(name, 1, "(file)", f"cannot read: {reason}")]) from None
+        raise DocumentError([Problem(name, 1, "(file)", f"cannot read: {reason(exc)}")]) from None
     if len(raw) > MAX_FILE_BYTES:
         message = f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB: not a config or scenario"
         raise DocumentError([Problem(name, 1, "(file)", message)])
@@ -476,6 +503,8 @@ def read_yaml(path: Path, *, keep_going: bool = False) -> Document:
 
 def _model_at(model: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
     """The sub-model at ``loc`` (list indexes skipped), best effort."""
+    from pydantic import BaseModel  # noqa: PLC0415 - see the imports
+
     current: Any = model
     for part in loc:
         if isinstance(part, int):
@@ -490,6 +519,8 @@ def _model_at(model: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
 
 
 def _sub_model(annotation: Any) -> Any:
+    from pydantic import BaseModel  # noqa: PLC0415 - see the imports
+
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     for arg in getattr(annotation, "__args__", ()) or ():
@@ -657,6 +688,8 @@ def _hashable(value: object) -> bool:
 
 def validate_value(model: type[M], doc: Document, prefix: Loc, value: Any) -> Outcome[M]:
     """Validate ``value`` (found at ``prefix`` in ``doc``) without raising."""
+    from pydantic import ValidationError  # noqa: PLC0415 - see the imports
+
     if not isinstance(value, dict):
         what = "the file must" if not prefix else "must"
         msg = f"{what} be a mapping of keys (key: value lines), got {show(value)}"

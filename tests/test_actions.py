@@ -167,18 +167,30 @@ def test_register_reads_the_token_from_standard_input(ssm: Ssm, tmp_path: Path) 
             2,
             "error: give the token once: TOKEN, or --token-file FILE (- for stdin)\n",
         ),
-        (("-",), "\n\n", 2, "error: the token from standard input is empty\n"),
+        # What was read is bad input: exit 1, whether missing, empty or not a file.
+        (("-",), "\n\n", 1, "error: the token from standard input is empty\n"),
         (
             ("--token-file", "/nonexistent/token"),
             None,
             1,
             "error: --token-file /nonexistent/token: cannot be read: No such file or directory\n",
         ),
+        (("--token-file", "{tmp}/empty"), None, 1, "error: the token from {tmp}/empty is empty\n"),
+        (
+            ("--token-file", "{tmp}/fifo"),
+            None,
+            1,
+            "error: --token-file {tmp}/fifo: is a FIFO (named pipe), not a regular file: refused\n",
+        ),
     ],
 )
 def test_register_without_a_usable_token_is_one_line(
     tmp_path: Path, args: tuple[str, ...], stdin: str | None, code: int, message: str
 ) -> None:
+    (tmp_path / "empty").write_text("\n")
+    os.mkfifo(tmp_path / "fifo")  # nothing writes it: reading it would block for ever
+    args = tuple(a.format(tmp=tmp_path) for a in args)
+    message = message.format(tmp=tmp_path)
     done = _cli(config(tmp_path, None), "register", *args, stdin=stdin or "")
     assert (done.returncode, done.stdout, done.stderr) == (code, "", message)
 

@@ -223,3 +223,38 @@ def test_a_secret_in_a_flow_mapping_is_caught_by_parsing_again() -> None:
     out = bundle.redact_config(text)
     assert "hunter22" not in out
     assert yaml.safe_load(out.split("\n", 1)[1])["source"]["uccx"]["password"] == "<redacted>"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="os.mknod of a device needs root")
+def test_a_device_output_is_written_through_never_replaced(tmp_path: Path) -> None:
+    """As root, ``--output /dev/null`` replaced the host's /dev/null with a regular file.
+    The null device's numbers, made in the test's own directory."""
+    null = tmp_path / "null"
+    os.mknod(null, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    written = bundle.write({"a.txt": "a\n"}, null, "top")
+    assert written.size > 0 and written.mode() is None
+    st = null.lstat()
+    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3)
+    assert [p.name for p in tmp_path.iterdir()] == ["null"]
+
+
+def test_a_symlink_output_writes_its_target_and_an_old_file_keeps_its_mode(
+    tmp_path: Path,
+) -> None:
+    real = tmp_path / "real.tar.gz"
+    real.write_bytes(b"old")
+    real.chmod(0o640)
+    link = tmp_path / "link.tar.gz"
+    link.symlink_to(real)
+    out, err = io.StringIO(), io.StringIO()
+    assert bundle.main(config(tmp_path, None), link, out=out, err=err) == 0, err.getvalue()
+    assert link.is_symlink() and stat.S_IMODE(real.stat().st_mode) == 0o640
+    assert f"{real.stat().st_size} bytes, mode 0640" in out.getvalue()
+    with tarfile.open(real) as tar:
+        assert "link/commands.txt" in tar.getnames()
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    err = io.StringIO()
+    assert bundle.main(config(tmp_path, None), fifo, out=out, err=err) == 1
+    assert err.getvalue() == f"error: {fifo}: is a FIFO (named pipe) that nothing reads: refused\n"
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)

@@ -213,6 +213,22 @@ def test_unreadable_snapshot_is_one_error_line(
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("args", [(), ("--json",), ("--explain",)])
+def test_a_lone_surrogate_in_an_agent_id_is_one_error_line(
+    capsys: pytest.CaptureFixture[str], config: Config, tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    """``"\\ud800"`` decodes to a string no UTF-8 holds: ``usage --explain`` crashed
+    printing it. The source refuses it, naming the agent, in one line."""
+    snapshot = tmp_path / "s.json"
+    snapshot.write_bytes(b'{"agents": [{"id": "a1", "state": "READY"}, {"id": "\\ud800", "state": "READY"}]}')
+    code, out, err = usage(capsys, config(snapshot), *args)
+    assert (code, out) == (1, "")
+    assert err == (
+        f"error: {snapshot}: agents[1] (id '\\ud800'): id: not valid Unicode text, refused: "
+        "'\\ud800' holds a lone UTF-16 surrogate\n"
+    )
+
+
 def test_bad_config_exits_78(capsys: pytest.CaptureFixture[str], config: Config) -> None:
     code, out, err = usage(capsys, config(DATA / "mixed.yaml", "flexx"), "--json")
     assert code == 78 and out == ""

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from ccx_agent import commands, config
+from ccx_agent import commands, config, configpath
 from ccx_agent.cli import main
 from ccx_agent.config import CommonConfig, Config, FileSource, check, load
 from ccx_agent.licensing.alerts import Style
@@ -321,6 +321,26 @@ def test_process_exits_78_without_traceback(name: str) -> None:
     assert done.stderr.splitlines() == [f"{path}:{line}" for line in EXPECTED[name]]
 
 
+def test_process_an_unknown_yaml_bool_is_one_line_and_78(tmp_path: Path) -> None:
+    """``!!bool maybe`` was a KeyError traceback in check-config and run."""
+    path = tmp_path / "c.yaml"
+    text = runnable_example(tmp_path).read_text(encoding="utf-8")
+    assert text.count("\n  allow_overage: true\n") == 1
+    path.write_text(
+        text.replace("\n  allow_overage: true\n", "\n  allow_overage: !!bool maybe\n"),
+        encoding="utf-8",
+    )
+    line = path.read_text(encoding="utf-8").splitlines().index("  allow_overage: !!bool maybe") + 1
+    for command in ("check-config", "run"):
+        done = run_process("--config", str(path), command)
+        assert done.returncode == 78, done.stderr
+        assert "Traceback" not in done.stderr
+        assert done.stderr.splitlines()[0] == (
+            f"{path}:{line}: license.allow_overage: not a valid !!bool value "
+            "('maybe' is not one of true/false, yes/no, on/off)"
+        )
+
+
 def test_process_missing_file_and_directory(tmp_path: Path) -> None:
     missing = tmp_path / "nope.yaml"
     done = run_process("--config", str(missing), "check-config")
@@ -362,7 +382,7 @@ def test_without_config_the_default_path_is_used(
 ) -> None:
     monkeypatch.delenv("CCX_AGENT_CONFIG", raising=False)
     default = tmp_path / "etc" / "ccx-agent.yaml"
-    monkeypatch.setattr(config, "DEFAULT_PATH", default)
+    monkeypatch.setattr(configpath, "DEFAULT_PATH", default)
     assert main(["check-config"]) == 78
     assert capsys.readouterr().err.startswith(f"{default}:1: (file): no such file")
     default.parent.mkdir()
@@ -374,7 +394,7 @@ def test_without_config_the_default_path_is_used(
 def test_environment_variable_names_the_file(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(config, "DEFAULT_PATH", tmp_path / "never-read.yaml")
+    monkeypatch.setattr(configpath, "DEFAULT_PATH", tmp_path / "never-read.yaml")
     bad = BAD / "threshold_zero.yaml"
     monkeypatch.setenv("CCX_AGENT_CONFIG", str(bad))
     assert main(["check-config"]) == 78

@@ -41,6 +41,16 @@ def test_every_file_is_laid_out(tmp_path: Path) -> None:
     assert link.is_symlink() and Path(os.readlink(link)) == Path(sys.prefix) / "bin" / "ccx-agent"
 
 
+def test_the_monitoring_files_and_every_example_scenario_are_laid_out() -> None:
+    """A scenario added to the repository but not to the list would be left out of the
+    wheel's install: the lists are checked against the directories."""
+    root = Path(__file__).resolve().parent.parent
+    shipped = {i.checkout for i in ITEMS}
+    for pattern in ("contrib/*/*", "config/scenarios/*.yaml", "docs/examples/*.yaml"):
+        for path in root.glob(pattern):
+            assert str(path.relative_to(root)) in shipped, path
+
+
 def test_an_upgrade_replaces_ours_and_never_an_edited_config(tmp_path: Path) -> None:
     assert _install(tmp_path)[0] == 0
     config = tmp_path / "etc/ccx-agent/ccx-agent.yaml"

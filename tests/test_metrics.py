@@ -202,8 +202,8 @@ def test_samples_alerts_and_job_failures_are_counted() -> None:
     assert got[("ccx_source_sample_duration_seconds_sum", ())] == pytest.approx(2.003)
     key = (("mnemonic", "SYSTEM_IN_OOC_STATE"), ("severity", "2"))
     assert got[("ccx_alerts_total", key)] == 2
-    assert got[("ccx_job_failures_total", (("job", "report"),))] == 1
-    assert got[("ccx_job_failures_total", (("job", "sample"),))] == 0
+    assert got[("ccx_job_failures_total", (("task", "report"),))] == 1
+    assert got[("ccx_job_failures_total", (("task", "sample"),))] == 0
     assert got[("ccx_syslog_dropped_total", ())] == 7
     drops[0] = 9  # read at scrape time
     assert scrape(m)[("ccx_syslog_dropped_total", ())] == 9

@@ -80,6 +80,24 @@ def test_the_wheelhouse_installs_offline_and_lays_out_verifiable_units(tmp_path:
     # From the wheel's package data, not from this checkout.
     site = next((venv / "lib").glob("python3*/site-packages"))
     assert (site / "ccx_agent" / "share" / "systemd" / "ccx-agent@.service").is_file()
+    # The monitoring files and the example scenarios too (docs/install.md's table).
+    shared = root / "usr/local/share/ccx-agent"
+    for name in ("contrib/prometheus/ccx-agent.rules.yml", "contrib/grafana/ccx-agent.json"):
+        assert (site / "ccx_agent" / "share" / name).is_file(), name
+        assert (shared / name).read_bytes() == (ROOT / name).read_bytes(), name
+    examples = [*ROOT.glob("config/scenarios/*.yaml"), *ROOT.glob("docs/examples/*.yaml")]
+    assert len(examples) >= 8
+    for example in examples:
+        assert (shared / "examples" / example.name).read_bytes() == example.read_bytes()
+    scenario = shared / "examples" / "more-agents-tomorrow.yaml"
+    simulated = subprocess.run(
+        [str(ccx), "simulate", str(scenario)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert simulated.returncode == 0, simulated.stderr
     units = root / "usr/local/lib/systemd/system"
     link = root / "usr/local/bin/ccx-agent"
     assert link.resolve() == ccx.resolve()

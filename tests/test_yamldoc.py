@@ -128,6 +128,16 @@ def test_a_date_that_does_not_exist_names_its_key() -> None:
     ]
 
 
+def test_an_unknown_bool_names_its_key() -> None:
+    """``!!bool maybe``: PyYAML raised a bare KeyError (a traceback in check-config)."""
+    why = "not a valid !!bool value ('maybe' is not one of true/false, yes/no, on/off)"
+    assert problems("a:\n  b: !!bool maybe\n") == [f"f.yaml:2: a.b: {why}"]
+    assert problems("l:\n  - 1\n  - !!bool Maybe\n") == [
+        f"f.yaml:3: l[1]: {why.replace('maybe', 'Maybe')}"
+    ]
+    assert parse_yaml("a: !!bool yes\nb: !!bool OFF\n", "f.yaml").data == {"a": True, "b": False}
+
+
 def test_a_huge_number_made_by_yaml_arithmetic_is_refused() -> None:
     """Found by fuzzing: a YAML 1.1 base-60 number (1:2:3) of 3,000 groups converts to an
     int of ~5,300 digits whose repr() raises, in pydantic (at source.kind) and in show()."""

@@ -25,8 +25,18 @@ from urllib.parse import urlsplit
 
 from cryptography import x509
 
-from ccx_agent import __version__
-from ccx_agent.doctor import Context, Finding, Result, failed, passed, skipped, warned
+from ccx_agent import __version__, deadline
+from ccx_agent import doctor as _doctor
+from ccx_agent.doctor import (
+    CHECK_BUDGET_S,
+    Context,
+    Finding,
+    Result,
+    failed,
+    passed,
+    skipped,
+    warned,
+)
 from ccx_agent.ssm.client import build as build_client
 from ccx_agent.ssm.client import system_ca_file
 from ccx_agent.ssm.identity import IdentityError
@@ -121,14 +131,36 @@ def _proxy_scheme(ctx: Context) -> str:
     return urlsplit(ctx.cfg.transport.proxy).scheme
 
 
-def _after(ctx: Context, *needed: str) -> str | None:
-    """Why a check is skipped: the first of ``needed`` that did not pass."""
+def _after(ctx: Context, check: str, *needed: str) -> Finding | None:
+    """Why ``check`` does not run: a SKIP naming the first of ``needed`` that did not
+    pass, or a WARN when the network checks' time budget is spent (what it would have
+    checked is unknown, which is not a pass)."""
     for name in needed:
         if ctx.result(name) not in (Result.PASS, Result.WARN):
-            return f"the {name} check did not pass"
+            return skipped(check, f"the {name} check did not pass")
     if ctx.timeout() <= 0:
-        return "not run: the network checks' time budget is spent"
+        return warned(
+            check,
+            f"not run: the network checks' time budget ({_doctor.NETWORK_BUDGET_S:g} s) was spent "
+            "by the checks before it",
+            "see the checks above: something on the way answers slowly; run "
+            "ccx-agent doctor again once it is fixed",
+        )
     return None
+
+
+def _cut() -> bool:
+    """Whether the check's deadline cut its connection (the run's bound, not a timeout
+    of one operation): a server or proxy that drips its answer, or holds it."""
+    exchange = deadline.current()
+    return exchange is not None and exchange.cancelled is not None
+
+
+def watch(sock: socket.socket) -> None:
+    """Let the check's deadline cut ``sock`` (see doctor.CHECK_BUDGET_S)."""
+    exchange = deadline.current()
+    if exchange is not None:
+        exchange.watch(sock)
 
 
 # --- dns ----------------------------------------------------------------------------------
@@ -199,6 +231,7 @@ def _connect(host: str, port: int, timeout: float) -> tuple[socket.socket, tuple
             break
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.settimeout(left)
+        watch(sock)
         try:
             sock.connect(addr)
         except OSError as exc:
@@ -255,9 +288,9 @@ def tcp(ctx: Context) -> Finding:
     if isinstance(where, str):
         return skipped("tcp", where)
     ssm, proxy = where
-    why = _after(ctx, "dns")
-    if why:
-        return skipped("tcp", why)
+    not_run = _after(ctx, "tcp", "dns")
+    if not_run:
+        return not_run
     if proxy is not None and _proxy_scheme(ctx) != "http":
         return _socks_or_tls_proxy(ctx, proxy)
     started = time.monotonic()
@@ -395,9 +428,9 @@ def tls(ctx: Context) -> Finding:
     if isinstance(where, str):
         return skipped("tls", where)
     ssm, proxy = where
-    why = _after(ctx, "tcp")
-    if why:
-        return skipped("tls", why)
+    not_run = _after(ctx, "tls", "tcp")
+    if not_run:
+        return not_run
     if proxy is not None and _proxy_scheme(ctx) != "http":
         return skipped("tls", f"a {_proxy_scheme(ctx)} proxy: the ssm check goes through it")
     try:
@@ -406,30 +439,35 @@ def tls(ctx: Context) -> Finding:
             der = sock.getpeercert(binary_form=True)
     except ssl.SSLCertVerificationError as exc:
         return _verify_failed(ctx, ssm, proxy, exc)
-    except ssl.SSLError as exc:
-        return failed(
-            "tls",
-            f"{ssm.label}: the TLS handshake failed ({exc.reason or exc}): is it an HTTPS port?",
-            "check the scheme and port in transport.url (SSM speaks HTTPS, usually on 443)",
-        )
-    except TimeoutError:
-        return failed(
-            "tls",
-            f"{ssm.label} accepted the connection but did not complete a TLS handshake "
-            "within the timeout (a silent port, or something holding the connection)",
-            "check the port in transport.url, and any proxy or filter between this host and SSM",
-        )
     except (OSError, ProxyRefused) as exc:
-        return failed(
-            "tls",
-            f"{ssm.label}: the connection broke during the TLS handshake ({exc})",
-            "check the port in transport.url, and any proxy or filter on the way",
-        )
+        return _handshake_failed(ssm, exc)
     subject = ""
     if der:
         cert = x509.load_der_x509_certificate(der)
         subject = f": subject '{cert.subject.rfc4514_string()}', issuer '{_issuer(cert)}'"
     return passed("tls", f"{version} with {ssm.host} verifies against {_bundle_name(ctx)}{subject}")
+
+
+def _handshake_failed(ssm: Endpoint, exc: BaseException) -> Finding:
+    if isinstance(exc, TimeoutError) or _cut():
+        within = f"within {CHECK_BUDGET_S:g} s" if _cut() else "within the timeout"
+        return failed(
+            "tls",
+            f"{ssm.label} accepted the connection but did not complete a TLS handshake "
+            f"{within} (a silent port, or something holding the connection)",
+            "check the port in transport.url, and any proxy or filter between this host and SSM",
+        )
+    if isinstance(exc, ssl.SSLError):
+        return failed(
+            "tls",
+            f"{ssm.label}: the TLS handshake failed ({exc.reason or exc}): is it an HTTPS port?",
+            "check the scheme and port in transport.url (SSM speaks HTTPS, usually on 443)",
+        )
+    return failed(
+        "tls",
+        f"{ssm.label}: the connection broke during the TLS handshake ({exc})",
+        "check the port in transport.url, and any proxy or filter on the way",
+    )
 
 
 def _issuer(cert: x509.Certificate) -> str:
@@ -510,12 +548,20 @@ def clock(ctx: Context) -> Finding:
     if isinstance(where, str):
         return skipped("clock", where)
     ssm, proxy = where
-    why = _after(ctx, "tls")
-    if why:
-        return skipped("clock", why)
+    not_run = _after(ctx, "clock", "tls")
+    if not_run:
+        return not_run
     try:
         theirs, ours = server_date(ctx, ssm, proxy)
     except (OSError, TimeoutError, ProxyRefused, ValueError, TypeError) as exc:
+        if _cut():
+            return warned(
+                "clock",
+                f"{ssm.host} did not send the head of its answer within {CHECK_BUDGET_S:g} s "
+                "(a server or proxy that drips it, or holds it): its Date header is unknown",
+                "check any proxy or filter between this host and SSM; compare this host's "
+                "clock with a time source by hand: timedatectl; chronyc tracking",
+            )
         return warned(
             "clock",
             f"could not read {ssm.host}'s Date header ({exc})",
@@ -568,9 +614,9 @@ def ssm(ctx: Context) -> Finding:
     if isinstance(where, str):
         return skipped("ssm", where)
     ssm_at, _ = where
-    why = _after(ctx, "tcp")
-    if why:
-        return skipped("ssm", why)
+    not_run = _after(ctx, "ssm", "tcp")
+    if not_run:
+        return not_run
     if ctx.result("tls") is Result.FAIL:
         return skipped("ssm", "the tls check did not pass")
     cfg = ctx.cfg
@@ -625,4 +671,4 @@ def ssm(ctx: Context) -> Finding:
     )
 
 
-__all__ = ["clock", "dns", "resolve", "ssm", "tcp", "tls"]
+__all__ = ["clock", "dns", "resolve", "ssm", "tcp", "tls", "watch"]

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from ccx_agent import config as config_mod
 from ccx_agent.doctor import Context, Finding, failed, passed, skipped, warned
-from ccx_agent.doctor.network import resolve
+from ccx_agent.doctor.network import resolve, watch
 from ccx_agent.licensing.consumption import compute
 from ccx_agent.sources import SourceError
 from ccx_agent.sources.factory import build
@@ -156,6 +156,7 @@ def _network(ctx: Context, scheme: str, host: str, port: int) -> str:
             "--send-test-alert sends a line to look for at the collector)"
         )
     sock = socket.create_connection((host, port), timeout=timeout)
+    watch(sock)  # a TLS handshake that drips is cut at the check's deadline
     try:
         if scheme == "tls":
             assert ctx.cfg is not None

@@ -9,15 +9,14 @@ argparse exits; no instance is one line naming the database and exit 1.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
+import io
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
+from ccx_agent import cli_help
 from ccx_agent import config as config_mod
 from ccx_agent.errors import EX_CONFIG, EX_USAGE, AgentError
 from ccx_agent.history import alertlog, features, render_csv, render_json, render_text
@@ -26,13 +25,14 @@ from ccx_agent.history.report import (
     DEFAULT_SPAN,
     Report,
     WhenError,
-    build,
     default_by,
     parse_when,
+    stream,
 )
 from ccx_agent.instance import Open, open_store
 from ccx_agent.licensing.catalogue import LicenseType, tags_of
 from ccx_agent.store import Store
+from ccx_agent.userfiles import Output, UserFileError, reason
 from ccx_agent.yamldoc import DocumentError, one_of
 
 COMMANDS = frozenset({"report", "alerts", "features"})
@@ -44,7 +44,7 @@ ALERTS_SPAN = DEFAULT_SPAN
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r = sub.add_parser(
         "report",
-        help="the license consumption report: usage per period and tag, from the database",
+        help=cli_help.LISTED["report"],
     )
     r.add_argument(
         "--from", dest="start", metavar="WHEN", help="ISO 8601 (default: 7 days before --to)"
@@ -60,10 +60,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     r.add_argument("--format", choices=FORMATS, default="text", help="output format (text)")
     r.add_argument("--output", type=Path, metavar="FILE", help="write to FILE, not stdout")
-    a = sub.add_parser("alerts", help="the alert log: every alert raised, oldest first")
+    a = sub.add_parser("alerts", help=cli_help.LISTED["alerts"])
     a.add_argument("--since", metavar="WHEN", help="ISO 8601 (default: 7 days ago)")
     a.add_argument("--json", action="store_true", help="machine-readable output")
-    f = sub.add_parser("features", help="the license feature list: each type's tags and features")
+    f = sub.add_parser("features", help=cli_help.LISTED["features"])
     f.add_argument("--license-type", metavar="T", help="only this license type")
     f.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -123,18 +123,13 @@ def _when(option: str, text: str | None, err: TextIO) -> datetime | int | None:
 
 
 def _write_atomic(target: Path, write: Callable[[TextIO], None]) -> None:
-    """Write next to ``target`` and rename: a failed run never leaves half a report."""
-    directory = target.parent if str(target.parent) else Path()
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            write(f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Write ``target`` whole (:class:`~ccx_agent.userfiles.Output`): a failed run never
+    leaves half a report; a new file is 0644, an existing one keeps its mode."""
+    with Output(target, 0o644) as output:
+        text = io.TextIOWrapper(output.stream, encoding="utf-8", newline="")
+        write(text)
+        text.flush()
+        text.detach()
 
 
 def render(report_: Report, fmt: str, out: TextIO) -> None:
@@ -189,34 +184,39 @@ def report(
     made: list[Report] = []
 
     def work(store: Store) -> None:
+        # The rows stream from the cursor through the aggregation to the writer, all
+        # inside one read snapshot: no list of a year's rows is ever held.
         with store.read() as tx:
-            rows = tx.interval_tag_rows(since, until)
             raised = [a for a, _ in tx.alert_log(since) if a.time < until]
-        made.append(
-            build(
-                rows,
+            result = stream(
+                lambda: tx.iter_interval_tag_rows(since, until),
                 license_type=lt.value,
                 start=since,
                 end=until,
                 by=period,
                 tags=chosen,
                 alerts=raised,
+                axis_from_data=start is None,
             )
-        )
+            if output is None:
+                render(result, fmt, out)
+            else:
+                _write_atomic(output, lambda f: render(result, fmt, f))
+            made.append(result)
 
-    code = _read(cfg, err, work)
-    if code:
-        return code
-    result = made[0]
-    if output is None:
-        render(result, fmt, out)
-        return 0
     try:
-        _write_atomic(output, lambda f: render(result, fmt, f))
-    except OSError as exc:
-        print(f"error: {output}: cannot write the report: {exc.strerror or exc}", file=err)
+        code = _read(cfg, err, work)
+    except UserFileError as exc:
+        print(f"error: {exc}", file=err)
         return 1
-    print(f"{output}: {len(result.rows)} rows by {period}, {fmt}", file=out)
+    except OSError as exc:
+        if output is None:
+            raise
+        print(f"error: {output}: cannot write the report: {reason(exc)}", file=err)
+        return 1
+    if code or output is None:
+        return code
+    print(f"{output}: {made[0].count} rows by {period}, {fmt}", file=out)
     return 0
 
 

@@ -15,13 +15,13 @@ note: the CSV and JSON formats have every row.
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable, Sequence
-from datetime import datetime
-from itertools import groupby
-from typing import TextIO
+import io
+from collections.abc import Sequence
+from datetime import UTC, datetime, time, timedelta
+from typing import Any, TextIO
 
-from ccx_agent.history.report import COUNTDOWN, STATES, Report, Row
-from ccx_agent.licensing.catalogue import DISPLAY_NAMES
+from ccx_agent.history.report import COUNTDOWN, STATES, Report
+from ccx_agent.licensing.catalogue import DISPLAY_NAMES, LicenseType, tags_of
 from ccx_agent.licensing.timeutil import iso, parse_iso
 
 #: The plot area, in SVG user units (the SVG scales to the page width).
@@ -80,12 +80,14 @@ def _cell(value: int | None) -> str:
 
 
 class _Scale:
-    def __init__(self, start: datetime, end: datetime, top: int) -> None:
-        self.t0 = start.timestamp()
-        self.span = max(1.0, end.timestamp() - self.t0)
-        self.top = max(1, top)
+    """Time to x and value to y. ``t0`` is the axis start, ``end`` its right edge."""
+
+    def __init__(self, t0: float, end: float) -> None:
+        self.t0 = t0
+        self.span = max(1.0, end - t0)
         self.w = WIDTH - LEFT - RIGHT
         self.h = HEIGHT - TOP - BOTTOM
+        self.top = 1
 
     def x(self, ts: float) -> float:
         return LEFT + min(max((ts - self.t0) / self.span, 0.0), 1.0) * self.w
@@ -94,7 +96,7 @@ class _Scale:
         return TOP + self.h - (value / self.top) * self.h
 
     def column(self, ts: float) -> int:
-        return min(int((ts - self.t0) / self.span * self.w), self.w - 1)
+        return max(0, min(int((ts - self.t0) / self.span * self.w), self.w - 1))
 
 
 def _nice_top(peak: int) -> tuple[int, int]:
@@ -107,106 +109,231 @@ def _nice_top(peak: int) -> tuple[int, int]:
     return -(-top // step) * step, step
 
 
-def _chart(report: Report, tag: str, rows: Sequence[Row]) -> str:
-    """One tag's SVG: usage (max per pixel column), entitlement, shaded states, alerts."""
-    times = [parse_iso(r.start).timestamp() for r in rows]
-    ends = [parse_iso(r.end).timestamp() for r in rows]
-    peak_i = None
-    for i, r in enumerate(rows):
-        if r.usage is not None and (peak_i is None or r.usage > (rows[peak_i].usage or 0)):
-            peak_i = i
-    ent_max = max((r.entitlement or 0 for r in rows), default=0)
-    peak = rows[peak_i].usage if peak_i is not None else None
-    top, step = _nice_top(max(peak or 0, ent_max))
-    sc = _Scale(report.start, report.end, top)
-    # Max per pixel column: (usage, index of the row that has it); entitlement the same.
-    usage_cols: dict[int, tuple[int, int]] = {}
-    ent_cols: dict[int, int] = {}
-    for i, r in enumerate(rows):
-        col = sc.column(times[i])
-        if r.usage is not None:
-            got = usage_cols.get(col)
-            if got is None or r.usage > got[0]:
-                usage_cols[col] = (r.usage, i)
-        if r.entitlement is not None:
-            ent_cols[col] = max(ent_cols.get(col, 0), r.entitlement)
-    parts: list[str] = []
-    # Grid and axes.
-    for v in range(0, top + 1, step):
-        y = sc.y(v)
-        parts.append(
-            f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>'
-            f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{v}</text>'
-        )
-    for k in range(5):
-        ts = sc.t0 + sc.span * k / 4
-        x = sc.x(ts)
-        label = iso(datetime.fromtimestamp(ts, report.start.tzinfo))[:16].replace("T", " ")
-        anchor = "start" if k == 0 else "end" if k == 4 else "middle"
-        parts.append(
-            f'<text x="{x:.1f}" y="{HEIGHT - 8}" text-anchor="{anchor}">{_e(label)}</text>'
-        )
-    # Shaded out-of-compliance and enforcement runs (contiguous rows merged).
-    for state, run in groupby(range(len(rows)), key=lambda i: _SHADE.get(rows[i].state)):
-        if state is None:
-            continue
-        idx = list(run)
-        x0, x1 = sc.x(times[idx[0]]), sc.x(ends[idx[-1]])
-        label = f"{rows[idx[0]].state} {rows[idx[0]].start} to {rows[idx[-1]].end}"
-        parts.append(
-            f'<rect class="{state}" x="{x0:.1f}" y="{TOP}" width="{max(x1 - x0, 1):.1f}" '
-            f'height="{sc.h}" data-tip="{_e(label)}"/>'
-        )
-    # Entitlement: a step line per column.
-    if ent_cols:
-        pts = []
-        for col in sorted(ent_cols):
-            y = sc.y(ent_cols[col])
-            pts.append(f"{LEFT + col:.1f},{y:.1f} {LEFT + col + 1:.1f},{y:.1f}")
-        parts.append(f'<polyline class="ent" points="{" ".join(pts)}"/>')
-    # Usage: a path broken where columns have no data.
-    if usage_cols:
-        d: list[str] = []
-        prev = None
-        for col in sorted(usage_cols):
-            cmd = "L" if prev is not None and col - prev <= 1 else "M"
-            d.append(f"{cmd}{LEFT + col + 0.5:.1f} {sc.y(usage_cols[col][0]):.1f}")
-            prev = col
-        parts.append(f'<path class="usage" d="{" ".join(d)}"/>')
-    # Countdown alerts about this tag, marked on top.
-    for a in report.alerts:
-        if a.mnemonic in COUNTDOWN and tag in a.tags:
-            x = sc.x(parse_iso(a.time).timestamp())
+#: Tick steps of the time axis, finest first: (kind, size). Hours and days are counted
+#: from UTC midnight, weeks start on Monday, months on the 1st: calendar boundaries only.
+_TICK_STEPS: tuple[tuple[str, int], ...] = (
+    ("min", 15),
+    ("min", 30),
+    ("hour", 1),
+    ("hour", 2),
+    ("hour", 3),
+    ("hour", 6),
+    ("hour", 12),
+    ("day", 1),
+    ("day", 2),
+    ("week", 1),
+    ("week", 2),
+    ("month", 1),
+    ("month", 2),
+    ("month", 3),
+    ("month", 6),
+    ("year", 1),
+)
+#: At most this many labelled ticks on the time axis.
+MAX_TICKS = 7
+
+
+def _tick_instants(kind: str, size: int, t0: datetime, t1: datetime) -> list[datetime]:
+    """The calendar boundaries of one step kind in ``[t0, t1]``."""
+    out: list[datetime] = []
+    if kind in ("min", "hour", "day"):
+        unit = {"min": 60, "hour": 3600, "day": 86400}[kind] * size
+        midnight = datetime.combine(t0.date(), time(), UTC)
+        k = -(-int((t0 - midnight).total_seconds()) // unit)
+        ts = midnight + timedelta(seconds=k * unit)
+        while ts <= t1 and len(out) <= MAX_TICKS:
+            out.append(ts)
+            ts += timedelta(seconds=unit)
+        return out
+    if kind == "week":
+        day = datetime.combine(t0.date(), time(), UTC)
+        ts = day + timedelta(days=(7 - day.weekday()) % 7)
+        if ts < t0:
+            ts += timedelta(days=7)
+        while ts <= t1 and len(out) <= MAX_TICKS:
+            out.append(ts)
+            ts += timedelta(days=7 * size)
+        return out
+    months = 12 if kind == "year" else size
+    y, m = t0.year, t0.month
+    while True:
+        ts = datetime(y, m, 1, tzinfo=UTC)
+        if ts > t1 or len(out) > MAX_TICKS:
+            return out
+        if ts >= t0 and (m - 1) % months == 0:
+            out.append(ts)
+        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+
+
+def ticks(t0: datetime, t1: datetime) -> list[tuple[datetime, str]]:
+    """Labelled ticks for ``[t0, t1]`` on calendar boundaries: the finest step that gives
+    at most :data:`MAX_TICKS` of them (and at least two where the range allows)."""
+    chosen: list[datetime] = []
+    kind = "year"
+    for kind, size in _TICK_STEPS:
+        chosen = _tick_instants(kind, size, t0, t1)
+        if len(chosen) <= MAX_TICKS:
+            break
+    if kind in ("min", "hour"):
+        # The date on the first mark and at midnight only: the rest is the same day.
+        return [
+            (ts, ts.strftime("%Y-%m-%d %H:%M" if i == 0 or ts.hour == ts.minute == 0 else "%H:%M"))
+            for i, ts in enumerate(chosen)
+        ]
+    fmt = "%Y-%m-%d" if kind in ("day", "week") else "%Y-%m"
+    return [(ts, ts.strftime(fmt)) for ts in chosen]
+
+
+class _Chart:
+    """One tag's chart, fed its rows in time order (one pass, bounded memory).
+
+    Rows are bucketed per pixel column of their start, keeping each bucket's maximum. A
+    bucket is drawn as a horizontal segment over the time its rows cover (at least one
+    pixel), so an hour or a day is a step as wide as it is, and buckets whose rows
+    follow each other without a gap or a no-data period are joined: the line breaks
+    only where there is no data.
+    """
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+        self.points = 0
+        # Usage buckets: [column, first start, last end, maximum] (times as timestamps).
+        self.usage: list[list[Any]] = []
+        self.ent: list[list[Any]] = []
+        # Shaded runs: [class, first start, last end, label start, label end, state].
+        self.shades: list[list[Any]] = []
+        self._shade: str | None = None
+        # (usage, start text, column) of the first highest usage.
+        self.peak: tuple[int, str, int] | None = None
+
+    def add(
+        self, col: int, start: str, end: str, ts0: float, ts1: float, row: Sequence[Any]
+    ) -> None:
+        """One row, in time order; ``col`` is the pixel column of its start."""
+        self.points += 1
+        usage, ent, state = row[3], row[4], row[6]
+        # Buckets: the last one grows while rows fall in its column (inline: per row).
+        if usage is not None:
+            bs = self.usage
+            if bs and bs[-1][0] == col:
+                b = bs[-1]
+                b[2] = ts1
+                if usage > b[3]:  # noqa: PLR1730 - cheaper than max() per row
+                    b[3] = usage
+            else:
+                bs.append([col, ts0, ts1, usage])
+            if self.peak is None or usage > self.peak[0]:
+                self.peak = (usage, start, col)
+        if ent is not None:
+            bs = self.ent
+            if bs and bs[-1][0] == col:
+                b = bs[-1]
+                b[2] = ts1
+                if ent > b[3]:  # noqa: PLR1730 - cheaper than max() per row
+                    b[3] = ent
+            else:
+                bs.append([col, ts0, ts1, ent])
+        shade = _SHADE.get(state)
+        if shade is not None:
+            if shade == self._shade:
+                run = self.shades[-1]
+                run[2], run[4] = ts1, end
+            else:
+                self.shades.append([shade, ts0, ts1, start, end, state])
+        self._shade = shade
+
+    def _span(self, sc: _Scale, b: Sequence[Any]) -> tuple[float, float]:
+        """A bucket's x extent: the time its rows cover, at least to its column's end."""
+        x1 = min(max(sc.x(b[2]), LEFT + b[0] + 1), WIDTH - RIGHT)
+        return sc.x(b[1]), x1
+
+    def svg(self, report: Report, sc: _Scale, tick_marks: Sequence[tuple[datetime, str]]) -> str:
+        ent_max = max((b[3] for b in self.ent), default=0)
+        peak = self.peak[0] if self.peak is not None else 0
+        sc.top, step = _nice_top(max(peak, ent_max))
+        parts: list[str] = []
+        # Grid and axes.
+        for v in range(0, sc.top + 1, step):
+            y = sc.y(v)
             parts.append(
-                f'<path class="cd" d="M{x - 4:.1f} {TOP - 10} L{x + 4:.1f} {TOP - 10} '
-                f'L{x:.1f} {TOP - 2} Z" data-tip="{_e(a.time + " " + a.mnemonic)}"/>'
+                f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>'
+                f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{v}</text>'
             )
-    peak_attrs = ""
-    if peak_i is not None:
-        r = rows[peak_i]
-        col = sc.column(times[peak_i])
-        cx, cy = LEFT + col + 0.5, sc.y(r.usage or 0)
-        tip = f"peak {r.usage} at {r.start}"
+        for ts, label in tick_marks:
+            x = sc.x(ts.timestamp())
+            anchor = "start" if x - LEFT < 45 else "end" if WIDTH - RIGHT - x < 45 else "middle"
+            parts.append(
+                f'<line class="grid" x1="{x:.1f}" x2="{x:.1f}" y1="{TOP}" y2="{TOP + sc.h}"/>'
+                f'<text x="{x:.1f}" y="{HEIGHT - 8}" text-anchor="{anchor}">{_e(label)}</text>'
+            )
+        # Shaded out-of-compliance and enforcement runs (contiguous rows merged).
+        for shade, ts0, ts1, s_text, e_text, state in self.shades:
+            x0, x1 = sc.x(ts0), sc.x(ts1)
+            label = f"{state} {s_text} to {e_text}"
+            parts.append(
+                f'<rect class="{shade}" x="{x0:.1f}" y="{TOP}" width="{max(x1 - x0, 1):.1f}" '
+                f'height="{sc.h}" data-tip="{_e(label)}"/>'
+            )
+        # Entitlement: a step line over the time its rows cover, to the last row's end.
+        if self.ent:
+            pts = []
+            for b in self.ent:
+                x0, x1 = self._span(sc, b)
+                y = sc.y(b[3])
+                pts.append(f"{x0:.1f},{y:.1f} {x1:.1f},{y:.1f}")
+            parts.append(f'<polyline class="ent" points="{" ".join(pts)}"/>')
+        # Usage: a step line, broken only where a period is missing or has no data.
+        peak_x = None
+        if self.usage:
+            d: list[str] = []
+            prev_end = None
+            for b in self.usage:
+                x0, x1 = self._span(sc, b)
+                y = sc.y(b[3])
+                if prev_end is not None and prev_end == b[1]:
+                    d.append(f"L{x0:.1f} {y:.1f}L{x1:.1f} {y:.1f}")
+                else:
+                    # Alone, a segment must still have a length once rounded.
+                    x0 = min(x0, x1 - 0.5)
+                    d.append(f"M{x0:.1f} {y:.1f}L{x1:.1f} {y:.1f}")
+                if self.peak is not None and b[0] == self.peak[2]:
+                    peak_x = (x0 + x1) / 2
+                prev_end = b[2]
+            parts.append(f'<path class="usage" d="{"".join(d)}"/>')
+        # Countdown alerts about this tag, marked on top.
+        for a in report.alerts:
+            if a.mnemonic in COUNTDOWN and self.tag in a.tags:
+                x = sc.x(parse_iso(a.time).timestamp())
+                parts.append(
+                    f'<path class="cd" d="M{x - 4:.1f} {TOP - 10} L{x + 4:.1f} {TOP - 10} '
+                    f'L{x:.1f} {TOP - 2} Z" data-tip="{_e(a.time + " " + a.mnemonic)}"/>'
+                )
+        peak_attrs = ""
+        if self.peak is not None and peak_x is not None:
+            value, at, _ = self.peak
+            cy = sc.y(value)
+            tip = f"peak {value} at {at}"
+            parts.append(
+                f'<circle class="peak" cx="{peak_x:.1f}" cy="{cy:.1f}" r="4" '
+                f'data-value="{value}" data-time="{_e(at)}" data-tip="{_e(tip)}"/>'
+                f'<text x="{min(peak_x + 7, WIDTH - RIGHT - 60):.1f}" '
+                f'y="{max(cy - 6, TOP + 10):.1f}">peak {value}</text>'
+            )
+            peak_attrs = f' data-peak="{value}" data-peak-at="{_e(at)}"'
         parts.append(
-            f'<circle class="peak" cx="{cx:.1f}" cy="{cy:.1f}" r="4" data-value="{r.usage}" '
-            f'data-time="{_e(r.start)}" data-tip="{_e(tip)}"/>'
-            f'<text x="{min(cx + 7, WIDTH - RIGHT - 60):.1f}" y="{max(cy - 6, TOP + 10):.1f}">'
-            f"peak {r.usage}</text>"
+            f'<line class="axis" x1="{LEFT}" x2="{LEFT}" y1="{TOP}" y2="{TOP + sc.h}"/>'
+            f'<line class="axis" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{TOP + sc.h}" '
+            f'y2="{TOP + sc.h}"/>'
         )
-        peak_attrs = f' data-peak="{r.usage}" data-peak-at="{_e(r.start)}"'
-    parts.append(
-        f'<line class="axis" x1="{LEFT}" x2="{LEFT}" y1="{TOP}" y2="{TOP + sc.h}"/>'
-        f'<line class="axis" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{TOP + sc.h}" '
-        f'y2="{TOP + sc.h}"/>'
-    )
-    title = f"{tag}: usage against entitlement"
-    return (
-        f'<svg viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{_e(title)}" '
-        f'data-tag="{_e(tag)}" data-points="{len(rows)}" data-columns="{len(usage_cols)}"'
-        f'{peak_attrs} xmlns="http://www.w3.org/2000/svg"><title>{_e(title)}</title>'
-        + "".join(parts)
-        + "</svg>"
-    )
+        title = f"{self.tag}: usage against entitlement"
+        return (
+            f'<svg viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{_e(title)}" '
+            f'data-tag="{_e(self.tag)}" data-points="{self.points}" '
+            f'data-columns="{len(self.usage)}"'
+            f'{peak_attrs} xmlns="http://www.w3.org/2000/svg"><title>{_e(title)}</title>'
+            + "".join(parts)
+            + "</svg>"
+        )
 
 
 def _legend() -> str:
@@ -237,55 +364,73 @@ def _summary(report: Report) -> str:
     return "".join(out)
 
 
-def _rows(report: Report) -> str:
-    out = [
-        "<table class='rows'><thead><tr><th>start</th><th>end</th><th class='l'>tag</th>"
-        "<th>usage</th><th>entitlement</th><th>reported</th><th class='l'>state</th>"
-        "<th>intervals</th><th>no data</th></tr></thead><tbody>"
-    ]
-    lines = 0
-    previous: list[tuple[str, int | None, int | None, int | None, str]] | None = None
-    folded = 0
-    last = ""
-    truncated = False
+class _Table:
+    """The row table, fed rows in order: alike periods folded (as the text format does),
+    at most :data:`MAX_TABLE_ROWS` lines kept, so its memory is bounded whatever the
+    range."""
 
-    def fold() -> None:
-        if folded:
-            out.append(
-                f"<tr class='fold'><td colspan='9'>+{folded} more periods alike, to "
-                f"{_e(last)}</td></tr>"
+    def __init__(self) -> None:
+        self.out = [
+            "<table class='rows'><thead><tr><th>start</th><th>end</th><th class='l'>tag</th>"
+            "<th>usage</th><th>entitlement</th><th>reported</th><th class='l'>state</th>"
+            "<th>intervals</th><th>no data</th></tr></thead><tbody>"
+        ]
+        self.lines = 0
+        self.previous: list[tuple[Any, ...]] | None = None
+        self.folded = 0
+        self.last = ""
+        self.truncated = False
+        self.start: str | None = None
+        self.group: list[Sequence[Any]] = []
+
+    def add(self, row: Sequence[Any]) -> None:
+        if row[0] != self.start:
+            self._period()
+            self.start = row[0]
+        self.group.append(row)
+
+    def _fold(self) -> None:
+        if self.folded:
+            self.out.append(
+                f"<tr class='fold'><td colspan='9'>+{self.folded} more periods alike, to "
+                f"{_e(self.last)}</td></tr>"
             )
 
-    for start, group in groupby(report.rows, key=lambda r: r.start):
-        rows = list(group)
-        cells = [(r.tag, r.usage, r.entitlement, r.reported, r.state) for r in rows]
-        if cells == previous:
-            folded += 1
-            last = start
-            continue
-        fold()
-        folded = 0
-        previous = cells
-        if lines >= MAX_TABLE_ROWS:
-            truncated = True
-            break
+    def _period(self) -> None:
+        rows, self.group = self.group, []
+        if not rows or self.truncated:
+            return
+        cells = [(r[2], r[3], r[4], r[5], r[6]) for r in rows]
+        if cells == self.previous:
+            self.folded += 1
+            self.last = rows[0][0]
+            return
+        self._fold()
+        self.folded = 0
+        self.previous = cells
+        if self.lines >= MAX_TABLE_ROWS:
+            self.truncated = True
+            return
         for r in rows:
-            out.append(
-                f"<tr><td>{_e(r.start)}</td><td>{_e(r.end)}</td><td class='l'>{_e(r.tag)}</td>"
-                f"<td>{_cell(r.usage)}</td><td>{_cell(r.entitlement)}</td>"
-                f"<td>{_cell(r.reported)}</td><td class='l'>{_e(r.state)}</td>"
-                f"<td>{r.intervals}</td><td>{r.no_data}</td></tr>"
+            self.out.append(
+                f"<tr><td>{_e(r[0])}</td><td>{_e(r[1])}</td><td class='l'>{_e(r[2])}</td>"
+                f"<td>{_cell(r[3])}</td><td>{_cell(r[4])}</td>"
+                f"<td>{_cell(r[5])}</td><td class='l'>{_e(r[6])}</td>"
+                f"<td>{r[7]}</td><td>{r[8]}</td></tr>"
             )
-            lines += 1
-    if not truncated:
-        fold()
-    out.append("</tbody></table>")
-    if truncated:
-        out.append(
-            f"<p class='meta'>The table stops after {MAX_TABLE_ROWS} lines; "
-            "<code>--format csv</code> or <code>json</code> has every row.</p>"
-        )
-    return "".join(out)
+            self.lines += 1
+
+    def html(self) -> str:
+        self._period()
+        if not self.truncated:
+            self._fold()
+        self.out.append("</tbody></table>")
+        if self.truncated:
+            self.out.append(
+                f"<p class='meta'>The table stops after {MAX_TABLE_ROWS} lines; "
+                "<code>--format csv</code> or <code>json</code> has every row.</p>"
+            )
+        return "".join(self.out)
 
 
 def _alerts(report: Report) -> str:
@@ -305,38 +450,80 @@ def _alerts(report: Report) -> str:
     return "".join(out)
 
 
-def render(report: Report) -> str:
-    by_tag: dict[str, list[Row]] = {t: [] for t in report.tags}
-    for r in report.rows:
-        by_tag[r.tag].append(r)
-    title = f"License consumption report: {report.license_type}"
-    charts: list[str] = []
-    for tag in report.tags:
-        name = DISPLAY_NAMES.get(tag, "")
-        charts.append(
-            f"<h2>{_e(tag)} <small class='meta'>{_e(name)}</small></h2>"
-            f"<div class='chart'>{_chart(report, tag, by_tag[tag])}</div>"
-        )
-    parts: Iterable[str] = (
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        "<meta name='viewport' content='width=device-width,initial-scale=1'>",
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{_e(title)}</h1>",
-        f"<p class='meta'>{_e(iso(report.start))} to {_e(iso(report.end))}, by "
-        f"{_e(report.by)}; {len(report.rows)} rows. Times are UTC. Made by ccx-agent report.</p>",
-        _legend(),
-        *charts,
-        "<h2>Summary</h2>",
-        _summary(report),
-        "<h2>Alerts</h2>",
-        _alerts(report),
-        "<h2>Rows</h2>",
-        _rows(report),
-        "<div id='tip'></div>",
-        f"<script>{_JS}</script></body></html>\n",
-    )
-    return "".join(parts)
+def chart_order(report: Report) -> list[str]:
+    """The charts in the order ``status`` and ``usage`` list the tags (the catalogue's),
+    not the rows' alphabetical order."""
+    try:
+        catalogue = tags_of(LicenseType(report.license_type))
+    except ValueError:
+        catalogue = ()
+    first = [t for t in catalogue if t in report.tags]
+    return first + [t for t in report.tags if t not in first]
 
 
 def write(report: Report, out: TextIO) -> None:
-    out.write(render(report))
+    """One pass over the rows (charts bucketed per pixel column, the table bounded), then
+    the page: its size does not grow with the range beyond the table's cap."""
+    charts = {t: _Chart(t) for t in report.tags}
+    table = _Table()
+    axis_end = report.end.timestamp()
+    sc: _Scale | None = None
+    count = 0
+    # The rows of one period share its start, and a period's end is usually the next
+    # one's start: the last two conversions are kept.
+    p_start, p_end, p_ts0, p_ts1 = "", "", 0.0, 0.0
+    col = -1
+    for row in report.rows:
+        start, end = row[0], row[1]
+        if start != p_start:
+            p_ts0 = p_ts1 if start == p_end else datetime.fromisoformat(start).timestamp()
+            p_start = start
+            col = -1
+        if end != p_end:
+            p_ts1 = datetime.fromisoformat(end).timestamp()
+            p_end = end
+        ts0, ts1 = p_ts0, p_ts1
+        if sc is None:
+            t0 = report.start.timestamp()
+            if report.axis_from_data and ts0 > t0:
+                t0 = ts0
+            sc = _Scale(t0, axis_end)
+        if col < 0:
+            col = sc.column(ts0)
+        charts[row[2]].add(col, start, end, ts0, ts1, row)
+        if not table.truncated:
+            table.add(row)
+        count += 1
+    if sc is None:
+        sc = _Scale(report.start.timestamp(), axis_end)
+    tick_marks = ticks(datetime.fromtimestamp(sc.t0, UTC), report.end)
+    title = f"License consumption report: {report.license_type}"
+    out.write(
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width,initial-scale=1'>"
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"
+        f"<h1>{_e(title)}</h1>"
+        f"<p class='meta'>{_e(iso(report.start))} to {_e(iso(report.end))}, by "
+        f"{_e(report.by)}; {count} rows. Times are UTC. Made by ccx-agent report.</p>"
+    )
+    out.write(_legend())
+    for tag in chart_order(report):
+        name = DISPLAY_NAMES.get(tag, "")
+        out.write(
+            f"<h2>{_e(tag)} <small class='meta'>{_e(name)}</small></h2>"
+            f"<div class='chart'>{charts[tag].svg(report, sc, tick_marks)}</div>"
+        )
+    out.write("<h2>Summary</h2>")
+    out.write(_summary(report))
+    out.write("<h2>Alerts</h2>")
+    out.write(_alerts(report))
+    out.write("<h2>Rows</h2>")
+    out.write(table.html())
+    out.write(f"<div id='tip'></div><script>{_JS}</script></body></html>\n")
+
+
+def render(report: Report) -> str:
+    """The whole page as one string (tests; the command streams it with :func:`write`)."""
+    buf = io.StringIO()
+    write(report, buf)
+    return buf.getvalue()

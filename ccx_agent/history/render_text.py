@@ -8,11 +8,11 @@ change is still a line of its own. ``--format csv`` or ``json`` have every row.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
-from itertools import groupby
-from typing import TextIO
+from typing import Any, TextIO
 
-from ccx_agent.history.report import STATES, Report, Row
+from ccx_agent.history.report import STATES, Report
 from ccx_agent.licensing.timeutil import iso
 
 _UNIT = {
@@ -40,65 +40,89 @@ def _table(rows: Sequence[Sequence[str]], right: frozenset[int]) -> list[str]:
     return lines
 
 
-def format_text(report: Report) -> str:
-    out = [
-        f"License consumption report: license type {report.license_type}, "
-        f"{iso(report.start)} to {iso(report.end)}, by {report.by}",
-        "",
+def _widths(report: Report) -> list[int] | None:
+    """The first pass: the width of each table column (None: no row). A folded period
+    repeats the cells of a period shown, so the widths over every row are those of the
+    lines shown."""
+    ext = report.extents()
+    if ext is None:
+        return None
+    header = ("start", "tag", "usage", "entitlement", "reported", "state", "intervals", "no_data")
+    w = [len(h) for h in header]
+    w[0] = max(w[0], ext.start_len)
+    w[1] = max(w[1], *map(len, ext.tags))
+    w[5] = max(w[5], *map(len, ext.states))
+    for col, v in zip((2, 3, 4, 6, 7), ext.top, strict=True):
+        w[col] = max(w[col], len(str(v)))
+    return w
+
+
+def _write_table(report: Report, widths: list[int], out: TextIO) -> None:
+    """The second pass: the table, alike periods folded, written as it streams."""
+    w = widths
+    # printf-style: a third cheaper than str.format per line.
+    line = f"%-{w[0]}s  %-{w[1]}s  %{w[2]}s  %{w[3]}s  %{w[4]}s  %-{w[5]}s  %{w[6]}s  %{w[7]}s"
+    unit = _UNIT[report.by]
+    buf: list[str] = [
+        line % ("start", "tag", "usage", "entitlement", "reported", "state", "intervals", "no_data")
     ]
-    if not report.rows:
-        out.append("no closed intervals in this range")
-    else:
-        header = [
-            "start",
-            "tag",
-            "usage",
-            "entitlement",
-            "reported",
-            "state",
-            "intervals",
-            "no_data",
-        ]
-        table: list[list[str] | str] = [header]
-        previous: list[tuple[str, int | None, int | None, int | None, str, int, int]] | None = None
+    previous: list[Sequence[Any]] | None = None
+    folded = 0
+    last_start = ""
+    group: list[Sequence[Any]] = []
+
+    def period() -> None:
+        nonlocal previous, folded, last_start
+        cells = [r[2:] for r in group]
+        if cells == previous:
+            folded += 1
+            last_start = group[0][0]
+            return
+        if folded:
+            buf.append(f"  (+{folded} more {unit} alike, to {last_start})")
         folded = 0
-        last_start = ""
-
-        def close_run() -> None:
-            if folded:
-                table.append(f"  (+{folded} more {_UNIT[report.by]} alike, to {last_start})")
-
-        for start, group in groupby(report.rows, key=lambda r: r.start):
-            rows: list[Row] = list(group)
-            cells = [
-                (r.tag, r.usage, r.entitlement, r.reported, r.state, r.intervals, r.no_data)
-                for r in rows
-            ]
-            if cells == previous:
-                folded += 1
-                last_start = start
-                continue
-            close_run()
-            folded = 0
-            previous = cells
-            for i, r in enumerate(rows):
-                table.append(
-                    [
-                        start if i == 0 else "",
-                        r.tag,
-                        _cell(r.usage),
-                        _cell(r.entitlement),
-                        _cell(r.reported),
-                        r.state,
-                        str(r.intervals),
-                        str(r.no_data),
-                    ]
+        previous = cells
+        # The last column is a right-aligned number: a line has no trailing space.
+        first = True
+        for r in group:
+            u, e, p = r[3], r[4], r[5]
+            buf.append(
+                line
+                % (
+                    r[0] if first else "",
+                    r[2],
+                    "-" if u is None else u,
+                    "-" if e is None else e,
+                    "-" if p is None else p,
+                    r[6],
+                    r[7],
+                    r[8],
                 )
-        close_run()
-        # A fold line is as wide as it is: it does not widen the first column.
-        lines = iter(_table([r for r in table if isinstance(r, list)], frozenset({2, 3, 4, 6, 7})))
-        out += [r if isinstance(r, str) else next(lines) for r in table]
-    out += ["", "summary:"]
+            )
+            first = False
+        if len(buf) >= 1000:
+            out.write("\n".join(buf) + "\n")
+            buf.clear()
+
+    start = None
+    for r in report.rows:
+        if r[0] != start:
+            if group:
+                period()
+            group = []
+            start = r[0]
+        group.append(r)
+    if group:
+        period()
+    if folded:
+        buf.append(f"  (+{folded} more {unit} alike, to {last_start})")
+    if buf:
+        out.write("\n".join(buf) + "\n")
+
+
+def _tail(report: Report) -> list[str]:
+    """The summary and the alerts, after the table."""
+    out = ["", "summary:"]
     srows = [["tag", "peak", "peak at", "intervals", "over entitlement", *STATES]]
     for s in report.summary:
         srows.append(
@@ -115,8 +139,26 @@ def format_text(report: Report) -> str:
     out += ["", f"alerts: {len(report.alerts) or 'none'}"]
     for a in report.alerts:
         out.append(f"{a.time}  {a.severity}  {a.mnemonic}: {a.message}")
-    return "\n".join(out)
+    return out
 
 
 def write(report: Report, out: TextIO) -> None:
-    out.write(format_text(report) + "\n")
+    """Two passes over the rows (the column widths, then the table), memory flat."""
+    out.write(
+        f"License consumption report: license type {report.license_type}, "
+        f"{iso(report.start)} to {iso(report.end)}, by {report.by}\n\n"
+    )
+    widths = _widths(report)
+    if widths is None:
+        for _ in report.rows:  # no row: this pass only counts the summary (of zeros)
+            pass
+        out.write("no closed intervals in this range\n")
+    else:
+        _write_table(report, widths, out)
+    out.write("\n".join(_tail(report)) + "\n")
+
+
+def format_text(report: Report) -> str:
+    buf = io.StringIO()
+    write(report, buf)
+    return buf.getvalue()[:-1]

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import codecs
 import gc
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
@@ -210,6 +211,9 @@ class Snapshot:
     notes: tuple[str, ...] = field(default=(), compare=False)
     #: Agent-based outbound campaigns, where the source knows them (optional).
     campaigns: tuple[Campaign, ...] = ()
+    #: ``(state, note)`` for each state that is not a known Finesse state: which of the
+    #: ``notes`` is about which state, so a daemon can say each one once per run.
+    state_notes: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.agents, Agents):
@@ -253,8 +257,29 @@ def _unknown(raw: Mapping[Any, Any], allowed: frozenset[str], where: str) -> Non
         raise SnapshotError(f"{where}: unknown field(s) {names} (expected: {expected})")
 
 
+#: A JSON escape of a UTF-16 surrogate (``\ud800``): alone, it decodes to a string no
+#: UTF-8 can hold (an alert naming the agent could not be stored, nor an answer printed).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _not_unicode(value: str) -> bool:
+    """Whether ``value`` holds a lone surrogate (ASCII never does: the common case)."""
+    if value.isascii():
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _str(value: object, where: str, name: str) -> str:
     if isinstance(value, str) and value:
+        if _not_unicode(value):
+            raise SnapshotError(
+                f"{where}: {name}: not valid Unicode text, refused: {_show(value)} holds a "
+                "lone UTF-16 surrogate"
+            )
         return value
     hint = " (write it in quotes)" if isinstance(value, int | float) else ""
     got = "an empty string" if value == "" else _kind(value) if value is None else _show(value)
@@ -313,8 +338,9 @@ def _agent(raw: object, index: int) -> Agent:
     return Agent(agent_id, kind, state, skills, outbound)
 
 
-def _agents(raw_agents: list[Any]) -> tuple[Agents, list[str]]:
-    """Every agent, in document order; ids must be unique. Returns the agents and notes."""
+def _agents(raw_agents: list[Any]) -> tuple[Agents, list[str], list[tuple[str, str]]]:
+    """Every agent, in document order; ids must be unique. Returns the agents, the notes
+    and, of those, the ones about a state that is not a Finesse one (with that state)."""
     ids: list[str] = []
     types: list[str] = []
     states: list[str] = []
@@ -325,6 +351,7 @@ def _agents(raw_agents: list[Any]) -> tuple[Agents, list[str]]:
     good_skills: set[str] = set()  # every skill name checked so far
     notes: list[str] = []
     noted: set[str] = set()
+    state_notes: list[tuple[str, str]] = []
     for i, raw in enumerate(raw_agents):
         ident: Any = None
         kind: Any = None
@@ -356,6 +383,7 @@ def _agents(raw_agents: list[Any]) -> tuple[Agents, list[str]]:
             if not (
                 type(ident) is str
                 and ident
+                and not _not_unicode(ident)
                 and type(kind) is str
                 and kind in AGENT_TYPES
                 and (outbound is False or outbound is True)
@@ -377,6 +405,7 @@ def _agents(raw_agents: list[Any]) -> tuple[Agents, list[str]]:
                         f"agents[{i}] (id {_show(ident)}): state {_show(state)} is not "
                         "a known Finesse state; counted as logged in"
                     )
+                    state_notes.append((state, notes[-1]))
         ids.append(ident)
         types.append(kind)
         states.append(state)
@@ -384,7 +413,7 @@ def _agents(raw_agents: list[Any]) -> tuple[Agents, list[str]]:
         outbound_col.append(outbound)
     if len(set(ids)) != len(ids):
         _duplicate(ids)
-    return Agents((ids, types, states, skill_col, outbound_col)), notes
+    return Agents((ids, types, states, skill_col, outbound_col)), notes, state_notes
 
 
 def _duplicate(ids: list[str]) -> None:
@@ -472,7 +501,7 @@ def parse_snapshot(doc: Any) -> Snapshot:
         raw_csqs = []
     if not isinstance(raw_csqs, list):
         raise SnapshotError(f"snapshot: csqs: must be a list, got {_kind(raw_csqs)}")
-    agents, notes = _agents(raw_agents)
+    agents, notes, state_notes = _agents(raw_agents)
     csqs = tuple(_csq(c, i) for i, c in enumerate(raw_csqs))
     return Snapshot(
         agents,
@@ -480,6 +509,7 @@ def parse_snapshot(doc: Any) -> Snapshot:
         _outbound_ports(doc.get("ports")),
         tuple(notes),
         _campaigns(doc.get("campaigns")),
+        tuple(state_notes),
     )
 
 
@@ -548,6 +578,8 @@ def parse_snapshot_json(raw: bytes) -> Snapshot | None:
     """
     if raw.startswith(codecs.BOM_UTF8):
         raw = raw[len(codecs.BOM_UTF8) :]
+    if (b"\\ud" in raw or b"\\uD" in raw) and _SURROGATE_ESCAPE.search(raw):
+        return None  # a surrogate, maybe alone: the reference path refuses one by name
     enabled = gc.isenabled()
     gc.disable()
     try:

@@ -19,6 +19,7 @@ from ccx_agent.offline import files
 from ccx_agent.simulator.core import Simulator
 from ccx_agent.ssm import protocol
 from ccx_agent.ssm.protocol import ProtocolError
+from ccx_agent.userfiles import reason
 
 #: The oldest request file answered: older, the agent must export again.
 MAX_REQUEST_AGE = timedelta(days=30)
@@ -72,7 +73,7 @@ def answer(simulator: Simulator, request: Path, output: Path, now: datetime) -> 
     try:
         writer = files.Writer(output, head)
     except OSError as exc:
-        raise AnswerError(f"{output}: cannot write it: {exc.strerror or exc}") from None
+        raise AnswerError(f"{output}: cannot write it: {reason(exc)}") from None
     try:
         for raw in files.envelopes(sealed):
             _, body = simulator.handle(raw, now, max_age=MAX_REQUEST_AGE)

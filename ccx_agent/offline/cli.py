@@ -12,7 +12,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from ccx_agent import cli_help
 from ccx_agent import config as config_mod
+from ccx_agent.actions import TokenError, read_token
 from ccx_agent.agent import Agent
 from ccx_agent.commands import print_alerts
 from ccx_agent.errors import AgentError
@@ -25,9 +27,7 @@ EX_FAILED = 1
 
 
 def add_parser(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "offline", help="air-gapped sites: export requests to a file, import SSM's answers"
-    )
+    p = subparsers.add_parser("offline", help=cli_help.LISTED["offline"])
     sub = p.add_subparsers(dest="offline_command", required=True, metavar="ACTION")
     e = sub.add_parser(
         "export", help="write the pending reports and due renewals, signed, to one file"
@@ -37,7 +37,8 @@ def add_parser(subparsers: Any) -> None:
         "--token-file",
         type=Path,
         metavar="F",
-        help="register by file: a file holding the ID token (never printed or logged)",
+        help="register by file: a file holding the ID token, - for standard input (never "
+        "printed or logged)",
     )
     e.add_argument(
         "--renew-id",
@@ -64,12 +65,11 @@ def run(
         return EX_CONFIG
     token: str | None = None
     if args.offline_command == "export" and args.token_file is not None:
-        try:
-            token = args.token_file.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-            print(f"error: {args.token_file}: cannot read the token: {reason}", file=err)
-            return EX_FAILED
+        try:  # as 'register' reads it: '-' is standard input
+            token = read_token(None, str(args.token_file))
+        except TokenError as exc:
+            print(f"error: {exc}", file=err)
+            return exc.exit_status
     # Registering by file may create the instance, as 'register' does.
     mode = Open.CREATE if token is not None else Open.WRITE
     try:

@@ -47,6 +47,7 @@ from ccx_agent.ssm.port import (
 )
 from ccx_agent.ssm.protocol import MAX_REPORTS, MessageType, ProtocolError
 from ccx_agent.store import ExportRecord, RequestRecord, Tx
+from ccx_agent.userfiles import reason
 
 #: What stands for the token in an imported REGISTER (the token itself went on the file).
 CARRIED_TOKEN = "(carried on the exchange file)"  # noqa: S105 - a placeholder, not a secret
@@ -257,7 +258,7 @@ def export(
     try:
         writer = files.Writer(path, head)
     except OSError as exc:
-        raise ExchangeError(f"{path}: cannot write it: {exc.strerror or exc}") from None
+        raise ExchangeError(f"{path}: cannot write it: {reason(exc)}") from None
     try:
 
         def add(

@@ -18,11 +18,8 @@ in ``.gz`` is written gzip-compressed; a compressed file is recognised by its fi
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
-import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +27,7 @@ from typing import IO, Any, cast
 
 from ccx_agent.ssm import protocol
 from ccx_agent.ssm.protocol import ProtocolError, canonical
+from ccx_agent.userfiles import Output, UserFileError, open_regular, reason
 
 FORMAT = "ccx-sl-file/1"
 REQUEST = "request"
@@ -43,6 +41,12 @@ MAX_LINE = protocol.MAX_MESSAGE_BYTES + 2
 #: The head and the seal are small; a larger one is not a file of ours.
 MAX_SMALL = 64 * 1024
 _GZIP_MAGIC = b"\x1f\x8b"
+#: The most bytes a file may hold, uncompressed: decades of reports. A larger one (a gzip
+#: bomb: a few kB that inflate to gigabytes) is refused before it costs minutes of CPU.
+MAX_FILE_BYTES = 256 * 2**20
+#: The most envelopes a file may hold: a year of 15-minute reports is 36 (1,000 reports
+#: each). Short lines that pass for envelopes cost CPU each; their number is bounded.
+MAX_ENVELOPES = 100_000
 
 
 class FileError(Exception):
@@ -56,27 +60,27 @@ class FileError(Exception):
 
 class Writer:
     """Writes an exchange file to a temporary name beside ``path``; :meth:`commit` puts
-    it in place. The file is 0600 (a REGISTER carries the ID token, as online)."""
+    it in place (:class:`~ccx_agent.userfiles.Output`: a device or a FIFO is written
+    through, a link's target is written). A new file is 0600 (a REGISTER carries the ID
+    token, as online)."""
 
     def __init__(self, path: Path, head: Mapping[str, Any]) -> None:
         self.path = path
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-        self._tmp = Path(tmp)
-        os.fchmod(fd, 0o600)
-        self._raw = os.fdopen(fd, "wb")
+        self._output = Output(path, 0o600)
+        self._raw = self._output.stream
         self._out: IO[bytes] = self._raw
         if path.name.endswith(".gz"):
             self._out = cast(IO[bytes], gzip.GzipFile(fileobj=self._raw, mode="wb", mtime=0))
         self._digest = hashlib.sha256()
         self._pending: bytes | None = None
         self.count = 0
+        #: The file's size in bytes, once :meth:`finish` wrote it all.
         self.size = 0
         self._write(_HEAD_START + canonical(head) + _HEAD_END)
 
     def _write(self, data: bytes) -> None:
         self._digest.update(data)
         self._out.write(data)
-        self.size += len(data)
 
     def add(self, envelope: Mapping[str, Any]) -> None:
         """One envelope; only the previous one is held (it needs its comma)."""
@@ -91,7 +95,7 @@ class Writer:
 
     def finish(self, seal: Mapping[str, Any] | None = None) -> None:
         """Write the last envelope and the seal (``seal``: the signed one of a response,
-        else count and digest alone), and make the bytes durable."""
+        else count and digest alone)."""
         if self._pending is not None:
             self._write(self._pending + b"\n")
             self._pending = None
@@ -99,9 +103,7 @@ class Writer:
         self._out.write(_SEAL_START + canonical(final) + _SEAL_END)
         if self._out is not self._raw:
             self._out.close()
-        self._raw.flush()
-        os.fsync(self._raw.fileno())
-        self._raw.close()
+        self.size = self._output.flushed()
 
     def seal(self) -> dict[str, Any]:
         """The unsigned seal of what was written so far."""
@@ -111,19 +113,11 @@ class Writer:
         return {"count": self.count, "sha256": self.digest}
 
     def commit(self) -> None:
-        os.replace(self._tmp, self.path)
-        with contextlib.suppress(OSError):
-            fd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        """Make the bytes durable and put the file in place."""
+        self._output.commit()
 
     def abort(self) -> None:
-        with contextlib.suppress(OSError):
-            self._raw.close()
-        with contextlib.suppress(OSError):
-            self._tmp.unlink()
+        self._output.abort()
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,10 +133,13 @@ class Sealed:
 
 
 def _open(path: Path) -> IO[bytes]:
+    """``path``, decompressed if it is gzip; a regular file only (a FIFO would hang)."""
     try:
-        raw = path.open("rb")
+        raw = open_regular(path)
+    except UserFileError as exc:
+        raise FileError(path, str(exc).removeprefix(f"{path}: ")) from None
     except OSError as exc:
-        raise FileError(path, f"cannot read it: {exc.strerror or exc}") from None
+        raise FileError(path, f"cannot read it: {reason(exc)}") from None
     magic = raw.read(2)
     raw.seek(0)
     if magic == _GZIP_MAGIC:
@@ -152,7 +149,7 @@ def _open(path: Path) -> IO[bytes]:
 
 def _lines(path: Path) -> Iterator[bytes]:
     with _open(path) as stream:
-        n = 0
+        n = total = 0
         while True:
             try:
                 line = stream.readline(MAX_LINE + 1)
@@ -161,8 +158,19 @@ def _lines(path: Path) -> Iterator[bytes]:
             if not line:
                 return
             n += 1
+            total += len(line)
             if len(line) > MAX_LINE:
                 raise FileError(path, f"line {n} is longer than any envelope may be")
+            if total > MAX_FILE_BYTES:
+                raise FileError(
+                    path,
+                    f"more than {MAX_FILE_BYTES:,} bytes (uncompressed): not an exchange "
+                    "file (a year of reports is about 7 MB)",
+                )
+            if n > MAX_ENVELOPES + 2:  # the head and the seal
+                raise FileError(
+                    path, f"more than {MAX_ENVELOPES:,} envelopes: not an exchange file"
+                )
             yield line
 
 

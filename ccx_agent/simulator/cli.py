@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
+from ccx_agent import cli_help
 from ccx_agent.durations import parse_positive_duration
 from ccx_agent.offline.answer import AnswerError as _AnswerError
 from ccx_agent.offline.answer import answer
@@ -44,7 +45,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``ssm`` on the main parser's sub-parsers (``args.command == "ssm"``)."""
     p: argparse.ArgumentParser = subparsers.add_parser(
         "ssm",
-        help="run or administer the SSM simulator (a lab SSM on loopback)",
+        help=cli_help.LISTED["ssm"],
         description="The SSM simulator: a real HTTPS server speaking the agent's protocol.",
     )
     p.add_argument(

@@ -25,7 +25,7 @@ from ccx_agent.licensing.snapshot import (
     parse_snapshot_json,
 )
 from ccx_agent.sources import SourceError
-from ccx_agent.yamldoc import alias_problem
+from ccx_agent.yamldoc import BOOL_TAG, alias_problem, yaml_bool
 
 #: A snapshot larger than this is refused rather than read into memory.
 MAX_BYTES = 256 * 1024 * 1024
@@ -85,6 +85,18 @@ class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[mi
                 None, None, f"{problem.key}: {problem.message}", None
             )
         return super().construct_document(node)
+
+    def construct_yaml_bool(self, node: yaml.ScalarNode) -> bool:
+        """``!!bool maybe`` is one line with its line (PyYAML raises a bare KeyError)."""
+        try:
+            return yaml_bool(self, node)
+        except ValueError as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"not a valid !!bool value ({exc})", node.start_mark
+            ) from None
+
+
+_Loader.add_constructor(BOOL_TAG, _Loader.construct_yaml_bool)
 
 
 def _one_line(text: object) -> str:

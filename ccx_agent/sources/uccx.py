@@ -3,7 +3,7 @@
 Two kinds of data with two lifetimes:
 
 * **Configuration** (who has which skills, which CSQ serves which media, which CSQs
-  belong to agent-based progressive or predictive campaigns) changes rarely and costs the
+  belong to agent-based outbound campaigns) changes rarely and costs the
   most to read: it is read on the first sample and again every ``config_refresh``. When a
   refresh fails, the last good configuration is kept (logged, and noted in the snapshot):
   skills seldom change, and a UCCX Administration restart must not fail every sample.
@@ -36,6 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 from xml.etree.ElementTree import Element
 
 import requests
@@ -71,8 +72,11 @@ USERS_PATH = "/finesse/api/Users"
 #: Admin API resource ``type``: 1 agent, 2 supervisor.
 RESOURCE_TYPES = {"1": "agent", "2": "supervisor"}
 CSQ_TYPES = frozenset({"VOICE", "CHAT", "EMAIL"})
-#: Campaigns whose agents take the ``outbound`` feature (agent-based, dialer-paced).
-OUTBOUND_MODES = frozenset({"PROGRESSIVE", "PREDICTIVE"})
+#: The ``dialerType`` of the ``campaignType`` AGENT campaigns whose agents take the
+#: ``outbound`` feature: all three. Direct preview is a Premium feature too (Cisco's
+#: licensing requirements for Outbound, docs/licensing.md, "Features"); IVR campaigns
+#: take outbound ports, not an agent's feature.
+OUTBOUND_DIALERS = frozenset({"DIRECT_PREVIEW", "PROGRESSIVE", "PREDICTIVE"})
 #: The skill that stands for "serves this resource-group CSQ" (such a CSQ has no skills).
 CSQ_SKILL_PREFIX = "csq:"
 
@@ -97,6 +101,38 @@ class CsqInfo:
     type: str
     #: The skills of a skill-group CSQ; empty for a resource-group CSQ.
     skills: tuple[str, ...]
+    #: Its ``<id>`` (else the id at the end of its ``<self>``): what a campaign's
+    #: ``assignedCSQs/csq/refURL`` ends with.
+    id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CsqRef:
+    """One ``assignedCSQs/csq`` of a campaign: its ``name`` attribute and the id at the
+    end of its ``refURL`` (empty when it has none)."""
+
+    name: str
+    ref_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Campaign:
+    """One Admin API campaign, as far as licensing cares."""
+
+    id: str
+    name: str
+    #: ``campaignType``: AGENT or IVR.
+    type: str
+    #: ``dialerType``: DIRECT_PREVIEW, PROGRESSIVE or PREDICTIVE.
+    dialer: str
+    #: Its ``typeSpecificInfo/*/assignedCSQs/csq``; ``None`` when it has no
+    #: ``typeSpecificInfo`` (the summaries of "Get List of Campaigns").
+    csqs: tuple[CsqRef, ...] | None
+
+    @property
+    def outbound(self) -> bool:
+        """Its agents take the ``outbound`` feature (:data:`OUTBOUND_DIALERS`)."""
+        return self.type == "AGENT" and self.dialer in OUTBOUND_DIALERS
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,9 +201,13 @@ def parse_resources(body: bytes) -> list[Resource]:
     return out
 
 
+def _last_segment(url: str) -> str:
+    return url.strip().rstrip("/").rsplit("/", 1)[-1]
+
+
 def parse_csqs(body: bytes) -> list[CsqInfo]:
-    """``GET /adminapi/csq``: ``<csqs><csq>`` with name, queueType and, for a skill-group
-    CSQ, its skills."""
+    """``GET /adminapi/csq``: ``<csqs><csq>`` with id, name, queueType and, for a
+    skill-group CSQ, its skills."""
     out = []
     for i, csq in enumerate(parse_xml(body, "csqs").iterfind("csq")):
         name = _text(csq, "name")
@@ -178,28 +218,95 @@ def parse_csqs(body: bytes) -> list[CsqInfo]:
         if kind not in CSQ_TYPES:
             raise XmlError(f"{where}: queueType must be VOICE, CHAT or EMAIL, got {kind!r}")
         skills = _names(csq, "poolSpecificInfo/skillGroup/skillCompetency/skillNameUriPair", where)
-        out.append(CsqInfo(name, kind, skills))
+        ident = _text(csq, "id") or _last_segment(_text(csq, "self"))
+        out.append(CsqInfo(name, kind, skills, ident))
     return out
 
 
-def outbound_campaigns(body: bytes) -> dict[str, tuple[str, ...]]:
-    """``GET /adminapi/campaign``: agent-based progressive or predictive campaigns
-    (``campaignType`` AGENT, ``dialingMode`` PROGRESSIVE / PREDICTIVE) by name, with their
-    CSQs (``csqs/csq@name``). IVR-based and preview campaigns give no ``outbound`` feature."""
+def _campaign(element: Element, where: str) -> Campaign:
+    ident = _text(element, "campaignId") or _last_segment(_text(element, "self"))
+    name = _text(element, "campaignName")
+    if not name:
+        raise XmlError(f"{where}: no campaignName")
+    where = f"{where} (campaignName {name!r})"
+    kind = _text(element, "campaignType").upper()
+    if kind not in ("AGENT", "IVR"):
+        raise XmlError(f"{where}: campaignType must be AGENT or IVR, got {kind!r}")
+    dialer = _text(element, "dialerType").upper()
+    if dialer not in OUTBOUND_DIALERS:
+        raise XmlError(
+            f"{where}: dialerType must be DIRECT_PREVIEW, PROGRESSIVE or PREDICTIVE, got {dialer!r}"
+        )
+    csqs: tuple[CsqRef, ...] | None = None
+    info = element.find("typeSpecificInfo")
+    if info is not None:
+        refs = []
+        # Whatever the child is called (obPreview, obIvrProgressive, ...): the CSQs are
+        # the same element in every kind that has them.
+        for csq in info.iterfind("*/assignedCSQs/csq"):
+            ref_name = (csq.get("name") or "").strip()
+            ref_id = _last_segment(csq.findtext("refURL") or "")
+            if not ref_name and not ref_id:
+                raise XmlError(f"{where}: an assignedCSQs/csq without a name or a refURL")
+            refs.append(CsqRef(ref_name, ref_id))
+        csqs = tuple(refs)
+    if not ident and csqs is None:
+        raise XmlError(f"{where}: no campaignId")
+    return Campaign(ident, name, kind, dialer, csqs)
+
+
+def parse_campaign_list(body: bytes) -> list[Campaign]:
+    """``GET /adminapi/campaign``: ``<campaigns><campaign>``. The documented list gives
+    summaries (no ``typeSpecificInfo``): their CSQs come from :func:`parse_campaign`."""
+    root = parse_xml(body, "campaigns")
+    return [_campaign(c, f"campaign[{i}]") for i, c in enumerate(root.iterfind("campaign"))]
+
+
+def parse_campaign(body: bytes) -> Campaign:
+    """``GET /adminapi/campaign/{id}``: one ``<campaign>`` with its ``typeSpecificInfo``."""
+    return _campaign(parse_xml(body, "campaign"), "campaign")
+
+
+def outbound_campaigns(
+    campaigns: Iterable[Campaign], csqs: Sequence[CsqInfo]
+) -> tuple[dict[str, tuple[str, ...]], list[str]]:
+    """The campaigns whose agents are outbound (:attr:`Campaign.outbound`), by name, with
+    the names of their CSQs, and a note for each assigned CSQ that matches none.
+
+    An assigned CSQ is matched by the id at the end of its ``refURL`` against the CSQ's
+    ``<id>`` (or ``<self>``); by its ``name`` only when it has no ``refURL``: first as a
+    CSQ name, then as an id (Cisco's "Get Campaign" sample puts the id in ``name``).
+    """
+    names = {c.name for c in csqs}
+    by_id = {c.id: c.name for c in csqs if c.id}
     out: dict[str, tuple[str, ...]] = {}
-    for i, campaign in enumerate(parse_xml(body, "campaigns").iterfind("campaign")):
-        if _text(campaign, "campaignType").upper() != "AGENT":
+    notes: list[str] = []
+    for campaign in campaigns:
+        if not campaign.outbound or campaign.csqs is None:
             continue
-        if _text(campaign, "dialingMode").upper() not in OUTBOUND_MODES:
-            continue
-        name = _text(campaign, "campaignName") or f"campaign[{i}]"
-        out[name] = tuple(_names(campaign, "csqs/csq", f"campaign[{i}]"))
-    return out
+        found: list[str] = []
+        for ref in campaign.csqs:
+            if ref.ref_id:
+                name = by_id.get(ref.ref_id)
+            else:
+                name = ref.name if ref.name in names else by_id.get(ref.name)
+            if name is None:
+                shown = f"refURL id {ref.ref_id!r}" if ref.ref_id else f"name {ref.name!r}"
+                notes.append(
+                    f"campaign {campaign.name!r}: assigned CSQ ({shown}) is not in the CSQ "
+                    "list: no agent is outbound through it"
+                )
+            elif name not in found:
+                found.append(name)
+        out[campaign.name] = tuple(found)
+    return out, notes
 
 
-def parse_campaigns(body: bytes) -> frozenset[str]:
-    """The CSQs of the campaigns of :func:`outbound_campaigns`: their agents are outbound."""
-    return frozenset(q for csqs in outbound_campaigns(body).values() for q in csqs)
+def parse_campaigns(bodies: Iterable[bytes], csqs: Sequence[CsqInfo]) -> frozenset[str]:
+    """The CSQs of the outbound campaigns among the ``GET /adminapi/campaign/{id}``
+    ``bodies``: their agents are outbound."""
+    found, _ = outbound_campaigns((parse_campaign(b) for b in bodies), csqs)
+    return frozenset(q for names in found.values() for q in names)
 
 
 def parse_users(body: bytes) -> list[User]:
@@ -228,8 +335,8 @@ def configuration(
     An agent's skills are its skill map, plus ``csq:NAME`` for each resource-group CSQ of
     its CSQ map (that CSQ gets the same one skill), so the skill rule of
     :func:`~ccx_agent.licensing.consumption.compute` sees the media of both kinds of CSQ.
-    An agent serving (by CSQ map or by a skill) a CSQ of an agent-based progressive or
-    predictive campaign is ``outbound``.
+    An agent serving (by CSQ map or by a skill) a CSQ of an agent-based campaign
+    (:data:`OUTBOUND_DIALERS`) is ``outbound``.
     """
     csq_list = list(csqs)
     by_name = {c.name: c for c in csq_list}
@@ -353,7 +460,12 @@ def _reason(exc: requests.RequestException, connect: float, read: float) -> str:
     return f"request failed ({type(exc).__name__})"
 
 
-def _status(code: int, reason: str, user_key: str) -> str:
+def _status(code: int, reason: str, user_key: str, what: str = "") -> str:
+    if code == 503 and what == "Finesse":
+        return (
+            "HTTP 503 Service Unavailable: Finesse is out of service (it answers its usual "
+            "operations so while its SystemInfo says OUT_OF_SERVICE)"
+        )
     if code == 401:
         return f"HTTP 401 Unauthorized: the user name or password was refused ({user_key})"
     if code == 403:
@@ -392,12 +504,14 @@ class Endpoint:
         self.session.trust_env = False
         self.session.verify = str(ca_bundle) if ca_bundle is not None else True
 
-    def get(self, path: str, *, missing_ok: bool = False) -> bytes | None:
+    def get(self, path: str, *, missing_ok: bool = False, auth: bool = True) -> bytes | None:
         """The body of ``GET path`` (at most :data:`MAX_BODY` bytes); ``None`` for a 404
-        when ``missing_ok``. Any failure is a :class:`SourceError` naming the URL."""
+        when ``missing_ok``. Any failure is a :class:`SourceError` naming the URL.
+        ``auth=False`` sends no credentials (Finesse's SystemInfo needs none: a password
+        is not sent where it is not asked for)."""
         url = self.base_url + path
         where = f"{self.what} {url}"
-        password = self.password()
+        password = self.password() if auth else None
         with self.session.exchange(self.connect_timeout + self.read_timeout) as exchange:
             self._check(exchange, where)
             try:
@@ -429,10 +543,10 @@ class Endpoint:
                 "(source.uccx.connect_timeout + source.uccx.timeout)"
             )
 
-    def _fetch(self, url: str, password: str, missing_ok: bool, where: str) -> bytes | None:
+    def _fetch(self, url: str, password: str | None, missing_ok: bool, where: str) -> bytes | None:
         with self.session.get(
             url,
-            auth=(self.user, password),
+            auth=(self.user, password) if password is not None else None,
             headers={"Accept": "application/xml"},
             timeout=(self.connect_timeout, self.read_timeout),
             stream=True,
@@ -442,7 +556,8 @@ class Endpoint:
                 return None
             if response.status_code != 200:
                 raise SourceError(
-                    f"{where}: {_status(response.status_code, response.reason, self.user_key)}"
+                    f"{where}: "
+                    + _status(response.status_code, response.reason, self.user_key, self.what)
                 )
             length = response.headers.get("Content-Length", "")
             if length.isdigit() and int(length) > MAX_BODY:
@@ -614,8 +729,16 @@ class UccxSource:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def _xml(self, endpoint: Endpoint, path: str, parse: Callable[[bytes], Any]) -> Any:
-        body = endpoint.get(path)
+    def _xml(
+        self,
+        endpoint: Endpoint,
+        path: str,
+        parse: Callable[[bytes], Any],
+        body: bytes | None = None,
+        auth: bool = True,
+    ) -> Any:
+        if body is None:
+            body = endpoint.get(path, auth=auth)
         assert body is not None
         try:
             return parse(body)
@@ -635,7 +758,7 @@ class UccxSource:
         """What node ``i``'s Finesse says of itself (a failure is an answer too)."""
         finesse = self.nodes[i].finesse
         try:
-            info = self._xml(finesse, SYSTEM_INFO_PATH, parse_system_info)
+            info = self._xml(finesse, SYSTEM_INFO_PATH, parse_system_info, auth=False)
         except CredentialError:
             raise
         except SourceError as exc:
@@ -647,24 +770,39 @@ class UccxSource:
         admin = self.nodes[node].admin
         resources = self._xml(admin, RESOURCES_PATH, parse_resources)
         csqs = self._xml(admin, CSQS_PATH, parse_csqs)
-        notes: tuple[str, ...] = ()
+        notes: list[str] = []
+        found: dict[str, tuple[str, ...]] = {}
         body = admin.get(CAMPAIGNS_PATH, missing_ok=True)
         if body is None:
-            outbound: frozenset[str] = frozenset()
-            campaigns: tuple[dict[str, Any], ...] = ()
-            notes = ("the UCCX Admin API offers no campaigns: no agent has the outbound feature",)
+            notes.append(
+                "the UCCX Admin API offers no campaigns (/adminapi/campaign answered 404): "
+                "no agent has the outbound feature"
+            )
         else:
-            try:
-                found = outbound_campaigns(body)
-            except XmlError as exc:
-                raise SourceError(
-                    f"UCCX Admin API {admin.base_url}{CAMPAIGNS_PATH}: {exc}"
-                ) from None
-            outbound = frozenset(q for qs in found.values() for q in qs)
-            campaigns = tuple({"name": n, "csqs": list(qs)} for n, qs in found.items())
+            listed: list[Campaign] = self._xml(admin, CAMPAIGNS_PATH, parse_campaign_list, body)
+            detailed = []
+            for campaign in listed:
+                if not campaign.outbound:
+                    continue
+                if campaign.csqs is None:  # a summary: its CSQs are in Get Campaign
+                    path = f"{CAMPAIGNS_PATH}/{quote(campaign.id, safe='')}"
+                    one = admin.get(path, missing_ok=True)
+                    if one is None:
+                        notes.append(
+                            f"campaign {campaign.name!r}: {path} answered 404 (deleted since "
+                            "it was listed?): skipped until the next refresh"
+                        )
+                        continue
+                    detailed.append(self._xml(admin, path, parse_campaign, one))
+                else:
+                    detailed.append(campaign)
+            found, unmatched = outbound_campaigns(detailed, csqs)
+            notes.extend(unmatched)
+        outbound = frozenset(q for qs in found.values() for q in qs)
+        campaigns = tuple({"name": n, "csqs": list(qs)} for n, qs in found.items())
         return dataclasses.replace(
             configuration(resources, csqs, outbound, now),
-            notes=notes,
+            notes=tuple(notes),
             campaigns=campaigns,
             read_from=admin.base_url,
         )

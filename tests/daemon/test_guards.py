@@ -200,3 +200,26 @@ def test_a_job_that_keeps_failing_is_an_alert_a_degraded_status_and_a_recovery(
         daemon.runtime.close(0.5)
         notify.close()
         listener.close()
+
+
+def test_a_fifo_as_the_config_is_refused_by_reload_start_and_check_config(
+    sim: Sim, tmp_path: Path
+) -> None:
+    """A FIFO nothing writes, put where the config was: a blocking read wedged the reload
+    (SIGTERM no longer stopped the daemon), killed ``run`` and hung ``check-config``."""
+    inst = make_instance(tmp_path, sim, "udp://127.0.0.1:9")
+    daemon = Daemon(inst)
+    daemon.wait_event("ready")
+    inst.config.unlink()
+    os.mkfifo(inst.config)
+    daemon.signal(signal.SIGHUP)
+    refused = daemon.wait_event("reload refused: bad config, keeping the old one")
+    assert "is a FIFO (named pipe), not a regular file" in refused[0]["problem"]
+    code, _ = daemon.stop()
+    assert code == 0
+    for command, status in (("check-config", 78), ("run", 78)):
+        done = run_cli(inst.config, command)
+        assert done.returncode == status, done.stderr
+        assert done.stderr == (
+            f"{inst.config}:1: (file): is a FIFO (named pipe), not a regular file: refused\n"
+        )

@@ -409,6 +409,55 @@ def test_a_sighup_in_the_first_instant_is_a_reload_never_death(
         assert daemon.stop()[0] == 0
 
 
+def _catches(pid: int, signum: int) -> bool:
+    """Whether the process has a handler for ``signum`` (its SigCgt mask)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    mask = next(line for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(mask.split()[1], 16) & (1 << (signum - 1)))
+
+
+def test_a_sigterm_in_the_first_instant_is_a_clean_stop_never_death(
+    sim: Sim, tmp_path: Path, udp_syslog: DatagramListener
+) -> None:
+    """A stop right after a start (the interpreter still importing, ~0.3 s before the
+    daemon's own handlers) is held from the first instant and is a clean stop: exit 0,
+    never the default action that kills the process mid-import. Sent at once when the
+    process catches it, and at a few delays after that."""
+    inst = make_instance(tmp_path, sim, f"udp://127.0.0.1:{udp_syslog.port}")
+    for delay in (0.0, 0.0, 0.05, 0.15, 0.3):
+        daemon = Daemon(inst)
+        # The first instant any code of the agent runs (SIGHUP is held from there).
+        wait_until(
+            "signals held", lambda d=daemon: _catches(d.pid, signal.SIGHUP), 10, step=0.001
+        )
+        time.sleep(delay)  # a moment in the start-up, not a wait for a timer
+        daemon.signal(signal.SIGTERM)
+        code = daemon.proc.wait(timeout=30)
+        daemon.capture()
+        assert code == 0, f"after {delay}s: exit {code}\n{daemon.stderr[-2000:]}"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_command_signalled_in_the_first_instant_ends_as_by_the_signal(
+    tmp_path: Path, signum: int
+) -> None:
+    """The commands that are not the daemon give a held signal its default meaning back:
+    one that came while importing ends them (as it would have), no traceback."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ccx_agent", "--config", str(tmp_path / "none.yaml"), "status"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    wait_until("signals held", lambda: _catches(proc.pid, signal.SIGHUP), 10, step=0.001)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == -signum, err
+    assert b"Traceback" not in err
+
+
 def test_kill_9_then_the_write_ahead_log_deleted_leaves_no_gap(
     sim: Sim, tmp_path: Path, udp_syslog: DatagramListener
 ) -> None:

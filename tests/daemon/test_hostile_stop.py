@@ -162,3 +162,38 @@ def test_a_10000_deep_json_answer_is_a_communication_failure_not_a_crashed_job(
     code, took = daemon.stop()
     assert code == 0 and took < STOP_BOUND
     no_crash(daemon)
+
+
+def test_sigterm_while_a_command_source_hangs_exits_at_once(
+    sim: Sim, tmp_path: Path, udp_syslog: DatagramListener
+) -> None:
+    """A ``command`` source whose program hangs (``source.timeout`` 30 s): SIGTERM kills
+    it at once and the daemon exits 0 within the bound, instead of waiting out the
+    timeout (16.6 s at 20 s before). The program's first run answers, the next hang."""
+    import sys
+
+    hanging = tmp_path / "hanging"
+    answered = tmp_path / "answered"
+    program = tmp_path / "snap.py"
+    program.write_text(
+        "import os, time\n"
+        f"if os.path.exists({str(answered)!r}):\n"
+        f"    open({str(hanging)!r}, 'w').close()\n"
+        "    time.sleep(120)\n"
+        f"open({str(answered)!r}, 'w').close()\n"
+        "print('agents: [{id: a1, state: READY}]')\n"
+    )
+
+    def tweak(cfg: dict[str, Any]) -> None:
+        cfg["source"] = {
+            "kind": "command",
+            "command": [sys.executable, str(program)],
+            "timeout": "30s",
+        }
+
+    inst = make_instance(tmp_path, sim, f"udp://127.0.0.1:{udp_syslog.port}", tweak=tweak)
+    daemon = Daemon(inst)
+    wait_until("the program hanging", lambda: daemon.assert_alive() or hanging.exists(), 30)
+    code, took = daemon.stop()
+    assert code == 0 and took < STOP_BOUND, (code, took, daemon.stdout[-2000:])
+    assert "Traceback" not in daemon.stderr

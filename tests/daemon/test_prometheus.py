@@ -24,6 +24,7 @@ from typing import Any
 import requests
 import yaml
 
+from ccx_agent.metrics import JOBS
 from tests.daemon.conftest import CAPTURED, TAG, Daemon, Sim, make_instance, wait_until
 from tests.promtools import RULES, dashboard_exprs, tool
 
@@ -214,5 +215,13 @@ def test_a_real_prometheus_scrapes_the_countdown_to_out_of_compliance(
         except AssertionError:
             empty = [f"{t}: {e}" for t, e in dashboard_exprs() if not prom.query(e)]
             raise AssertionError(f"dashboard queries without data: {empty}") from None
+        # The job failures keep their job name: a label ``job`` clashed with the scrape
+        # job's and came out as ``exported_job``, so the panel "Alerts and failures" drew
+        # one series for all of them.
+        failures = prom.query('ccx_job_failures_total{job="ccx-agent"}')
+        assert sorted(s["metric"].get("task", "") for s in failures) == sorted(JOBS)
+        assert not any("exported_job" in s["metric"] for s in failures)
+        (by_job,) = [e for _, e in dashboard_exprs() if "ccx_job_failures_total" in e]
+        assert len(prom.query(by_job)) == len(JOBS)
         code, _ = daemon.stop()
         assert code == 0

@@ -366,3 +366,116 @@ def test_a_tls_intercepting_proxy_is_recognised(ssm: Ssm, tmp_path: Path) -> Non
         "this looks like a TLS-intercepting proxy or firewall re-signing the connection"
     )
     assert tls.fix is not None and tls.fix.startswith("exempt 127.0.0.1 from TLS inspection")
+
+
+class Dripping:
+    """A real TLS server on loopback, with the simulator's certificate (so the tls check
+    passes), that answers every request by dripping an HTTP head one byte every
+    ``every`` seconds and never ending it: no per-read timeout ever trips."""
+
+    def __init__(self, tls: tuple[Path, Path], every: float = 0.25) -> None:
+        import socket
+        import ssl
+
+        self.every = every
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(*tls)
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = int(self.sock.getsockname()[1])
+        self.stopped = threading.Event()
+        self.dripped: list[int] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
+
+    def _drip(self, conn: Any) -> None:
+        sent = 0
+        try:
+            conn.settimeout(30)
+            tls = self.context.wrap_socket(conn, server_side=True)
+            tls.recv(65536)  # the request (its head)
+            head = b"HTTP/1.1 200 OK\r\nX-Padding: " + b"a" * 100_000
+            for i in range(len(head)):
+                tls.sendall(head[i : i + 1])
+                sent += 1
+                if self.stopped.wait(self.every):
+                    break
+        except OSError:
+            pass  # the client cut it: what the test wants
+        finally:
+            self.dripped.append(sent)
+            conn.close()
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.sock.close()
+
+
+def test_a_server_dripping_its_http_head_cannot_hold_the_run(ssm: Ssm, tmp_path: Path) -> None:
+    """A TLS server that drips its HTTP headers a byte at a time (each read gets a byte
+    long before the 5 s per-operation timeout): doctor ran 84.6 s against one and then
+    skipped the ssm check with exit 0. Every network check is now cut at its deadline:
+    the run ends within its budget, the clock check says why, the ssm check fails."""
+    server = Dripping(tls_files(ssm.server.state_dir))
+    try:
+
+        def tweak(cfg: dict[str, Any]) -> None:
+            cfg["transport"]["url"] = f"https://127.0.0.1:{server.port}/licservice/license"
+            cfg["transport"]["timeout"] = "60s"
+
+        path = config(tmp_path, ssm, tweak=tweak)
+        started = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-m", "ccx_agent", "--config", str(path), "doctor", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        took = time.monotonic() - started
+    finally:
+        server.close()
+    assert took < 30, took
+    checks = {c["name"]: c for c in json.loads(done.stdout)["checks"]}
+    assert [checks[n]["result"] for n in ("dns", "tcp", "tls")] == ["PASS"] * 3
+    clock = checks["clock"]
+    assert clock["result"] == "WARN"
+    assert "did not send the head of its answer within 8 s" in clock["finding"]
+    assert checks["ssm"]["result"] == "FAIL", checks["ssm"]
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+
+
+def test_a_check_left_without_time_is_a_warning_not_a_skip(
+    ssm: Ssm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The network budget spent before a check (here a 3 s budget, eaten by a dripping
+    server in the clock check): the ssm check is not run, and says so as a WARN (what it
+    would have checked is unknown), never a SKIP that reads like 'not applicable'."""
+    from ccx_agent import doctor
+
+    monkeypatch.setattr(doctor, "NETWORK_BUDGET_S", 3.0)  # a shorter budget, not a mock
+    server = Dripping(tls_files(ssm.server.state_dir))
+    try:
+
+        def tweak(cfg: dict[str, Any]) -> None:
+            cfg["transport"]["url"] = f"https://127.0.0.1:{server.port}/licservice/license"
+
+        started = time.monotonic()
+        found = run(config(tmp_path, ssm, tweak=tweak))
+        assert time.monotonic() - started < 15
+    finally:
+        server.close()
+    assert found["clock"].result is Result.WARN
+    ssm_found = found["ssm"]
+    assert ssm_found.result is Result.WARN
+    assert ssm_found.finding.startswith("not run: the network checks' time budget (3 s)")
+    assert ssm_found.fix is not None

@@ -7,6 +7,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import stat
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -316,3 +318,69 @@ def test_features_unknown_type_is_exit_2(capsys: pytest.CaptureFixture[str]) -> 
     err = capsys.readouterr().err
     assert err.startswith("error: --license-type: unknown license type 'flexx'")
     assert len(err.splitlines()) == 1
+
+
+def test_output_keeps_an_old_files_mode_and_never_replaces_a_device(
+    instance: Path, tmp_path: Path
+) -> None:
+    old = tmp_path / "r.csv"
+    old.write_text("old")
+    old.chmod(0o600)  # it was 0644 after a report
+    code, _, err = run(history_cli.report, instance, fmt="csv", output=old, now=T0)
+    assert code == 0, err
+    assert stat.S_IMODE(old.stat().st_mode) == 0o600 and old.read_text() != "old"
+    link = tmp_path / "link.csv"
+    link.symlink_to(old)
+    assert run(history_cli.report, instance, fmt="json", output=link, now=T0)[0] == 0
+    assert link.is_symlink() and old.read_text().startswith("{")
+    if os.geteuid() == 0:  # the null device's numbers, in the test's own directory
+        null = tmp_path / "null"
+        os.mknod(null, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        code, _, err = run(history_cli.report, instance, fmt="csv", output=null, now=T0)
+        assert code == 0, err
+        assert stat.S_ISCHR(null.lstat().st_mode)
+    disk = tmp_path / "dir.csv"
+    disk.mkdir()
+    code, _, err = run(history_cli.report, instance, fmt="csv", output=disk, now=T0)
+    assert (code, err) == (1, f"error: {disk}: is a directory: refused (it is never replaced)\n")
+
+
+# --- a year's report streams: memory flat in the range (issue 26) ------------------------
+
+
+#: Runs the command from a small interpreter and prints its peak RSS (KiB) from wait4.
+#: A child forked straight from pytest would count pytest's own pages in its peak (the
+#: kernel keeps the high-water mark across exec).
+_LAUNCH = """import os, subprocess, sys
+proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
+_, status, usage = os.wait4(proc.pid, 0)
+print(status, usage.ru_maxrss)
+"""
+
+
+def _peak_rss_mib(argv: list[str]) -> float:
+    """Peak RSS of a real ``python -m ccx_agent`` process, from the kernel."""
+    done = subprocess.run(
+        [sys.executable, "-c", _LAUNCH, sys.executable, "-m", "ccx_agent", *argv],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    status, kib = done.stdout.split()
+    assert status == "0", done.stderr
+    return int(kib) / 1024
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv", "text", "html"])
+def test_a_years_report_holds_no_year_in_memory(
+    year_instance: Path, tmp_path: Path, fmt: str
+) -> None:
+    # Before the rows streamed, a year by interval took 143-176 MiB against 54 MiB for an
+    # empty range: the whole list of rows, a Row per row, the whole text in memory.
+    common = ["--config", str(year_instance), "report", "--by", "interval", "--format", fmt]
+    out = str(tmp_path / f"report.{fmt}")
+    empty = _peak_rss_mib([*common, "--from", "2029-01-01", "--to", "2029-01-02", "--output", out])
+    year = _peak_rss_mib([*common, "--from", "2027-01-04", "--to", "2028-01-04", "--output", out])
+    assert Path(out).stat().st_size > 1_000_000
+    assert year - empty < 16, (year, empty)

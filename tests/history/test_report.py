@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from ccx_agent.history import render_csv, render_json, render_text
 from ccx_agent.history.report import (
     WhenError,
     build,
@@ -14,6 +20,7 @@ from ccx_agent.history.report import (
     parse_when,
     period_end,
     period_start,
+    stream,
 )
 from ccx_agent.licensing.alerts import Alert
 from ccx_agent.licensing.interval import IntervalRecord
@@ -259,3 +266,119 @@ def test_alerts_about_other_tags_are_left_out() -> None:
         "severity": 1,
         "message": Alert("SYSTEM_IN_OOC_STATE", "").spec.description + " detail",
     }
+
+
+# --- the streamed writers write what the objects say (issue 26) ---------------------------
+
+
+def _alike_records() -> list[IntervalRecord]:
+    """Two days with no-data intervals, nothing reported at times, a state change."""
+    out = []
+    for i in range(2 * 96):
+        usage = None if 30 <= i < 34 else {P: 5 + i % 7, S: i % 3}
+        reported = None if i < 10 else usage
+        state = {P: "OVERAGE" if 50 <= i < 60 else "IN_COMPLIANCE"}
+        out.append(record(T0 + i * STEP, usage, ENT, state=state, reported=reported))
+    return out
+
+
+@pytest.mark.parametrize("by", ["interval", "hour", "day", "week", "month"])
+def test_the_streamed_json_and_csv_are_the_documents_of_the_rows(tmp_path: Path, by: str) -> None:
+    raw = rows_of(tmp_path, _alike_records(), T0, T0 + timedelta(days=2))
+    rep = build(
+        raw,
+        license_type="flex",
+        start=T0,
+        end=T0 + timedelta(days=2),
+        by=by,
+        tags=[S, P],
+        alerts=[AlertRow(1, T0, "COMM_FAILED", 3, (), 'naïve "quoted"', ("x",))],
+    )
+    out = io.StringIO()
+    render_json.write(rep, out)
+    assert out.getvalue() == json.dumps(rep.as_json(), separators=(",", ":")) + "\n"
+    out = io.StringIO()
+    render_csv.write(rep, out)
+    expected = io.StringIO()
+    writer = csv.writer(expected, lineterminator="\r\n")
+    writer.writerow(render_csv.HEADER)
+    writer.writerows(tuple(r) for r in rep.rows)
+    assert out.getvalue() == expected.getvalue()
+
+
+def test_the_report_streams_from_the_store_cursor(tmp_path: Path) -> None:
+    path = write(tmp_path / "state", _alike_records())
+    store = Store(path, readonly=True)
+    try:
+        with store.read() as tx:
+            rows = tx.iter_interval_tag_rows(T0, T0 + timedelta(days=2))
+            assert not isinstance(rows, list)
+            rep = stream(
+                lambda: tx.iter_interval_tag_rows(T0, T0 + timedelta(days=2)),
+                license_type="flex",
+                start=T0,
+                end=T0 + timedelta(days=2),
+                by="hour",
+                tags=[P, S],
+            )
+            with pytest.raises(RuntimeError):
+                rep.summary  # noqa: B018 - known only once the rows were read
+            first = list(rep.rows)
+            # Each iteration is a new pass with the same rows and summary.
+            assert list(rep.rows) == first and rep.count == len(first) == 2 * 48
+            assert (
+                rep.summary
+                == build(
+                    list(rows),
+                    license_type="flex",
+                    start=T0,
+                    end=T0 + timedelta(days=2),
+                    by="hour",
+                    tags=[P, S],
+                ).summary
+            )
+    finally:
+        store.close()
+
+
+def test_a_tags_document_the_typed_decoder_refuses_is_read_as_before(tmp_path: Path) -> None:
+    path = write(tmp_path / "state", [record(T0, {P: 3}, {P: 4})])
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "UPDATE intervals SET tags = ?",
+            (json.dumps({P: {"usage": 3.0, "entitlement": 4, "reported": None, "state": "X"}}),),
+        )
+    assert rows_of_existing(path) == [
+        (T0.isoformat(), (T0 + STEP).isoformat(), P, 3.0, 4, None, "X")
+    ]
+
+
+def rows_of_existing(path: Path) -> list[Any]:
+    store = Store(path, readonly=True)
+    try:
+        with store.read() as tx:
+            return list(tx.iter_interval_tag_rows(T0, T0 + timedelta(days=1)))
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("by", ["interval", "day"])
+def test_an_empty_range_as_text_has_its_summary(tmp_path: Path, by: str) -> None:
+    path = write(tmp_path / "state", _alike_records())
+    store = Store(path, readonly=True)
+    try:
+        with store.read() as tx:
+            later = T0 + timedelta(days=30)
+            rep = stream(
+                lambda: tx.iter_interval_tag_rows(later, later + STEP),
+                license_type="flex",
+                start=later,
+                end=later + STEP,
+                by=by,
+                tags=[P],
+            )
+            text = render_text.format_text(rep)
+    finally:
+        store.close()
+    assert "no closed intervals in this range" in text
+    assert f"{P}     -  -" in text

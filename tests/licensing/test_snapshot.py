@@ -509,3 +509,49 @@ def test_colons_inside_strings_are_no_doubt() -> None:
 )
 def test_json_path_declines_when_in_doubt(raw: bytes) -> None:
     assert parse_snapshot_json(raw) is None
+
+
+def test_the_notes_about_unknown_states_are_named_by_state() -> None:
+    """A daemon says each unknown state once per run: it needs to know which note is
+    about which state (ccx_agent/daemon.py)."""
+    snap = parse_snapshot(
+        {
+            "agents": [
+                {"id": "a", "state": "READY"},
+                {"id": "b", "state": "ON_BREAK"},
+                {"id": "c", "state": "on_break"},
+                {"id": "d", "state": "AWAY"},
+            ]
+        }
+    )
+    assert [state for state, _ in snap.state_notes] == ["ON_BREAK", "AWAY"]
+    assert [note for _, note in snap.state_notes] == list(snap.notes)
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        (
+            {"agents": [{"id": "a1", "state": "READY"}, {"id": "x\ud800", "state": "READY"}]},
+            "agents[1] (id 'x\\ud800'): id: not valid Unicode text, refused: 'x\\ud800' holds "
+            "a lone UTF-16 surrogate",
+        ),
+        (
+            {"agents": [{"id": "a1", "state": "READY", "skills": ["\udc00"]}]},
+            "agents[0] (id 'a1'): skills[0]: not valid Unicode text, refused: '\\udc00' holds "
+            "a lone UTF-16 surrogate",
+        ),
+    ],
+)
+def test_a_lone_surrogate_is_refused_by_name(doc: dict[str, Any], message: str) -> None:
+    """A string no UTF-8 can hold (``"\\ud800"`` in JSON) could not be printed nor stored in
+    an alert: the snapshot is refused, the agent named (in ASCII), by both paths."""
+    with pytest.raises(SnapshotError) as err:
+        parse_snapshot(doc)
+    assert str(err.value) == message
+    raw = json.dumps(doc).encode()
+    assert b"\\ud800" in raw or b"\\udc00" in raw
+    assert parse_snapshot_json(raw) is None  # the fast path leaves it to the reference
+    # A surrogate pair is one real character: fine on both paths.
+    emoji = b'{"agents": [{"id": "a\\ud83d\\ude00", "state": "READY"}]}'
+    assert parse_snapshot(json.loads(emoji)).agents[0].id == "a\U0001f600"

@@ -134,3 +134,32 @@ def test_the_commands_refuse_what_they_cannot_do_with_one_line(rooms: dict[str, 
     done = ccx("--config", config, "offline", "export", "--output", usb / "x.json")
     assert done.returncode == 78
     assert done.stderr.startswith(f"{config}:4: transport.mode:"), done.stderr
+
+
+def test_export_reads_the_token_from_standard_input_and_says_the_files_size(
+    rooms: dict[str, Path],
+) -> None:
+    """``--token-file -`` is standard input, as for ``register`` (it opened a file named
+    ``-``); the size printed is the file's (it was the uncompressed bytes without the seal)."""
+    ssm, config, usb = rooms["ssm"], rooms["config"], rooms["usb"]
+    token = ccx("ssm", "--state-dir", ssm, "token", "create").stdout.strip()
+    for name in ("req.json", "req.json.gz"):
+        request = usb / name
+        done = subprocess.run(
+            [sys.executable, "-m", "ccx_agent", "--config", str(config), "offline", "export",
+             "--output", str(request), "--token-file", "-"],
+            input=token + "\n", capture_output=True, text=True, timeout=120, cwd=usb, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert f"written to {request} ({request.stat().st_size:,} bytes)" in done.stdout
+        assert token not in done.stdout + done.stderr
+    assert sorted(p.name for p in usb.iterdir()) == ["req.json", "req.json.gz"]
+    # An empty token is bad input, as a missing file is: exit 1, one line.
+    done = ccx("--config", config, "offline", "export", "--output", usb / "x.json", "--token-file", usb / "none")  # fmt: skip
+    assert (done.returncode, done.stderr.count("\n")) == (1, 1)
+    (usb / "empty").write_text("\n")
+    done = ccx("--config", config, "offline", "export", "--output", usb / "x.json", "--token-file", usb / "empty")  # fmt: skip
+    assert (done.returncode, done.stderr) == (
+        1,
+        f"error: the token from {usb / 'empty'} is empty\n",
+    )

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import stat
+import time
 from pathlib import Path
 
 import pytest
 
 from ccx_agent.offline import files
+from ccx_agent.userfiles import UserFileError
 
 HEAD = {"format": files.FORMAT, "kind": files.REQUEST, "export": "e1"}
 
@@ -69,3 +73,65 @@ def test_an_aborted_writer_leaves_nothing(tmp_path: Path) -> None:
     writer.add({"a": 1})
     writer.abort()
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["plain.json", "packed.json.gz"])
+def test_the_size_said_is_the_files_size(tmp_path: Path, name: str) -> None:
+    """``offline export`` prints the writer's size: it was the uncompressed bytes without
+    the seal (1,042 said for a 1,140-byte file)."""
+    writer = files.Writer(tmp_path / name, HEAD)
+    for i in range(5):
+        writer.add({"n": i, "pad": "x" * 100})
+    writer.finish()
+    writer.commit()
+    assert writer.size == (tmp_path / name).stat().st_size
+
+
+def test_a_symlinked_output_is_followed_and_a_fifo_nobody_reads_is_refused(
+    tmp_path: Path,
+) -> None:
+    real = tmp_path / "real.json"
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    write(link, [{"a": 1}])
+    assert link.is_symlink() and files.check(real, files.REQUEST).count == 1
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    with pytest.raises(UserFileError, match="that nothing reads: refused"):
+        files.Writer(fifo, HEAD)
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+
+
+def test_a_fifo_to_import_is_refused_at_once(tmp_path: Path) -> None:
+    fifo = tmp_path / "answer.json"
+    os.mkfifo(fifo)  # nothing writes it: reading it would hang the import
+    with pytest.raises(files.FileError, match=r"is a FIFO \(named pipe\), not a regular file"):
+        files.check(fifo, files.RESPONSE)
+
+
+def test_a_gzip_bomb_is_refused_in_moments(tmp_path: Path) -> None:
+    """60 MB of short lines that pass for envelopes, in 60 kB: each line was scanned and
+    hashed (minutes of CPU for a larger one); the count of lines is bounded."""
+    head = b'{"head":' + json.dumps(HEAD, separators=(",", ":")).encode() + b',"envelopes":[\n'
+    bomb = tmp_path / "bomb.json.gz"
+    with gzip.open(bomb, "wb", compresslevel=9) as gz:
+        gz.write(head)
+        chunk = b"{},\n" * 250_000
+        for _ in range(15):
+            gz.write(chunk)
+    assert bomb.stat().st_size < 200_000
+    started = time.process_time()
+    with pytest.raises(files.FileError, match="more than 100,000 envelopes: not an exchange file"):
+        files.check(bomb, files.REQUEST)
+    assert time.process_time() - started < 5
+
+
+def test_a_file_larger_than_any_exchange_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bound on bytes (checked with a small bound: a real 256 MiB file is slow to make)."""
+    monkeypatch.setattr(files, "MAX_FILE_BYTES", 4096)
+    path = tmp_path / "big.json.gz"
+    write(path, [{"pad": "x" * 1000} for _ in range(8)])
+    with pytest.raises(files.FileError, match=r"more than 4,096 bytes \(uncompressed\)"):
+        files.check(path, files.REQUEST)

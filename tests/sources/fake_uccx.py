@@ -9,10 +9,14 @@
   cluster in the file format, the reference the UCCX source must agree with.
 * :class:`FakeUccx` serves it over TLS with a CA made at test time (:func:`make_pki`,
   into a temporary directory: no key is ever committed), checks basic auth, and can be
-  told to fail per path: ``401``, ``403``, ``500``, ``302``, ``slow``, ``truncated``,
+  told to fail per path: ``401``, ``403``, ``500``, ``503``, ``302``, ``slow``, ``truncated``,
   ``cut`` (connection closed mid-body), ``bomb``, ``html``, ``empty``, ``404``, ``huge``,
   ``drip`` (the right body, one byte every :data:`DRIP_EVERY` seconds).
-* Each server also answers Finesse's ``GET /finesse/api/SystemInfo`` with its
+* The Admin API's campaigns are served as documented: ``/adminapi/campaign`` lists
+  summaries, ``/adminapi/campaign/{id}`` gives each one's ``typeSpecificInfo``.
+  Error bodies are the documented ones of ``tests/fixtures/uccx``.
+* Each server also answers Finesse's ``GET /finesse/api/SystemInfo``, without asking
+  for credentials as Finesse documents, with its
   :attr:`FakeUccx.status` (``IN_SERVICE`` / ``OUT_OF_SERVICE``); out of service, its
   ``/finesse/api/Users`` lists every user logged out (the standby's "nobody here") or
   answers 503 (:attr:`FakeUccx.standby`). :meth:`FakeUccx.go_dark` closes its port and
@@ -53,6 +57,8 @@ HOST = "https://uccx-pub.example.com"
 PRIMARY, SECONDARY = "uccx-a.example.com", "uccx-b.example.com"
 SYSTEM_INFO = "/finesse/api/SystemInfo"
 USERS = "/finesse/api/Users"
+#: The corpus of documented payloads (each file names the Cisco page it follows).
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "uccx"
 #: A ``drip`` answer sends one byte this often: far inside any per-read timeout.
 DRIP_EVERY = 0.2
 
@@ -80,9 +86,15 @@ class Csq:
 @dataclass
 class Campaign:
     name: str
-    type: str  # AGENT or IVR
-    mode: str  # PROGRESSIVE, PREDICTIVE, DIRECT_PREVIEW
-    csqs: list[str]
+    type: str  # campaignType: AGENT or IVR
+    dialer: str  # dialerType: DIRECT_PREVIEW, PROGRESSIVE, PREDICTIVE
+    csqs: list[str]  # the names of its assigned CSQs (none for an IVR campaign)
+
+    @property
+    def outbound(self) -> bool:
+        """An agent-based campaign: every dialer type is a Premium feature
+        (docs/licensing.md, "Features")."""
+        return self.type == "AGENT"
 
 
 @dataclass
@@ -132,8 +144,8 @@ def make_cluster(agents: int = 400, seed: int = 7) -> Cluster:
     campaigns = [
         Campaign("Renewals", "AGENT", "PROGRESSIVE", ["Outbound_RG_CSQ"]),
         Campaign("Collections", "AGENT", "PREDICTIVE", [voice[0].name]),
-        Campaign("Survey", "IVR", "PREDICTIVE", [voice[1].name]),  # IVR: no outbound seat
-        Campaign("Callbacks", "AGENT", "DIRECT_PREVIEW", [voice[2].name]),  # preview: none
+        Campaign("Survey", "IVR", "PREDICTIVE", []),  # IVR: ports, no agent's feature
+        Campaign("Callbacks", "AGENT", "DIRECT_PREVIEW", [voice[2].name]),  # premium too
     ]
     teams = [[*rng.sample(skills[:-1], rng.randint(1, 4))] for _ in range(max(2, agents // 30))]
     resources = []
@@ -176,12 +188,7 @@ def make_cluster(agents: int = 400, seed: int = 7) -> Cluster:
 
 def file_snapshot(cluster: Cluster) -> dict[str, Any]:
     """The same cluster as an operator would write it in the file format."""
-    outbound_csqs = {
-        name
-        for c in cluster.campaigns
-        if c.type == "AGENT" and c.mode in ("PROGRESSIVE", "PREDICTIVE")
-        for name in c.csqs
-    }
+    outbound_csqs = {name for c in cluster.campaigns if c.outbound for name in c.csqs}
     agents: list[dict[str, Any]] = []
     for res in cluster.resources:
         agents.append(
@@ -204,11 +211,7 @@ def file_snapshot(cluster: Cluster) -> dict[str, Any]:
         {"name": c.name, "type": c.type, "skills": c.skills or [f"csq:{c.name}"]}
         for c in cluster.csqs
     ]
-    campaigns = [
-        {"name": c.name, "csqs": c.csqs}
-        for c in cluster.campaigns
-        if c.type == "AGENT" and c.mode in ("PROGRESSIVE", "PREDICTIVE")
-    ]
+    campaigns = [{"name": c.name, "csqs": c.csqs} for c in cluster.campaigns if c.outbound]
     return {"agents": agents, "csqs": csqs, "campaigns": campaigns}
 
 
@@ -228,9 +231,10 @@ def _skill_map(names: list[str], indent: str) -> str:
 
 def resources_xml(cluster: Cluster) -> bytes:
     out = ['<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<resources>\n']
+    ids = {c.name: c.id for c in cluster.csqs}
     for i, res in enumerate(cluster.resources):
         csq_map = "".join(
-            f"      <csq name={quoteattr(n)}><refURL>{HOST}/adminapi/csq/1</refURL></csq>\n"
+            f"      <csq name={quoteattr(n)}><refURL>{HOST}/adminapi/csq/{ids[n]}</refURL></csq>\n"
             for n in cluster.csq_map(res)
         )
         out.append(
@@ -292,26 +296,80 @@ def csqs_xml(cluster: Cluster) -> bytes:
     return "".join(out).encode()
 
 
+CAMPAIGN_ID = 200
+#: The ``typeSpecificInfo`` child of each kind of campaign. obPreview, obIvrProgressive and
+#: obIvrPredictive are in Cisco's samples; the agent progressive / predictive names are
+#: our guess (tests/fixtures/uccx/campaign-201.xml says why the source does not care).
+TYPE_SPECIFIC = {
+    ("AGENT", "DIRECT_PREVIEW"): "obPreview",
+    ("AGENT", "PROGRESSIVE"): "obAgentProgressive",
+    ("AGENT", "PREDICTIVE"): "obAgentPredictive",
+    ("IVR", "PROGRESSIVE"): "obIvrProgressive",
+    ("IVR", "PREDICTIVE"): "obIvrPredictive",
+}
+
+
+def _campaign_head(c: Campaign, i: int, indent: str) -> str:
+    return (
+        f"{indent}<self>{HOST}/adminapi/campaign/{CAMPAIGN_ID + i}</self>\n"
+        f"{indent}<campaignId>{CAMPAIGN_ID + i}</campaignId>\n"
+        f"{indent}<campaignName>{esc(c.name)}</campaignName>\n"
+        f"{indent}<enabled>true</enabled>\n"
+        f"{indent}<description>{esc(c.name)} campaign</description>\n"
+        f"{indent}<startTime>08:00</startTime>\n{indent}<endTime>21:00</endTime>\n"
+        f"{indent}<timeZone>Central European Time</timeZone>\n"
+        f"{indent}<campaignType>{c.type}</campaignType>\n"
+        f"{indent}<dialerType>{c.dialer}</dialerType>\n"
+        f"{indent}<pendingContacts>0</pendingContacts>\n"
+    )
+
+
 def campaigns_xml(cluster: Cluster) -> bytes:
-    out = ['<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<campaigns>\n']
+    """Cisco's "Get List of Campaigns": summaries, without ``typeSpecificInfo``."""
+    out = ['<?xml version="1.0" encoding="UTF-8"?>\n<campaigns>\n']
     for i, c in enumerate(cluster.campaigns):
-        csqs = "".join(
-            f"      <csq name={quoteattr(n)}><refURL>{HOST}/adminapi/csq/1</refURL></csq>\n"
-            for n in c.csqs
-        )
-        out.append(
-            "  <campaign>\n"
-            f"    <self>{HOST}/adminapi/campaign/{200 + i}</self>\n"
-            f"    <campaignId>{200 + i}</campaignId>\n"
-            f"    <campaignName>{esc(c.name)}</campaignName>\n"
-            "    <enabled>true</enabled>\n"
-            f"    <campaignType>{c.type}</campaignType>\n"
-            f"    <dialingMode>{c.mode}</dialingMode>\n"
-            f"    <csqs>\n{csqs}    </csqs>\n"
-            "  </campaign>\n"
-        )
+        out.append(f"  <campaign>\n{_campaign_head(c, i, '    ')}  </campaign>\n")
     out.append("</campaigns>\n")
     return "".join(out).encode()
+
+
+def campaign_xml(cluster: Cluster, i: int) -> bytes:
+    """Cisco's "Get Campaign" of campaign ``i``: its assigned CSQs, each referenced the three
+    documented ways in turn (name = id with a refURL as in Cisco's sample, name and
+    refURL, name only)."""
+    c = cluster.campaigns[i]
+    ids = {q.name: q.id for q in cluster.csqs}
+    refs = []
+    for j, name in enumerate(c.csqs):
+        ref = f"<refURL>{HOST}/adminapi/csq/{ids[name]}</refURL>"
+        if j % 3 == 0:
+            refs.append(f'<csq name="{ids[name]}">{ref}</csq>')
+        elif j % 3 == 1:
+            refs.append(f"<csq name={quoteattr(name)}>{ref}</csq>")
+        else:
+            refs.append(f"<csq name={quoteattr(name)}/>")
+    assigned = (
+        "      <assignedCSQs>\n"
+        + "".join(f"        {r}\n" for r in refs)
+        + "      </assignedCSQs>\n"
+        if c.type == "AGENT"
+        else ""
+    )
+    tag = TYPE_SPECIFIC[(c.type, c.dialer)]
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<campaign>\n'
+        f"{_campaign_head(c, i, '  ')}  <typeSpecificInfo>\n    <{tag}>\n"
+        "      <maxDialAttempts>3</maxDialAttempts>\n"
+        f"{assigned}    </{tag}>\n  </typeSpecificInfo>\n</campaign>\n"
+    ).encode()
+
+
+def campaign_bodies(cluster: Cluster) -> dict[str, bytes]:
+    """``/adminapi/campaign/{id}`` of every campaign."""
+    return {
+        f"/adminapi/campaign/{CAMPAIGN_ID + i}": campaign_xml(cluster, i)
+        for i in range(len(cluster.campaigns))
+    }
 
 
 def users_xml(cluster: Cluster, *, nobody: bool = False) -> bytes:
@@ -357,6 +415,32 @@ def system_info_xml(status: str, reason: str = "") -> bytes:
         "  <xmppDomain>uccx-a.example.com</xmppDomain>\n"
         "</SystemInfo>\n"
     ).encode()
+
+
+def corpus() -> dict[str, bytes]:
+    """The documented corpus (tests/fixtures/uccx) by the path the Admin API and Finesse
+    serve each file at."""
+    out = {
+        "/adminapi/resource?withCsqs": (FIXTURES / "resources.xml").read_bytes(),
+        "/adminapi/csq": (FIXTURES / "csqs.xml").read_bytes(),
+        "/adminapi/campaign": (FIXTURES / "campaigns.xml").read_bytes(),
+        USERS: (FIXTURES / "users.xml").read_bytes(),
+    }
+    for path in sorted(FIXTURES.glob("campaign-*.xml")):
+        out[f"/adminapi/campaign/{path.stem.split('-', 1)[1]}"] = path.read_bytes()
+    return out
+
+
+def serve_corpus(server: FakeUccx) -> FakeUccx:
+    """``server`` answers with the corpus instead of its generated cluster."""
+    server.bodies = corpus()
+    server.system_info = {
+        "IN_SERVICE": (FIXTURES / "systeminfo-in-service.xml").read_bytes(),
+        "OUT_OF_SERVICE": (FIXTURES / "systeminfo-out-of-service.xml").read_bytes(),
+    }
+    server._nobody = b""  # out of service, the corpus's Finesse answers 503
+    server.standby = "503"
+    return server
 
 
 def split_brain(cluster: Cluster) -> tuple[Cluster, Cluster, Cluster]:
@@ -459,6 +543,14 @@ BOMB = (
 )
 
 
+#: The documented error bodies (tests/fixtures/uccx): Finesse's ApiErrors for 401 and
+#: 503, the Admin API's apiError for 404. An Admin API 401 is the web server's own page.
+ERROR_401 = (FIXTURES / "error-401-finesse.xml").read_bytes()
+ERROR_503 = (FIXTURES / "error-503-finesse.xml").read_bytes()
+ERROR_404 = (FIXTURES / "error-404-adminapi.xml").read_bytes()
+HTML_401 = b"<html><body>Unauthorized</body></html>"
+
+
 class FakeUccx:
     """The fake server; use as a context manager. ``fail[path] = mode`` makes it fail."""
 
@@ -470,6 +562,8 @@ class FakeUccx:
         self.fail: dict[str, str] = {}
         self.hits: dict[str, int] = {}
         self.auth_seen: list[str] = []
+        #: The Authorization header of each request, by path ("" when none was sent).
+        self.auth_by_path: dict[str, list[str]] = {}
         self.release = threading.Event()  # ends a "slow" answer at once when set
         self.dripping = threading.Event()  # set when a "drip" answer has begun
         #: Per "drip" answer: how many bytes the client took before it hung up.
@@ -480,10 +574,13 @@ class FakeUccx:
         #: Out of service, ``/finesse/api/Users`` answers ``nobody`` (all logged out) or
         #: ``503`` (what Finesse documents for its usual operations).
         self.standby = "nobody"
+        #: SystemInfo bodies by status, in place of :func:`system_info_xml` (the corpus).
+        self.system_info: dict[str, bytes] | None = None
         self.bodies = {
             "/adminapi/resource?withCsqs": resources_xml(cluster),
             "/adminapi/csq": csqs_xml(cluster),
             "/adminapi/campaign": campaigns_xml(cluster),
+            **campaign_bodies(cluster),
             USERS: users_xml(cluster),
         }
         self._nobody = users_xml(cluster, nobody=True)
@@ -580,6 +677,8 @@ class FakeUccx:
 
     def _body(self, path: str) -> bytes | None:
         if path == SYSTEM_INFO:
+            if self.system_info is not None:
+                return self.system_info[self.status]
             return system_info_xml(self.status, self.status_reason)
         if path == USERS and self.status != "IN_SERVICE":
             return self._nobody
@@ -593,19 +692,21 @@ class FakeUccx:
             hook()
         auth = h.headers.get("Authorization", "")
         self.auth_seen.append(auth)
+        self.auth_by_path.setdefault(path, []).append(auth)
         expected = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
         mode = self.fail.get(path, "")
-        if mode == "401" or auth != f"Basic {expected}":
-            self._send(h, 401, b"<html><body>Unauthorized</body></html>")
+        # SystemInfo needs no credentials (Finesse documents it so): any are ignored.
+        if mode == "401" or (auth != f"Basic {expected}" and path != SYSTEM_INFO):
+            self._send(h, 401, ERROR_401 if path.startswith("/finesse/") else HTML_401)
             return
         if path == USERS and self.status != "IN_SERVICE" and self.standby == "503":
-            self._send(h, 503, b"<apiError><errorType>Service Unavailable</errorType></apiError>")
+            self._send(h, 503, ERROR_503)
             return
         body = self._body(path)
         if body is None or mode == "404":
-            self._send(h, 404, b"<apiError><errorType>Not Found</errorType></apiError>")
+            self._send(h, 404, ERROR_404)
             return
-        if mode in ("403", "500", "503", "302"):
+        if mode in ("403", "500", "302") or (mode == "503" and not path.startswith("/finesse/")):
             self._send(h, int(mode), b"<apiError><errorMessage>no</errorMessage></apiError>")
         elif mode == "slow":
             self.release.wait(30)
@@ -623,6 +724,8 @@ class FakeUccx:
             root = re.search(rb"<(\w+)>", body)
             assert root is not None
             self._send(h, 200, b"<" + root.group(1) + b"/>")
+        elif mode == "503" and path.startswith("/finesse/"):
+            self._send(h, 503, ERROR_503)
         elif mode == "drip":
             self._drip(h, body)
         elif mode == "huge":

@@ -144,3 +144,94 @@ def test_json_output_equals_the_file(tmp_path: Path) -> None:
     doc = json.loads((DATA / "mixed.json").read_text())
     src = python(f"import json; print(json.dumps({doc!r}))")
     assert src.read() == FileSource(DATA / "mixed.json").read()
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return "zombie" in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+
+
+def test_a_child_in_its_own_session_holding_the_output_is_killed(tmp_path: Path) -> None:
+    """The program prints its snapshot and exits 0, leaving a child in a session of its
+    own (``setsid``) that holds stdout: out of reach of the process group, it kept the
+    pipe open until the timeout (every sample failed) and was left behind (one more
+    process per sample). The sample now succeeds shortly after the program ended, and
+    the child is killed."""
+    pid_file = tmp_path / "child.pid"
+    code = (
+        "import subprocess, sys\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'],"
+        " start_new_session=True)\n"
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+        "print('agents: [{id: a1, state: READY}]')\n"
+    )
+    for _ in range(2):
+        start = time.monotonic()
+        assert len(python(code, timeout="20s").read().agents) == 1
+        assert time.monotonic() - start < 10  # EXIT_GRACE, not the 20 s timeout
+        child = int(pid_file.read_text())
+        until = time.monotonic() + 10
+        while not _gone(child) and time.monotonic() < until:
+            time.sleep(0.01)  # SIGKILL was sent; its death is asynchronous
+        assert _gone(child), "the child holding the output was left behind"
+
+
+def test_abort_kills_a_hanging_program_at_once(tmp_path: Path) -> None:
+    """A stop must not wait for ``source.timeout``: abort() (from the stop thread) kills
+    the program now, and no program runs after it."""
+    import threading
+
+    started = tmp_path / "started"
+    code = f"import time; open({str(started)!r}, 'w').close(); time.sleep(60)"
+    src = python(code, timeout="30s")
+    errors: list[str] = []
+
+    def read() -> None:
+        try:
+            src.read()
+        except SourceError as exc:
+            errors.append(str(exc))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    until = time.monotonic() + 20
+    while not started.exists() and time.monotonic() < until:
+        time.sleep(0.01)
+    assert started.exists()
+    aborted = time.monotonic()
+    src.abort()
+    reader.join(timeout=10)
+    assert not reader.is_alive()
+    assert time.monotonic() - aborted < 3
+    assert errors and "stopped: the daemon is stopping: killed" in errors[0]
+    started.unlink()
+    assert "not run: the daemon is stopping" in fails(src)
+    assert not started.exists()
+    src.close()
+
+
+def test_a_relative_program_with_a_relative_config_path(tmp_path: Path) -> None:
+    """``command: [./snap.sh]`` with ``--config ccx-agent.yaml`` (relative): the program
+    was looked up on PATH (``Path('.') / './snap.sh'`` is ``snap.sh``)."""
+    import subprocess
+
+    script = tmp_path / "snap.sh"
+    script.write_text("#!/bin/sh\necho 'agents: [{id: a1, state: READY}]'\n")
+    script.chmod(0o755)
+    (tmp_path / "ccx-agent.yaml").write_text(
+        f"state_dir: {tmp_path / 'state'}\n"
+        "source:\n  kind: command\n  command: [./snap.sh]\n  timeout: 10s\n"
+        "license:\n  type: flex\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "ccx_agent", "--config", "ccx-agent.yaml", "usage", "--json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["tags"]["flex-standard-seat"] == 1

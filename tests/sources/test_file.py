@@ -213,6 +213,16 @@ def test_impossible_yaml_date(tmp_path: Path) -> None:
     assert error(path) == f"{path}: not valid YAML: day is out of range for month"
 
 
+def test_unknown_yaml_bool(tmp_path: Path) -> None:
+    """``!!bool maybe`` was a KeyError: in the daemon a host fault (AGENT_JOB_FAILED)
+    instead of a failed sample (LICENSE_COMPUTATION_FAILED, from a SourceError)."""
+    path = write(tmp_path, "s.yaml", "agents:\n  - {id: a1, state: READY, x: !!bool maybe}\n")
+    assert error(path) == (
+        f"{path}:2: not valid YAML: not a valid !!bool value "
+        "('maybe' is not one of true/false, yes/no, on/off)"
+    )
+
+
 def test_yaml_date_is_not_a_state(tmp_path: Path) -> None:
     path = write(tmp_path, "s.yaml", "agents:\n  - {id: a1, state: 2024-02-28}\n")
     assert "state: must be a Finesse state" in error(path)

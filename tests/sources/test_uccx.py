@@ -399,8 +399,8 @@ def test_the_systemd_credential_is_read(
     src = source(password_file=None, environ={"CREDENTIALS_DIRECTORY": str(creds)})
     assert len(src.read().agents) == 402
     message = fails(source(password_file=None))
-    # The first request (Finesse's SystemInfo) needs it already; no node is asked twice.
-    assert message.startswith("source.uccx: no password: set ")
+    # SystemInfo needs none; the first request that does (the Admin API) says so, once.
+    assert message.startswith("no UCCX configuration yet: source.uccx: no password: set ")
     assert "LoadCredential=uccx-password:PATH" in message
 
 
@@ -421,7 +421,7 @@ def test_finesse_may_have_its_own_account(
     other = tmp_path / "finesse-password"
     other.write_text("other")
     message = fails(source(finesse={"user": "finesse-admin", "password_file": str(other)}))
-    assert message.startswith(f"Finesse {fake.url}{SYSTEM_INFO}: HTTP 401")
+    assert message.startswith(f"Finesse {fake.url}{USERS}: HTTP 401")
     assert "(source.finesse.user)" in message
     # The URL defaults to the UCCX host; given explicitly it is used as is.
     src = source(finesse={"url": fake.url + "/"})
@@ -492,6 +492,20 @@ def test_bad_admin_data_is_named() -> None:
         )
     with pytest.raises(XmlError, match=r"csq\[0\] \(name 'X'\): queueType must be VOICE"):
         uccx_mod.parse_csqs(b"<csqs><csq><name>X</name><queueType>FAX</queueType></csq></csqs>")
+    with pytest.raises(
+        XmlError, match=r"campaign\[0\] \(campaignName 'C'\): dialerType must be DIRECT_PREVIEW"
+    ):
+        uccx_mod.parse_campaign_list(
+            b"<campaigns><campaign><campaignId>1</campaignId><campaignName>C</campaignName>"
+            b"<campaignType>AGENT</campaignType><dialerType>PREVIEW</dialerType></campaign>"
+            b"</campaigns>"
+        )
+    with pytest.raises(XmlError, match=r"campaign \(campaignName 'C'\): an assignedCSQs/csq"):
+        uccx_mod.parse_campaign(
+            b"<campaign><campaignName>C</campaignName><campaignType>AGENT</campaignType>"
+            b"<dialerType>PROGRESSIVE</dialerType><typeSpecificInfo><x><assignedCSQs><csq/>"
+            b"</assignedCSQs></x></typeSpecificInfo></campaign>"
+        )
     with pytest.raises(XmlError, match=r"User\[0\] \(loginId 'a'\): no state"):
         uccx_mod.parse_users(b"<Users><User><loginId>a</loginId></User></Users>")
 
@@ -520,9 +534,10 @@ def test_explain_names_the_campaign_of_an_outbound_agent(source: SourceMaker) ->
     from ccx_agent.licensing.explain import explain
 
     snap = source().read()
-    assert {c.name for c in snap.campaigns} == {"Renewals", "Collections"}
+    assert {c.name for c in snap.campaigns} == {"Renewals", "Collections", "Callbacks"}
     result = compute(snap, LicenseType.FLEX, ALL_FEATURES)
     texts = [e.text for e in explain(snap, result, ALL_FEATURES) if "outbound" in e.text]
     assert any("outbound campaign 'Renewals' via CSQ 'Outbound_RG_CSQ'" in t for t in texts)
     assert any("outbound campaign 'Collections' via CSQ 'Voice_CSQ_" in t for t in texts)
+    assert any("outbound campaign 'Callbacks' via CSQ 'Voice_CSQ_" in t for t in texts)
     assert not any("the source marks" in t for t in texts)

@@ -1,0 +1,234 @@
+"""What ``status --check`` needs of the config, as the daemon validated it.
+
+Monitoring runs ``status --check`` every minute. Validating the config with its full
+schema (pydantic, 28 models) is most of what such a start costs, and it tells the check
+nothing new while the file is the one the running daemon validated. So the daemon
+records, in the state database, what that file means for the check (the keys of
+:data:`KEYS`, the state directory and the timers), beside the file's SHA-256, its path
+and a fingerprint of the code that validated it (:func:`fingerprint`). The check reads
+the record (:func:`read`) and uses it only if all three still match; otherwise, or if
+anything is unusual (a relative path, no database, an unreadable record), it validates
+the file as every other command does, with the same messages and exit statuses.
+
+The record is written from a validated :class:`~ccx_agent.config.Config` by reading its
+attributes, never from a second description of the keys or their defaults: the schema in
+:mod:`ccx_agent.config` stays the one source of truth.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import importlib.util
+import json
+import re
+from datetime import timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+from ccx_agent import __version__
+from ccx_agent.configpath import DEFAULT_STATE_DIR
+from ccx_agent.licensing.catalogue import LicenseType
+from ccx_agent.licensing.lifecycle import Timers
+
+if TYPE_CHECKING:
+    from ccx_agent.config import Config
+    from ccx_agent.store import Store
+
+#: The ``meta`` key of the record.
+META_KEY = "config_for_check"
+
+#: The keys ``status --check`` reads (:func:`ccx_agent.check.verdict`,
+#: :func:`ccx_agent.status.collect`), and the type each is read back as. A key read there
+#: and missing here makes the recorded view raise, and ``tests/test_imports.py`` fail.
+KEYS: dict[str, type] = {
+    "license.type": LicenseType,
+    "transport.mode": str,
+    "compliance.ooc_threshold": int,
+    "report.interval": timedelta,
+    "monitoring.stale_after": timedelta,
+    "id_certificate.expiry_warning": timedelta,
+    "authorization.expiry_warning": timedelta,
+}
+
+#: The modules whose code decides what a config file means: a record made by other code
+#: (an upgrade not yet followed by a restart) is not used.
+_DECIDING = (
+    "config.py",
+    "configpath.py",
+    "durations.py",
+    "yamldoc.py",
+    "checkconfig.py",
+    "licensing/catalogue.py",
+    "licensing/lifecycle.py",
+)
+
+
+@functools.cache
+def fingerprint() -> str:
+    """The version of the code (ours and pydantic's) that validates a config file."""
+    h = hashlib.sha256(__version__.encode())
+    here = Path(__file__).parent
+    files = [here / name for name in _DECIDING]
+    spec = importlib.util.find_spec("pydantic")  # found, not imported
+    if spec is not None and spec.origin is not None:
+        files.append(Path(spec.origin).parent / "version.py")
+    for file in files:
+        try:
+            h.update(file.read_bytes())
+        except OSError:
+            h.update(b"?")
+    return h.hexdigest()
+
+
+def digest(path: Path) -> str | None:
+    """The SHA-256 of the file's bytes; None if it cannot be read."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, tuple):
+        return list(value)
+    return str(value) if isinstance(value, Path | LicenseType) else value
+
+
+def _decode(kind: type, value: Any) -> Any:
+    if kind is timedelta:
+        return timedelta(seconds=value)
+    if kind is tuple:
+        return tuple(value)
+    if kind is Path:
+        return Path(value)
+    return kind(value)
+
+
+def _get(cfg: Any, key: str) -> Any:
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def record(store: Store, path: Path, cfg: Config, before: str | None) -> None:
+    """Record what the file at ``path`` means for the check: ``cfg``, validated from the
+    bytes whose digest was ``before`` (taken before reading it). Nothing is recorded for
+    a relative path, or a file that changed meanwhile (the check validates it itself)."""
+    if before is None or not path.is_absolute() or digest(path) != before:
+        return
+    doc = {
+        "path": str(path),
+        "sha256": before,
+        "code": fingerprint(),
+        "state_dir": str(cfg.state_dir),
+        "timers": {f.name: _encode(getattr(cfg.timers(), f.name)) for f in _timer_fields()},
+        "keys": {key: _encode(_get(cfg, key)) for key in KEYS},
+    }
+    with store.transaction() as tx:
+        tx.set_meta(META_KEY, json.dumps(doc, sort_keys=True))
+
+
+def _timer_fields() -> tuple[dataclasses.Field[Any], ...]:
+    return dataclasses.fields(Timers)
+
+
+class NotRecorded(AttributeError):
+    """The check read a key the record does not carry (one added to the check but not
+    to :data:`KEYS`): it answers from the file instead (:func:`ccx_agent.check.main`)."""
+
+
+class _Section(SimpleNamespace):
+    def __getattr__(self, name: str) -> Any:
+        raise NotRecorded(name)
+
+
+@dataclasses.dataclass(frozen=True)
+class StateDir:
+    """Where to open the database before the config is known (:func:`light_state_dir`)."""
+
+    state_dir: Path
+
+
+class Recorded(_Section):
+    """The recorded config: the attributes of :data:`KEYS`, ``state_dir`` and
+    ``timers()``, as a :class:`~ccx_agent.config.Config` has them."""
+
+    state_dir: Path
+
+    def __init__(self, state_dir: Path, timers: Timers, keys: dict[str, Any]) -> None:
+        super().__init__(state_dir=state_dir)
+        self._timers = timers
+        for key, value in keys.items():
+            here: SimpleNamespace = self
+            *sections, name = key.split(".")
+            for section in sections:
+                if not hasattr(here, section):
+                    setattr(here, section, _Section())
+                here = getattr(here, section)
+            setattr(here, name, value)
+
+    def timers(self) -> Timers:
+        return self._timers
+
+
+#: A top-level ``state_dir:`` line: its value, a trailing comment left out.
+_STATE_DIR = re.compile(r"^state_dir[ \t]*:[ \t]*(.*?)(?:[ \t]+#.*)?[ \t]*$", re.M)
+
+
+def light_state_dir(path: Path) -> Path | None:
+    """Where the state directory of the config at ``path`` seems to be, read without the
+    schema, nor even a YAML parser: only to find the record, which is used only if it
+    names this same directory (so a line read wrongly here can only cost a full
+    validation). None for a value written in any but the plain ways."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        return None
+    found = _STATE_DIR.findall(text)
+    if len(found) > 1:
+        return None
+    value = found[0] if found else str(DEFAULT_STATE_DIR)
+    if value[:1] in ("'", '"'):
+        quote, value = value[0], value[1:-1] if value[-1:] == value[0] else ""
+        if quote in value or "\\" in value or "'" in value:
+            return None
+    elif not value or value[0] in "[{&*!|>%@`\"'":
+        return None
+    state_dir = Path(value)
+    return state_dir if state_dir.is_absolute() else path.parent / state_dir
+
+
+def read(store: Store, path: Path, state_dir: Path) -> Recorded | None:
+    """The record in ``store`` (opened at ``state_dir``) if it is of the file at ``path``
+    as it is now, validated by this code, with this state directory; else None."""
+    if not path.is_absolute():
+        return None
+    try:
+        with store.read() as tx:
+            text = tx.meta(META_KEY)
+        if text is None:
+            return None
+        doc = json.loads(text)
+        if (
+            doc["path"] != str(path)
+            or doc["code"] != fingerprint()
+            or doc["state_dir"] != str(state_dir)
+            or doc["sha256"] != digest(path)
+            or set(doc["keys"]) != set(KEYS)
+        ):
+            return None
+        timers = Timers(
+            **{
+                f.name: _decode(type(getattr(Timers(), f.name)), doc["timers"][f.name])
+                for f in _timer_fields()
+            }
+        )
+        keys = {key: _decode(kind, doc["keys"][key]) for key, kind in KEYS.items()}
+    except Exception:  # a record this code cannot read: validate the file instead
+        return None
+    return Recorded(state_dir, timers, keys)

@@ -1,0 +1,18 @@
+"""Where the config file is: kept apart from :mod:`ccx_agent.config` (pydantic and its
+schema) so that a command finds its config without importing the schema it may never
+need (``--help``, or ``status --check`` answered from the daemon's record of it)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_PATH = Path("/etc/ccx-agent/ccx-agent.yaml")
+ENV_PATH = "CCX_AGENT_CONFIG"
+#: ``state_dir``'s default (the schema's, :class:`ccx_agent.config.CommonConfig`).
+DEFAULT_STATE_DIR = Path("/var/lib/ccx-agent")
+
+
+def default_path() -> Path:
+    """``$CCX_AGENT_CONFIG`` if set and not empty, else ``/etc/ccx-agent/ccx-agent.yaml``."""
+    return Path(os.environ.get(ENV_PATH) or DEFAULT_PATH)
