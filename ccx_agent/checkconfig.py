@@ -47,6 +47,7 @@ KEYS: dict[str, type] = {
     "license.type": LicenseType,
     "transport.mode": str,
     "compliance.ooc_threshold": int,
+    "report.interval": timedelta,
     "monitoring.stale_after": timedelta,
     "id_certificate.expiry_warning": timedelta,
     "authorization.expiry_warning": timedelta,
