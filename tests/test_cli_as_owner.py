@@ -24,7 +24,7 @@ import pytest
 
 from ccx_agent.simulator.ca import ca_path
 from ccx_agent.simulator.core import Simulator
-from tests.users import ids, require_as
+from tests.users import ids, require_as, run_as
 
 REPO = Path(__file__).resolve().parents[1]
 AGENTS = REPO / "tests" / "data" / "snapshots" / "mixed.json"
@@ -79,8 +79,9 @@ def ccx(*args: str | Path, user: str | None = None) -> subprocess.CompletedProce
         env=env,
         cwd="/",
         check=False,
-        user=user,
-        extra_groups=[] if user else None,
+        # The user's own group alone: with root's group kept, a directory whose group
+        # bits deny (a 0701 /root on the way to the interpreter) refuses what the user may.
+        **(run_as(user) if user else {}),
     )
 
 

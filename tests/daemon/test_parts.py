@@ -83,7 +83,10 @@ def test_a_reload_that_replaces_the_source_closes_the_old_one(
         cfg["source"] = _uccx(tmp_path, pair, "1h")
 
     inst = make_instance(tmp_path / "inst", sim, f"udp://127.0.0.1:{udp_syslog.port}", tweak=tweak)
-    daemon = Daemon(inst)
+    # Every executor's thread is made by its first job: with the heartbeat at every 0.5 s
+    # (a 1 s watchdog), its thread is there before the baseline below; at its default 60 s
+    # it may first run in the middle of the reloads and read as a leak.
+    daemon = Daemon(inst, env={"WATCHDOG_USEC": "1000000"})
     daemon.wait_event("ready")
 
     def sampled(more: int) -> None:
