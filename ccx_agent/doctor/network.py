@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from cryptography import x509
 
-from ccx_agent import __version__, deadline
+from ccx_agent import __version__
 from ccx_agent import doctor as _doctor
 from ccx_agent.doctor import (
     CHECK_BUDGET_S,
@@ -37,6 +37,7 @@ from ccx_agent.doctor import (
     skipped,
     warned,
 )
+from ccx_agent.net import deadline
 from ccx_agent.ssm.client import build as build_client
 from ccx_agent.ssm.client import system_ca_file
 from ccx_agent.ssm.identity import IdentityError, KeyAccessError

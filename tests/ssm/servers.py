@@ -47,6 +47,9 @@ class Reply:
     #: When set, the answer is these pieces, each written as it comes, without a
     #: Content-Length (the end of the connection ends it): ``body`` is not sent.
     stream: Iterable[bytes] | None = None
+    #: When set, only this many bytes of ``body`` are sent (its whole length announced),
+    #: then the connection is closed: an answer cut short.
+    cut_after: int | None = None
 
 
 #: What a server does with one request body: a reply, or None to close the connection
@@ -79,7 +82,8 @@ class _Handler(BaseHTTPRequestHandler):
         owner = self.server.owner
         if owner.send_buffer is not None:
             self.request.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, owner.send_buffer)
-        self.request.do_handshake()
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.do_handshake()
         super().setup()
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -104,11 +108,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         sent, complete = 0, True
+        body = reply.body if reply.cut_after is None else reply.body[: reply.cut_after]
         try:
-            for i in range(0, len(reply.body), CHUNK):
-                self.wfile.write(reply.body[i : i + CHUNK])
-                sent += min(CHUNK, len(reply.body) - i)
+            for i in range(0, len(body), CHUNK):
+                self.wfile.write(body[i : i + CHUNK])
+                sent += min(CHUNK, len(body) - i)
         except OSError:
+            complete = False
+            self.close_connection = True
+        if reply.cut_after is not None:
             complete = False
             self.close_connection = True
         with owner.lock:
@@ -143,10 +151,12 @@ class MisbehavingServer:
     def __init__(
         self,
         behaviour: Behaviour,
-        tls: tuple[Path, Path],
+        tls: tuple[Path, Path] | None,
         *,
         send_buffer: int | None = None,
     ) -> None:
+        """``tls`` None: plain HTTP on the port (what a client expecting TLS meets when
+        the URL names the wrong port)."""
         self.behaviour = behaviour
         self.send_buffer = send_buffer
         self.lock = threading.Lock()
@@ -162,14 +172,15 @@ class MisbehavingServer:
         self.answered = threading.Event()
         #: Set at stop: a server holding a request open lets go.
         self.released = threading.Event()
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(*tls)
         self._httpd = _Httpd(("127.0.0.1", 0), _Handler)
         self._httpd.owner = self
-        self._httpd.socket = context.wrap_socket(
-            self._httpd.socket, server_side=True, do_handshake_on_connect=False
-        )
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            context.load_cert_chain(*tls)
+            self._httpd.socket = context.wrap_socket(
+                self._httpd.socket, server_side=True, do_handshake_on_connect=False
+            )
         self.port = int(self._httpd.server_address[1])
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
