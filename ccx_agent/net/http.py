@@ -100,9 +100,53 @@ class _HTTPSPool(connectionpool.HTTPSConnectionPool):
 _POOLS = {"http": _HTTPPool, "https": _HTTPSPool}
 
 
+def _socks_pools() -> dict[str, Any]:
+    """Pools for a SOCKS proxy (urllib3's, on PySocks): loaded only when one is set.
+
+    PySocks makes the socket and connects it through the proxy in one call, so the
+    exchange watches it from just after: a stop waits for that connect, which the
+    connect timeout bounds (``transport.connect_timeout``)."""
+    from urllib3.contrib import socks  # noqa: PLC0415 - only for a SOCKS proxy
+
+    def watched(conn: Any, new_conn: Any) -> socket.socket:
+        exchange = current()
+        if exchange is not None and exchange.cancelled is not None:
+            raise ConnectTimeoutError(conn, f"the exchange was cut ({exchange.cancelled})")
+        sock: socket.socket = new_conn()
+        if exchange is not None:
+            exchange.watch(sock)
+        return sock
+
+    class _SOCKSConnection(socks.SOCKSConnection):
+        def _new_conn(self) -> Any:
+            return watched(self, super()._new_conn)
+
+    class _SOCKSHTTPSConnection(socks.SOCKSHTTPSConnection):
+        def _new_conn(self) -> Any:
+            return watched(self, super()._new_conn)
+
+    class _SOCKSHTTPPool(socks.SOCKSHTTPConnectionPool):
+        ConnectionCls = _SOCKSConnection
+
+        def _get_conn(self, timeout: float | None = None) -> Any:
+            conn = super()._get_conn(timeout)
+            _watch_pooled(conn)
+            return conn
+
+    class _SOCKSHTTPSPool(socks.SOCKSHTTPSConnectionPool):
+        ConnectionCls = _SOCKSHTTPSConnection
+
+        def _get_conn(self, timeout: float | None = None) -> Any:
+            conn = super()._get_conn(timeout)
+            _watch_pooled(conn)
+            return conn
+
+    return {"http": _SOCKSHTTPPool, "https": _SOCKSHTTPSPool}
+
+
 class _Adapter(HTTPAdapter):
     """Connections whose sockets the running :class:`Exchange` watches (direct or
-    through a proxy)."""
+    through an HTTP(S) or SOCKS proxy)."""
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
@@ -110,7 +154,10 @@ class _Adapter(HTTPAdapter):
 
     def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
         manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-        manager.pool_classes_by_scheme = _POOLS
+        if proxy.lower().startswith("socks"):
+            manager.pool_classes_by_scheme = _socks_pools()
+        else:
+            manager.pool_classes_by_scheme = _POOLS
         return manager
 
 

@@ -745,6 +745,7 @@ def build(
     transport = HttpTransport(
         url, ca_bundle=ca_bundle, proxy=proxy, timeout=timeout, connect_timeout=connect_timeout
     )
-    # All tries of one exchange end well before the next report is due.
-    budget = min(report_interval / 3, timedelta(minutes=5))
+    # All tries of one exchange end well before the next report is due; the first try
+    # gets its whole timeout even with a report interval of seconds (a test's).
+    budget = max(min(report_interval / 3, timedelta(minutes=5)), timeout)
     return SsmClient(transport, KeyStore(state_dir), anchors, attempts=attempts, budget=budget)

@@ -13,6 +13,7 @@ Nothing here mocks the client: the agent's ``requests`` session talks TLS to a s
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import socket
@@ -122,7 +123,6 @@ class _Handler(BaseHTTPRequestHandler):
         with owner.lock:
             owner.answers.append((sent, complete))
         owner.answered.set()
-
 
     def _stream(self, reply: Reply) -> None:
         owner = self.server.owner
@@ -328,3 +328,83 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+class Socks5Proxy:
+    """A SOCKS5 proxy on 127.0.0.1 (RFC 1928: no authentication, CONNECT only), one
+    thread per connection and one per direction. ``targets`` lists where each CONNECT
+    asked to go, as the client sent it (an address, or a name for ``socks5h``)."""
+
+    def __init__(self) -> None:
+        self.targets: list[tuple[str, int]] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self._open: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            self._open.append(client)
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    @staticmethod
+    def _read(sock: socket.socket, n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = sock.recv(n - len(data))
+            if not chunk:
+                raise ConnectionError("the client left")
+            data += chunk
+        return data
+
+    def _serve(self, client: socket.socket) -> None:
+        try:
+            _version, methods = self._read(client, 2)
+            self._read(client, methods)
+            client.sendall(b"\x05\x00")  # no authentication
+            _version, command, _reserved, kind = self._read(client, 4)
+            if kind == 1:
+                host = socket.inet_ntoa(self._read(client, 4))
+            elif kind == 3:
+                host = self._read(client, self._read(client, 1)[0]).decode()
+            else:
+                host = socket.inet_ntop(socket.AF_INET6, self._read(client, 16))
+            port = int.from_bytes(self._read(client, 2), "big")
+            self.targets.append((host, port))
+            if command != 1:
+                client.sendall(b"\x05\x07\x00\x01" + bytes(6))
+                return
+            upstream = socket.create_connection((host, port), timeout=5)
+            self._open.append(upstream)
+            client.sendall(b"\x05\x00\x00\x01" + bytes(6))
+        except OSError:
+            client.close()
+            return
+        threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
+        self._pipe(client, upstream)
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(CHUNK):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def stop(self) -> None:
+        # Shut down first: a close alone leaves the accept() in progress listening.
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        for sock in self._open:
+            sock.close()
+        self._thread.join(5)
