@@ -170,8 +170,7 @@ def damaged(exc: sqlite3.Error, path: Path | None = None) -> StoreError:
     """The one line every command says about a database SQLite cannot read."""
     where = f"{path}: " if path is not None else ""
     return StoreError(
-        f"{where}the state database is damaged ({exc}); stop the daemon and "
-        f"{statedir.RESTORE_HINT}"
+        f"{where}the state database is damaged ({exc}); stop the daemon and {statedir.RESTORE_HINT}"
     )
 
 
@@ -582,9 +581,7 @@ class Tx:
             }
             start = last if r[0] == last_text and last is not None else _req_dt(r[0])
             last_text, last = r[1], _req_dt(r[1])
-            out.append(
-                IntervalRecord(start, last, IntervalStatus(r[2]), r[3], r[4], r[5], tags)
-            )
+            out.append(IntervalRecord(start, last, IntervalStatus(r[2]), r[3], r[4], r[5], tags))
         return out
 
     # outbox
@@ -825,9 +822,7 @@ class Tx:
         """:meth:`iter_interval_tag_rows` as a list."""
         return list(self.iter_interval_tag_rows(since, until))
 
-    def iter_interval_tag_rows(
-        self, since: datetime, until: datetime
-    ) -> Iterator[IntervalTagRow]:
+    def iter_interval_tag_rows(self, since: datetime, until: datetime) -> Iterator[IntervalTagRow]:
         """One row per (closed interval, tag) for intervals starting in ``[since, until)``,
         streamed from the cursor (the report of a year holds no list of its rows).
 

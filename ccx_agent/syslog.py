@@ -197,9 +197,7 @@ class SyslogSink:
             self._thread = threading.Thread(target=self._run, name="ccx-agent-syslog", daemon=True)
             self._thread.start()
 
-    def send(
-        self, severity: int, line: str, when: datetime, on_done: OnDone | None = None
-    ) -> None:
+    def send(self, severity: int, line: str, when: datetime, on_done: OnDone | None = None) -> None:
         """Queue one alert line; never blocks on the network, never raises.
 
         ``on_done(True)`` is called once the line is settled: written to the socket, or

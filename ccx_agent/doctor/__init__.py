@@ -206,10 +206,10 @@ def run(
 
 def _bounded(name: str, check: Check, ctx: Context) -> Finding:
     """Run ``check``; a network one inside a deadline that cuts the sockets it opens
-    (:mod:`ccx_agent.deadline`): at most :data:`CHECK_BUDGET_S`, never past the budget."""
+    (:mod:`ccx_agent.net.deadline`): at most :data:`CHECK_BUDGET_S`, never past the budget."""
     if name not in NETWORK_CHECKS:
         return check(ctx)
-    from ccx_agent.deadline import Deadlines  # noqa: PLC0415 - only for these checks
+    from ccx_agent.net.deadline import Deadlines  # noqa: PLC0415 - only for these checks
 
     left = min(CHECK_BUDGET_S, ctx.deadline - time.monotonic())
     with Deadlines().exchange(max(0.5, left)):

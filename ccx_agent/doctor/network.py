@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from cryptography import x509
 
-from ccx_agent import __version__, deadline
+from ccx_agent import __version__
 from ccx_agent import doctor as _doctor
 from ccx_agent.doctor import (
     CHECK_BUDGET_S,
@@ -37,6 +37,8 @@ from ccx_agent.doctor import (
     skipped,
     warned,
 )
+from ccx_agent.net import deadline
+from ccx_agent.net.http import DeadlineSession, describe
 from ccx_agent.ssm.client import build as build_client
 from ccx_agent.ssm.client import system_ca_file
 from ccx_agent.ssm.identity import IdentityError, KeyAccessError
@@ -542,40 +544,54 @@ def _verify_failed(
 # --- clock --------------------------------------------------------------------------------
 
 
-def server_date(ctx: Context, ssm: Endpoint, proxy: Endpoint | None) -> tuple[datetime, datetime]:
-    """The server's ``Date`` header and this host's clock at the middle of the exchange."""
-    with handshake(ctx, ssm, proxy) as sock:
-        host = f"[{ssm.host}]" if ":" in ssm.host else ssm.host
-        request = (
-            f"GET {ssm.path} HTTP/1.1\r\nHost: {host}\r\n"
-            f"User-Agent: ccx-agent-doctor/{__version__}\r\nAccept: application/json\r\n"
-            "Connection: close\r\n\r\n"
-        )
+def server_date(ctx: Context) -> tuple[datetime, datetime]:
+    """The server's ``Date`` header and this host's clock at the middle of the exchange:
+    one GET with the agent's own HTTP client (:mod:`ccx_agent.net.http`), verified and
+    routed as the SSM client's messages are (``transport.ca_bundle``, ``transport.proxy``,
+    no environment variable), inside the check's deadline. Only the head is read."""
+    assert ctx.cfg is not None
+    transport = ctx.cfg.transport
+    url = transport.url
+    assert url is not None  # _ssm() said so
+    bundle = transport.ca_bundle
+    with DeadlineSession() as session:
+        session.trust_env = False
+        session.verify = str(bundle) if bundle is not None else system_ca_file()
+        if transport.proxy:
+            session.proxies = {"https": transport.proxy, "http": transport.proxy}
         before = time.time()
-        sock.sendall(request.encode("ascii"))
-        head = _read_head(sock)
-        after = time.time()
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.decode("latin-1").partition(":")
-        if name.strip().lower() == "date":
-            when = email.utils.parsedate_to_datetime(value.strip())
-            if when.tzinfo is None:
-                when = when.replace(tzinfo=UTC)
-            return when, datetime.fromtimestamp((before + after) / 2, UTC)
-    raise ValueError("the answer has no Date header")
+        with session.get(
+            url,
+            headers={
+                "User-Agent": f"ccx-agent-doctor/{__version__}",
+                "Accept": "application/json",
+                "Connection": "close",
+            },
+            timeout=max(0.01, ctx.timeout()),
+            stream=True,
+            allow_redirects=False,
+        ) as resp:
+            after = time.time()
+            value = resp.headers.get("Date")
+    if value is None:
+        raise ValueError("the answer has no Date header")
+    when = email.utils.parsedate_to_datetime(value.strip())
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when, datetime.fromtimestamp((before + after) / 2, UTC)
 
 
 def clock(ctx: Context) -> Finding:
     where = _ssm(ctx)
     if isinstance(where, str):
         return skipped("clock", where)
-    ssm, proxy = where
+    ssm, _proxy = where
     not_run = _after(ctx, "clock", "tls")
     if not_run:
         return not_run
     try:
-        theirs, ours = server_date(ctx, ssm, proxy)
-    except (OSError, TimeoutError, ProxyRefused, ValueError, TypeError) as exc:
+        theirs, ours = server_date(ctx)
+    except (OSError, ValueError, TypeError) as exc:
         if _cut():
             return warned(
                 "clock",
@@ -584,9 +600,10 @@ def clock(ctx: Context) -> Finding:
                 "check any proxy or filter between this host and SSM; compare this host's "
                 "clock with a time source by hand: timedatectl; chronyc tracking",
             )
+        why = describe(exc).detail if isinstance(exc, OSError) else str(exc)
         return warned(
             "clock",
-            f"could not read {ssm.host}'s Date header ({exc})",
+            f"could not read {ssm.host}'s Date header ({why})",
             "compare this host's clock with a time source by hand: timedatectl; chronyc tracking",
         )
     skew = ours - theirs

@@ -525,8 +525,6 @@ _Names = tuple[_Name, ...]
 _CsqId = str | Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)] | float | bool | None
 
 
-
-
 class _AgentDoc(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     id: _Name
     state: _FinesseState

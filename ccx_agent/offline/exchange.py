@@ -67,7 +67,9 @@ class _NoTransport:
 
     label = "the exchange file"
 
-    def post(self, body: bytes, now: datetime) -> tuple[int, bytes, Mapping[str, str]]:
+    def post(
+        self, body: bytes, now: datetime, *, deadline: float | None = None
+    ) -> tuple[int, bytes, Mapping[str, str]]:
         raise TransportError("a file exchange opens no connection", retryable=False)
 
 

@@ -47,7 +47,9 @@ class InProcessTransport:
         #: A scenario's ``ssm: unreachable`` turns this off.
         self.reachable = True
 
-    def post(self, body: bytes, now: datetime) -> tuple[int, bytes, Mapping[str, str]]:
+    def post(
+        self, body: bytes, now: datetime, *, deadline: float | None = None
+    ) -> tuple[int, bytes, Mapping[str, str]]:
         if not self.reachable:
             raise TransportError(UNREACHABLE)
         status, raw = self.simulator.handle(body, now)

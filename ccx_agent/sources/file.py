@@ -197,9 +197,7 @@ def read_regular(path: Path, limit: int, what: str) -> bytes:
         if stat.S_ISDIR(mode):
             raise SourceError(f"{path}: cannot read the {what}: Is a directory")
         if not stat.S_ISREG(mode):
-            raise SourceError(
-                f"{path}: the {what} is {kind_of(mode)}, not a regular file: refused"
-            )
+            raise SourceError(f"{path}: the {what} is {kind_of(mode)}, not a regular file: refused")
         if size > limit:
             raise SourceError(f"{path}: {what} larger than {limit} bytes, refused")
         with os.fdopen(fd, "rb", closefd=False) as fh:

@@ -19,7 +19,7 @@ API is counted (no skills: a standard or base seat) and noted, never dropped.
 Security: basic auth over TLS that is always verified (``ca_bundle`` or the system trust
 store; ``REQUESTS_CA_BUNDLE`` and proxy variables are ignored), no redirects followed,
 explicit connect and read timeouts and a deadline for each whole request (enforced while
-reading, :mod:`ccx_agent.deadline`), bodies capped at :data:`MAX_BODY` and parsed by
+reading, :mod:`ccx_agent.net.deadline`), bodies capped at :data:`MAX_BODY` and parsed by
 :mod:`ccx_agent.sources.safexml`. Error messages are built here, never copied from an
 exception, and every one is scrubbed of the passwords before it leaves this module.
 """
@@ -43,9 +43,9 @@ import requests
 
 from ccx_agent.config import FINESSE_CREDENTIAL, UCCX_CREDENTIAL
 from ccx_agent.config import UccxSource as UccxSourceConfig
-from ccx_agent.deadline import ABORTED, Exchange
-from ccx_agent.deadline_requests import DeadlineSession
 from ccx_agent.licensing.snapshot import Snapshot, SnapshotError, parse_snapshot
+from ccx_agent.net.deadline import ABORTED, Exchange
+from ccx_agent.net.http import DeadlineSession, describe
 from ccx_agent.sources import SourceError
 from ccx_agent.sources.cluster import (
     IN_SERVICE,
@@ -439,6 +439,10 @@ def _reason(exc: requests.RequestException, connect: float, read: float) -> str:
     """A short reason of our own words for a failed request (exception text is not shown:
     it is long, and we do not want to vouch for what it may carry)."""
     text = str(exc)
+    failure = describe(exc)
+    if failure.kind == "tls":
+        # Not the certificate (a plain-HTTP server on the port, an alert): no CA to fix.
+        return f"TLS failed ({failure.detail})"
     if isinstance(exc, requests.exceptions.SSLError):
         m = _SSL_REASON.search(text)
         detail = m.group(1) if m else "the server's certificate was not accepted"

@@ -13,42 +13,36 @@ agent cut itself because it is stopping (:meth:`SsmClient.abort`) is :class:`Ssm
 which the jobs record nowhere. Messages name the message type, the host and the reason,
 never a token, a password or a URL's credentials.
 
-Every try has a wall-clock deadline, ``transport.timeout``, for all of it: connect, TLS,
-request and the streamed answer (:mod:`ccx_agent.deadline`), so a server that drips its
-answer cannot hold a job longer than that.
-
-A direct connection is made with the standard library's ``http.client`` on one kept-alive
-socket: ``requests`` and ``urllib3`` (sessions, adapters, pools, header merging) cost
-about as much again as the whole exchange with a local server (docs/performance.md).
-Through a ``transport.proxy`` (HTTP CONNECT, HTTPS or SOCKS proxies), ``requests`` carries
-the messages. Both verify TLS the same way and run inside the same deadline.
+Every try has a wall-clock deadline, ``transport.timeout`` or what is left of the retry
+budget if less, for all of it: connect, TLS, request and the streamed answer
+(:mod:`ccx_agent.net.deadline`), so a server that drips its answer cannot hold a job
+longer than that. The messages go through the agent's one HTTP client
+(:mod:`ccx_agent.net.http`), directly or through ``transport.proxy``.
 """
 
 from __future__ import annotations
 
-import base64
 import email.utils
-import http.client
 import logging
-import select
-import socket
 import ssl
-import sys
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import unquote, urlsplit, urlunsplit
+from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
+import requests
 import tenacity
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ccx_agent import deadline, secretvalues
-from ccx_agent.deadline import ABORTED, Deadlines, Exchange
+from ccx_agent import secretvalues
+from ccx_agent.net.deadline import ABORTED, Exchange
+from ccx_agent.net.http import DeadlineSession, describe
 from ccx_agent.ssm import protocol
 from ccx_agent.ssm.identity import IdentityError, KeyStore, check_issued, load_anchors, make_csr
 from ccx_agent.ssm.port import (
@@ -65,9 +59,6 @@ from ccx_agent.ssm.port import (
 )
 from ccx_agent.ssm.protocol import ErrorCode, MessageType, ProtocolError
 
-if TYPE_CHECKING:
-    from ccx_agent.deadline_requests import DeadlineSession
-
 log = logging.getLogger("ccx_agent.ssm")
 
 #: Longest honoured Retry-After, and the longest back-off between two tries.
@@ -83,9 +74,13 @@ class TransportError(Exception):
     certificate does not verify, or its answer is refused unread (too large).
     """
 
-    def __init__(self, message: str, *, retryable: bool = True) -> None:
+    def __init__(self, message: str, *, retryable: bool = True, stale: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
+        #: The request failed on a connection kept alive from an earlier exchange before
+        #: any answer came (the server had dropped it unseen): worth sending again at
+        #: once on a new connection, sealed again (the server may have seen its nonce).
+        self.stale = stale
 
 
 class ExchangeAborted(TransportError):
@@ -120,8 +115,11 @@ class Transport(Protocol):
     #: Where the messages go, safe to print (no credentials).
     label: str
 
-    def post(self, body: bytes, now: datetime) -> tuple[int, bytes, Mapping[str, str]]:
-        """Send one envelope; (HTTP status, response body, headers) or TransportError."""
+    def post(
+        self, body: bytes, now: datetime, *, deadline: float | None = None
+    ) -> tuple[int, bytes, Mapping[str, str]]:
+        """Send one envelope; (HTTP status, response body, headers) or TransportError.
+        ``deadline``: the seconds left for it, when less than the transport's own."""
         ...
 
 
@@ -146,96 +144,24 @@ def system_ca_file() -> str | bool:
     return True
 
 
-class _ConnectTimeout(TimeoutError):
-    """The TCP connect or the TLS handshake did not finish within the connect timeout."""
-
-
-class _Connection(http.client.HTTPSConnection):
-    """One HTTPS connection whose socket the running :class:`~ccx_agent.deadline.Exchange`
-    watches from before ``connect`` (so a stop or the deadline cuts a connect, a TLS
-    handshake or a read alike).
-
-    The connect and the TLS handshake are bounded by ``connect_timeout``, every later
-    socket operation by ``read_timeout`` (the exchange's deadline bounds their sum).
-    """
-
-    def __init__(
-        self, host: str, port: int, *, context: ssl.SSLContext, connect: float, read: float
-    ) -> None:
-        super().__init__(host, port, timeout=connect, context=context)
-        self.read_timeout = read
-        self._create_connection = self._watched
-
-    def _watched(
-        self,
-        address: tuple[str, int],
-        timeout: float | None,
-        source_address: tuple[str, int] | None,
-    ) -> socket.socket:
-        exchange = deadline.current()
-        if exchange is None:  # every post runs in an exchange; never reached
-            raise TransportError("no exchange is running")
-        return deadline.connect(address, timeout, source_address, None, exchange)
-
-    def connect(self) -> None:
-        log.debug("new HTTPS connection to %s:%s", self.host, self.port)
-        try:
-            super().connect()
-        except (TimeoutError, ssl.SSLError) as exc:
-            if isinstance(exc, ssl.SSLError) and not _timed_out(exc):
-                raise
-            raise _ConnectTimeout(str(exc)) from None
-        assert self.sock is not None
-        self.sock.settimeout(self.read_timeout)
-
-    def dropped(self) -> bool:
-        """Whether the kept-alive socket was closed by the server (or has unasked-for
-        bytes): the next request would fail on it, so a new connection is made instead
-        (what ``urllib3`` does before reusing a pooled connection)."""
-        if self.sock is None:
-            return False
-        poller = select.poll()
-        try:
-            poller.register(self.sock, select.POLLIN)
-            return bool(poller.poll(0))
-        except (OSError, ValueError):
-            return True
-
-
-def _timed_out(exc: ssl.SSLError) -> bool:
-    return "timed out" in str(exc)
-
-
-def _requests_exceptions() -> Any:
-    """``requests.exceptions`` if something imported ``requests`` (a proxy, the UCCX
-    source), else None: an error of a library never imported cannot have been raised."""
-    return sys.modules.get("requests.exceptions")
-
-
-#: What a failed exchange raises on the direct path (``requests`` adds its own, if loaded).
-_HTTP_ERRORS: tuple[type[BaseException], ...] = (http.client.HTTPException, OSError)
-
-
-def _requests_errors() -> tuple[type[BaseException], ...]:
-    rx = _requests_exceptions()
-    return () if rx is None else (rx.RequestException,)
-
-
-def _is(exc: BaseException, rx: Any, name: str) -> bool:
-    return rx is not None and isinstance(exc, getattr(rx, name))
-
-
 class HttpTransport:
     """HTTPS POSTs with verified TLS, a deadline for each whole exchange and a cap on the
-    response size.
+    response size, on the agent's one HTTP client (:mod:`ccx_agent.net.http`).
 
     ``timeout`` bounds everything from connecting to the answer's last byte (the connect,
     TLS handshake included, is also bounded by ``connect_timeout``); :meth:`abort` cuts
     an exchange in flight from another thread and every later one.
 
+    One connection is kept alive between messages. A server drops an idle one long
+    before the next report; urllib3 notices one that was closed before reusing it, and a
+    request that fails on a reused connection before any answer came (closed or reset
+    unseen) is a ``stale`` :class:`TransportError`, which :class:`SsmClient` seals again
+    and sends at once on a new connection, in the same try: every message is idempotent
+    (docs/protocol.md §5).
+
     No environment variable is read: ``HTTPS_PROXY``, ``REQUESTS_CA_BUNDLE`` or a
     ``.netrc`` must not silently change where the agent's messages go or which CA it
-    trusts (the ``requests`` session, used through a proxy, has ``trust_env`` off).
+    trusts (the session has ``trust_env`` off).
     """
 
     def __init__(
@@ -252,105 +178,69 @@ class HttpTransport:
         self.label = safe_url(url)
         self.max_bytes = max_bytes
         self.total = timeout.total_seconds()
-        # Per socket operation; the exchange's deadline bounds their sum.
-        self.timeout = (min(connect_timeout.total_seconds(), self.total), self.total)
-        self.headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        self._conn: _Connection | None = None
-        self.session: DeadlineSession | None = None
+        self.connect = min(connect_timeout.total_seconds(), self.total)
+        self.session = DeadlineSession()
+        self.session.trust_env = False
+        self.session.verify = str(ca_bundle) if ca_bundle is not None else system_ca_file()
         if proxy:
-            # requests only through a proxy: a direct client never imports it.
-            from ccx_agent.deadline_requests import DeadlineSession  # noqa: PLC0415
-
-            self.session = DeadlineSession()
-            self.session.trust_env = False
-            self.session.verify = str(ca_bundle) if ca_bundle is not None else system_ca_file()
             self.session.proxies = {"https": proxy, "http": proxy}
-            self.session.headers.update(self.headers)
-            self.deadlines: Deadlines | DeadlineSession = self.session
-            return
-        self.deadlines = Deadlines()
-        parts = urlsplit(url)
-        self._host = parts.hostname or ""
-        # Explicit: http.client would read the last group of an IPv6 address as a port.
-        self._port = parts.port or 443
-        # One exchange at a time on the one connection (jobs already take turns).
-        self._lock = threading.Lock()
-        self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        if parts.username is not None or parts.password is not None:
-            # As ``requests`` does with credentials in the URL: HTTP Basic.
-            user = unquote(parts.username or "")
-            secret = unquote(parts.password or "")
-            token = base64.b64encode(f"{user}:{secret}".encode()).decode("ascii")
-            self.headers["Authorization"] = f"Basic {token}"
-        self._tls: ssl.SSLContext | TransportError
-        try:
-            self._tls = _tls_context(ca_bundle)
-        except TransportError as exc:
-            self._tls = exc
+        # No compression: the size cap applies to the bytes that come, not to what a
+        # small compressed answer expands to.
+        self.session.headers.update(
+            {
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                "Accept-Encoding": "identity",
+            }
+        )
+        #: Said at the first exchange, as a communication failure that is not retried.
+        self._unusable = _unreadable_ca(ca_bundle)
 
-    def post(self, body: bytes, now: datetime) -> tuple[int, bytes, Mapping[str, str]]:
-        with self.deadlines.exchange(self.total) as exchange:
-            self._check(exchange)
+    def post(
+        self, body: bytes, now: datetime, *, deadline: float | None = None
+    ) -> tuple[int, bytes, Mapping[str, str]]:
+        """One POST within ``timeout``, or within ``deadline`` seconds when that is
+        shorter (what is left of the client's retry budget)."""
+        seconds = self.total if deadline is None else max(0.01, min(self.total, deadline))
+        with self.session.exchange(seconds) as exchange:
+            self._check(exchange, seconds)
+            if self._unusable is not None:
+                raise self._unusable
             try:
-                answer = self._post(body, exchange)
-            except _HTTP_ERRORS + _requests_errors() as exc:
+                answer = self._post(body, exchange, seconds)
+            except TransportError:
+                self._check(exchange, seconds)
+                raise
+            except (requests.RequestException, OSError) as exc:
                 # Whatever the library made of a connection that was shut down under it,
                 # the reason is the deadline or the stop.
-                self._drop()
-                self._check(exchange)
+                self._check(exchange, seconds)
                 raise self._failure(exc) from None
-            except TransportError:
-                self._drop()
-                self._check(exchange)
-                raise
-            except BaseException:
-                self._drop()
-                raise
             # A cut connection can look like the end of an answer without a length.
-            self._check(exchange)
+            self._check(exchange, seconds)
             return answer
 
-    def _post(self, body: bytes, exchange: Exchange) -> tuple[int, bytes, Mapping[str, str]]:
-        if self.session is not None:
-            return self._post_requests(body)
-        with self._lock:
-            return self._post_direct(body, exchange)
-
-    def _post_direct(self, body: bytes, exchange: Exchange) -> tuple[int, bytes, Mapping[str, str]]:
-        conn = self._conn
-        if conn is not None and conn.dropped():
-            conn.close()
-        if conn is None:
-            if isinstance(self._tls, TransportError):
-                raise self._tls
-            conn = self._conn = _Connection(
-                self._host,
-                self._port,
-                context=self._tls,
-                connect=self.timeout[0],
-                read=self.timeout[1],
-            )
-        if conn.sock is not None:
-            exchange.watch(conn.sock)  # kept alive from an earlier exchange
-        conn.request("POST", self._target, body, self.headers)
-        resp = conn.getresponse()
-        data = bytearray()
+    def _post(
+        self, body: bytes, exchange: Exchange, seconds: float
+    ) -> tuple[int, bytes, Mapping[str, str]]:
         try:
-            while chunk := resp.read(64 * 1024):
-                data += chunk
-                if len(data) > self.max_bytes:
-                    raise self._too_large()
-        except BaseException:
-            # The response holds the socket open: closed, the server's writes fail.
-            resp.close()
+            resp = self.session.post(
+                self.url,
+                data=body,
+                timeout=(min(self.connect, seconds), seconds),
+                stream=True,
+                allow_redirects=False,
+            )
+        except requests.ConnectionError as exc:
+            if exchange.reused and exchange.cancelled is None:
+                failure = describe(exc)
+                if failure.kind == "connection":
+                    raise TransportError(
+                        f"the kept-alive connection to {self.label} failed: {failure.detail}",
+                        stale=True,
+                    ) from None
             raise
-        return resp.status, bytes(data), dict(resp.getheaders())
-
-    def _post_requests(self, body: bytes) -> tuple[int, bytes, Mapping[str, str]]:
-        assert self.session is not None
-        with self.session.post(
-            self.url, data=body, timeout=self.timeout, stream=True, allow_redirects=False
-        ) as resp:
+        with resp:
             data = bytearray()
             for chunk in resp.iter_content(64 * 1024):
                 data += chunk
@@ -364,13 +254,7 @@ class HttpTransport:
             retryable=False,
         )
 
-    def _drop(self) -> None:
-        """After a failed exchange the connection's state is unknown: the next one makes
-        a new connection."""
-        if self._conn is not None:
-            self._conn.close()
-
-    def _check(self, exchange: Exchange) -> None:
+    def _check(self, exchange: Exchange, seconds: float) -> None:
         if exchange.cancelled == ABORTED:
             raise ExchangeAborted(
                 f"the exchange with {self.label} was cut short: the agent is stopping"
@@ -378,72 +262,52 @@ class HttpTransport:
         if exchange.cancelled is not None:
             raise TransportError(
                 f"{self.label} did not answer within the timeout "
-                f"({self.total:g} s for the whole exchange)"
+                f"({seconds:.3g} s for the whole exchange)"
             )
 
     def _failure(self, exc: BaseException) -> TransportError:
-        rx = _requests_exceptions()
-        if isinstance(exc, _ConnectTimeout) or _is(exc, rx, "ConnectTimeout"):
-            return TransportError(f"no connection to {self.label} within the timeout")
-        if isinstance(exc, ssl.SSLError) or _is(exc, rx, "SSLError"):
+        failure = describe(exc)
+        if failure.kind == "verify":
             return TransportError(
-                f"TLS verification of {self.label} failed (check transport.ca_bundle)",
+                f"TLS verification of {self.label} failed (check transport.ca_bundle): "
+                f"{failure.detail}",
                 retryable=False,
             )
-        if isinstance(exc, TimeoutError) or _is(exc, rx, "ReadTimeout"):
+        if failure.kind == "connect_timeout":
+            return TransportError(f"no connection to {self.label} within the timeout")
+        if failure.kind == "read_timeout":
             return TransportError(f"{self.label} did not answer within the timeout")
-        if _is(exc, rx, "ProxyError"):
-            return TransportError(f"the proxy refused the connection to {self.label}")
-        if isinstance(exc, OSError) or _is(exc, rx, "ConnectionError"):
-            return TransportError(f"cannot reach {self.label}: {_reason(exc)}")
-        return TransportError(f"HTTP error with {self.label}: {type(exc).__name__}")
+        if failure.kind == "proxy":
+            return TransportError(
+                f"the proxy refused the connection to {self.label}: {failure.detail}"
+            )
+        if failure.kind == "short":
+            return TransportError(f"the answer from {self.label} was cut short: {failure.detail}")
+        if failure.kind == "tls":
+            return TransportError(f"TLS with {self.label} failed: {failure.detail}")
+        return TransportError(f"cannot reach {self.label}: {failure.detail}")
 
     def abort(self) -> None:
         """Cut the exchange in flight, if any, and refuse every later one (from any thread)."""
-        self.deadlines.abort()
+        self.session.abort()
 
     def close(self) -> None:
-        if self.session is not None:
-            self.session.close()
-        self._drop()
+        self.session.close()
 
 
-def _tls_context(ca_bundle: Path | None) -> ssl.SSLContext:
-    """Verified TLS 1.2 or later, the host name checked: against ``ca_bundle``, else the
-    operating system's CAs (as :func:`system_ca_file` gives ``requests``)."""
-    if ca_bundle is not None:
-        try:
-            context = ssl.create_default_context(cafile=str(ca_bundle))
-        except (OSError, ssl.SSLError) as exc:
-            # Said at the first exchange, as a communication failure that is not retried.
-            raise TransportError(
-                f"transport.ca_bundle {ca_bundle} cannot be read: "
-                f"{getattr(exc, 'strerror', None) or type(exc).__name__}",
-                retryable=False,
-            ) from None
-    else:
-        system = system_ca_file()
-        context = ssl.create_default_context(cafile=system if isinstance(system, str) else None)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
-
-
-def _reason(exc: BaseException) -> str:
-    """A short cause without the URL that ``requests`` puts in its messages."""
-    text = str(exc)
-    for marker in (
-        "Connection refused",
-        "Name or service not known",
-        "Connection reset",
-        "No route to host",
-        "Network is unreachable",
-        "Remote end closed",
-        "Temporary failure in name resolution",
-        "timed out",
-    ):
-        if marker in text:
-            return marker.lower()
-    return "connection error"
+def _unreadable_ca(ca_bundle: Path | None) -> TransportError | None:
+    """Why ``ca_bundle`` cannot serve as the trusted CAs, if it cannot."""
+    if ca_bundle is None:
+        return None
+    try:
+        ssl.create_default_context(cafile=str(ca_bundle))
+    except (OSError, ssl.SSLError) as exc:
+        return TransportError(
+            f"transport.ca_bundle {ca_bundle} cannot be read: "
+            f"{getattr(exc, 'strerror', None) or type(exc).__name__}",
+            retryable=False,
+        )
+    return None
 
 
 def _why(exc: Exception) -> str:
@@ -504,8 +368,11 @@ class SsmClient:
         attempts: int = 3,
         budget: timedelta = timedelta(minutes=2),
         sleep: Callable[[float], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.transport = transport
+        #: Seconds, for the retry budget (a test moves it with its ``sleep``).
+        self._clock = clock
         self.keys = keys
         self.anchors = list(anchors)
         self.attempts = attempts
@@ -545,10 +412,22 @@ class SsmClient:
                 state.upcoming_sleep,
             )
 
+        budget = self.budget.total_seconds()
+        started = self._clock()
+
+        def left() -> float:
+            return budget - (self._clock() - started)
+
+        class OutOfBudget(tenacity.stop.stop_base):
+            """tenacity's ``stop_before_delay`` on the client's clock: no try starts
+            once its back-off would take it past the budget."""
+
+            def __call__(self, state: tenacity.RetryCallState) -> bool:
+                return state.upcoming_sleep >= left()
+
         kwargs: dict[str, Any] = {"sleep": self._sleep or self._wait}
         retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.attempts)
-            | tenacity.stop_after_delay(self.budget.total_seconds()),
+            stop=tenacity.stop_after_attempt(self.attempts) | OutOfBudget(),
             wait=wait,
             retry=tenacity.retry_if_exception(_worth_retrying),
             before_sleep=before_sleep,
@@ -556,7 +435,7 @@ class SsmClient:
             **kwargs,
         )
         try:
-            return retrying(self._once, type_, body, now, key, cred, cert)
+            return retrying(self._once, type_, body, now, key, cred, cert, left)
         except ExchangeAborted as exc:
             log.info(
                 "%s to %s not completed: the agent is stopping", type_.value, self.transport.label
@@ -577,6 +456,7 @@ class SsmClient:
         key: ec.EllipticCurvePrivateKey,
         cred: Credentials | None,
         cert: x509.Certificate | None,
+        left: Callable[[], float],
     ) -> _Answer:
         if self._stopped.is_set():
             raise ExchangeAborted(f"{self.transport.label} not tried: the agent is stopping")
@@ -584,7 +464,22 @@ class SsmClient:
         request = protocol.seal_request(
             type_, body, now, key, piid=cred.piid if cred else None, cert=cert
         )
-        status, raw, headers = self.transport.post(protocol.canonical(request), now)
+        # Each try's deadline is capped at what is left of the budget.
+        try:
+            status, raw, headers = self.transport.post(
+                protocol.canonical(request), now, deadline=max(0.0, left())
+            )
+        except TransportError as exc:
+            if not exc.stale:
+                raise
+            # Within the same try, on a new connection: not a failure of the server's.
+            log.debug("%s: trying a new connection", exc)
+            request = protocol.seal_request(
+                type_, body, now, key, piid=cred.piid if cred else None, cert=cert
+            )
+            status, raw, headers = self.transport.post(
+                protocol.canonical(request), now, deadline=max(0.0, left())
+            )
         return self._read(type_, request, status, raw, headers, now)
 
     def _read(
@@ -850,6 +745,7 @@ def build(
     transport = HttpTransport(
         url, ca_bundle=ca_bundle, proxy=proxy, timeout=timeout, connect_timeout=connect_timeout
     )
-    # All tries of one exchange end well before the next report is due.
-    budget = min(report_interval / 3, timedelta(minutes=5))
+    # All tries of one exchange end well before the next report is due; the first try
+    # gets its whole timeout even with a report interval of seconds (a test's).
+    budget = max(min(report_interval / 3, timedelta(minutes=5)), timeout)
     return SsmClient(transport, KeyStore(state_dir), anchors, attempts=attempts, budget=budget)

@@ -41,6 +41,7 @@ from tests.sources.fake_uccx import (
     make_cluster,
     make_pki,
 )
+from tests.ssm.servers import MisbehavingServer, fixed
 
 USER = "ccx-license-reader"
 PASSWORD = "s3cr3t-Pa55w0rd!"  # distinctive, so that any leak is found
@@ -364,6 +365,16 @@ def test_tls_is_verified_against_the_ca_bundle_only(
     monkeypatch.setenv("CURL_CA_BUNDLE", str(pki.ca))
     message = fails(source(ca_bundle=None))
     assert "TLS verification failed (certificate verify failed" in message
+
+
+def test_a_tls_error_that_is_not_the_certificate_does_not_blame_the_ca_bundle(
+    source: SourceMaker,
+) -> None:
+    """A plain-HTTP server on the port: a TLS failure said as it is, no CA to check."""
+    with MisbehavingServer(fixed(200, b""), None) as plain:
+        message = fails(source(url=f"https://127.0.0.1:{plain.port}"))
+    assert "TLS failed (wrong version number)" in message, message
+    assert "ca_bundle" not in message
 
 
 def test_a_proxy_in_the_environment_is_ignored(

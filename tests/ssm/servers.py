@@ -13,6 +13,7 @@ Nothing here mocks the client: the agent's ``requests`` session talks TLS to a s
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import socket
@@ -47,6 +48,9 @@ class Reply:
     #: When set, the answer is these pieces, each written as it comes, without a
     #: Content-Length (the end of the connection ends it): ``body`` is not sent.
     stream: Iterable[bytes] | None = None
+    #: When set, only this many bytes of ``body`` are sent (its whole length announced),
+    #: then the connection is closed: an answer cut short.
+    cut_after: int | None = None
 
 
 #: What a server does with one request body: a reply, or None to close the connection
@@ -79,7 +83,8 @@ class _Handler(BaseHTTPRequestHandler):
         owner = self.server.owner
         if owner.send_buffer is not None:
             self.request.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, owner.send_buffer)
-        self.request.do_handshake()
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.do_handshake()
         super().setup()
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -104,17 +109,20 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         sent, complete = 0, True
+        body = reply.body if reply.cut_after is None else reply.body[: reply.cut_after]
         try:
-            for i in range(0, len(reply.body), CHUNK):
-                self.wfile.write(reply.body[i : i + CHUNK])
-                sent += min(CHUNK, len(reply.body) - i)
+            for i in range(0, len(body), CHUNK):
+                self.wfile.write(body[i : i + CHUNK])
+                sent += min(CHUNK, len(body) - i)
         except OSError:
+            complete = False
+            self.close_connection = True
+        if reply.cut_after is not None:
             complete = False
             self.close_connection = True
         with owner.lock:
             owner.answers.append((sent, complete))
         owner.answered.set()
-
 
     def _stream(self, reply: Reply) -> None:
         owner = self.server.owner
@@ -143,10 +151,12 @@ class MisbehavingServer:
     def __init__(
         self,
         behaviour: Behaviour,
-        tls: tuple[Path, Path],
+        tls: tuple[Path, Path] | None,
         *,
         send_buffer: int | None = None,
     ) -> None:
+        """``tls`` None: plain HTTP on the port (what a client expecting TLS meets when
+        the URL names the wrong port)."""
         self.behaviour = behaviour
         self.send_buffer = send_buffer
         self.lock = threading.Lock()
@@ -162,14 +172,15 @@ class MisbehavingServer:
         self.answered = threading.Event()
         #: Set at stop: a server holding a request open lets go.
         self.released = threading.Event()
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(*tls)
         self._httpd = _Httpd(("127.0.0.1", 0), _Handler)
         self._httpd.owner = self
-        self._httpd.socket = context.wrap_socket(
-            self._httpd.socket, server_side=True, do_handshake_on_connect=False
-        )
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            context.load_cert_chain(*tls)
+            self._httpd.socket = context.wrap_socket(
+                self._httpd.socket, server_side=True, do_handshake_on_connect=False
+            )
         self.port = int(self._httpd.server_address[1])
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -317,3 +328,83 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+class Socks5Proxy:
+    """A SOCKS5 proxy on 127.0.0.1 (RFC 1928: no authentication, CONNECT only), one
+    thread per connection and one per direction. ``targets`` lists where each CONNECT
+    asked to go, as the client sent it (an address, or a name for ``socks5h``)."""
+
+    def __init__(self) -> None:
+        self.targets: list[tuple[str, int]] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self._open: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            self._open.append(client)
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    @staticmethod
+    def _read(sock: socket.socket, n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = sock.recv(n - len(data))
+            if not chunk:
+                raise ConnectionError("the client left")
+            data += chunk
+        return data
+
+    def _serve(self, client: socket.socket) -> None:
+        try:
+            _version, methods = self._read(client, 2)
+            self._read(client, methods)
+            client.sendall(b"\x05\x00")  # no authentication
+            _version, command, _reserved, kind = self._read(client, 4)
+            if kind == 1:
+                host = socket.inet_ntoa(self._read(client, 4))
+            elif kind == 3:
+                host = self._read(client, self._read(client, 1)[0]).decode()
+            else:
+                host = socket.inet_ntop(socket.AF_INET6, self._read(client, 16))
+            port = int.from_bytes(self._read(client, 2), "big")
+            self.targets.append((host, port))
+            if command != 1:
+                client.sendall(b"\x05\x07\x00\x01" + bytes(6))
+                return
+            upstream = socket.create_connection((host, port), timeout=5)
+            self._open.append(upstream)
+            client.sendall(b"\x05\x00\x00\x01" + bytes(6))
+        except OSError:
+            client.close()
+            return
+        threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
+        self._pipe(client, upstream)
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(CHUNK):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def stop(self) -> None:
+        # Shut down first: a close alone leaves the accept() in progress listening.
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        for sock in self._open:
+            sock.close()
+        self._thread.join(5)

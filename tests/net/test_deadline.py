@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterator
 import pytest
 import requests
 
-from ccx_agent.deadline import ABORTED, TIMED_OUT
-from ccx_agent.deadline_requests import DeadlineSession
+from ccx_agent.net.deadline import ABORTED, TIMED_OUT
+from ccx_agent.net.http import DeadlineSession
 
 #: A dripping peer sends one byte this often.
 DRIP = 0.2

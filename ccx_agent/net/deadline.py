@@ -19,9 +19,9 @@ connection until the exchange ends.
 Only name resolution (``getaddrinfo``) cannot be cut short: the system's resolver bounds it.
 
 The ``requests`` side (:class:`DeadlineSession`, its urllib3 connections and pools) is
-in :mod:`ccx_agent.deadline_requests`, imported only by what uses ``requests`` (the UCCX
-source, an SSM client behind a proxy): importing it costs every start tens of
-milliseconds.
+in :mod:`ccx_agent.net.http`, imported only by what makes HTTP requests (the SSM client,
+the UCCX source, the doctor): importing it costs tens of milliseconds that the light
+commands (``status --check``, ``--help``) do not pay.
 
 The deadlines of every exchange of the process are kept by one watchdog thread, started
 on first use: a timer thread per exchange cost a thread start (and its join handshake)
@@ -60,6 +60,10 @@ class Exchange:
         self._lock = threading.Lock()
         self._socks: list[socket.socket] = []
         self._ended = False
+        #: Whether the request went out on a connection kept alive from an earlier
+        #: exchange (set by :mod:`ccx_agent.net.http`): one the server dropped unseen may
+        #: fail before any answer, and is then tried once more on a new connection.
+        self.reused = False
 
     def remaining(self) -> float:
         return max(0.0, self.deadline - time.monotonic())
@@ -194,8 +198,8 @@ def connect(
 
 class Deadlines:
     """Exchanges with a deadline, and a stop that cuts them all: the part of a
-    :class:`DeadlineSession` that any transport can use (the SSM client's is built on
-    ``http.client``, whose sockets it hands to :meth:`Exchange.watch` itself)."""
+    :class:`DeadlineSession` that needs no ``requests`` (the doctor's socket probes
+    hand their sockets to :meth:`Exchange.watch` themselves)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
