@@ -598,7 +598,7 @@ class TransportConfig(Section):
         description="Tries per message when a retry is safe (connection refused or reset, "
         "timeout, HTTP 429 or 5xx), with exponential backoff and jitter (1–30 s, "
         "`Retry-After` honoured up to 30 s); all tries of one message end within a third "
-        "of `report.interval` (at most 5 minutes).",
+        "of `report.interval` (at most 5 minutes, at least one `timeout`).",
         json_schema_extra=_doc("integer 1–10"),
     )
 
