@@ -84,7 +84,7 @@ def test_verbose_shows_a_commands_log_lines_on_stderr_only(tmp_path: Path) -> No
     verbose = _ccx("-v", "-c", path, "register", "-", stdin="tok")
     assert quiet.returncode == loud.returncode == verbose.returncode == 1
     assert quiet.stdout == loud.stdout == verbose.stdout == ""
-    connection = f"new HTTPS connection to 127.0.0.1:{port}"
+    connection = f"Starting new HTTPS connection (1): 127.0.0.1:{port}"  # urllib3, at debug
     assert connection not in quiet.stderr
     assert connection in loud.stderr and connection in verbose.stderr
     assert "registration failed: cannot reach" in loud.stderr
