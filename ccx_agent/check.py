@@ -11,7 +11,6 @@ docs/monitoring.md; they are decided by :func:`verdict`, which is pure.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, cast
@@ -35,11 +34,15 @@ NAMES = ("OK", "WARNING", "CRITICAL", "UNKNOWN")
 PREFIX = "CCX-LICENSE"
 
 
-@dataclass
 class Verdict:
-    critical: list[str] = field(default_factory=list)
-    warning: list[str] = field(default_factory=list)
-    ok: str = ""
+    """What is critical, what is a warning, and what an OK line says. A plain class: a
+    dataclass costs its making (its methods generated and compiled) at every start of
+    the check, which uses none of them."""
+
+    def __init__(self) -> None:
+        self.critical: list[str] = []
+        self.warning: list[str] = []
+        self.ok = ""
 
     @property
     def code(self) -> int:

@@ -175,11 +175,12 @@ class _Identity(_Section):
 _SECTIONS: dict[str, type[_Section]] = {"identity": _Identity}
 
 
-@dataclasses.dataclass(frozen=True)
 class StateDir:
-    """Where to open the database before the config is known (:func:`light_state_dir`)."""
+    """Where to open the database before the config is known (:func:`light_state_dir`).
+    A plain class, not a dataclass: see :class:`ccx_agent.check.Verdict`."""
 
-    state_dir: Path
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
 
 
 class Recorded(_Section):

@@ -2,8 +2,9 @@
 
 Each command's module is imported when that command runs, never here: ``ccx-agent run``
 (the daemon, resident for months) must not hold the simulators, ``commands`` or the
-report renderers it never uses. The parser of ``run`` leaves out the commands whose
-registration would import them (``ssm``, the history and offline commands).
+report renderers it never uses. The parser of a command builds that command's
+sub-parser alone (:func:`parser`): never the others, whose registration may import
+their modules (``ssm``, the history and offline commands).
 """
 
 from __future__ import annotations
