@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, TextIO
+from typing import IO, TYPE_CHECKING, Any, TextIO
 
 from ccx_agent import config as config_mod
 from ccx_agent import statedir, userfiles
@@ -66,6 +66,18 @@ def sync(path: Path, out: TextIO | None = None, err: TextIO | None = None) -> in
 # --- admit --------------------------------------------------------------------------------
 
 
+def _stale(tag: dict[str, Any], sampling: dict[str, Any]) -> str:
+    """What ``admit`` adds when the usage it decided on is not current (an outage)."""
+    at = tag.get("usage_at")
+    text = f"; in use is the last known usage, measured at {at}" if at else "; no usage known"
+    failing = sampling.get("failing_since")
+    if failing:
+        text += f" (the source has been failing since {failing})"
+    else:
+        text += f" (no usage in the last {sampling.get('intervals_without_data', 0)} interval(s))"
+    return text
+
+
 def admit(
     path: Path,
     tag: str | None,
@@ -107,7 +119,11 @@ def admit(
     finally:
         store.close()
     state: ProductState = lifecycle.derive(stored or ProductState(lt), at, cfg.timers())
-    in_use = int(doc["tags"][chosen]["usage"])
+    shown = doc["tags"][chosen]
+    in_use = int(shown["usage"])
+    # In an outage the usage is the last known one: said, with when it was measured.
+    current = bool(shown.get("usage_current", True))
+    sampling = doc.get("sampling") or {}
     entitled = state.entitlements.get(chosen, 0)
     allow = cfg.license.allow_overage
     decision = admission(state, chosen, in_use, allow_overage=allow, count=count)
@@ -124,6 +140,9 @@ def admit(
                 "allow_overage": allow,
                 "registered": registered,
                 "reason": decision.reason,
+                "usage_at": shown.get("usage_at"),
+                "usage_current": current,
+                "source_failing_since": sampling.get("failing_since"),
             },
             out,
             indent=2,
@@ -136,7 +155,8 @@ def admit(
             f"{verdict}: {count} more {chosen}: {in_use} in use + {count} = "
             f"{in_use + count}, {limit}"
             + (f", {decision.over} over" if decision.over else "")
-            + f" (license.allow_overage: {str(allow).lower()})",
+            + f" (license.allow_overage: {str(allow).lower()})"
+            + ("" if current else _stale(shown, sampling)),
             file=out,
         )
     return 0 if decision.allowed else EX_FAILED

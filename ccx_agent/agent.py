@@ -679,20 +679,30 @@ class Agent:
             if self.answer_tx is not None:
                 self.answer_tx(tx)
             state = self._load(tx)
-            if state.identity is not None:
-                tx.outbox_drop_piid(state.identity.piid)
+            old = state.identity.piid if state.identity is not None else None
+            dropped = tx.outbox_drop_piid(old) if old is not None else 0
             state, comm = lifecycle.communication(state, True)
             state, alerts = lifecycle.registered(state, now, ident, res.entitlements, self.timers)
             tx.save_product(state, now)
             if res.credentials is not None:
                 tx.save_credentials(res.credentials, now)
+            if dropped:
+                # The old identity's key is replaced: its unsent reports can never be
+                # signed. Said, never dropped in silence (docs/daemon.md).
+                alerts = [*alerts, _dropped_alert(dropped, old, "it was replaced by register")]
             self._record(tx, now, comm + alerts)
         if res.credentials is not None:
             self.ssm_keep_only(res.credentials)
         self._emit_pending()
+        note = (
+            f"; {dropped} unsent report(s) of the old PIID {old} dropped (never reported)"
+            if dropped
+            else ""
+        )
         return Outcome(
             True,
-            f"registered: PIID {res.piid}, ID certificate valid until {iso(res.cert_expires_at)}",
+            f"registered: PIID {res.piid}, ID certificate valid until "
+            f"{iso(res.cert_expires_at)}{note}",
         )
 
     def deregister(self, now: datetime) -> Outcome:
@@ -717,6 +727,8 @@ class Agent:
             state, alerts = lifecycle.deregistered(state, now, self.timers, told_server=told)
             tx.save_product(state, now)
             tx.drop_credentials()
+            if dropped:
+                alerts = [*alerts, _dropped_alert(dropped, piid, "the instance was deregistered")]
             self._record(tx, now, alerts)
             if self.answer_tx is not None:  # an answer file's DEREGISTER: applied once
                 self.answer_tx(tx)
@@ -732,6 +744,14 @@ class Agent:
             f"deregistered PIID {piid} locally; the server was not told: {reason}{note}",
             server_told=False,
         )
+
+
+def _dropped_alert(dropped: int, piid: str | None, why: str) -> Alert:
+    return Alert(
+        Mnemonic.ENTITLEMENT_REPORT_FAILED,
+        f"{dropped} report(s) of PIID {piid} dropped unsent: {why}, so they can never be "
+        "signed; their intervals are marked DROPPED",
+    )
 
 
 def _same_identity(current: Credentials | None, asked: Credentials) -> bool:

@@ -22,6 +22,7 @@ from ccx_agent.errors import AgentError
 from ccx_agent.instance import Open, open_store
 from ccx_agent.licensing.compliance import TagState
 from ccx_agent.licensing.lifecycle import Authorization, Registration
+from ccx_agent.licensing.timeutil import iso as iso_text
 from ccx_agent.licensing.timeutil import parse_iso
 
 if TYPE_CHECKING:
@@ -117,10 +118,45 @@ def verdict(doc: dict[str, Any], cfg: Config, now: datetime) -> Verdict:
 
     if doc["outbox"] and not offline:
         v.warning.append(f"{doc['outbox']} report(s) pending")
+    _sampling(v, doc, cfg, now)
 
     tags = doc["tags"]
     v.ok = f"{reg['state']}, {auth['state']}, {len(tags)} tag(s) in compliance"
     return v
+
+
+def no_usage_bound(cfg: Config) -> timedelta:
+    """How long without a good sample before ``--check`` is CRITICAL: the length of the
+    out-of-compliance countdown (``compliance.ooc_threshold`` report intervals). By then an
+    overage that began when the source stopped answering would have run its whole
+    countdown unseen, so the compliance state shown can no longer be trusted."""
+    return cfg.compliance.ooc_threshold * cfg.report.interval
+
+
+def _sampling(v: Verdict, doc: dict[str, Any], cfg: Config, now: datetime) -> None:
+    """A source that fails, or closed intervals without usage: WARNING, CRITICAL past
+    :func:`no_usage_bound` without a good sample."""
+    s = doc.get("sampling") or {}
+    failing = _at(s.get("failing_since"))
+    empty = int(s.get("intervals_without_data") or 0)
+    if failing is None and not empty:
+        return
+    since = _at(s.get("last_good_sample_at")) or failing
+    what = []
+    if failing is not None:
+        what.append(f"source failing since {iso_text(failing)}: {s.get('last_error')}")
+    if empty:
+        what.append(f"no usage in the last {empty} interval(s)")
+    bound = no_usage_bound(cfg)
+    if since is not None and now - since > bound:
+        v.critical.append(
+            f"no usage measured for {approx(now - since)} (past {format_duration(bound)}, "
+            f"compliance.ooc_threshold x report.interval: compliance can no longer be "
+            f"trusted); " + "; ".join(what)
+        )
+    else:
+        last = f" (last good sample {iso_text(since)})" if since is not None else ""
+        v.warning.append("; ".join(what) + last)
 
 
 def perfdata(doc: dict[str, Any]) -> str:

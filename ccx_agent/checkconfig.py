@@ -52,6 +52,7 @@ KEYS: dict[str, type] = {
     "license.type": LicenseType,
     "transport.mode": str,
     "compliance.ooc_threshold": int,
+    "report.interval": timedelta,
     "monitoring.stale_after": timedelta,
     "id_certificate.expiry_warning": timedelta,
     "authorization.expiry_warning": timedelta,
@@ -287,29 +288,47 @@ def lookup(path: Path) -> tuple[Recorded, Store] | None:
     return recorded, store
 
 
+def recorded(path: Path) -> Recorded | None:
+    """The record of :func:`lookup`, for a caller that then opens the database itself as
+    every command does (:func:`ccx_agent.instance.open_store`, which refuses a lost or
+    damaged one): the database is opened here only to read the record, without the
+    ``quick_check`` of every page, which that open makes (once is enough, and on a year's
+    history it is most of what opening costs)."""
+    from ccx_agent import statedir  # noqa: PLC0415 - no import cycle
+    from ccx_agent.store import Store  # noqa: PLC0415
+
+    state_dir = light_state_dir(path) if path.is_absolute() else None
+    if state_dir is None:
+        return None
+    try:
+        store = Store(statedir.db_path(state_dir), readonly=True)
+    except Exception:
+        return None
+    try:
+        return read(store, path, state_dir)
+    finally:
+        store.close()
+
+
 def recorded_state_dir(path: Path) -> Path | None:
     """The state directory of the config at ``path``, if the daemon recorded this very
-    file (:func:`lookup`): where root becomes the directory's owner before a command
+    file (:func:`recorded`): where root becomes the directory's owner before a command
     that reads the record."""
-    found = lookup(path)
-    if found is None:
-        return None
-    found[1].close()
-    return found[0].state_dir
+    found = recorded(path)
+    return None if found is None else found.state_dir
 
 
 def load(path: Path, err: TextIO, *, record: bool = True) -> Config | int:
     """The config at ``path`` for ``status``, ``report`` and ``alerts``: the daemon's
-    record of it when it applies (:func:`lookup`), else (or without ``record``) the file
+    record of it when it applies (:func:`recorded`), else (or without ``record``) the file
     validated in full by :func:`ccx_agent.config.load`; a file that is not valid is its
     problems on ``err``, one a line, and :data:`~ccx_agent.errors.EX_CONFIG`, as every
     command says them. The record is not a :class:`~ccx_agent.config.Config`: it has the
     attributes of :data:`KEYS`, ``state_dir`` and ``timers()``, and raises
     :class:`NotRecorded` for any other."""
-    found = lookup(path) if record else None
+    found = recorded(path) if record else None
     if found is not None:
-        found[1].close()
-        return cast("Config", found[0])
+        return cast("Config", found)
     # The schema and the YAML parser only here.
     from ccx_agent import config as config_mod  # noqa: PLC0415
     from ccx_agent.yamldoc import DocumentError  # noqa: PLC0415

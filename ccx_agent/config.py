@@ -55,6 +55,7 @@ from ccx_agent.licensing.alerts import AlertFormat, Style
 from ccx_agent.licensing.catalogue import ALL_FEATURES, Feature, LicenseType
 from ccx_agent.licensing.compliance import ComplianceRules
 from ccx_agent.licensing.lifecycle import Timers
+from ccx_agent.userfiles import kind_of
 from ccx_agent.yamldoc import (
     Document,
     DocumentError,
@@ -1544,24 +1545,12 @@ def _file_problem(path: Path, executable: bool = False) -> str | None:
     except OSError as exc:
         return f"{path}: cannot be checked: {exc.strerror or type(exc).__name__}"
     if not stat.S_ISREG(mode):
-        return f"{path}: {_kind_of_file(mode)}, not a regular file"
+        return f"{path}: {kind_of(mode)}, not a regular file"
     if not _can(path, os.R_OK):
         return f"{path}: not readable by {_user()}"
     if executable and not _can(path, os.X_OK):
         return f"{path}: not executable by {_user()}"
     return None
-
-
-def _kind_of_file(mode: int) -> str:
-    kinds = (
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISFIFO, "a FIFO (named pipe)"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-        (stat.S_ISREG, "a file"),
-    )
-    return next((name for test, name in kinds if test(mode)), "a special file")
 
 
 def _program_problem(program: str) -> str | None:
@@ -1588,7 +1577,7 @@ def _state_dir_problem(state_dir: Path) -> str | None:
     except OSError as exc:
         return f"{state_dir}: cannot be checked: {exc.strerror or type(exc).__name__}"
     if not stat.S_ISDIR(mode):
-        return f"{state_dir}: {_kind_of_file(mode)}, not a directory"
+        return f"{state_dir}: {kind_of(mode)}, not a directory"
     if not _can(state_dir, os.W_OK | os.X_OK):
         return f"{state_dir}: not writable by {_user()}"
     return None

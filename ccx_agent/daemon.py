@@ -146,6 +146,8 @@ class Daemon:
         #: Set by the signal handlers (and nothing else is done there): the number of
         #: the stop signal, and whether a reload was asked for.
         self._stop_signal = 0
+        #: What ``run`` returns: 1 once the lock was taken by another daemon.
+        self._exit_code = 0
         self._hup = False
         self._wake_r = self._wake_w = -1
 
@@ -294,6 +296,7 @@ class Daemon:
             self._emitter(run)([unrecorded(alert, run.agent.fmt, utcnow())])
 
     def sample(self, run: Running) -> None:
+        self.check_lock()  # as often as the samples: a second daemon is kept out at once
         now = utcnow()
         mono = boottime()
         try:
@@ -383,9 +386,37 @@ class Daemon:
     def housekeeping(self, run: Running) -> None:
         run.agent.housekeeping(utcnow())
 
+    def check_lock(self) -> None:
+        """The lock file must still be the one locked (docs/daemon.md, "One daemon per
+        state directory"): deleted or replaced, it is locked again at once; taken by
+        another daemon meanwhile, this one says so loudly and stops (exit 1)."""
+        if self.lock is None or self._stopping.is_set():
+            return
+        try:
+            again = self.lock.verify()
+        except statedir.AlreadyRunning as exc:
+            log.error(
+                "lock lost: another daemon runs on this state directory; stopping",
+                path=str(self.lock.path),
+                holder=exc.pid,
+            )
+            self._exit_code = EX_FAILED
+            self._stop_signal = self._stop_signal or signal.SIGTERM
+            self._wake()
+            return
+        except OSError as exc:  # a full or read-only file system: said, retried next time
+            log.error("lock file cannot be re-created", path=str(self.lock.path), error=str(exc))
+            return
+        if again:
+            log.warning(
+                "lock file was deleted or replaced: re-created and locked again",
+                path=str(self.lock.path),
+            )
+
     def heartbeat(self, run: Running) -> None:
         """The watchdog ping. It comes from a scheduled job, so it stops when the scheduler
         stops running jobs; and it is withheld while another job is stuck."""
+        self.check_lock()
         stuck = self._stuck(run)
         if stuck:
             log.error("job stuck: withholding the watchdog ping", job=stuck)
@@ -684,7 +715,7 @@ class Daemon:
         )
         self.notifier.close()
         self._close_wake()
-        return 0
+        return self._exit_code
 
     def _close_wake(self) -> None:
         """The signals thread ends when its pipe closes (it is a daemon thread)."""

@@ -10,8 +10,8 @@ from enum import Enum
 from typing import TYPE_CHECKING, Protocol
 
 from ccx_agent import statedir
-from ccx_agent.status import UDI_UUID_KEY
-from ccx_agent.store import Store
+from ccx_agent.licensing.lifecycle import ProductState
+from ccx_agent.store import UDI_UUID_KEY, Store, Unborn
 
 if TYPE_CHECKING:
     # The schema, the SSM client and its port only where used: opening the database for
@@ -57,11 +57,15 @@ class HasStateDir(Protocol):
 
 
 def open_store(cfg: HasStateDir, mode: Open = Open.CREATE) -> Store:
-    """The state database, opened as ``mode`` allows; a lost instance is always refused.
+    """The state database, opened as ``mode`` allows; a lost or damaged instance is always
+    refused, by every command alike.
 
     Raises :class:`~ccx_agent.statedir.NoDatabase` where there is no instance and
     ``mode`` may not create one, :class:`~ccx_agent.statedir.LostInstance` where an
-    instance lived but its database is gone.
+    instance lived but its database is gone, empty, or holds nothing of it (no schema, no
+    product state, no UDI), :class:`~ccx_agent.store.StoreError` where it is damaged
+    (``PRAGMA quick_check`` fails: a command must neither answer "none" from half a
+    database nor write into one).
     """
     found = statedir.inspect(cfg.state_dir)
     path = statedir.db_path(cfg.state_dir)
@@ -72,11 +76,38 @@ def open_store(cfg: HasStateDir, mode: Open = Open.CREATE) -> Store:
             f"{path}: no state database (no instance has been registered or run with "
             f"state_dir {cfg.state_dir}): check state_dir in the config"
         )
-    store = Store(path, readonly=mode is Open.READ)
+    # Where an instance lived, its database must already hold it: never make a schema,
+    # a product state or a UDI there (that would be a new instance: a new UDI, a new
+    # evaluation, no registration).
+    lived = found.kind is statedir.Kind.LIVE and bool(found.evidence)
+    try:
+        store = Store(path, readonly=mode is Open.READ, create=not lived)
+    except Unborn:
+        raise statedir.LostInstance(
+            statedir.lost_message(cfg.state_dir, found.evidence, "its schema (it holds no table)")
+        ) from None
+    try:
+        store.quick_check()
+        missing = store.missing_life()
+        if missing and lived:
+            raise statedir.LostInstance(
+                statedir.lost_message(cfg.state_dir, found.evidence, " and ".join(missing))
+            )
+        if mode is not Open.READ:
+            import uuid  # noqa: PLC0415 - once in the life of an instance
+
+            # A command that writes has the whole config (the license type); only a
+            # look (``status --check``) passes a record of it.
+            license_type = cfg.license.type  # type: ignore[attr-defined]
+            store.be_born(ProductState(license_type), str(uuid.uuid4()), datetime.now(UTC))
+    except BaseException:
+        store.close()
+        raise
     if mode is not Open.READ:
-        # After the database is committed, never before (a crash between the two must not
-        # leave a marker that calls a half-made new instance "lost"). Best effort: a full
-        # disk must not stop the daemon; the next start writes it.
+        # After the database is committed with its product state and UDI, never before (a
+        # crash between the two must not leave a marker that calls a half-made new
+        # instance "lost"). Best effort: a full disk must not stop the daemon; the next
+        # start writes it.
         with contextlib.suppress(OSError):
             statedir.write_marker(cfg.state_dir, datetime.now(UTC).isoformat())
     return store

@@ -124,8 +124,16 @@ def state_families(doc: Mapping[str, Any], version: str = __version__) -> list[M
         "1 for the tag's compliance state, 0 for the other states.",
         labels=["tag", "state"],
     )
+    usage_at = GaugeMetricFamily(
+        "ccx_license_usage_timestamp_seconds",
+        "When ccx_license_usage was measured: older than the interval in progress in an "
+        "outage, when it is the last known usage (absent before the first good sample).",
+        labels=["tag"],
+    )
     for tag, t in doc["tags"].items():
         usage.add_metric([tag], float(t["usage"]))
+        if t.get("usage_at") is not None:
+            usage_at.add_metric([tag], float(parse_iso(t["usage_at"]).timestamp()))
         if t["reported"] is not None:
             reported.add_metric([tag], float(t["reported"]))
         entitled.add_metric([tag], float(t["entitlement"]))
@@ -133,7 +141,7 @@ def state_families(doc: Mapping[str, Any], version: str = __version__) -> list[M
         overage.add_metric([tag], float(t["overage_count"]))
         for state in TagState:
             compliance.add_metric([tag, state.value], 1.0 if t["state"] == state.value else 0.0)
-    out += [usage, reported, entitled, locked, overage, compliance]
+    out += [usage, usage_at, reported, entitled, locked, overage, compliance]
 
     out.append(
         _one_hot(
@@ -195,6 +203,22 @@ def state_families(doc: Mapping[str, Any], version: str = __version__) -> list[M
         "ccx_last_sample_success_timestamp_seconds",
         "When the source last gave a good sample.",
         _ts(doc["last_sample_at"]),
+    )
+    sampling = doc.get("sampling") or {}
+    out += _single(
+        "ccx_source_up",
+        "1 while the agent source answers, 0 since its last read failed.",
+        1.0 if sampling.get("ok", True) else 0.0,
+    )
+    out += _single(
+        "ccx_source_failing_since_timestamp_seconds",
+        "When the source began to fail (absent while it answers).",
+        _ts(sampling.get("failing_since")),
+    )
+    out += _single(
+        "ccx_intervals_without_data",
+        "Closed report intervals in a row, up to the last, without a good sample (NO_DATA).",
+        float(sampling.get("intervals_without_data") or 0),
     )
     return out
 

@@ -105,7 +105,10 @@ class Monitor:
         except Exception as exc:
             log.warning("metrics not refreshed: the database could not be read", error=str(exc))
             return
-        self.metrics.refresh(doc)
+        try:
+            self.metrics.refresh(doc)
+        except Exception as exc:  # one log line, never a traceback after every job
+            log.error("metrics not refreshed", error=f"{type(exc).__name__}: {exc}")
 
     def counted(self, client: SsmPort | None) -> SsmPort | None:
         if self.metrics is None or client is None:

@@ -107,7 +107,6 @@ class Runtime:
         owned here and :meth:`close` closes it (a failed start first records
         AGENT_INIT_FAILED through the same store and sink)."""
         self.store = instance.open_store(cfg, Open.CREATE)
-        self.store.quick_check()
         self.udi = instance.instance_udi(self.store, cfg)
         # Before anything that would need closing: a port in use is one line and exit 78.
         self.monitor.start(cfg.metrics)

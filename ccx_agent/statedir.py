@@ -80,7 +80,12 @@ def db_path(state_dir: Path) -> Path:
 
 
 def inspect(state_dir: Path) -> Inspection:
-    """What the directory holds, from the file system alone (nothing is opened or made)."""
+    """What the directory holds, from the file system alone (nothing is opened or made).
+
+    A LIVE directory names its evidence too: a database file with bytes in it may still
+    hold nothing of the instance that lived here (an empty SQLite file, a deleted row),
+    which only opening it tells (:func:`ccx_agent.instance.open_store`).
+    """
     if not state_dir.is_dir():  # absent, or not a directory (which the config check says)
         return Inspection(Kind.ABSENT)
     db = db_path(state_dir)
@@ -88,8 +93,6 @@ def inspect(state_dir: Path) -> Inspection:
         size = db.stat().st_size
     except OSError:
         size = None
-    if size:
-        return Inspection(Kind.LIVE)
     evidence = []
     if (state_dir / MARKER_NAME).exists():
         evidence.append(f"the marker {state_dir / MARKER_NAME}")
@@ -97,6 +100,8 @@ def inspect(state_dir: Path) -> Inspection:
     with contextlib.suppress(OSError):
         if keys.is_dir() and any(keys.iterdir()):
             evidence.append(f"private keys in {keys}")
+    if size:
+        return Inspection(Kind.LIVE, tuple(evidence))
     wal = Path(f"{db}-wal")
     if wal.exists():
         evidence.append(f"the write-ahead log {wal}")
@@ -105,9 +110,13 @@ def inspect(state_dir: Path) -> Inspection:
     return Inspection(Kind.NEW)
 
 
-def lost_message(state_dir: Path, evidence: tuple[str, ...]) -> str:
+def lost_message(state_dir: Path, evidence: tuple[str, ...], lacks: str | None = None) -> str:
+    """``lacks``: what a database that is there has lost (None: the file is missing or empty)."""
     db = db_path(state_dir)
-    what = "is missing" if not db.exists() else "is empty"
+    if lacks is not None:
+        what = f"has lost {lacks}"
+    else:
+        what = "is missing" if not db.exists() else "is empty"
     return (
         f"{db}: the state database {what}, but an instance lived here ({', '.join(evidence)}); "
         f"refusing to start a new one (that would lose the registration): {RESTORE_HINT}"
@@ -298,30 +307,64 @@ class DaemonLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        deadline = time.monotonic() + LOCK_RETRY_S
+        self._fd = self._lock_path(LOCK_RETRY_S)
+
+    def _lock_path(self, wait: float) -> int:
+        """Open and lock the file at :attr:`path`, and make sure the inode locked is the
+        one the path names: a lock on a file unlinked (or replaced) meanwhile keeps out
+        nobody, since the next daemon opens a new file there."""
+        deadline = time.monotonic() + wait
         while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
             except OSError as exc:
                 if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                     os.close(fd)
                     raise
-            # A probe (``status``) holds a shared lock for an instant; a daemon holds it.
-            if time.monotonic() > deadline:
-                pid = _read_pid(fd)
+                # A probe (``status``) holds a shared lock for an instant; a daemon holds it.
+                if time.monotonic() > deadline:
+                    pid = _read_pid(fd)
+                    os.close(fd)
+                    who = f"PID {pid}" if pid else "another process"
+                    raise AlreadyRunning(
+                        f"another ccx-agent daemon ({who}) is running on {self.path.parent} "
+                        f"(it holds {self.path}); one daemon per state directory",
+                        pid,
+                    ) from None
                 os.close(fd)
-                who = f"PID {pid}" if pid else "another process"
-                raise AlreadyRunning(
-                    f"another ccx-agent daemon ({who}) is running on {self.path.parent} "
-                    f"(it holds {self.path}); one daemon per state directory",
-                    pid,
-                )
-            time.sleep(0.05)
+                time.sleep(0.05)
+                continue
+            if self._names(fd):
+                break
+            os.close(fd)  # unlinked or replaced between open and lock: again
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return fd
+
+    def _names(self, fd: int) -> bool:
+        """Whether :attr:`path` still names the file open as ``fd``."""
+        held = os.fstat(fd)
+        try:
+            now = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
+
+    def verify(self) -> bool:
+        """Check that the lock file is still the one locked; if it was deleted or
+        replaced (by hand, by a clean-up script), lock the path again, so that a second
+        daemon is kept out as before. True when it was locked again.
+
+        Raises :class:`AlreadyRunning` when another process already holds the new file's
+        lock: a second daemon runs on this directory, and this one must stop.
+        """
+        if self._fd is None or self._names(self._fd):
+            return False
+        fd = self._lock_path(0.0)  # may raise AlreadyRunning: the old lock is kept
+        os.close(self._fd)
         self._fd = fd
+        return True
 
     def release(self) -> None:
         if self._fd is not None:

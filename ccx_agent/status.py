@@ -10,20 +10,20 @@ the spirit of UCCX's ``show license status``.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ccx_agent.licensing import lifecycle
 from ccx_agent.licensing.catalogue import DISPLAY_NAMES, tags_of
+from ccx_agent.licensing.interval import IntervalRecord, IntervalStatus
 from ccx_agent.licensing.lifecycle import ProductState, Timers
 from ccx_agent.licensing.timeutil import iso
 from ccx_agent.offline.plan import exchange_status
-from ccx_agent.store import Store
+from ccx_agent.store import UDI_UUID_KEY, Store
 
 if TYPE_CHECKING:
     from ccx_agent.config import CommonConfig
-
-UDI_UUID_KEY = "udi_uuid"
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -58,6 +58,13 @@ def collect(
         outbox = tx.outbox_count()
         opened = tx.open_intervals()
         last = tx.last_intervals(1) if stored is not None else []
+        # In an outage the newest closed interval has no usage (NO_DATA): the last one
+        # that had some, and how many since had none.
+        known, no_data = (
+            tx.last_interval_with_data()
+            if last and last[0].status is IntervalStatus.NO_DATA
+            else (None, 0)
+        )
         oldest = tx.outbox_batch(1)
         uuid = tx.meta(UDI_UUID_KEY)
         jobs_text = tx.meta(JOBS_META_KEY)
@@ -69,12 +76,19 @@ def collect(
     when = lifecycle.deadlines(state, timers)
     current = opened[-1].peaks if opened else {}
     last_tags = last[0].tags if last else {}
+    sampled_at = state.last_sample_at
     tags: dict[str, dict[str, Any]] = {}
     for tag in tags_of(state.license_type):
         comp = state.tag(tag)
         rec = last_tags.get(tag)
+        usage, usage_at, fresh = _usage(tag, current, last[0] if last else None, known, sampled_at)
         tags[tag] = {
-            "usage": current.get(tag, rec.usage if rec else 0),
+            # The last known usage: during an outage (the last closed interval had no
+            # good sample) the newest there is, ``usage_current`` false and ``usage_at``
+            # saying when it was measured (null: never; the usage is then 0).
+            "usage": usage,
+            "usage_at": _iso(usage_at),
+            "usage_current": fresh,
             "entitlement": state.entitlements.get(tag, 0),
             "reported": rec.reported if rec else None,
             "state": comp.state.value,
@@ -139,7 +153,36 @@ def collect(
         "file_exchange": exchange,
         # The UCCX nodes the last good sample was read from (null: not a uccx source).
         "source": source if isinstance(source, dict) else None,
+        # Whether the source answers: since when it fails and why (null while it
+        # answers), and how many closed intervals in a row had no good sample.
+        "sampling": {
+            "ok": state.source_failing_since is None,
+            "failing_since": _iso(state.source_failing_since),
+            "last_error": state.source_error,
+            "last_good_sample_at": _iso(sampled_at),
+            "intervals_without_data": no_data,
+        },
     }
+
+
+def _usage(
+    tag: str,
+    current: Mapping[str, int],
+    last: IntervalRecord | None,
+    known: IntervalRecord | None,
+    sampled_at: datetime | None,
+) -> tuple[int, datetime | None, bool]:
+    """A tag's usage to show, when it was measured, and whether it is current: the
+    interval in progress, else the last closed one, else (that one had no good sample)
+    the newest closed interval that had one."""
+    if tag in current:
+        return current[tag], sampled_at, True
+    for rec, fresh in ((last, True), (known, False)):
+        usage = rec.tags[tag].usage if rec is not None and tag in rec.tags else None
+        if rec is not None and usage is not None:
+            at = rec.end if sampled_at is None else min(rec.end, sampled_at)
+            return usage, at, fresh
+    return 0, None, last is None or last.status is not IntervalStatus.NO_DATA
 
 
 def format_text(doc: dict[str, Any]) -> str:
@@ -147,6 +190,7 @@ def format_text(doc: dict[str, Any]) -> str:
     udi = reg["udi"]
     days, rest = divmod(doc["evaluation_seconds_left"], 86400)
     daemon = doc["daemon"]
+    sampling = doc.get("sampling") or {}
     if daemon["running"]:
         running = f"running (PID {daemon['pid']})" if daemon["pid"] else "running"
     else:
@@ -189,11 +233,24 @@ def format_text(doc: dict[str, Any]) -> str:
         f"Unsent reports:           {doc['outbox']}"
         + (f" (oldest interval {doc['oldest_unsent']})" if doc["oldest_unsent"] else ""),
         f"Last communication error: {doc['communication']['last_error'] or '-'}",
+        f"Last good sample:         {sampling.get('last_good_sample_at') or '-'}",
+        *(
+            [f"  Source FAILING since {sampling['failing_since']}: {sampling.get('last_error')}"]
+            if sampling.get("failing_since")
+            else []
+        ),
         *_source_lines(doc.get("source")),
         "",
         *_exchange_lines(doc),
         "License usage:",
     ]
+    stale = [t for t in doc["tags"].values() if not t.get("usage_current", True)]
+    if stale:
+        seen = max((t["usage_at"] for t in stale if t.get("usage_at")), default=None)
+        lines.append(
+            f"  NO USAGE for the last {sampling.get('intervals_without_data', 0)} interval(s): "
+            + (f"shown is the last known, measured at {seen}" if seen else "none ever measured")
+        )
     width = max((len(t) for t in doc["tags"]), default=3)
     lines.append(f"  {'tag'.ljust(width)}  {'usage':>6}  {'entitled':>8}  {'reported':>8}  state")
     for tag, t in doc["tags"].items():

@@ -157,6 +157,15 @@ class StoreError(LocalError):
     """The database cannot be used as it is (newer schema, not a database …)."""
 
 
+class Unborn(StoreError):
+    """A SQLite file without this project's schema, opened where one was expected: an
+    instance's database emptied (or replaced by an empty one) is no place to start anew."""
+
+
+#: The ``meta`` key of the UDI's UUID, created with the instance and never changed.
+UDI_UUID_KEY = "udi_uuid"
+
+
 def damaged(exc: sqlite3.Error, path: Path | None = None) -> StoreError:
     """The one line every command says about a database SQLite cannot read."""
     where = f"{path}: " if path is not None else ""
@@ -254,6 +263,8 @@ def state_to_json(state: ProductState) -> str:
         "last_comm_error": state.last_comm_error,
         "report_failures": state.report_failures,
         "report_next_attempt": _ts(state.report_next_attempt),
+        "source_failing_since": _ts(state.source_failing_since),
+        "source_error": state.source_error,
         "marks": {k: _ts(v) for k, v in state.marks.items()},
     }
     encoder, encode_error = _sorted_json()
@@ -355,6 +366,8 @@ def state_from_json(text: str) -> ProductState:
         last_comm_error=d["last_comm_error"],
         report_failures=int(d.get("report_failures", 0)),
         report_next_attempt=_dt(d.get("report_next_attempt")),
+        source_failing_since=_dt(d.get("source_failing_since")),
+        source_error=d.get("source_error"),
         marks={k: _req_dt(v) for k, v in d["marks"].items()},
     )
 
@@ -440,6 +453,11 @@ class Tx:
         self._c = conn
 
     # product
+    def product_text(self) -> str | None:
+        """The stored product state as written, unread: whether there is one at all."""
+        row = self._c.execute("SELECT state FROM product WHERE id = 1").fetchone()
+        return None if row is None else str(row[0])
+
     def load_product(self) -> ProductState | None:
         row = self._c.execute("SELECT state FROM product WHERE id = 1").fetchone()
         if row is None:
@@ -525,6 +543,21 @@ class Tx:
         ).fetchall()
         return self._interval_records(reversed(rows))
 
+    def last_interval_with_data(self) -> tuple[IntervalRecord | None, int]:
+        """The newest closed interval that had a good sample (None: none has), and how many
+        closed intervals after it had none (NO_DATA): what ``status`` shows in an outage."""
+        rows = self._c.execute(
+            'SELECT start, "end", status, registration, "authorization", enforcement, tags '
+            "FROM intervals WHERE status != ? ORDER BY start DESC LIMIT 1",
+            (IntervalStatus.NO_DATA.value,),
+        ).fetchall()
+        found = self._interval_records(rows)
+        after = _ts(found[0].start) if found else ""
+        (count,) = self._c.execute(
+            "SELECT count(*) FROM intervals WHERE start > ?", (after,)
+        ).fetchone()
+        return (found[0] if found else None), int(count)
+
     @staticmethod
     def _interval_records(rows: Iterable[Sequence[Any]]) -> list[IntervalRecord]:
         # A year is 35,000 rows (``simulate`` reads them all): each row's end is usually
@@ -595,7 +628,29 @@ class Tx:
         return int(self._c.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
     def outbox_drop_piid(self, piid: str) -> int:
-        """Reports of a wiped identity can never be signed again; they are dropped."""
+        """Reports of a wiped identity can never be signed again; they are dropped, and
+        their intervals say so (DROPPED, nothing reported), never still REPORTED. The
+        caller says how many, on its output and with ENTITLEMENT_REPORT_FAILED."""
+        starts = [
+            r[0]
+            for r in self._c.execute(
+                "SELECT interval_start FROM outbox WHERE piid = ?", (piid,)
+            ).fetchall()
+        ]
+        for start in starts:
+            row = self._c.execute(
+                "SELECT tags FROM intervals WHERE start = ? AND status = ?",
+                (start, IntervalStatus.REPORTED.value),
+            ).fetchone()
+            if row is None:
+                continue
+            tags = json.loads(row[0])
+            for value in tags.values():
+                value["reported"] = None
+            self._c.execute(
+                "UPDATE intervals SET status = ?, tags = ? WHERE start = ?",
+                (IntervalStatus.DROPPED.value, json.dumps(tags), start),
+            )
         return self._c.execute("DELETE FROM outbox WHERE piid = ?", (piid,)).rowcount
 
     # file exchanges (ccx_agent/offline)
@@ -849,11 +904,15 @@ class Store:
     from several threads: its transactions are serialised; they do not nest.
     """
 
-    def __init__(self, path: Path, *, durable: bool = True, readonly: bool = False) -> None:
+    def __init__(
+        self, path: Path, *, durable: bool = True, readonly: bool = False, create: bool = True
+    ) -> None:
         """Open (and with ``readonly`` False, create and migrate) the database at ``path``.
 
         ``readonly`` never creates a directory, a database or a migration, and takes no
-        write lock: for ``status`` and the other commands that only look.
+        write lock: for ``status`` and the other commands that only look. ``create=False``
+        migrates an existing schema but raises :class:`Unborn` rather than make one in a
+        file that has none (a valid but empty SQLite file where an instance lived).
         """
         self.path = path
         self.durable = durable
@@ -879,6 +938,8 @@ class Store:
                 raise damaged(exc.__cause__, path) from None
             raise
         try:
+            if not create and not self._has_schema(self._conn):
+                raise Unborn(f"{path}: the state database holds no schema")
             self._migrate()
         except sqlite3.Error as exc:
             self._conn.close()
@@ -911,6 +972,9 @@ class Store:
             raise StoreError(f"{path}: cannot open the state database: {exc}") from exc
         try:
             conn.execute("PRAGMA query_only = ON")
+            if not Store._has_schema(conn):
+                conn.close()
+                raise Unborn(f"{path}: the state database holds no schema")
             row = conn.execute("SELECT version FROM schema_version").fetchone()
             version = 0 if row is None else int(row[0])
         except sqlite3.Error as exc:
@@ -938,6 +1002,38 @@ class Store:
                 )
             )
         return conn
+
+    @staticmethod
+    def _has_schema(conn: sqlite3.Connection) -> bool:
+        """Whether any table exists: SQLite reads an empty (or zero-length) file as a valid
+        database with nothing in it, which is a lost instance's, not a new one's, when the
+        directory shows that one lived."""
+        return conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone() is not None
+
+    def missing_life(self) -> list[str]:
+        """What an instance's database must hold once it is made, and this one lacks: the
+        product state and the UDI's UUID are written with the instance
+        (:meth:`be_born`); without them the registration, the evaluation and the identity
+        are gone, and starting a fresh one would hide that. Raises :class:`StoreError`
+        where the product state is there but unreadable."""
+        with self.read() as tx:
+            missing = []
+            if tx.product_text() is None:
+                missing.append("the product state (the 'product' row)")
+            else:
+                tx.load_product()  # one that no version wrote is damage: StoreError
+            if tx.meta(UDI_UUID_KEY) is None:
+                missing.append(f"the UDI (the 'meta' row {UDI_UUID_KEY!r})")
+        return missing
+
+    def be_born(self, state: ProductState, udi_uuid: str, now: datetime) -> None:
+        """Write what a new instance starts with, where it is not yet written, in one
+        transaction: from then on a database without them is a lost one."""
+        with self.transaction() as tx:
+            if tx.product_text() is None:
+                tx.save_product(state, now)
+            if tx.meta(UDI_UUID_KEY) is None:
+                tx.set_meta(UDI_UUID_KEY, udi_uuid)
 
     def _migrate(self) -> None:
         # ``MIGRATIONS`` is read at call time, not import time, so a test can add one.

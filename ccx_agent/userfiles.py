@@ -45,7 +45,10 @@ class UserFileError(LocalError):
 
 
 def kind_of(mode: int) -> str:
-    """What a non-regular file is, for a message."""
+    """What a file is, for a message that refuses it (the config's checks, a source's
+    snapshot, a file named on the command line)."""
+    if stat.S_ISREG(mode):
+        return "a file"
     if stat.S_ISDIR(mode):
         return "a directory"
     if stat.S_ISFIFO(mode):

@@ -99,6 +99,9 @@ def test_admit_under_license_control(ssm: Ssm, tmp_path: Path) -> None:
         "allow_overage": False,
         "registered": True,
         "reason": "license limit reached: 0 of 0 flex-premium-seat in use, 1 more asked",
+        "usage_at": doc["usage_at"],
+        "usage_current": True,
+        "source_failing_since": None,
     }
 
 

@@ -171,9 +171,18 @@ def test_register_twice_without_force_is_refused_and_force_replaces_the_identity
     assert forced.ok
     second = agent.state().identity
     assert second is not None and second.piid != first.piid
-    # The old identity's unsent reports can never be signed again: they are dropped.
+    # The old identity's unsent reports can never be signed again: they are dropped, said
+    # on the command's line and by ENTITLEMENT_REPORT_FAILED, their interval no longer
+    # REPORTED.
     assert outbox(store) == []
-    assert sink.mnemonics == ["REGISTER_SUCCESS"]
+    assert forced.message.endswith(
+        f"; 1 unsent report(s) of the old PIID {first.piid} dropped (never reported)"
+    )
+    assert sink.mnemonics == ["REGISTER_SUCCESS", "ENTITLEMENT_REPORT_FAILED"]
+    with store.read() as tx:
+        [record] = tx.intervals()
+    assert record.status.value == "DROPPED"
+    assert all(t.reported is None for t in record.tags.values())
 
 
 def test_deregister_when_not_registered_says_so(agent, sink):

@@ -20,7 +20,7 @@ from ccx_agent.licensing.compliance import TagCompliance, TagState
 from ccx_agent.licensing.lifecycle import Identity, ProductState, Registration
 from ccx_agent.licensing.timeutil import iso
 from ccx_agent.status import LAST_REPORT_KEY
-from ccx_agent.store import DB_NAME, OpenInterval, Store
+from ccx_agent.store import DB_NAME, UDI_UUID_KEY, OpenInterval, Store
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 STD, PREM = "flex-standard-seat", "flex-premium-seat"
@@ -65,6 +65,7 @@ def instance(
         with store.transaction() as tx:
             if state is not None:
                 tx.save_product(state, NOW)
+            tx.set_meta(UDI_UUID_KEY, "00000000-0000-4000-8000-000000000001")
             tx.put_open_interval(OpenInterval(NOW - timedelta(minutes=1), {STD: usage}, 1, 0))
             for n in range(pending):
                 start = NOW - timedelta(minutes=15 * (n + 1))
@@ -243,3 +244,25 @@ def test_the_cli(tmp_path: Path) -> None:
 
 def test_a_pipe_in_a_reason_cannot_start_the_perfdata() -> None:
     assert check.line(check.WARNING, "a | b", "x=1") == "CCX-LICENSE WARNING - a / b | x=1"
+
+
+def test_a_failing_source_is_a_warning_then_critical_past_the_countdown(tmp_path: Path) -> None:
+    """WARNING while the source fails; CRITICAL once no good sample has come for
+    ``compliance.ooc_threshold`` report intervals (5 x 15 min by default)."""
+    recent = replace(
+        HEALTHY,
+        last_sample_at=NOW - timedelta(minutes=20),
+        source_failing_since=NOW - timedelta(minutes=19),
+        source_error="SourceError: UCCX down",
+    )
+    code, what, _, _ = run(instance(tmp_path / "a", recent))
+    assert code == check.WARNING
+    assert what == (
+        "source failing since 2026-03-01T11:41:00Z: SourceError: UCCX down "
+        "(last good sample 2026-03-01T11:40:00Z)"
+    )
+    old = replace(recent, last_sample_at=NOW - timedelta(minutes=80))
+    code, what, _, _ = run(instance(tmp_path / "b", old))
+    assert code == check.CRITICAL
+    assert what.startswith("no usage measured for 1h20m (past 1h15m, "), what
+    assert "compliance can no longer be trusted" in what

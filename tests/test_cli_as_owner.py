@@ -24,45 +24,20 @@ import pytest
 
 from ccx_agent.simulator.ca import ca_path
 from ccx_agent.simulator.core import Simulator
+from tests.users import ids, require_as
 
 REPO = Path(__file__).resolve().parents[1]
 AGENTS = REPO / "tests" / "data" / "snapshots" / "mixed.json"
-NOBODY = 65534
+NOBODY = ids()[0]
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="working as another user needs root")
-
-
-def _nobody_cannot_run_python() -> str | None:
-    """Why ``nobody`` cannot run this interpreter with ccx_agent, or None."""
-    code = "import ccx_agent.cli, getpass, gzip, tarfile"
-    try:
-        done = subprocess.run(
-            [sys.executable, "-c", code],
-            user="nobody",
-            extra_groups=[],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            cwd="/",
-        )
-    except PermissionError as exc:
-        return f"nobody cannot run {sys.executable}: {exc}"
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["?"])[-1]
-        return f"nobody cannot import ccx_agent with {sys.executable}: {last}"
-    return None
 
 
 @pytest.fixture
 def site() -> Iterator[dict[str, Path]]:
     """A state directory owned by nobody; a token, a USB stick and reports in a directory
     only root may enter; an SSM simulator with licences to answer the exchange."""
-    reason = _nobody_cannot_run_python()
-    if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}: CI must not skip this test")
-        pytest.skip(reason)
+    require_as()  # skips (fails under CI) when nobody cannot run this interpreter
     base = Path(tempfile.mkdtemp(prefix="ccx-as-owner-"))  # pytest's own are root's alone
     try:
         base.chmod(0o755)

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import io
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from ccx_agent import commands
+from ccx_agent.licensing.interval import IntervalRecord, IntervalStatus, TagRecord
+from ccx_agent.licensing.timeutil import iso
 from ccx_agent.simulator.server import RunningServer, start
+from ccx_agent.store import DB_NAME, Store
 
 AGENTS = Path(__file__).parent / "data" / "snapshots" / "mixed.json"
 
@@ -247,3 +250,70 @@ def test_check_config_says_when_the_instance_is_lost(tmp_path: Path, server) -> 
     assert err.startswith(f"{cfg}:1: state_dir: {tmp_path / 'state' / 'ccx-agent.db'}: ")
     assert "restore the state directory from a backup" in err and err.count("\n") == 1
     assert (tmp_path / "state" / "ccx-agent.db").stat().st_size == 0
+
+
+def _pending_reports(tmp: Path, piid: str, n: int) -> list[str]:
+    """``n`` closed REPORTED intervals whose reports wait in the outbox (as an SSM outage
+    leaves them), written through the real store; their starts."""
+    base = datetime(2027, 1, 4, 8, 0, tzinfo=UTC)
+    step = timedelta(minutes=15)
+    records = [
+        IntervalRecord(
+            base + i * step,
+            base + (i + 1) * step,
+            IntervalStatus.REPORTED,
+            "REGISTERED",
+            "AUTHORIZED",
+            None,
+            {"flex-standard-seat": TagRecord(3, 5, 3, "IN_COMPLIANCE", 0)},
+        )
+        for i in range(n)
+    ]
+    store = Store(tmp / "state" / DB_NAME)
+    try:
+        with store.transaction() as tx:
+            tx.add_intervals(records)
+            tx.enqueue_many(
+                [(f"{piid}:{iso(r.start)}", piid, r.start, {"usage": {}}) for r in records],
+                base,
+            )
+    finally:
+        store.close()
+    return [iso(r.start) for r in records]
+
+
+def test_register_force_says_how_many_reports_it_drops_and_marks_them(
+    tmp_path: Path,
+    server,  # type: ignore[no-untyped-def]
+) -> None:
+    """The old identity's unsent reports can never be signed once it is replaced: one
+    line on stdout, ENTITLEMENT_REPORT_FAILED, and their intervals no longer REPORTED."""
+    cfg = _config(tmp_path, _transport(server))
+    token = server.simulator.create_token(now=datetime.now(UTC))
+    code, out, err = _run(commands.register, cfg, token, False)
+    assert code == 0, err
+    old = out.split()[2].rstrip(",")
+    _pending_reports(tmp_path, old, 3)
+    assert json.loads(_run(commands.status, cfg, True)[1])["outbox"] == 3
+
+    again = server.simulator.create_token(now=datetime.now(UTC))
+    code, out, err = _run(commands.register, cfg, again, True)
+    assert code == 0, err
+    assert out.startswith("registered: PIID ")
+    assert out.rstrip().endswith(
+        f"; 3 unsent report(s) of the old PIID {old} dropped (never reported)"
+    )
+    assert "ENTITLEMENT_REPORT_FAILED" in err
+    assert f"3 report(s) of PIID {old} dropped unsent" in err
+
+    store = Store(tmp_path / "state" / DB_NAME, readonly=True)
+    try:
+        with store.read() as tx:
+            assert tx.outbox_count() == 0
+            records = tx.intervals()
+            mnemonics = [a.mnemonic for a in tx.alerts()]
+    finally:
+        store.close()
+    assert [r.status.value for r in records] == ["DROPPED"] * 3
+    assert all(t.reported is None and t.usage == 3 for r in records for t in r.tags.values())
+    assert "ENTITLEMENT_REPORT_FAILED" in mnemonics

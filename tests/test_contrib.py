@@ -22,6 +22,7 @@ ALERTS = {
     "CcxLicenseEnforcement",
     "CcxAuthorizationExpiringSoon",
     "CcxReportsStale",
+    "CcxSourceDown",
     "CcxAgentDown",
 }
 

@@ -229,6 +229,7 @@ def test_every_metric_name_is_prefixed_and_documented() -> None:
             "tags": {
                 STANDARD: {
                     "usage": 1,
+                    "usage_at": "2029-01-01T00:00:00Z",
                     "entitlement": 1,
                     "reported": 1,
                     "state": "IN_COMPLIANCE",
@@ -248,6 +249,9 @@ def test_every_metric_name_is_prefixed_and_documented() -> None:
     expected = {
         "ccx_info",
         "ccx_license_usage",
+        "ccx_license_usage_timestamp_seconds",
+        "ccx_source_up",
+        "ccx_intervals_without_data",
         "ccx_license_reported",
         "ccx_license_entitlement",
         "ccx_license_locked_usage",

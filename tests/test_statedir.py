@@ -95,6 +95,44 @@ def test_one_lock_holder_named_by_pid_and_freed_when_it_dies(tmp_path: Path) -> 
         mine.release()
 
 
+def test_a_deleted_or_replaced_lock_file_is_locked_again_unless_another_holds_it(
+    tmp_path: Path,
+) -> None:
+    """A flock on an unlinked inode keeps out nobody: ``verify`` locks the path again."""
+    mine = DaemonLock(tmp_path)
+    mine.acquire()
+    lock = tmp_path / "ccx-agent.lock"
+    try:
+        assert mine.verify() is False  # untouched: nothing to do
+        lock.unlink()
+        assert mine.verify() is True
+        assert lock.read_text() == f"{os.getpid()}\n"
+        assert lock_holder(tmp_path) == os.getpid()
+        lock.unlink()
+        lock.write_text("")  # replaced by a file nobody holds
+        assert mine.verify() is True and lock_holder(tmp_path) == os.getpid()
+        # Replaced by a file another process holds: that one runs here now.
+        other = tmp_path / "other"
+        other.mkdir()
+        holder = subprocess.Popen(
+            [sys.executable, "-c", _HOLDER, str(other)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+            os.replace(other / "ccx-agent.lock", lock)
+            with pytest.raises(statedir.AlreadyRunning) as caught:
+                mine.verify()
+            assert caught.value.pid == holder.pid
+        finally:
+            holder.kill()
+            holder.wait()
+    finally:
+        mine.release()
+
+
 def test_lock_holder_creates_nothing(tmp_path: Path) -> None:
     assert lock_holder(tmp_path / "absent") is None
     assert not (tmp_path / "absent").exists()

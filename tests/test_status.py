@@ -38,6 +38,8 @@ def test_an_unregistered_instance(rig) -> None:  # type: ignore[no-untyped-def]
     assert set(doc["tags"]) == {PREMIUM, STANDARD, "flex-outbound-port"}
     assert doc["tags"][PREMIUM] == {
         "usage": 0,
+        "usage_at": None,
+        "usage_current": True,
         "entitlement": 0,
         "reported": None,
         "state": "IN_COMPLIANCE",
@@ -68,6 +70,8 @@ def test_a_registered_instance_reporting_over_its_entitlement(rig) -> None:  # t
     assert doc["outbox"] == 0
     assert doc["tags"][PREMIUM] == {
         "usage": 4,
+        "usage_at": "2027-01-04T08:16:00Z",
+        "usage_current": True,
         "entitlement": 1,
         "reported": 3,
         "state": "OVERAGE",
@@ -132,3 +136,44 @@ def test_the_uccx_nodes_read_are_shown(rig) -> None:  # type: ignore[no-untyped-
     assert "  Configuration from:     https://uccx-a\n" in text
     assert "  Live state from:        https://uccx-a and https://uccx-b\n" in text
     assert "ISLAND MODE: both Finesse nodes are in service" in text
+
+
+def test_a_stop_then_sync_shows_the_last_known_usage_and_says_so(rig) -> None:  # type: ignore[no-untyped-def]
+    """Intervals closed without a good sample (the daemon stopped, then ``sync``): the
+    newest is NO_DATA. The usage shown is the last known one, with when it was measured;
+    never null (which made status, admit and the metrics crash)."""
+    cfg, store, _, agent = rig
+    assert agent.register(SCENARIO_TOKEN, T0).ok
+    one_interval(agent, T0, {PREMIUM: 3, STANDARD: 2})
+    agent.close_intervals(T0 + 4 * STEP)  # three intervals without a sample
+    doc = status.collect(cfg, store, T0 + 4 * STEP + MIN, UDI_DOC)
+    tag = doc["tags"][PREMIUM]
+    assert (tag["usage"], tag["usage_current"], tag["reported"]) == (3, False, None)
+    assert tag["usage_at"] is not None and tag["usage_at"] <= "2027-01-04T08:15:00Z"
+    assert doc["sampling"] == {
+        "ok": True,  # nothing failed: no sample was taken
+        "failing_since": None,
+        "last_error": None,
+        "last_good_sample_at": tag["usage_at"],
+        "intervals_without_data": 3,
+    }
+    text = status.format_text(doc)
+    assert (
+        f"NO USAGE for the last 3 interval(s): shown is the last known, measured at {tag['usage_at']}"
+        in text
+    )
+
+    # The source fails: since when, and why; a good sample clears it.
+    agent.sample([T0 + 4 * STEP + 2 * MIN], None, error="SourceError: UCCX down")
+    agent.sample([T0 + 4 * STEP + 3 * MIN], None, error="SourceError: UCCX down")
+    doc = status.collect(cfg, store, T0 + 4 * STEP + 4 * MIN, UDI_DOC)
+    assert doc["sampling"]["ok"] is False
+    assert doc["sampling"]["failing_since"] == "2027-01-04T09:02:00Z"
+    assert doc["sampling"]["last_error"] == "SourceError: UCCX down"
+    assert "Source FAILING since 2027-01-04T09:02:00Z: SourceError: UCCX down" in (
+        status.format_text(doc)
+    )
+    agent.sample([T0 + 4 * STEP + 5 * MIN], {PREMIUM: 5, STANDARD: 2})
+    doc = status.collect(cfg, store, T0 + 4 * STEP + 6 * MIN, UDI_DOC)
+    assert doc["sampling"]["ok"] is True and doc["sampling"]["failing_since"] is None
+    assert doc["tags"][PREMIUM]["usage"] == 5 and doc["tags"][PREMIUM]["usage_current"]

@@ -107,6 +107,8 @@ def full_state() -> ProductState:
         last_comm_error="connect timeout to smartreceiver.cisco.com:443",
         report_failures=3,
         report_next_attempt=T0 + timedelta(minutes=45, microseconds=3),
+        source_failing_since=T0 + timedelta(minutes=50),
+        source_error="SourceError: UCCX down",
         marks={
             "SYSTEM_IN_OOC_STATE": T0 + timedelta(microseconds=42),
             "ENTITLEMENT_REPORT_FAILED": T0 + timedelta(days=1),
@@ -251,6 +253,13 @@ def test_a_state_saved_before_the_report_backoff_fields_still_reads() -> None:
     assert old == dataclasses.replace(full_state(), report_failures=0, report_next_attempt=None)
 
 
+def test_a_state_saved_before_the_source_failure_fields_still_reads() -> None:
+    doc = json.loads(state_to_json(full_state()))
+    del doc["source_failing_since"], doc["source_error"]
+    old = state_from_json(json.dumps(doc))
+    assert old == dataclasses.replace(full_state(), source_failing_since=None, source_error=None)
+
+
 def test_the_default_product_state_round_trips() -> None:
     s = ProductState(LicenseType.NFR)
     assert state_from_json(state_to_json(s)) == s
@@ -324,6 +333,8 @@ _PRODUCT_STATE_FIELDS: dict[str, st.SearchStrategy[object]] = dict(
     last_comm_error=st.none() | st.text(max_size=40),
     report_failures=st.integers(0, 10**6),
     report_next_attempt=_opt(_INSTANTS),
+    source_failing_since=_opt(_INSTANTS),
+    source_error=st.none() | st.text(max_size=40),
     marks=st.dictionaries(_NAMES, _INSTANTS, max_size=4),
 )
 _PRODUCT_STATES = st.builds(ProductState, **_PRODUCT_STATE_FIELDS)
@@ -1176,3 +1187,39 @@ def test_a_writer_killed_while_opening_a_new_database_leaves_a_usable_file(
     w.kill()
     last = w.committed[-1] if w.committed else 0
     assert committed_counter(db) in (last, last + 1)
+
+
+@pytest.mark.parametrize("readonly", [False, True])
+def test_an_empty_sqlite_file_is_unborn_when_a_schema_is_expected(
+    tmp_path: Path, readonly: bool
+) -> None:
+    """A valid SQLite file with no table (``sqlite3 DB 'PRAGMA journal_mode=WAL'``): where
+    an instance lived, it is refused and left as it is, never given a fresh schema."""
+    path = tmp_path / DB_NAME
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.close()
+    before = path.read_bytes()
+    with pytest.raises(store_mod.Unborn, match="holds no schema"):
+        Store(path, readonly=readonly, create=False)
+    assert path.read_bytes() == before
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+    conn.close()
+
+
+def test_be_born_writes_the_product_state_and_the_udi_once(tmp_path: Path) -> None:
+    s = Store(tmp_path / DB_NAME)
+    try:
+        assert s.missing_life() == [
+            "the product state (the 'product' row)",
+            "the UDI (the 'meta' row 'udi_uuid')",
+        ]
+        s.be_born(ProductState(LicenseType.FLEX), "uuid-1", datetime(2027, 1, 1, tzinfo=UTC))
+        s.be_born(ProductState(LicenseType.NFR), "uuid-2", datetime(2027, 1, 2, tzinfo=UTC))
+        assert s.missing_life() == []
+        assert s.product() == ProductState(LicenseType.FLEX)
+        with s.read() as tx:
+            assert tx.meta(store_mod.UDI_UUID_KEY) == "uuid-1"
+    finally:
+        s.close()

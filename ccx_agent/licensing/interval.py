@@ -32,6 +32,9 @@ class IntervalStatus(StrEnum):
     LOCAL = "LOCAL"
     #: No good sample in the interval (source down, daemon stopped): no usage is invented.
     NO_DATA = "NO_DATA"
+    #: Was REPORTED, but its report was dropped unsent: the identity that had to sign it
+    #: was replaced (``register --force``) or removed (``deregister``). Never reported.
+    DROPPED = "DROPPED"
 
 
 @dataclass(frozen=True, slots=True)

@@ -102,6 +102,10 @@ class ProductState:
     #: Consecutive failed report deliveries, and when the outbox may be tried again.
     report_failures: int = 0
     report_next_attempt: datetime | None = None
+    #: The first failed sample since the last good one, and the latest failure's reason
+    #: (None while the source answers): an outage says since when, across restarts.
+    source_failing_since: datetime | None = None
+    source_error: str | None = None
     #: When each standing alert last fired, so it repeats at most every ``alert_repeat``.
     marks: Mapping[str, datetime] = field(default_factory=dict)
 
@@ -376,6 +380,8 @@ def sample(
         tags_in_use=in_use,
         evaluation_used=used,
         last_sample_at=last,
+        source_failing_since=None,
+        source_error=None,
     )
     if unlicensed_agents and last is not None:
         new, fire = standing(new, Mnemonic.FEATURE_NOT_LICENSED, last, timers)
@@ -394,6 +400,10 @@ def sample(
 
 def sample_failed(state: ProductState, now: datetime, error: str, timers: Timers) -> Result:
     """A sample the source could not give: an error, never a sample of zero agents."""
+    if state.source_failing_since is None or state.source_error != error:
+        state = replace(
+            state, source_failing_since=state.source_failing_since or now, source_error=error
+        )
     new, fire = standing(state, Mnemonic.LICENSE_COMPUTATION_FAILED, now, timers)
     if not fire:
         return new, []

@@ -30,7 +30,7 @@ from ccx_agent.offline.answer import answer
 from ccx_agent.scenario.model import LoadedScenario, ScenarioEvent
 from ccx_agent.scenario.simssm import SCENARIO_TOKEN, TOKEN_LIFETIME, ScenarioSsm
 from ccx_agent.ssm.port import Udi
-from ccx_agent.store import DB_NAME, AlertRow, Store
+from ccx_agent.store import DB_NAME, UDI_UUID_KEY, AlertRow, Store
 
 
 @dataclass
@@ -79,6 +79,10 @@ def setup(
     sc, cfg = loaded.scenario, loaded.config
     ssm = ScenarioSsm(dict(sc.entitlements), cfg.id_certificate.lifetime, sc.start, workdir)
     store = Store(workdir / DB_NAME, durable=False)
+    # The UDI a real instance keeps in its database: ``simulate --state-dir`` leaves one
+    # that ``status``, ``report`` and ``alerts`` read as an instance's (never a lost one).
+    with store.transaction() as tx:
+        tx.set_meta(UDI_UUID_KEY, SIM_UDI.uuid)
     agent = agent_cls(
         cfg,
         store,

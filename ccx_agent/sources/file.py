@@ -25,6 +25,7 @@ from ccx_agent.licensing.snapshot import (
     parse_snapshot_json,
 )
 from ccx_agent.sources import SourceError
+from ccx_agent.userfiles import kind_of
 from ccx_agent.yamldoc import BOOL_TAG, alias_problem, yaml_bool
 
 #: A snapshot larger than this is refused rather than read into memory.
@@ -178,21 +179,6 @@ def read_snapshot(raw: bytes, name: str) -> Snapshot:
         raise SourceError(f"{name}: {exc}") from None
 
 
-def kind_of_file(mode: int) -> str:
-    """What a file that is not a regular one is, for a message."""
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (named pipe)"
-    if stat.S_ISCHR(mode):
-        return "a character device"
-    if stat.S_ISBLK(mode):
-        return "a block device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "not a regular file"
-
-
 def read_regular(path: Path, limit: int, what: str) -> bytes:
     """The bytes of ``path``, which must be a regular file of at most ``limit`` bytes.
 
@@ -212,7 +198,7 @@ def read_regular(path: Path, limit: int, what: str) -> bytes:
             raise SourceError(f"{path}: cannot read the {what}: Is a directory")
         if not stat.S_ISREG(mode):
             raise SourceError(
-                f"{path}: the {what} is {kind_of_file(mode)}, not a regular file: refused"
+                f"{path}: the {what} is {kind_of(mode)}, not a regular file: refused"
             )
         if size > limit:
             raise SourceError(f"{path}: {what} larger than {limit} bytes, refused")

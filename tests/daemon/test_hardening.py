@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +32,8 @@ import pytest
 from tests import users
 from tests.daemon.conftest import (
     CAPTURED,
+    SECRETS,
+    TAG,
     Daemon,
     DatagramListener,
     Instance,
@@ -180,11 +183,33 @@ def _lose(inst: Instance, how: str) -> None:
         data = bytearray(db.read_bytes())
         data[:100] = os.urandom(100)
         db.write_bytes(bytes(data))
-    elif how in ("bad-state-row", "dropped-table"):
+    elif how == "empty-sqlite":
+        # A valid SQLite file with nothing in it (as ``sqlite3 DB 'PRAGMA journal_mode=WAL'``
+        # makes one): no schema, no product state, no UDI.
+        db.unlink()
+        Path(f"{db}-wal").unlink(missing_ok=True)
+        Path(f"{db}-shm").unlink(missing_ok=True)
+        conn = sqlite3.connect(db, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.close()
+        assert db.stat().st_size > 0
+    elif how == "half-zeroed":
+        conn = sqlite3.connect(db, isolation_level=None)
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.close()
+        data = bytearray(db.read_bytes())
+        half = len(data) // 2
+        data[half:] = bytes(len(data) - half)
+        db.write_bytes(bytes(data))
+    elif how in ("bad-state-row", "dropped-table", "product-row-deleted", "meta-row-deleted"):
         conn = sqlite3.connect(db, isolation_level=None)
         try:
             if how == "bad-state-row":
                 conn.execute("UPDATE product SET state = '{\"license_type\": 7'")
+            elif how == "product-row-deleted":
+                conn.execute("DELETE FROM product")
+            elif how == "meta-row-deleted":
+                conn.execute("DELETE FROM meta WHERE key = 'udi_uuid'")
             else:
                 conn.execute("DROP TABLE outbox")
         finally:
@@ -194,7 +219,18 @@ def _lose(inst: Instance, how: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "how", ["truncated", "deleted", "garbled", "bad-state-row", "dropped-table"]
+    "how",
+    [
+        "truncated",
+        "deleted",
+        "garbled",
+        "bad-state-row",
+        "dropped-table",
+        "empty-sqlite",
+        "product-row-deleted",
+        "meta-row-deleted",
+        "half-zeroed",
+    ],
 )
 def test_a_lost_or_damaged_database_is_refused_never_re_created(
     sim: Sim, tmp_path: Path, udp_syslog: DatagramListener, how: str
@@ -211,7 +247,7 @@ def test_a_lost_or_damaged_database_is_refused_never_re_created(
     assert code == 78
     lines = daemon.stderr.splitlines()
     assert len(lines) == 1, daemon.stderr
-    if how in ("garbled", "bad-state-row", "dropped-table"):
+    if how in ("garbled", "bad-state-row", "dropped-table", "half-zeroed"):
         assert "the state database is damaged" in lines[0]
     else:
         assert "refusing to start a new one" in lines[0]
@@ -223,9 +259,25 @@ def test_a_lost_or_damaged_database_is_refused_never_re_created(
     )
     # Nothing was made in its place: no fresh database, no new UUID, no new evaluation.
     assert (db.stat().st_size if db.exists() else None) == size
-    for args in (("status",), ("status", "--json"), ("renew", "auth"), ("deregister",)):
+    # A token the server would accept: a refusal is the agent's, not the server's.
+    account = f"acct-{uuid.uuid4().hex[:12]}"
+    sim.admin("/admin/licenses", {"tag": TAG, "count": 1, "account": account})
+    token = sim.admin("/admin/tokens", {"account": account})["token"]
+    SECRETS.add(token)
+    every = (
+        ("status",),
+        ("status", "--json"),
+        ("renew", "auth"),
+        ("deregister",),
+        ("sync",),
+        ("register", "--force", "--", token),
+        ("report",),
+        ("alerts",),
+        ("admit",),
+    )
+    for args in every:
         done = run_cli(inst.config, *args)
-        assert done.returncode == 1, (args, done.stderr)
+        assert done.returncode in (1, 78) and done.returncode != 0, (args, done.stderr)
         assert len(done.stderr.splitlines()) == 1, (args, done.stderr)
         assert "Traceback" not in done.stderr
         assert "backup" in done.stderr

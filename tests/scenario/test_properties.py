@@ -294,7 +294,14 @@ def check_records(run: Run) -> None:
         assert set(rec.tags) == set(tags)
         # Every interval of a scenario has samples: none may be NO_DATA.
         assert rec.status != IntervalStatus.NO_DATA
-        if rec.registration == "REGISTERED":
+        if rec.registration == "REGISTERED" and rec.status == IntervalStatus.DROPPED:
+            # Its report was dropped unsent when its identity was wiped or replaced: the
+            # identity is not the current one, and SSM never acknowledged the report.
+            epoch, piid = run.trace.owner[rec.start]
+            assert epoch != run.trace.epoch and piid is not None
+            assert report_id(piid, rec.start) not in run.ssm.reports
+            assert all(t.reported is None for t in rec.tags.values())
+        elif rec.registration == "REGISTERED":
             assert rec.status == IntervalStatus.REPORTED
             assert all(t.reported is not None for t in rec.tags.values())
         else:
@@ -329,6 +336,8 @@ def check_outbox_accounting(run: Run) -> None:
             assert (rid in acked) != (rid in queued), f"{rid} lost"
         else:
             assert rid not in queued, f"{rid} of a wiped identity is still queued"
+            # Not acknowledged, it would have been marked DROPPED when its identity went.
+            assert rid in acked, f"{rid} of a wiped identity says REPORTED, never delivered"
     for item in run.outbox:
         assert current is not None and item.piid == current.piid
         assert item.report_id == report_id(item.piid, item.interval_start)
