@@ -44,7 +44,7 @@ from ccx_agent.licensing.compliance import TagCompliance
 from ccx_agent.licensing.lifecycle import Identity, ProductState, Registration
 from ccx_agent.licensing.timeutil import iso
 from ccx_agent.status import LAST_REPORT_KEY
-from ccx_agent.store import DB_NAME, OpenInterval, Store
+from ccx_agent.store import DB_NAME, UDI_UUID_KEY, OpenInterval, Store
 
 STD = "flex-standard-seat"
 
@@ -108,6 +108,7 @@ def _instance(work: Path) -> Path:
             tx.save_product(state, now)
             tx.put_open_interval(OpenInterval(now - timedelta(minutes=1), {STD: 8}, 1, 0))
             tx.set_meta(LAST_REPORT_KEY, iso(now - timedelta(minutes=5)))
+            tx.set_meta(UDI_UUID_KEY, "6f1c1f4e-3f49-4a2b-9d0e-8e1c2b7a5d10")  # made at birth
         before = checkconfig.digest(path)
         checkconfig.record(store, path, config_mod.load(path), before)  # as the daemon does
     finally:

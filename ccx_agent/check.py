@@ -11,7 +11,6 @@ docs/monitoring.md; they are decided by :func:`verdict`, which is pure.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, cast
@@ -36,11 +35,15 @@ NAMES = ("OK", "WARNING", "CRITICAL", "UNKNOWN")
 PREFIX = "CCX-LICENSE"
 
 
-@dataclass
 class Verdict:
-    critical: list[str] = field(default_factory=list)
-    warning: list[str] = field(default_factory=list)
-    ok: str = ""
+    """What is critical, what is a warning, and what an OK line says. A plain class: a
+    dataclass costs its making (its methods generated and compiled) at every start of
+    the check, which uses none of them."""
+
+    def __init__(self) -> None:
+        self.critical: list[str] = []
+        self.warning: list[str] = []
+        self.ok = ""
 
     @property
     def code(self) -> int:
@@ -174,32 +177,12 @@ def line(code: int, what: str, perf: str = "") -> str:
 
 def _recorded(path: Path) -> tuple[Config, Store] | None:
     """The config as the daemon recorded it for this check, and the database it is in,
-    when the file is still the one it validated (:mod:`ccx_agent.checkconfig`); else
-    None, having said nothing: the caller validates the file and opens the database as
-    every command does, and says what is wrong."""
-    state_dir = checkconfig.light_state_dir(path) if path.is_absolute() else None
-    if state_dir is None:
-        return None
-    try:
-        store = open_store(checkconfig.StateDir(state_dir), Open.READ)
-    except Exception:
-        return None
-    recorded = checkconfig.read(store, path, state_dir)
-    if recorded is None:
-        store.close()
-        return None
-    # Not a Config: the attributes of one that the check reads (checkconfig.KEYS).
-    return cast("Config", recorded), store
-
-
-def recorded_state_dir(path: Path) -> Path | None:
-    """The state directory of the config at ``path``, if the daemon recorded this very
-    file (:func:`_recorded`): where root becomes the directory's owner before the check."""
-    found = _recorded(path)
+    when the file is still the one it validated (:func:`ccx_agent.checkconfig.lookup`)."""
+    found = checkconfig.lookup(path)
     if found is None:
         return None
-    found[1].close()
-    return found[0].state_dir
+    # Not a Config: the attributes of one that the check reads (checkconfig.KEYS).
+    return cast("Config", found[0]), found[1]
 
 
 def main(

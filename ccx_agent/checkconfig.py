@@ -1,14 +1,16 @@
-"""What ``status --check`` needs of the config, as the daemon validated it.
+"""What ``status --check`` and the commands that only look (``status``, ``report``,
+``alerts``) need of the config, as the daemon validated it.
 
 Monitoring runs ``status --check`` every minute. Validating the config with its full
 schema (pydantic, 28 models) is most of what such a start costs, and it tells the check
 nothing new while the file is the one the running daemon validated. So the daemon
-records, in the state database, what that file means for the check (the keys of
-:data:`KEYS`, the state directory and the timers), beside the file's SHA-256, its path
-and a fingerprint of the code that validated it (:func:`fingerprint`). The check reads
-the record (:func:`read`) and uses it only if all three still match; otherwise, or if
-anything is unusual (a relative path, no database, an unreadable record), it validates
-the file as every other command does, with the same messages and exit statuses.
+records, in the state database, what that file means for those commands (the keys of
+:data:`KEYS`, the state directory and the timers; never a secret), beside the file's
+SHA-256, its path and a fingerprint of the code that validated it (:func:`fingerprint`).
+They read the record (:func:`lookup`) and use it only if all three still match;
+otherwise, or if anything is unusual (a relative path, no database, an unreadable
+record), they validate the file as every other command does, with the same messages and
+exit statuses.
 
 The record is written from a validated :class:`~ccx_agent.config.Config` by reading its
 attributes, never from a second description of the keys or their defaults: the schema in
@@ -26,10 +28,11 @@ import re
 from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from ccx_agent import __version__
-from ccx_agent.configpath import DEFAULT_STATE_DIR
+from ccx_agent.configpath import DEFAULT_STATE_DIR, serial_number
+from ccx_agent.errors import EX_CONFIG
 from ccx_agent.licensing.catalogue import LicenseType
 from ccx_agent.licensing.lifecycle import Timers
 
@@ -40,9 +43,11 @@ if TYPE_CHECKING:
 #: The ``meta`` key of the record.
 META_KEY = "config_for_check"
 
-#: The keys ``status --check`` reads (:func:`ccx_agent.check.verdict`,
-#: :func:`ccx_agent.status.collect`), and the type each is read back as. A key read there
-#: and missing here makes the recorded view raise, and ``tests/test_imports.py`` fail.
+#: The keys ``status --check``, ``status``, ``report`` and ``alerts`` read
+#: (:func:`ccx_agent.check.verdict`, :func:`ccx_agent.status.collect`,
+#: :func:`ccx_agent.commands.status`, :mod:`ccx_agent.history.cli`), and the type each
+#: is read back as. None is a secret. A key read there and missing here makes the
+#: recorded view raise :class:`NotRecorded`, and ``tests/test_imports.py`` fail.
 KEYS: dict[str, type] = {
     "license.type": LicenseType,
     "transport.mode": str,
@@ -51,6 +56,8 @@ KEYS: dict[str, type] = {
     "monitoring.stale_after": timedelta,
     "id_certificate.expiry_warning": timedelta,
     "authorization.expiry_warning": timedelta,
+    "identity.pid": str,
+    "identity.serial": str,
 }
 
 #: The modules whose code decides what a config file means: a record made by other code
@@ -158,11 +165,23 @@ class _Section(SimpleNamespace):
         raise NotRecorded(name)
 
 
-@dataclasses.dataclass(frozen=True)
-class StateDir:
-    """Where to open the database before the config is known (:func:`light_state_dir`)."""
+class _Identity(_Section):
+    """``identity``, with :meth:`~ccx_agent.config.IdentityConfig.serial_number`."""
 
-    state_dir: Path
+    def serial_number(self) -> str:
+        return serial_number(self.serial)
+
+
+#: The recorded sections that have methods of their own.
+_SECTIONS: dict[str, type[_Section]] = {"identity": _Identity}
+
+
+class StateDir:
+    """Where to open the database before the config is known (:func:`light_state_dir`).
+    A plain class, not a dataclass: see :class:`ccx_agent.check.Verdict`."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
 
 
 class Recorded(_Section):
@@ -179,7 +198,7 @@ class Recorded(_Section):
             *sections, name = key.split(".")
             for section in sections:
                 if not hasattr(here, section):
-                    setattr(here, section, _Section())
+                    setattr(here, section, _SECTIONS.get(section, _Section)())
                 here = getattr(here, section)
             setattr(here, name, value)
 
@@ -246,3 +265,77 @@ def read(store: Store, path: Path, state_dir: Path) -> Recorded | None:
     except Exception:  # a record this code cannot read: validate the file instead
         return None
     return Recorded(state_dir, timers, keys)
+
+
+def lookup(path: Path) -> tuple[Recorded, Store] | None:
+    """The record of the config at ``path`` (:func:`read`), and the database it is in
+    (opened read-only), when the file is still the one the daemon validated; else None,
+    having said nothing: the caller validates the file and opens the database as every
+    command does, and says what is wrong."""
+    from ccx_agent.instance import Open, open_store  # noqa: PLC0415 - no import cycle
+
+    state_dir = light_state_dir(path) if path.is_absolute() else None
+    if state_dir is None:
+        return None
+    try:
+        store = open_store(StateDir(state_dir), Open.READ)
+    except Exception:
+        return None
+    recorded = read(store, path, state_dir)
+    if recorded is None:
+        store.close()
+        return None
+    return recorded, store
+
+
+def recorded(path: Path) -> Recorded | None:
+    """The record of :func:`lookup`, for a caller that then opens the database itself as
+    every command does (:func:`ccx_agent.instance.open_store`, which refuses a lost or
+    damaged one): the database is opened here only to read the record, without the
+    ``quick_check`` of every page, which that open makes (once is enough, and on a year's
+    history it is most of what opening costs)."""
+    from ccx_agent import statedir  # noqa: PLC0415 - no import cycle
+    from ccx_agent.store import Store  # noqa: PLC0415
+
+    state_dir = light_state_dir(path) if path.is_absolute() else None
+    if state_dir is None:
+        return None
+    try:
+        store = Store(statedir.db_path(state_dir), readonly=True)
+    except Exception:
+        return None
+    try:
+        return read(store, path, state_dir)
+    finally:
+        store.close()
+
+
+def recorded_state_dir(path: Path) -> Path | None:
+    """The state directory of the config at ``path``, if the daemon recorded this very
+    file (:func:`recorded`): where root becomes the directory's owner before a command
+    that reads the record."""
+    found = recorded(path)
+    return None if found is None else found.state_dir
+
+
+def load(path: Path, err: TextIO, *, record: bool = True) -> Config | int:
+    """The config at ``path`` for ``status``, ``report`` and ``alerts``: the daemon's
+    record of it when it applies (:func:`recorded`), else (or without ``record``) the file
+    validated in full by :func:`ccx_agent.config.load`; a file that is not valid is its
+    problems on ``err``, one a line, and :data:`~ccx_agent.errors.EX_CONFIG`, as every
+    command says them. The record is not a :class:`~ccx_agent.config.Config`: it has the
+    attributes of :data:`KEYS`, ``state_dir`` and ``timers()``, and raises
+    :class:`NotRecorded` for any other."""
+    found = recorded(path) if record else None
+    if found is not None:
+        return cast("Config", found)
+    # The schema and the YAML parser only here.
+    from ccx_agent import config as config_mod  # noqa: PLC0415
+    from ccx_agent.yamldoc import DocumentError  # noqa: PLC0415
+
+    try:
+        return config_mod.load(path)
+    except DocumentError as exc:
+        for problem in exc.problems:
+            print(problem, file=err)
+        return EX_CONFIG

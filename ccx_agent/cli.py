@@ -2,8 +2,9 @@
 
 Each command's module is imported when that command runs, never here: ``ccx-agent run``
 (the daemon, resident for months) must not hold the simulators, ``commands`` or the
-report renderers it never uses. The parser of ``run`` leaves out the commands whose
-registration would import them (``ssm``, the history and offline commands).
+report renderers it never uses. The parser of a command builds that command's
+sub-parser alone (:func:`parser`): never the others, whose registration may import
+their modules (``ssm``, the history and offline commands).
 """
 
 from __future__ import annotations
@@ -32,6 +33,29 @@ if TYPE_CHECKING:
 #: every start: the suite starts hundreds of interpreters, a host's timers many more).
 #: The parser of any other command leaves them out.
 HEAVY_COMMANDS = frozenset({"ssm", "offline", "report", "alerts", "features"})
+
+#: Every command, in the order ``--help`` lists them.
+COMMANDS = (
+    "run",
+    "demo",
+    "check-config",
+    "usage",
+    "register",
+    "deregister",
+    "renew",
+    "status",
+    "sync",
+    "admit",
+    "doctor",
+    "support-bundle",
+    "install-files",
+    "ssm",
+    "report",
+    "alerts",
+    "features",
+    "offline",
+    "simulate",
+)
 
 
 class _Unparsed(Exception):
@@ -75,11 +99,14 @@ def command_of(argv: Sequence[str] | None) -> str | None:
 
 
 def parser(command: str | None = None, *, listed: bool = False) -> argparse.ArgumentParser:
-    """The CLI's parser; for a ``command`` that is not one of :data:`HEAVY_COMMANDS`,
-    without their sub-parsers (the help of every command is the same). No command (help,
-    ``--version``, a usage error) gets the full parser, so that the help lists them all;
-    ``listed``, those commands only as the help lists them (:func:`_parser_for`)."""
-    light = command is not None and command not in HEAVY_COMMANDS
+    """The CLI's parser. For a ``command`` that is one of :data:`COMMANDS`, only that
+    command's sub-parser is built (argparse hands the rest of the line to it alone, and
+    its help is the same in the full parser); ``status --check``, run every minute, pays
+    for one sub-parser, not nineteen. No command (help, ``--version``, the man page) or a
+    mistyped one gets every command, so that the help and the "invalid choice" error list
+    them all; ``listed``, the :data:`HEAVY_COMMANDS` only as the help lists them
+    (:func:`_parser_for`)."""
+    only = command if command in COMMANDS else None
     top = _Parser(
         prog="ccx-agent",
         description="Smart Licensing agent of a Cisco Unified Contact Center Express instance.",
@@ -87,89 +114,125 @@ def parser(command: str | None = None, *, listed: bool = False) -> argparse.Argu
     p: argparse.ArgumentParser = top
     p.add_argument("--version", action="version", version=f"ccx-agent {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("run", help="run the licensing daemon in the foreground (systemd Type=notify)")
-    dm = sub.add_parser(
-        "demo", help="the whole licensing life of an instance in under a minute (no setup)"
-    )
-    dm.add_argument("--keep", action="store_true", help="keep the demo's temporary directory")
-    sub.add_parser("check-config", help="validate the config file: OK, or one line per problem")
-    u = sub.add_parser("usage", help="compute license consumption now, from the configured source")
-    u.add_argument("--json", action="store_true", help="machine-readable output")
-    u.add_argument("--explain", action="store_true", help="each agent's seat and why")
-    r = sub.add_parser("register", help="register this instance with SSM using an ID token")
-    r.add_argument(
-        "token",
-        nargs="?",
-        metavar="TOKEN",
-        help="the ID token (- reads it from standard input); better: --token-file",
-    )
-    r.add_argument(
-        "--token-file",
-        metavar="FILE",
-        help="read the ID token from FILE (- for standard input): it stays out of ps and history",
-    )
-    r.add_argument("--force", action="store_true", help="register again even if already registered")
-    d = sub.add_parser(
-        "deregister", help="deregister from SSM and wipe the local identity (even if offline)"
-    )
-    d.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
-    n = sub.add_parser("renew", help="renew the ID certificate or the authorization now")
-    n.add_argument("what", choices=["id", "auth"])
-    st = sub.add_parser("status", help="registration, authorization and usage, from the database")
-    how = st.add_mutually_exclusive_group()
-    how.add_argument("--json", action="store_true", help="machine-readable output")
-    how.add_argument(
-        "--check",
-        action="store_true",
-        help="one monitoring-plugins line; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN",
-    )
-    sub.add_parser("sync", help="close the finished intervals and send every pending report now")
-    ad = sub.add_parser("admit", help="License Control: may N more seats of a tag be taken now?")
-    ad.add_argument(
-        "--tag", metavar="TAG", help="the tag (default: the license type's standard seat)"
-    )
-    ad.add_argument("--count", type=int, default=1, metavar="N", help="how many seats (default: 1)")
-    ad.add_argument("--json", action="store_true", help="machine-readable output")
-    dr = sub.add_parser(
-        "doctor", help="check everything the agent needs, one line per check, with the fix"
-    )
-    dr.add_argument("--json", action="store_true", help="machine-readable output")
-    dr.add_argument(
-        "--send-test-alert",
-        action="store_true",
-        help="also send one test line to the syslog target",
-    )
-    sb = sub.add_parser(
-        "support-bundle",
-        help="a .tar.gz for a support case: config (redacted), status, doctor, history, journal",
-    )
-    sb.add_argument(
-        "--output",
-        type=Path,
-        metavar="FILE",
-        help="where to write it (default: ccx-agent-support-HOST-TIME.tar.gz here)",
-    )
-    inst = sub.add_parser(
-        "install-files", help="lay out the units, config example, man page and completions"
-    )
-    inst.add_argument(
-        "--root",
-        type=Path,
-        default=Path("/"),
-        metavar="DIR",
-        help="install under DIR instead of / (a package build, a test)",
-    )
-    if not light or command not in sub.choices:  # a mistyped command: list them all
-        _add_heavy(sub, command, listed=listed)
-    s = sub.add_parser("simulate", help="run a what-if scenario on a simulated clock")
-    s.add_argument("scenario", type=Path, help="the scenario YAML file")
-    s.add_argument("--json", action="store_true", help="machine-readable output")
-    s.add_argument(
-        "--state-dir",
-        type=Path,
-        metavar="DIR",
-        help="keep the simulated database in DIR (created; refused if it holds one)",
-    )
+
+    def wanted(name: str) -> bool:
+        return only is None or only == name
+
+    if wanted("run"):
+        sub.add_parser(
+            "run", help="run the licensing daemon in the foreground (systemd Type=notify)"
+        )
+    if wanted("demo"):
+        dm = sub.add_parser(
+            "demo", help="the whole licensing life of an instance in under a minute (no setup)"
+        )
+        dm.add_argument("--keep", action="store_true", help="keep the demo's temporary directory")
+    if wanted("check-config"):
+        sub.add_parser("check-config", help="validate the config file: OK, or one line per problem")
+    if wanted("usage"):
+        u = sub.add_parser(
+            "usage", help="compute license consumption now, from the configured source"
+        )
+        u.add_argument("--json", action="store_true", help="machine-readable output")
+        u.add_argument("--explain", action="store_true", help="each agent's seat and why")
+    if wanted("register"):
+        r = sub.add_parser("register", help="register this instance with SSM using an ID token")
+        r.add_argument(
+            "token",
+            nargs="?",
+            metavar="TOKEN",
+            help="the ID token (- reads it from standard input); better: --token-file",
+        )
+        r.add_argument(
+            "--token-file",
+            metavar="FILE",
+            help="read the ID token from FILE (- for standard input): it stays out of ps and "
+            "history",
+        )
+        r.add_argument(
+            "--force", action="store_true", help="register again even if already registered"
+        )
+    if wanted("deregister"):
+        d = sub.add_parser(
+            "deregister", help="deregister from SSM and wipe the local identity (even if offline)"
+        )
+        d.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    if wanted("renew"):
+        n = sub.add_parser("renew", help="renew the ID certificate or the authorization now")
+        n.add_argument("what", choices=["id", "auth"])
+    if wanted("status"):
+        st = sub.add_parser(
+            "status", help="registration, authorization and usage, from the database"
+        )
+        how = st.add_mutually_exclusive_group()
+        how.add_argument("--json", action="store_true", help="machine-readable output")
+        how.add_argument(
+            "--check",
+            action="store_true",
+            help="one monitoring-plugins line; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN",
+        )
+    if wanted("sync"):
+        sub.add_parser(
+            "sync", help="close the finished intervals and send every pending report now"
+        )
+    if wanted("admit"):
+        ad = sub.add_parser(
+            "admit", help="License Control: may N more seats of a tag be taken now?"
+        )
+        ad.add_argument(
+            "--tag", metavar="TAG", help="the tag (default: the license type's standard seat)"
+        )
+        ad.add_argument(
+            "--count", type=int, default=1, metavar="N", help="how many seats (default: 1)"
+        )
+        ad.add_argument("--json", action="store_true", help="machine-readable output")
+    if wanted("doctor"):
+        dr = sub.add_parser(
+            "doctor", help="check everything the agent needs, one line per check, with the fix"
+        )
+        dr.add_argument("--json", action="store_true", help="machine-readable output")
+        dr.add_argument(
+            "--send-test-alert",
+            action="store_true",
+            help="also send one test line to the syslog target",
+        )
+    if wanted("support-bundle"):
+        sb = sub.add_parser(
+            "support-bundle",
+            help="a .tar.gz for a support case: config (redacted), status, doctor, history, "
+            "journal",
+        )
+        sb.add_argument(
+            "--output",
+            type=Path,
+            metavar="FILE",
+            help="where to write it (default: ccx-agent-support-HOST-TIME.tar.gz here)",
+        )
+    if wanted("install-files"):
+        inst = sub.add_parser(
+            "install-files", help="lay out the units, config example, man page and completions"
+        )
+        inst.add_argument(
+            "--root",
+            type=Path,
+            default=Path("/"),
+            metavar="DIR",
+            help="install under DIR instead of / (a package build, a test)",
+        )
+    for names in _HEAVY_GROUPS:
+        if only is None or only in names:
+            # Help, or a mistyped command: their names only, their modules not imported.
+            _add_heavy(sub, names, listed=only is None and (listed or command is not None))
+    if wanted("simulate"):
+        s = sub.add_parser("simulate", help="run a what-if scenario on a simulated clock")
+        s.add_argument("scenario", type=Path, help="the scenario YAML file")
+        s.add_argument("--json", action="store_true", help="machine-readable output")
+        s.add_argument(
+            "--state-dir",
+            type=Path,
+            metavar="DIR",
+            help="keep the simulated database in DIR (created; refused if it holds one)",
+        )
     top.commands = sorted(sub.choices)
     cli_help.finish(p)
     return p
@@ -180,27 +243,24 @@ def parser(command: str | None = None, *, listed: bool = False) -> argparse.Argu
 _HEAVY_GROUPS = (("ssm",), ("report", "alerts", "features"), ("offline",))
 
 
-def _add_heavy(sub: Any, command: str | None, *, listed: bool) -> None:
-    """Register the :data:`HEAVY_COMMANDS`. Each module's parsers only where they can be
-    used: for its own command, or for no command (the man page, the completions);
-    otherwise only the name and help line ``--help`` lists (argparse hands the rest of
-    the line to the command's parser alone, so nothing else reads them)."""
-    for names in _HEAVY_GROUPS:
-        if listed or (command is not None and command not in names):
-            for name in names:
-                sub.add_parser(name, help=cli_help.LISTED[name])
-        elif names[0] == "ssm":
-            from ccx_agent.simulator import cli as simulator_cli  # noqa: PLC0415
+def _add_heavy(sub: Any, names: tuple[str, ...], *, listed: bool) -> None:
+    """Register the :data:`HEAVY_COMMANDS` of one module: its parsers, or (``listed``)
+    only the names and help lines ``--help`` lists, without importing the module."""
+    if listed:
+        for name in names:
+            sub.add_parser(name, help=cli_help.LISTED[name])
+    elif names[0] == "ssm":
+        from ccx_agent.simulator import cli as simulator_cli  # noqa: PLC0415
 
-            simulator_cli.add_parser(sub)
-        elif names[0] == "report":
-            from ccx_agent.history import cli as history_cli  # noqa: PLC0415
+        simulator_cli.add_parser(sub)
+    elif names[0] == "report":
+        from ccx_agent.history import cli as history_cli  # noqa: PLC0415
 
-            history_cli.add_parsers(sub)
-        else:
-            from ccx_agent.offline import cli as offline_cli  # noqa: PLC0415
+        history_cli.add_parsers(sub)
+    else:
+        from ccx_agent.offline import cli as offline_cli  # noqa: PLC0415
 
-            offline_cli.add_parser(sub)
+        offline_cli.add_parser(sub)
 
 
 def _parser_for(argv: Sequence[str] | None) -> argparse.ArgumentParser:
@@ -250,7 +310,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in HEAVY_COMMANDS:
         return _heavy(args, path)
     # Every other command: its module now (the daemon above never imports these).
-    from ccx_agent import actions, commands  # noqa: PLC0415
+    from ccx_agent import commands  # noqa: PLC0415
+
+    if args.command == "status":
+        return commands.status(path, args.json)
+    from ccx_agent import actions  # noqa: PLC0415 - the schema: not for status
 
     if args.command == "demo":
         from ccx_agent import demo  # noqa: PLC0415
@@ -278,8 +342,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return actions.admit(path, args.tag, args.count, args.json)
     if args.command == "renew":
         return commands.renew(path, args.what)
-    if args.command == "status":
-        return commands.status(path, args.json)
     if args.command == "doctor":
         from ccx_agent import doctor  # noqa: PLC0415
 
@@ -332,6 +394,10 @@ STATE_COMMANDS = frozenset(
 #: ... and of those, the ones that say nothing of it on stderr (``status`` only looks; the
 #: daemon's log names its user). ``report`` says it: it may write a file.
 QUIET_COMMANDS = frozenset({"status", "alerts", "run", "admit"})
+#: ... and of those, the ones that read the config from the daemon's record of it when
+#: the file is the one the daemon validated (:mod:`ccx_agent.checkconfig`): they only
+#: look, and read few keys.
+RECORD_COMMANDS = frozenset({"status", "report", "alerts"})
 
 
 def _as_state_dir_owner(argv: Sequence[str] | None) -> None:
@@ -357,22 +423,24 @@ def _as_state_dir_owner(argv: Sequence[str] | None) -> None:
     )
 
     path = args.config or default_path()
-    if args.command == "status" and args.check:
-        from ccx_agent.check import recorded_state_dir  # noqa: PLC0415
+    state_dir: Path | None = None
+    if args.command in RECORD_COMMANDS:
+        from ccx_agent.checkconfig import recorded_state_dir  # noqa: PLC0415
 
         # The state directory the daemon recorded for this very file, without the schema.
         state_dir = recorded_state_dir(path)
-        if state_dir is not None:
+        if state_dir is not None and args.command == "status" and args.check:
             become_owner(state_dir)
             return
-    from ccx_agent.config import load as load_config  # noqa: PLC0415
-    from ccx_agent.yamldoc import DocumentError  # noqa: PLC0415
+    if state_dir is None:
+        from ccx_agent.config import load as load_config  # noqa: PLC0415
+        from ccx_agent.yamldoc import DocumentError  # noqa: PLC0415
 
-    try:
-        cfg = load_config(path)
-    except DocumentError:
-        return  # the command says what is wrong with it
-    unable = owner_cannot_run(cfg.state_dir)
+        try:
+            state_dir = load_config(path).state_dir
+        except DocumentError:
+            return  # the command says what is wrong with it
+    unable = owner_cannot_run(state_dir)
     if unable is not None:
         # Dropping now would fail at the next import with a traceback. The doctor stays
         # root and reports it (its daemon check); every other command stops here.
@@ -380,9 +448,9 @@ def _as_state_dir_owner(argv: Sequence[str] | None) -> None:
             return
         raise AgentError(
             f"{unable[1]}: the daemon cannot run as {unable[0]}, and root works in "
-            f"{cfg.state_dir} as its owner; {REACH_FIX}"
+            f"{state_dir} as its owner; {REACH_FIX}"
         )
-    if will_become_owner(cfg.state_dir):
+    if will_become_owner(state_dir):
         from ccx_agent import userfiles  # noqa: PLC0415 - root only
 
         # The files the command line names, opened with the rights of whoever typed it
@@ -390,10 +458,10 @@ def _as_state_dir_owner(argv: Sequence[str] | None) -> None:
         inputs, outputs = named_files(args)
         userfiles.prepare(inputs, outputs)
         userfiles.fork_for_outputs()
-    owner = become_owner(cfg.state_dir)
+    owner = become_owner(state_dir)
     if owner is not None and args.command not in QUIET_COMMANDS:
         print(
-            f"note: working as {owner}, the owner of {cfg.state_dir}, so that every file "
+            f"note: working as {owner}, the owner of {state_dir}, so that every file "
             "made there stays usable by the daemon",
             file=sys.stderr,
         )

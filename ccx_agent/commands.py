@@ -13,19 +13,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from ccx_agent import config as config_mod
-from ccx_agent import statedir
+from ccx_agent import checkconfig, statedir
 from ccx_agent import status as status_mod
-from ccx_agent.errors import AgentError
+from ccx_agent.errors import EX_CONFIG, AgentError
 from ccx_agent.instance import Open, client_for, instance_udi, open_store
 from ccx_agent.licensing.catalogue import DISPLAY_NAMES
 from ccx_agent.store import AlertRow, Store
-from ccx_agent.yamldoc import EX_CONFIG, DocumentError, Problem
 
 if TYPE_CHECKING:
     # The agent (structlog, the SSM client) and the sources only for the commands that
-    # use them: ``status`` imports neither.
+    # use them; the schema (pydantic) and the YAML parser only for those that validate
+    # the config: ``status`` imports none of them when the daemon's record of the config
+    # applies (:mod:`ccx_agent.checkconfig`).
+    from ccx_agent import config as config_mod
     from ccx_agent.agent import Agent, Outcome
+    from ccx_agent.yamldoc import DocumentError, Problem
 
 EX_FAILED = 1
 
@@ -37,6 +39,9 @@ def _problems(exc: DocumentError, err: TextIO) -> int:
 
 
 def check_config(path: Path, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    from ccx_agent import config as config_mod  # noqa: PLC0415 - see the imports
+    from ccx_agent.yamldoc import DocumentError  # noqa: PLC0415
+
     out, err = out or sys.stdout, err or sys.stderr
     try:
         cfg = config_mod.load(path)
@@ -57,6 +62,8 @@ def check_config(path: Path, out: TextIO | None = None, err: TextIO | None = Non
 def _instance_problems(cfg: config_mod.Config, path: Path) -> list[Problem]:
     """What the state directory says against this config, read-only: a lost or damaged
     instance, or a license type other than the registered one (``run`` refuses both)."""
+    from ccx_agent import config as config_mod  # noqa: PLC0415 - see the imports
+
     found = statedir.inspect(cfg.state_dir)
     if found.kind is statedir.Kind.LOST:
         message = statedir.lost_message(cfg.state_dir, found.evidence)
@@ -95,10 +102,12 @@ def usage(
     *,
     explain: bool = False,
 ) -> int:
+    from ccx_agent import config as config_mod  # noqa: PLC0415
     from ccx_agent.licensing import explain as why  # noqa: PLC0415 - see the imports
     from ccx_agent.licensing.consumption import compute  # noqa: PLC0415
     from ccx_agent.sources import SourceError  # noqa: PLC0415
     from ccx_agent.sources.factory import build  # noqa: PLC0415
+    from ccx_agent.yamldoc import DocumentError  # noqa: PLC0415
 
     out, err = out or sys.stdout, err or sys.stderr
     try:
@@ -158,6 +167,7 @@ def simulate(
     # The what-if machinery (and the simulator it runs in process) only for this command.
     from ccx_agent.scenario.model import read_scenario  # noqa: PLC0415
     from ccx_agent.scenario.runner import format_text, run  # noqa: PLC0415
+    from ccx_agent.yamldoc import DocumentError  # noqa: PLC0415
 
     out, err = out or sys.stdout, err or sys.stderr
     try:
@@ -226,7 +236,9 @@ def _with_agent(
     mode: Open = Open.WRITE,
     check: Callable[[Agent], str | None] | None = None,
 ) -> int:
-    from ccx_agent.agent import Agent  # noqa: PLC0415 - see the imports
+    from ccx_agent import config as config_mod  # noqa: PLC0415 - see the imports
+    from ccx_agent.agent import Agent  # noqa: PLC0415
+    from ccx_agent.yamldoc import DocumentError  # noqa: PLC0415
 
     out, err = out or sys.stdout, err or sys.stderr
     try:
@@ -331,12 +343,19 @@ def renew(path: Path, what: str, out: TextIO | None = None, err: TextIO | None =
     return _with_agent(path, act, out, err, check=_registered)
 
 
-def status(path: Path, as_json: bool, out: TextIO | None = None, err: TextIO | None = None) -> int:
+def status(
+    path: Path,
+    as_json: bool,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    *,
+    record: bool = True,
+) -> int:
+    """``record``: the config may be the daemon's record of it (:mod:`ccx_agent.checkconfig`)."""
     out, err = out or sys.stdout, err or sys.stderr
-    try:
-        cfg = config_mod.load(path)
-    except DocumentError as exc:
-        return _problems(exc, err)
+    cfg = checkconfig.load(path, err, record=record)
+    if isinstance(cfg, int):
+        return cfg
     try:
         store = open_store(cfg, Open.READ)
     except statedir.NoDatabase as exc:
@@ -360,6 +379,9 @@ def status(path: Path, as_json: bool, out: TextIO | None = None, err: TextIO | N
             {"pid": cfg.identity.pid, "serial": cfg.identity.serial_number()},
             daemon_pid=statedir.lock_holder(cfg.state_dir),
         )
+    except checkconfig.NotRecorded:
+        # A key the record does not carry: answer as if there were no record.
+        return status(path, as_json, out, err, record=False)
     finally:
         store.close()
     if as_json:

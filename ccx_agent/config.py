@@ -47,7 +47,7 @@ from ccx_agent import secretvalues
 
 # Re-exported: where the config is, without this module's schema (:mod:`ccx_agent.configpath`).
 from ccx_agent.configpath import DEFAULT_PATH as DEFAULT_PATH  # noqa: PLC0414 - re-exported
-from ccx_agent.configpath import DEFAULT_STATE_DIR
+from ccx_agent.configpath import DEFAULT_STATE_DIR, serial_number
 from ccx_agent.configpath import ENV_PATH as ENV_PATH  # noqa: PLC0414
 from ccx_agent.configpath import default_path as default_path  # noqa: PLC0414
 from ccx_agent.durations import Duration, PositiveDuration
@@ -705,7 +705,7 @@ class IdentityConfig(Section):
     )
 
     def serial_number(self) -> str:
-        return self.serial or socket.gethostname()
+        return serial_number(self.serial)
 
 
 class SourceSection(Section):

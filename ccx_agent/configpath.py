@@ -16,3 +16,13 @@ DEFAULT_STATE_DIR = Path("/var/lib/ccx-agent")
 def default_path() -> Path:
     """``$CCX_AGENT_CONFIG`` if set and not empty, else ``/etc/ccx-agent/ccx-agent.yaml``."""
     return Path(os.environ.get(ENV_PATH) or DEFAULT_PATH)
+
+
+def serial_number(serial: str) -> str:
+    """The UDI's serial number: ``identity.serial``, or this host's name when it is empty
+    (the schema's and the daemon's record's, :mod:`ccx_agent.checkconfig`)."""
+    if serial:
+        return serial
+    import socket  # noqa: PLC0415 - only when the config leaves it to the host
+
+    return socket.gethostname()

@@ -11,16 +11,16 @@ from typing import TYPE_CHECKING, Protocol
 
 from ccx_agent import statedir
 from ccx_agent.licensing.lifecycle import ProductState
-from ccx_agent.ssm.port import Udi
 from ccx_agent.store import UDI_UUID_KEY, Store, Unborn
 
 if TYPE_CHECKING:
-    # The schema and the SSM client only where used: opening the database for a look
-    # (``status --check``) needs neither pydantic nor cryptography.
+    # The schema, the SSM client and its port only where used: opening the database for
+    # a look (``status --check``) needs neither pydantic nor cryptography.
     from pathlib import Path
 
     from ccx_agent.config import Config
     from ccx_agent.ssm import client as ssm_client
+    from ccx_agent.ssm.port import Udi
 
 
 class Open(Enum):
@@ -36,6 +36,8 @@ class Open(Enum):
 
 def instance_udi(store: Store, cfg: Config) -> Udi:
     """The UDI: PID and serial from the config, a UUID created once and kept."""
+    from ccx_agent.ssm.port import Udi  # noqa: PLC0415 - see the imports
+
     with store.transaction() as tx:
         value = tx.meta(UDI_UUID_KEY)
         if value is None:

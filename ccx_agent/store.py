@@ -36,7 +36,7 @@ from ccx_agent.licensing.lifecycle import (
     Registration,
 )
 from ccx_agent.licensing.timeutil import parse_iso
-from ccx_agent.ssm.port import Credentials
+from ccx_agent.ssm.credentials import Credentials
 
 if TYPE_CHECKING:
     import msgspec

@@ -32,7 +32,6 @@ import pwd
 import signal
 import stat
 import sys
-import tempfile
 from pathlib import Path
 from typing import IO, Any, BinaryIO, NoReturn, cast
 
@@ -238,6 +237,8 @@ def _open_output(path: Path, mode: int) -> tuple[Path, Path | None, int]:
             return target, None, fd
         raise UserFileError(f"{path}: is {kind_of(st.st_mode)}: refused (it is never replaced)")
     directory = target.parent
+    import tempfile  # noqa: PLC0415 - only to write: the config's readers never need it
+
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=directory)
     try:
         os.fchmod(fd, stat.S_IMODE(st.st_mode) if st is not None else mode)

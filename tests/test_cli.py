@@ -5,6 +5,8 @@ traceback."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -144,25 +146,68 @@ def test_the_command_word_is_read_as_the_full_parser_reads_it(
     assert cli.command_of(argv) == command
 
 
-def test_the_parser_of_run_leaves_out_only_the_commands_that_import_heavy_modules() -> None:
-    """``run``'s parser (and any built-in command's) has no ``ssm``, history or offline
-    commands (their registration imports the simulator, the renderers, the exchange), and
-    parses ``run`` as the full one does; those commands, and none, get the full parser."""
+def _choices(p: argparse.ArgumentParser) -> list[str]:
+    sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+    return list(sub.choices)
 
-    def choices(p: argparse.ArgumentParser) -> set[str]:
-        sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
-        return set(sub.choices)
 
-    full, light = choices(cli.parser()), choices(cli.parser("run"))
-    assert light < full
-    assert full - light == {"ssm", "offline", "report", "alerts", "features"}
-    assert full - light == cli.HEAVY_COMMANDS
-    assert choices(cli.parser("status")) == light
-    assert choices(cli.parser(None)) == full
-    for heavy in cli.HEAVY_COMMANDS:
-        assert choices(cli.parser(heavy)) == full
-    argv = ["-c", "/x.yaml", "run", "-v", "--log-level", "debug"]
-    assert vars(cli.parser("run").parse_args(argv)) == vars(cli.parser().parse_args(argv))
+def test_a_commands_parser_builds_only_that_commands_sub_parser() -> None:
+    """``status --check`` runs every minute: its parser builds the ``status`` sub-parser
+    alone, not nineteen (and never imports the modules of the heavy commands). Those
+    modules build their commands together (``report``, ``alerts``, ``features``)."""
+    assert _choices(cli.parser()) == list(cli.COMMANDS) == sorted(COMMANDS, key=cli.COMMANDS.index)
+    assert _choices(cli.parser(None)) == list(cli.COMMANDS)
+    for command in cli.COMMANDS:
+        history = {"report", "alerts", "features"}
+        group = history if command in history else {command}
+        assert set(_choices(cli.parser(command))) == group, command
+    assert _choices(cli.parser("reprot")) == list(cli.COMMANDS)  # mistyped: all, for the error
+
+
+#: Command lines whose reading must not depend on which parser reads them: valid ones,
+#: help, and every kind of usage error.
+_LINES = [
+    ["-c", "/x.yaml", "run", "-v", "--log-level", "debug"],
+    ["status", "--check"],
+    ["-c", "/x.yaml", "status", "--json", "-c", "/y.yaml"],
+    ["status", "--check", "--json"],
+    ["status", "extra"],
+    ["status", "--version"],
+    ["-cstatus", "usage", "--explain"],
+    ["--ver", "status"],
+    ["-v", "3", "status"],
+    ["--", "status"],
+    ["renew"],
+    ["renew", "foo"],
+    ["admit", "--count", "x"],
+    ["report", "--by", "decade"],
+    ["report", "--from", "2026-01-01", "--format", "csv", "--tag", "a", "--tag", "b"],
+    ["alerts", "--since"],
+    ["features", "--json"],
+    ["ssm", "tokens", "--help"],
+    ["offline", "export", "--help"],
+    ["simulate", "x.yaml", "--state-dir", "/tmp/s"],
+    ["reprot"],
+    ["-h", "status"],
+    *([command, "--help"] for command in cli.COMMANDS),
+]
+
+
+def _outcome(p: argparse.ArgumentParser, argv: list[str]) -> tuple[Any, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            result: Any = vars(p.parse_args(argv))
+        except SystemExit as exc:
+            result = exc.code
+    return result, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize("argv", _LINES, ids=" ".join)
+def test_the_parser_of_a_command_reads_its_line_as_the_full_parser_does(argv: list[str]) -> None:
+    """Byte for byte: the namespace, the help, the usage error and its exit status."""
+    light = _outcome(cli._parser_of(tuple(argv)), argv)
+    assert light == _outcome(cli.parser(), argv)
 
 
 def test_a_mistyped_command_lists_them_all_and_suggests_the_nearest() -> None:

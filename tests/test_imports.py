@@ -6,8 +6,10 @@ read from ``-X importtime`` on its standard error."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from dataclasses import replace
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from ccx_agent import check, checkconfig
+from ccx_agent import check, checkconfig, commands
 from ccx_agent import config as config_mod
 from ccx_agent.store import DB_NAME, Store
 from tests.test_check import HEALTHY, LINE, NOW, instance
@@ -127,3 +129,59 @@ def test_a_key_the_record_lacks_makes_the_check_read_the_file(
         answers.append((code, out.getvalue(), err.getvalue()))
     assert answers[0] == answers[1]  # ...and stale_after is read from the file
     assert "(monitoring.stale_after 1h)" in answers[0][1]
+
+
+#: What ``status``, ``report`` and ``alerts`` must not load when the daemon's record of
+#: the config applies: the schema and the YAML parser (nor what the light check avoids
+#: beyond the logging library, which every command but the check configures).
+SCHEMA = ("pydantic", "pydantic_core", "yaml", "cryptography", "tenacity", "bcrypt", "requests")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("status",),
+        ("status", "--json"),
+        ("report", "--from", "2026-02-20T00:00:00Z", "--to", "2026-03-01T00:00:00Z"),
+        ("report", "--from", "2026-02-20", "--to", "2026-03-01", "--format", "json"),
+        ("report", "--from", "2026-02-20", "--to", "2026-03-01", "--tag", "nope"),
+        ("alerts", "--since", "2026-02-01T00:00:00Z", "--json"),
+    ],
+    ids=" ".join,
+)
+def test_the_commands_that_only_look_read_the_record_and_say_the_same(
+    tmp_path: Path, argv: tuple[str, ...]
+) -> None:
+    """``status``, ``report`` and ``alerts`` read few keys, none secret: with the daemon's
+    record of the config they validate nothing, and say byte for byte what they say after
+    validating the file (the UDI's serial included: the host name, as the schema has it)."""
+    path = instance(tmp_path, HEALTHY, config={"identity": {"pid": "UCCX-LAB"}})
+    full, full_modules = loaded("--config", str(path), *argv)
+    assert "pydantic" in full_modules and "yaml" in full_modules  # nothing recorded yet
+    recorded(path)
+    fast, modules = loaded("--config", str(path), *argv)
+    light = set(SCHEMA) - ({"yaml"} if "nope" in argv else set())  # says "one of" as yamldoc
+    assert not modules & light, sorted(modules & light)
+    assert (fast.returncode, fast.stdout, said(fast)) == (full.returncode, full.stdout, said(full))
+    if argv == ("status", "--json"):
+        udi = json.loads(fast.stdout)["registration"]["udi"]
+        assert (udi["pid"], udi["serial"]) == ("UCCX-LAB", socket.gethostname())
+
+
+def test_status_answers_from_the_file_when_the_record_lacks_a_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key ``status`` reads but the record does not carry: never a crash nor a default,
+    the file is validated and read instead (as the check does)."""
+    path = instance(tmp_path, HEALTHY, config={"identity": {"pid": "UCCX-LAB"}})
+    keys = {k: v for k, v in checkconfig.KEYS.items() if k != "identity.pid"}
+    monkeypatch.setattr(checkconfig, "KEYS", keys)
+    recorded(path)
+    assert checkconfig.lookup(path) is not None  # the record is there, and used...
+    answers = []
+    for record in (True, False):
+        out, err = io.StringIO(), io.StringIO()
+        code = commands.status(path, True, out=out, err=err, record=record)
+        answers.append((code, out.getvalue(), err.getvalue()))
+    assert answers[0] == answers[1]  # ...and the PID is read from the file
+    assert '"pid": "UCCX-LAB"' in answers[0][1]

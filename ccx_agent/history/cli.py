@@ -14,11 +14,10 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from ccx_agent import cli_help
-from ccx_agent import config as config_mod
-from ccx_agent.errors import EX_CONFIG, EX_USAGE, AgentError
+from ccx_agent import checkconfig, cli_help
+from ccx_agent.errors import EX_USAGE, AgentError
 from ccx_agent.history import alertlog, features, render_csv, render_json, render_text
 from ccx_agent.history.report import (
     BY_CHOICES,
@@ -33,7 +32,9 @@ from ccx_agent.instance import Open, open_store
 from ccx_agent.licensing.catalogue import LicenseType, tags_of
 from ccx_agent.store import Store
 from ccx_agent.userfiles import Output, UserFileError, reason
-from ccx_agent.yamldoc import DocumentError, one_of
+
+if TYPE_CHECKING:
+    from ccx_agent.config import Config
 
 COMMANDS = frozenset({"report", "alerts", "features"})
 FORMATS = ("text", "csv", "json", "html")
@@ -86,16 +87,13 @@ def run(args: argparse.Namespace, path: Path) -> int:
     raise AssertionError(args.command)  # pragma: no cover
 
 
-def _load(path: Path, err: TextIO) -> config_mod.Config | int:
-    try:
-        return config_mod.load(path)
-    except DocumentError as exc:
-        for problem in exc.problems:
-            print(problem, file=err)
-        return EX_CONFIG
+def _load(path: Path, err: TextIO) -> Config | int:
+    """The config, from the daemon's record of it when it applies: ``report`` and
+    ``alerts`` read only ``state_dir`` and ``license.type`` (:mod:`ccx_agent.checkconfig`)."""
+    return checkconfig.load(path, err)
 
 
-def _read(cfg: config_mod.Config, err: TextIO, work: Callable[[Store], None]) -> int:
+def _read(cfg: Config, err: TextIO, work: Callable[[Store], None]) -> int:
     """Run ``work`` on the database opened read-only; its absence is one line, exit 1."""
     try:
         store = open_store(cfg, Open.READ)
@@ -177,6 +175,8 @@ def report(
     valid = tags_of(lt)
     for tag in tags:
         if tag not in valid:
+            from ccx_agent.yamldoc import one_of  # noqa: PLC0415 - only to say what is wrong
+
             print(f"error: --tag: {one_of(list(valid), tag, f'{lt.value} tag')}", file=err)
             return EX_USAGE
     chosen = list(dict.fromkeys(tags)) or list(valid)
@@ -268,6 +268,8 @@ def features_command(
     out, err = out or sys.stdout, err or sys.stderr
     names = [t.value for t in LicenseType]
     if license_type is not None and license_type not in names:
+        from ccx_agent.yamldoc import one_of  # noqa: PLC0415 - only to say what is wrong
+
         print(f"error: --license-type: {one_of(names, license_type, 'license type')}", file=err)
         return EX_USAGE
     types = [LicenseType(license_type)] if license_type else list(LicenseType)

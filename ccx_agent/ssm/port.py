@@ -13,6 +13,9 @@ from typing import Any, Protocol
 
 from ccx_agent.errors import AgentError
 
+# Its own module: the state database keeps it (:mod:`ccx_agent.ssm.credentials`).
+from ccx_agent.ssm.credentials import Credentials as Credentials  # noqa: PLC0414
+
 
 class SsmError(AgentError):
     """The server answered and refused (bad token, unknown instance …): retrying won't help.
@@ -47,18 +50,6 @@ class Udi:
     pid: str
     serial: str
     uuid: str
-
-
-@dataclass(frozen=True, slots=True)
-class Credentials:
-    """What proves the instance's identity: its PIID and ID certificate (DER) with the
-    chain of the CA that issued it. Kept in the state database; the private key that the
-    certificate certifies is a separate 0600 file (:mod:`ccx_agent.ssm.identity`)."""
-
-    piid: str
-    cert: bytes
-    chain: tuple[bytes, ...] = ()
-    account: str = ""
 
 
 @dataclass(frozen=True, slots=True)
