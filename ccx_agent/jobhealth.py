@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ccx_agent.licensing.alerts import Alert, Mnemonic
-from ccx_agent.licensing.timeutil import iso, parse_iso
+from ccx_agent.licensing.timeutil import iso
 
 #: The consecutive failure that raises the alert.
 ALERT_AFTER = 2
@@ -50,21 +50,6 @@ class JobHealth:
             "last_error_at": t(self.last_error_at),
             "alerted_at": t(self.alerted_at),
         }
-
-    @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> JobHealth:
-        def t(key: str) -> datetime | None:
-            v = doc.get(key)
-            return None if v is None else parse_iso(str(v))
-
-        return cls(
-            int(doc.get("consecutive_failures", 0)),
-            t("failing_since"),
-            doc.get("last_error"),
-            t("last_error_at"),
-            None,
-            t("alerted_at"),
-        )
 
 
 def failed(
