@@ -29,7 +29,6 @@ class JobHealth:
     failing_since: datetime | None = None
     last_error: str | None = None
     last_error_at: datetime | None = None
-    last_success: datetime | None = None
     alerted_at: datetime | None = None
 
     @property
@@ -37,8 +36,7 @@ class JobHealth:
         return self.consecutive_failures > 0
 
     def as_json(self) -> dict[str, Any]:
-        """What ``status`` shows. ``last_success`` stays in memory: writing the database
-        after every good run would cost a commit per sample for nothing."""
+        """What ``status`` shows (and the database keeps across restarts)."""
 
         def t(v: datetime | None) -> str | None:
             return None if v is None else iso(v)
@@ -83,6 +81,4 @@ def succeeded(health: JobHealth, job: str, now: datetime) -> tuple[JobHealth, Al
             data={"job": job},
         )
     # The last error stays on show (``status``): "failed at 03:00, fine since".
-    return JobHealth(
-        last_error=health.last_error, last_error_at=health.last_error_at, last_success=now
-    ), alert
+    return JobHealth(last_error=health.last_error, last_error_at=health.last_error_at), alert
