@@ -30,9 +30,11 @@ from benchmarks.bench_consumption import _interleaved, _line
 from ccx_agent.licensing.catalogue import ALL_FEATURES, LicenseType
 from ccx_agent.licensing.consumption import Consumption, compute
 from ccx_agent.sources.uccx import (
+    CsqInfo,
     configuration,
+    outbound_campaigns,
+    parse_campaign,
     parse_campaign_list,
-    parse_campaigns,
     parse_csqs,
     parse_resources,
     parse_users,
@@ -49,6 +51,13 @@ from tests.sources.fake_uccx import (
 
 AGENTS = 2_000
 REPEAT = 15
+
+
+def _outbound(details: Sequence[bytes], csqs: Sequence[CsqInfo]) -> frozenset[str]:
+    """The CSQs of the outbound campaigns among the campaign ``details``, as the source
+    finds them when it refreshes the configuration."""
+    found, _ = outbound_campaigns((parse_campaign(b) for b in details), csqs)
+    return frozenset(q for names in found.values() for q in names)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
@@ -69,12 +78,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         csq_list = parse_csqs(csqs)
         parse_campaign_list(campaigns)
         config = configuration(
-            parse_resources(resources), csq_list, parse_campaigns(details, csq_list)
+            parse_resources(resources), csq_list, _outbound(details, csq_list)
         )
         return compute(snapshot(config, parse_users(users)), LicenseType.FLEX, ALL_FEATURES)
 
     csq_list = parse_csqs(csqs)
-    cached = configuration(parse_resources(resources), csq_list, parse_campaigns(details, csq_list))
+    cached = configuration(parse_resources(resources), csq_list, _outbound(details, csq_list))
 
     def sample() -> Consumption:
         return compute(snapshot(cached, parse_users(users)), LicenseType.FLEX, ALL_FEATURES)

@@ -138,7 +138,7 @@ class _Floor:
             cred = tx.credentials()
         assert cred is not None
         self.piid = cred.piid
-        self.cert, self.key = rig.client._signer(cred)
+        self.cert, self.key = rig.client.messages.signer(cred)
         parts = urlsplit(rig.server.url)
         self.path = parts.path
         tls = ssl.create_default_context(cafile=str(rig.server.ca_path))

@@ -11,8 +11,9 @@ again (at least once: a crash between emitting and marking repeats it).
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -95,9 +96,10 @@ class Agent:
         #: ``transport.mode: offline``: SSM is reached by file exchange only
         #: (:mod:`ccx_agent.offline`), so no job talks to it and no renewal is attempted.
         self.offline = offline
-        #: Called inside each transaction that applies (or discards) an SSM answer: a file
-        #: import records there that the answer was used, atomically with its effect.
-        self.answer_tx: Callable[[Tx], None] | None = None
+        #: Called inside each transaction that applies (or discards) an SSM answer, while
+        #: :meth:`answering`: a file import records there that the answer was used,
+        #: atomically with its effect.
+        self._answer_tx: Callable[[Tx], None] | None = None
         self.store = store
         #: False for a one-shot command: it shows its alerts, but they stay pending for
         #: the process that delivers alerts (the daemon's syslog sink).
@@ -116,6 +118,18 @@ class Agent:
         self._alerts_pruned_at: datetime | None = None
 
     # --- plumbing -------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def answering(self, port: SsmPort, applied: Callable[[Tx], None]) -> Iterator[None]:
+        """The jobs called inside ask ``port`` (an answer carried on a file, not the
+        network), and each transaction that applies its answer also calls ``applied``
+        and is committed durably: the import records there that the answer was used."""
+        saved = self.ssm, self._answer_tx
+        self.ssm, self._answer_tx = port, applied
+        try:
+            yield
+        finally:
+            self.ssm, self._answer_tx = saved
 
     def _load(self, tx: Tx) -> ProductState:
         return self._adopt(tx.load_product())
@@ -413,9 +427,9 @@ class Agent:
         still in the outbox and are sent again, and the server keeps each id once. An
         answer imported from a file is committed durably (its import is recorded here).
         """
-        with self.store.transaction(fsync=self.answer_tx is not None) as tx:
-            if self.answer_tx is not None:
-                self.answer_tx(tx)
+        with self.store.transaction(fsync=self._answer_tx is not None) as tx:
+            if self._answer_tx is not None:
+                self._answer_tx(tx)
             before = state = self._load(tx)
             acked = set(ack.acked)
             ids = [b for b in batch if b in acked]
@@ -464,8 +478,8 @@ class Agent:
         """The reports ``ids`` were not delivered: count the attempt, back off."""
         reason = str(exc) or type(exc).__name__
         with self.store.transaction() as tx:
-            if self.answer_tx is not None:
-                self.answer_tx(tx)
+            if self._answer_tx is not None:
+                self._answer_tx(tx)
             state = self._load(tx)
             tx.outbox_failed(ids, reason)
             alerts: list[Alert] = []
@@ -560,8 +574,8 @@ class Agent:
         except SsmError as exc:
             error = exc
         with self.store.transaction() as tx:
-            if self.answer_tx is not None:
-                self.answer_tx(tx)
+            if self._answer_tx is not None:
+                self._answer_tx(tx)
             state = self._load(tx)
             if cred is not None and not _same_identity(tx.credentials(), cred):
                 # register --force or deregister ran while this answer was on its way: it
@@ -664,8 +678,8 @@ class Agent:
         except SsmError as exc:
             reason = str(exc) or type(exc).__name__
             with self.store.transaction() as tx:
-                if self.answer_tx is not None:
-                    self.answer_tx(tx)
+                if self._answer_tx is not None:
+                    self._answer_tx(tx)
                 state = self._load(tx)
                 comm: list[Alert] = []
                 if isinstance(exc, SsmUnreachable):
@@ -676,8 +690,8 @@ class Agent:
             return Outcome(False, f"registration failed: {reason}")
         ident = Identity(res.piid, now, res.cert_issued_at, res.cert_expires_at)
         with self.store.transaction() as tx:
-            if self.answer_tx is not None:
-                self.answer_tx(tx)
+            if self._answer_tx is not None:
+                self._answer_tx(tx)
             state = self._load(tx)
             old = state.identity.piid if state.identity is not None else None
             dropped = tx.outbox_drop_piid(old) if old is not None else 0
@@ -730,8 +744,8 @@ class Agent:
             if dropped:
                 alerts = [*alerts, _dropped_alert(dropped, piid, "the instance was deregistered")]
             self._record(tx, now, alerts)
-            if self.answer_tx is not None:  # an answer file's DEREGISTER: applied once
-                self.answer_tx(tx)
+            if self._answer_tx is not None:  # an answer file's DEREGISTER: applied once
+                self._answer_tx(tx)
         # Committed first: a crash here leaves a key no certificate names, never the reverse.
         if self.ssm is not None:
             self.ssm.forget()

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ccx_agent.licensing.alerts import Alert, Mnemonic
-from ccx_agent.licensing.timeutil import iso, parse_iso
+from ccx_agent.licensing.timeutil import iso
 
 #: The consecutive failure that raises the alert.
 ALERT_AFTER = 2
@@ -29,7 +29,6 @@ class JobHealth:
     failing_since: datetime | None = None
     last_error: str | None = None
     last_error_at: datetime | None = None
-    last_success: datetime | None = None
     alerted_at: datetime | None = None
 
     @property
@@ -37,8 +36,7 @@ class JobHealth:
         return self.consecutive_failures > 0
 
     def as_json(self) -> dict[str, Any]:
-        """What ``status`` shows. ``last_success`` stays in memory: writing the database
-        after every good run would cost a commit per sample for nothing."""
+        """What ``status`` shows (and the database keeps across restarts)."""
 
         def t(v: datetime | None) -> str | None:
             return None if v is None else iso(v)
@@ -50,21 +48,6 @@ class JobHealth:
             "last_error_at": t(self.last_error_at),
             "alerted_at": t(self.alerted_at),
         }
-
-    @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> JobHealth:
-        def t(key: str) -> datetime | None:
-            v = doc.get(key)
-            return None if v is None else parse_iso(str(v))
-
-        return cls(
-            int(doc.get("consecutive_failures", 0)),
-            t("failing_since"),
-            doc.get("last_error"),
-            t("last_error_at"),
-            None,
-            t("alerted_at"),
-        )
 
 
 def failed(
@@ -98,6 +81,4 @@ def succeeded(health: JobHealth, job: str, now: datetime) -> tuple[JobHealth, Al
             data={"job": job},
         )
     # The last error stays on show (``status``): "failed at 03:00, fine since".
-    return JobHealth(
-        last_error=health.last_error, last_error_at=health.last_error_at, last_success=now
-    ), alert
+    return JobHealth(last_error=health.last_error, last_error_at=health.last_error_at), alert

@@ -818,10 +818,6 @@ class Tx:
 
     # --- history: the report, the alert log and retention (docs/reports.md) ----------
 
-    def interval_tag_rows(self, since: datetime, until: datetime) -> list[IntervalTagRow]:
-        """:meth:`iter_interval_tag_rows` as a list."""
-        return list(self.iter_interval_tag_rows(since, until))
-
     def iter_interval_tag_rows(self, since: datetime, until: datetime) -> Iterator[IntervalTagRow]:
         """One row per (closed interval, tag) for intervals starting in ``[since, until)``,
         streamed from the cursor (the report of a year holds no list of its rows).

@@ -33,7 +33,7 @@ import signal
 import stat
 import sys
 from pathlib import Path
-from typing import IO, Any, BinaryIO, NoReturn, cast
+from typing import Any, BinaryIO, NoReturn, cast
 
 from ccx_agent.errors import EX_FAILED, LocalError
 
@@ -341,8 +341,3 @@ def _ask_parent(index: int) -> None:
     number, _, text = reply.decode().strip().partition(" ")
     if number != "0":
         raise OSError(int(number), text)
-
-
-def stream_of(out: Output) -> IO[bytes]:
-    """``out``'s binary stream (for writers typed on ``IO[bytes]``)."""
-    return out.stream

@@ -48,11 +48,9 @@ def test_the_second_failure_alerts_then_every_repeat_then_recovery() -> None:
     assert alert is not None
 
 
-def test_health_survives_its_json_form() -> None:
+def test_health_has_a_json_form() -> None:
     h, _ = failed(JobHealth(), "report", T0, "PermissionError: [Errno 13]", DAY)
     h, _ = failed(h, "report", T0 + DAY, "PermissionError: [Errno 13]", DAY)
-    back = JobHealth.from_json(h.as_json())
-    assert back == h
     assert h.as_json() == {
         "consecutive_failures": 2,
         "failing_since": "2026-11-01T00:00:00Z",

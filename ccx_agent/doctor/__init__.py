@@ -120,8 +120,6 @@ class Context:
     #: ``status --json``'s document, when the database could be read.
     status: dict[str, Any] | None = None
     credentials: Credentials | None = None
-    #: The address the ``tcp`` check reached SSM (or its proxy) at.
-    ssm_address: tuple[Any, ...] | None = None
     results: dict[str, Finding] = field(default_factory=dict)
     deadline: float = field(default_factory=lambda: time.monotonic() + NETWORK_BUDGET_S)
 

@@ -1,14 +1,16 @@
 """The agent's side of a file exchange: export the requests, import the answers.
 
-Both sides reuse the online code whole. An export seals each request with
-:class:`~ccx_agent.ssm.client.SsmClient`'s own methods (the same bodies, keys, CSRs and
-signatures), but hands the envelope to the file instead of a socket. An import reads each
-answer with the client's own checks (:meth:`SsmClient._read`: chain, signature, echoed
-type, nonce and PIID, then the body and any issued certificate), and applies it through
-the agent's own jobs (:meth:`Agent.register`, :meth:`Agent.delivered`,
-:meth:`Agent.renew_auth`, :meth:`Agent.renew_id`), so every rule of the core applies as
-online, including that an answer is applied only while the identity it was asked for is
-still this instance's.
+Both sides use the protocol's two steps as the online client does
+(:mod:`ccx_agent.ssm.messages`). An export builds and seals each request with
+:class:`~ccx_agent.ssm.messages.Messages` (the same bodies, keys, CSRs and signatures the
+client would send), and writes the envelope to the file instead of a socket. An import
+reads each answer with :meth:`Messages.check <ccx_agent.ssm.messages.Messages.check>`
+(chain, signature, echoed type, nonce and PIID, then the body and any issued certificate),
+and applies it through the agent's own jobs (:meth:`Agent.register`,
+:meth:`Agent.delivered`, :meth:`Agent.renew_auth`, :meth:`Agent.renew_id`), run against
+the answer in hand (:class:`AnswerPort`, given to :meth:`Agent.answering`), so every rule
+of the core applies as online, including that an answer is applied only while the
+identity it was asked for is still this instance's.
 
 What is added is what a file needs: the nonces of an export are recorded, an answer to a
 nonce not recorded is refused, each recorded request is applied at most once (marked in
@@ -21,12 +23,11 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import partial
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -37,13 +38,17 @@ from ccx_agent.licensing.timeutil import iso
 from ccx_agent.offline import files
 from ccx_agent.offline.plan import renew_id_due
 from ccx_agent.ssm import protocol
-from ccx_agent.ssm.client import RetryableStatus, SsmClient, TransportError, _Answer
-from ccx_agent.ssm.identity import KeyStore
+from ccx_agent.ssm.identity import IdentityError, KeyStore
+from ccx_agent.ssm.messages import Messages, Request, RetryableStatus
 from ccx_agent.ssm.port import (
     Acknowledged,
+    Authorized,
     Credentials,
+    IdRenewed,
+    Registered,
     SsmError,
     SsmRefused,
+    Udi,
 )
 from ccx_agent.ssm.protocol import MAX_REPORTS, MessageType, ProtocolError
 from ccx_agent.store import ExportRecord, RequestRecord, Tx
@@ -52,6 +57,10 @@ from ccx_agent.userfiles import reason
 #: What stands for the token in an imported REGISTER (the token itself went on the file).
 CARRIED_TOKEN = "(carried on the exchange file)"  # noqa: S105 - a placeholder, not a secret
 LAST_EXPORT_SIZE_KEY = "offline_last_export_bytes"
+#: Where an imported answer comes from, in the checks' messages.
+FILE_LABEL = "the exchange file"
+
+T = TypeVar("T")
 
 
 class ExchangeError(AgentError):
@@ -62,111 +71,88 @@ def cert_digest(cred: Credentials | None) -> str | None:
     return hashlib.sha256(cred.cert).hexdigest() if cred is not None else None
 
 
-class _NoTransport:
-    """A file has no connection; sealing and reading never call this."""
-
-    label = "the exchange file"
-
-    def post(
-        self, body: bytes, now: datetime, *, deadline: float | None = None
-    ) -> tuple[int, bytes, Mapping[str, str]]:
-        raise TransportError("a file exchange opens no connection", retryable=False)
-
-
-class _Sealed(Exception):
-    """Carries a sealed envelope out of a port method (a signal, not an error)."""
-
-    def __init__(self, envelope: dict[str, Any]) -> None:
-        super().__init__("sealed")
-        self.envelope = envelope
-
-
-class SealingClient(SsmClient):
-    """Builds and signs each request exactly as online, then stops: the envelope goes to
-    the file (:class:`_Sealed` carries it out of the port method)."""
-
-    def __init__(self, keys: KeyStore) -> None:
-        super().__init__(_NoTransport(), keys, [], attempts=1)
-
-    def _exchange(
-        self,
-        type_: MessageType,
-        body: Mapping[str, Any],
-        now: datetime,
-        key: ec.EllipticCurvePrivateKey,
-        *,
-        cred: Credentials | None = None,
-        cert: x509.Certificate | None = None,
-    ) -> _Answer:
-        raise _Sealed(
-            protocol.seal_request(
-                type_, body, now, key, piid=cred.piid if cred else None, cert=cert
-            )
-        )
-
-
-def sealed(call: Callable[[], object]) -> dict[str, Any]:
-    """The envelope a port call of a :class:`SealingClient` made."""
-    try:
-        call()
-    except _Sealed as done:
-        return done.envelope
-    raise AssertionError("the call sealed no request")  # pragma: no cover
-
-
-class _PinnedKeys(KeyStore):
-    """The key store, whose registration key is the one the exported REGISTER was made
-    with (found by fingerprint), not whichever is newest."""
-
-    pinned: str | None = None
-
-    def registration_key(self, current: x509.Certificate | None) -> ec.EllipticCurvePrivateKey:
-        if self.pinned is None:
-            raise SsmError("the REGISTER answer has no recorded key")
-        path = self.dir / f"{self.pinned}.pem"
-        if not path.is_file():
-            raise SsmError(
-                f"{path}: the key of the exported REGISTER is gone: export again with a token"
-            )
-        return self._load(path)
-
-
-class AnswerClient(SsmClient):
-    """Reads the answer in hand (:attr:`answer`) by the same checks as an online one.
+class AnswerPort:
+    """The port an import hands the agent's jobs: each call is answered by the answer in
+    hand (:attr:`answer`), read by the same checks as an online one (:meth:`Messages.check`).
 
     A signed refusal is :class:`SsmRefused` as online; an answer that fails a check is
     :class:`~ccx_agent.ssm.port.SsmUnreachable`, which an import turns into a refused
     file (it never reaches the jobs as a communication failure).
     """
 
-    def __init__(self, keys: _PinnedKeys, anchors: list[x509.Certificate]) -> None:
-        super().__init__(_NoTransport(), keys, anchors, attempts=1)
-        self.pinned = keys
+    def __init__(self, keys: KeyStore, anchors: list[x509.Certificate]) -> None:
+        self.messages = Messages(keys, anchors, FILE_LABEL)
         self.answer: tuple[RequestRecord, bytes] | None = None
+        #: The fingerprint of the key the exported REGISTER was made with.
+        self.register_key: str | None = None
 
-    def _exchange(
-        self,
-        type_: MessageType,
-        body: Mapping[str, Any],
-        now: datetime,
-        key: ec.EllipticCurvePrivateKey,
-        *,
-        cred: Credentials | None = None,
-        cert: x509.Certificate | None = None,
-    ) -> _Answer:
+    def _answered(self, request: Request[T], now: datetime) -> T:
         if self.answer is None:
             raise SsmError("no answer in hand")
         record, raw = self.answer
-        if record.type != type_.value:
-            raise SsmError(f"{type_.value} asked, but the answer is to a {record.type}")
-        request = {"type": record.type, "nonce": record.nonce, "piid": record.piid}
+        if record.type != request.type.value:
+            raise SsmError(f"{request.type.value} asked, but the answer is to a {record.type}")
+        sent = {"type": record.type, "nonce": record.nonce, "piid": record.piid}
         try:
-            return self._read(type_, request, 200, raw, {}, now)
+            return self.messages.check(request, sent, 200, raw, {}, now)
         except RetryableStatus:
             raise SsmRefused(
                 protocol.ErrorCode.INTERNAL_ERROR.value,
                 "the server failed to answer this request; export again",
             ) from None
+
+    def _registration_key(self) -> ec.EllipticCurvePrivateKey:
+        """The key the exported REGISTER was made with (found by fingerprint), not
+        whichever is newest."""
+        keys = self.messages.keys
+        if self.register_key is None:
+            raise SsmError("the REGISTER answer has no recorded key")
+        path = keys.dir / f"{self.register_key}.pem"
+        if not path.is_file():
+            raise SsmError(
+                f"{path}: the key of the exported REGISTER is gone: export again with a token"
+            )
+        try:
+            return keys.load(self.register_key)
+        except IdentityError as exc:
+            raise SsmError(str(exc)) from None
+
+    def register(
+        self,
+        token: str,
+        udi: Udi,
+        license_type: str,
+        now: datetime,
+        current: Credentials | None = None,
+    ) -> Registered:
+        key = self._registration_key()
+        request = self.messages.register(token, udi, license_type, current, key=key)
+        return self._answered(request, now)
+
+    def renew_id(self, cred: Credentials, now: datetime) -> IdRenewed:
+        return self._answered(self.messages.renew_id(cred), now)
+
+    def authorize(
+        self, cred: Credentials, license_type: str, usage: Mapping[str, int], now: datetime
+    ) -> Authorized:
+        return self._answered(self.messages.authorize(cred, license_type, usage), now)
+
+    def report(
+        self, cred: Credentials, reports: Sequence[Mapping[str, Any]], now: datetime
+    ) -> Acknowledged:
+        return self._answered(self.messages.report(cred, reports), now)
+
+    def deregister(self, cred: Credentials, now: datetime) -> None:
+        self._answered(self.messages.deregister(cred), now)
+
+    def keep_only(self, cred: Credentials) -> None:
+        self.messages.keep_only(cred)
+
+    def forget(self) -> None:
+        self.messages.forget()
+
+    def close(self) -> None:
+        """A file holds no connection."""
 
 
 # --- export --------------------------------------------------------------------------
@@ -267,7 +253,7 @@ def export(
         "udi": {"pid": agent.udi.pid, "serial": agent.udi.serial, "uuid": agent.udi.uuid},
         "license_type": state.license_type.value,
     }
-    sealer = SealingClient(keys)
+    sealer = Messages(keys, [], FILE_LABEL)
     carries = {"REGISTER": 0, "REPORT_USAGE": 0, "reports": 0, "AUTHORIZE": 0, "RENEW_ID": 0}
     if deregister:
         carries["DEREGISTER"] = 0
@@ -301,7 +287,7 @@ def export(
 
         if token is not None:
             lt = state.license_type.value
-            envelope = sealed(lambda: sealer.register(token, agent.udi, lt, now, cred))
+            envelope = sealer.register(token, agent.udi, lt, cred).seal(now)
             csr = protocol.csr_from_text(envelope["body"]["csr"])
             key = csr.public_key()
             assert isinstance(key, ec.EllipticCurvePublicKey)
@@ -313,7 +299,7 @@ def export(
                 while page := tx.outbox_after(seq, MAX_REPORTS, cred.piid):
                     payloads = [p for _, p in page]
                     add(
-                        sealed(partial(sealer.report, cred, payloads, now)),
+                        sealer.report(cred, payloads).seal(now),
                         page[0][0],
                         page[-1][0],
                         reports=len(page),
@@ -323,16 +309,16 @@ def export(
                     last = str(payloads[-1]["start"])
                     seq = page[-1][0]
             if deregister:  # last: the reports before it are acknowledged first
-                add(sealed(lambda: sealer.deregister(cred, now)))
+                add(sealer.deregister(cred).seal(now))
             else:
                 usage = agent.auth_usage(state)
                 lt = state.license_type.value
                 add(
-                    sealed(lambda: sealer.authorize(cred, lt, usage, now)),
+                    sealer.authorize(cred, lt, usage).seal(now),
                     tags=sorted(state.tags_in_use),
                 )
                 if renew_id or renew_id_due(state, now, agent.timers):
-                    add(sealed(lambda: sealer.renew_id(cred, now)))
+                    add(sealer.renew_id(cred).seal(now))
         writer.finish()
         with agent.store.transaction() as tx:
             if cert_digest(tx.credentials()) != cert_digest(cred):
@@ -422,8 +408,7 @@ def import_answers(
     except files.FileError as exc:
         _refuse(exc.path, exc.reason)
     _check_seal(sealed_file, anchors, now)
-    pinned = _PinnedKeys(keys.dir.parent)
-    client = AnswerClient(pinned, anchors)
+    client = AnswerPort(keys, anchors)
     with agent.store.read() as tx:
         record = _export_of(tx, sealed_file)
         expected = tx.export_requests(record.number)
@@ -470,7 +455,6 @@ def import_answers(
     # Pass 2: apply, each answer in the transaction that records it as applied. The
     # agent's jobs ask their port; for this import the port is the file.
     lines: list[str] = []
-    online_port, agent.ssm = agent.ssm, client
     try:
         for raw in files.envelopes(sealed_file):
             request = _request_of(agent, raw, record, set(), path, 0)
@@ -481,19 +465,14 @@ def import_answers(
             def mark(tx: Tx, nonce: str = nonce) -> None:
                 tx.request_applied(nonce, now)
 
-            agent.answer_tx = mark
-            try:
+            with agent.answering(client, mark):
                 with agent.store.read() as tx:
                     cred = tx.credentials()
                 lines.append(_answer(agent, client, request, raw, now, cred, apply=True))
-            finally:
-                agent.answer_tx = None
     except files.FileError as exc:
         raise ExchangeError(
             f"{exc}: the answers read before were applied; import the file again"
         ) from None
-    finally:
-        agent.ssm = online_port
     with agent.store.transaction() as tx:
         tx.export_imported(record.number, now)
     summary = _summary(lines)
@@ -520,7 +499,7 @@ def _request_of(
 
 def _answer(
     agent: Agent,
-    client: AnswerClient,
+    client: AnswerPort,
     request: RequestRecord,
     raw: bytes,
     now: datetime,
@@ -534,7 +513,7 @@ def _answer(
     try:
         type_ = MessageType(request.type)
         if type_ is MessageType.REGISTER:
-            client.pinned.pinned = str(request.extra.get("key"))
+            client.register_key = str(request.extra.get("key"))
             if not apply:
                 client.register(CARRIED_TOKEN, agent.udi, agent.cfg.license.type.value, now, cred)
                 return ""

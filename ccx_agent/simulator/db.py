@@ -364,10 +364,6 @@ class Tx:
         return None if row is None or row[0] is None else parse_iso(row[0])
 
     # reports
-    def report_owner(self, report_id: str) -> str | None:
-        row = self._c.execute("SELECT piid FROM reports WHERE id = ?", (report_id,)).fetchone()
-        return None if row is None else str(row[0])
-
     def add_report(
         self,
         report_id: str,
@@ -575,12 +571,6 @@ class Database:
         """A consistent snapshot that takes no write lock (``show``, ``reports``)."""
         with self._lock, sqlite.snapshot(self._conn):
             yield Tx(self._conn)
-
-    def pragma(self, name: str) -> object:
-        if not name.isidentifier():
-            raise ValueError(f"not a pragma name: {name!r}")
-        row = self._conn.execute(f"PRAGMA {name}").fetchone()
-        return None if row is None else row[0]
 
     def close(self) -> None:
         with self._lock:

@@ -302,13 +302,6 @@ def outbound_campaigns(
     return out, notes
 
 
-def parse_campaigns(bodies: Iterable[bytes], csqs: Sequence[CsqInfo]) -> frozenset[str]:
-    """The CSQs of the outbound campaigns among the ``GET /adminapi/campaign/{id}``
-    ``bodies``: their agents are outbound."""
-    found, _ = outbound_campaigns((parse_campaign(b) for b in bodies), csqs)
-    return frozenset(q for names in found.values() for q in names)
-
-
 def parse_users(body: bytes) -> list[User]:
     """Finesse ``GET /finesse/api/Users``: ``<Users><User>`` with loginId, state, roles."""
     out = []

@@ -22,29 +22,25 @@ longer than that. The messages go through the agent's one HTTP client
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
 import tenacity
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
-from ccx_agent import secretvalues
 from ccx_agent.net.deadline import ABORTED, Exchange
 from ccx_agent.net.http import DeadlineSession, describe
 from ccx_agent.ssm import protocol
-from ccx_agent.ssm.identity import IdentityError, KeyStore, check_issued, load_anchors, make_csr
+from ccx_agent.ssm.identity import IdentityError, KeyStore, load_anchors
+from ccx_agent.ssm.messages import Messages, Pong, Request, RetryableStatus
 from ccx_agent.ssm.port import (
     Acknowledged,
     Authorized,
@@ -53,18 +49,16 @@ from ccx_agent.ssm.port import (
     Registered,
     SsmAborted,
     SsmError,
-    SsmRefused,
     SsmUnreachable,
     Udi,
 )
-from ccx_agent.ssm.protocol import ErrorCode, MessageType, ProtocolError
 
 log = logging.getLogger("ccx_agent.ssm")
 
+T = TypeVar("T")
+
 #: Longest honoured Retry-After, and the longest back-off between two tries.
 MAX_RETRY_WAIT = 30.0
-#: Server errors worth another try: the request may succeed when sent again.
-RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
 class TransportError(Exception):
@@ -88,27 +82,6 @@ class ExchangeAborted(TransportError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, retryable=False)
-
-
-#: What reading a hostile answer may raise besides :class:`ProtocolError`, in our code or
-#: in a library's (a certificate field that does not parse, a number too large …): every
-#: one of them is a bad answer, never a crashed job.
-BAD_ANSWER = (
-    ValueError,
-    TypeError,
-    KeyError,
-    IndexError,
-    OverflowError,
-    RecursionError,
-    UnicodeError,
-)
-
-
-class RetryableStatus(Exception):
-    def __init__(self, status: int, retry_after: float | None) -> None:
-        super().__init__(f"HTTP {status}")
-        self.status = status
-        self.retry_after = retry_after
 
 
 class Transport(Protocol):
@@ -310,54 +283,18 @@ def _unreadable_ca(ca_bundle: Path | None) -> TransportError | None:
     return None
 
 
-def _why(exc: Exception) -> str:
-    """A check's own message, or the kind of error a library raised on a hostile answer
-    (its text may quote the answer, so it is not shown)."""
-    if isinstance(exc, ProtocolError):
-        return str(exc)
-    return f"it cannot be read ({type(exc).__name__})"
-
-
 def _worth_retrying(exc: BaseException) -> bool:
     if isinstance(exc, TransportError):
         return exc.retryable
     return isinstance(exc, RetryableStatus)
 
 
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    value = {k.lower(): v for k, v in headers.items()}.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
-@dataclass(frozen=True, slots=True)
-class Pong:
-    """The answer to a PING: ``instance`` is ``"active"`` for a registered instance the
-    server trusts, None for an unsigned-by-an-instance PING."""
-
-    instance: str | None
-    license_type: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Answer:
-    body: dict[str, Any]
-    piid: str | None
-
-
 class SsmClient:
-    """One exchange per call, each retried only where safe (docs/protocol.md §7)."""
+    """One exchange per call, each retried only where safe (docs/protocol.md §7).
+
+    The requests are built and their answers checked by :class:`Messages`, as a file
+    exchange's are; this class sends them and tries again.
+    """
 
     def __init__(
         self,
@@ -371,28 +308,20 @@ class SsmClient:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.transport = transport
+        self.messages = Messages(keys, anchors, transport.label)
         #: Seconds, for the retry budget (a test moves it with its ``sleep``).
         self._clock = clock
         self.keys = keys
-        self.anchors = list(anchors)
         self.attempts = attempts
         self.budget = budget
         self._stopped = threading.Event()
         self._sleep = sleep
-        self._signers: dict[bytes, tuple[x509.Certificate, ec.EllipticCurvePrivateKey]] = {}
 
     # --- one exchange ---------------------------------------------------------------
 
-    def _exchange(
-        self,
-        type_: MessageType,
-        body: Mapping[str, Any],
-        now: datetime,
-        key: ec.EllipticCurvePrivateKey,
-        *,
-        cred: Credentials | None = None,
-        cert: x509.Certificate | None = None,
-    ) -> _Answer:
+    def _exchange(self, request: Request[T], now: datetime) -> T:
+        type_ = request.type
+
         def wait(state: tenacity.RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
             backoff = tenacity.wait_random_exponential(multiplier=1, max=MAX_RETRY_WAIT)(state)
@@ -435,7 +364,7 @@ class SsmClient:
             **kwargs,
         )
         try:
-            return retrying(self._once, type_, body, now, key, cred, cert, left)
+            answer: T = retrying(self._once, request, now, left)
         except ExchangeAborted as exc:
             log.info(
                 "%s to %s not completed: the agent is stopping", type_.value, self.transport.label
@@ -447,91 +376,30 @@ class SsmClient:
             raise SsmUnreachable(
                 f"{type_.value}: {self.transport.label} answered {exc} ({self.attempts} tries)"
             ) from None
+        return answer
 
-    def _once(
-        self,
-        type_: MessageType,
-        body: Mapping[str, Any],
-        now: datetime,
-        key: ec.EllipticCurvePrivateKey,
-        cred: Credentials | None,
-        cert: x509.Certificate | None,
-        left: Callable[[], float],
-    ) -> _Answer:
+    def _once(self, request: Request[T], now: datetime, left: Callable[[], float]) -> T:
         if self._stopped.is_set():
             raise ExchangeAborted(f"{self.transport.label} not tried: the agent is stopping")
         # A new nonce for every try: the server refuses a nonce it has seen.
-        request = protocol.seal_request(
-            type_, body, now, key, piid=cred.piid if cred else None, cert=cert
-        )
+        sent = request.seal(now)
         # Each try's deadline is capped at what is left of the budget.
         try:
             status, raw, headers = self.transport.post(
-                protocol.canonical(request), now, deadline=max(0.0, left())
+                protocol.canonical(sent), now, deadline=max(0.0, left())
             )
         except TransportError as exc:
             if not exc.stale:
                 raise
             # Within the same try, on a new connection: not a failure of the server's.
             log.debug("%s: trying a new connection", exc)
-            request = protocol.seal_request(
-                type_, body, now, key, piid=cred.piid if cred else None, cert=cert
-            )
+            sent = request.seal(now)
             status, raw, headers = self.transport.post(
-                protocol.canonical(request), now, deadline=max(0.0, left())
+                protocol.canonical(sent), now, deadline=max(0.0, left())
             )
-        return self._read(type_, request, status, raw, headers, now)
-
-    def _read(
-        self,
-        type_: MessageType,
-        request: Mapping[str, Any],
-        status: int,
-        raw: bytes,
-        headers: Mapping[str, str],
-        now: datetime,
-    ) -> _Answer:
-        """Every check on one answer to ``request`` (docs/protocol.md §4); also how an
-        answer carried on a file is read (:mod:`ccx_agent.offline`)."""
-        try:
-            resp = protocol.open_response(raw, request, now, self.anchors)
-        except (ProtocolError, *BAD_ANSWER) as exc:
-            if status in RETRY_STATUS:
-                raise RetryableStatus(status, _retry_after(headers)) from None
-            what = f"HTTP {status}" if status != 200 else "the response"
-            raise SsmUnreachable(
-                f"{type_.value}: {what} from {self.transport.label} was rejected: {_why(exc)}"
-            ) from None
-        if resp.error is not None:
-            if resp.error.code is ErrorCode.INTERNAL_ERROR or status in RETRY_STATUS:
-                raise RetryableStatus(status, _retry_after(headers))
-            raise SsmRefused(resp.error.code.value, resp.error.message)
-        if status != 200:
-            raise SsmUnreachable(f"{type_.value}: HTTP {status} with an OK envelope")
-        return _Answer(resp.body, resp.piid)
+        return self.messages.check(request, sent, status, raw, headers, now)
 
     # --- helpers ------------------------------------------------------------------------
-
-    def _signer(self, cred: Credentials) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-        # The same certificate signs every message for months: parse it and find its key
-        # once (a what-if run of a year-long outage makes tens of thousands of attempts).
-        known = self._signers.get(cred.cert)
-        if known is not None:
-            return known
-        try:
-            cert = x509.load_der_x509_certificate(cred.cert)
-            signer = cert, self.keys.key_for(cert)
-        except ValueError:
-            raise SsmError("the stored ID certificate is unreadable: register again") from None
-        except IdentityError as exc:
-            raise SsmError(str(exc)) from None
-        self._signers = {cred.cert: signer}
-        return signer
-
-    def _bad(self, type_: MessageType, exc: Exception) -> SsmUnreachable:
-        return SsmUnreachable(
-            f"{type_.value}: the response from {self.transport.label} was rejected: {_why(exc)}"
-        )
 
     def _wait(self, seconds: float) -> None:
         """The back-off between two tries, cut short by :meth:`abort`."""
@@ -545,32 +413,6 @@ class SsmClient:
         if callable(abort):
             abort()
 
-    @staticmethod
-    def _der(cert: x509.Certificate) -> bytes:
-        return cert.public_bytes(serialization.Encoding.DER)
-
-    def _issued(
-        self,
-        type_: MessageType,
-        body: Mapping[str, Any],
-        key: ec.EllipticCurvePrivateKey,
-        piid: str,
-        now: datetime,
-    ) -> tuple[x509.Certificate, tuple[bytes, ...]]:
-        try:
-            der = protocol.unb64(body.get("cert"), "body.cert")
-            chain_field = body.get("chain", [])
-            if not isinstance(chain_field, list) or len(chain_field) > 4:
-                raise ProtocolError(ErrorCode.MALFORMED, "body.chain must be a short list")
-            chain = tuple(protocol.unb64(c, "body.chain[]") for c in chain_field)
-            cert = check_issued(der, chain, key, piid, self.anchors, now)
-            # Read here, not later in a job: a date the library cannot represent is a bad
-            # answer too.
-            cert.not_valid_after_utc  # noqa: B018
-        except (ProtocolError, *BAD_ANSWER) as exc:
-            raise self._bad(type_, exc) from None
-        return cert, chain
-
     # --- the port -----------------------------------------------------------------------
 
     def register(
@@ -581,90 +423,23 @@ class SsmClient:
         now: datetime,
         current: Credentials | None = None,
     ) -> Registered:
-        secretvalues.remember([token])  # a refusal may echo it
-        try:
-            in_use = x509.load_der_x509_certificate(current.cert) if current else None
-        except ValueError:
-            in_use = None
-        try:
-            key = self.keys.registration_key(in_use)
-        except IdentityError as exc:
-            raise SsmError(str(exc)) from None
-        csr = make_csr(key, udi)
-        body = {
-            "token": token,
-            "csr": protocol.b64(csr.public_bytes(serialization.Encoding.DER)),
-            "udi": {"pid": udi.pid, "serial": udi.serial, "uuid": udi.uuid},
-            "license_type": license_type,
-        }
-        answer = self._exchange(MessageType.REGISTER, body, now, key)
-        try:
-            piid = protocol.text(answer.body, "piid", "body.")
-            if answer.piid != piid:
-                raise ProtocolError(ErrorCode.PIID_MISMATCH, "body.piid is not the envelope's")
-            entitlements = protocol.counts(answer.body, "entitlements", "body.")
-            account = protocol.text(answer.body, "account", "body.", optional=True)
-        except (ProtocolError, *BAD_ANSWER) as exc:
-            raise self._bad(MessageType.REGISTER, exc) from None
-        cert, chain = self._issued(MessageType.REGISTER, answer.body, key, piid, now)
-        # Issued "now" for the agent's timers: a server backdates not-before for clock skew.
-        return Registered(
-            piid,
-            now,
-            cert.not_valid_after_utc,
-            entitlements,
-            Credentials(piid, self._der(cert), chain, account),
-        )
+        return self._exchange(self.messages.register(token, udi, license_type, current), now)
 
     def renew_id(self, cred: Credentials, now: datetime) -> IdRenewed:
-        cert, key = self._signer(cred)
-        csr = make_csr_for(key, cert)
-        body = {"csr": protocol.b64(csr.public_bytes(serialization.Encoding.DER))}
-        answer = self._exchange(MessageType.RENEW_ID, body, now, key, cred=cred, cert=cert)
-        new, chain = self._issued(MessageType.RENEW_ID, answer.body, key, cred.piid, now)
-        return IdRenewed(
-            now,
-            new.not_valid_after_utc,
-            Credentials(cred.piid, self._der(new), chain, cred.account),
-        )
+        return self._exchange(self.messages.renew_id(cred), now)
 
     def authorize(
         self, cred: Credentials, license_type: str, usage: Mapping[str, int], now: datetime
     ) -> Authorized:
-        cert, key = self._signer(cred)
-        body = {"license_type": license_type, "usage": dict(usage)}
-        answer = self._exchange(MessageType.AUTHORIZE, body, now, key, cred=cred, cert=cert)
-        try:
-            return Authorized(protocol.counts(answer.body, "entitlements", "body."))
-        except (ProtocolError, *BAD_ANSWER) as exc:
-            raise self._bad(MessageType.AUTHORIZE, exc) from None
+        return self._exchange(self.messages.authorize(cred, license_type, usage), now)
 
     def report(
         self, cred: Credentials, reports: Sequence[Mapping[str, Any]], now: datetime
     ) -> Acknowledged:
-        cert, key = self._signer(cred)
-        body = {"reports": [dict(r) for r in reports]}
-        answer = self._exchange(MessageType.REPORT_USAGE, body, now, key, cred=cred, cert=cert)
-        try:
-            acked = answer.body.get("acked")
-            if not isinstance(acked, list) or not all(isinstance(a, str) for a in acked):
-                raise ProtocolError(ErrorCode.MALFORMED, "body.acked must be a list of ids")
-            sent = {str(r["id"]) for r in reports}
-            return Acknowledged(
-                [a for a in acked if a in sent],
-                protocol.counts(answer.body, "entitlements", "body."),
-            )
-        except (ProtocolError, *BAD_ANSWER) as exc:
-            raise self._bad(MessageType.REPORT_USAGE, exc) from None
+        return self._exchange(self.messages.report(cred, reports), now)
 
     def deregister(self, cred: Credentials, now: datetime) -> None:
-        cert, key = self._signer(cred)
-        try:
-            self._exchange(MessageType.DEREGISTER, {}, now, key, cred=cred, cert=cert)
-        except SsmRefused as exc:
-            # Sent again after a lost answer: the server already did it.
-            if exc.code != ErrorCode.INSTANCE_DEREGISTERED.value:
-                raise
+        self._exchange(self.messages.deregister(cred), now)
 
     def ping(self, cred: Credentials | None, now: datetime) -> Pong:
         """One PING, which changes nothing on the server (``ccx-agent doctor``).
@@ -674,53 +449,19 @@ class SsmClient:
         still proves the server speaks the protocol and signs with a trusted certificate.
         A refusal is :class:`SsmRefused`, no usable answer :class:`SsmUnreachable`.
         """
-        if cred is None:
-            key = ec.generate_private_key(ec.SECP256R1())
-            body = {"key": protocol.public_key_text(key.public_key())}
-            answer = self._exchange(MessageType.PING, body, now, key)
-        else:
-            cert, key = self._signer(cred)
-            answer = self._exchange(MessageType.PING, {}, now, key, cred=cred, cert=cert)
-        try:
-            instance = answer.body.get("instance")
-            license_type = answer.body.get("license_type")
-            if instance is not None and not isinstance(instance, str):
-                raise ProtocolError(ErrorCode.MALFORMED, "body.instance must be a string")
-            if license_type is not None and not isinstance(license_type, str):
-                raise ProtocolError(ErrorCode.MALFORMED, "body.license_type must be a string")
-        except (ProtocolError, *BAD_ANSWER) as exc:
-            raise self._bad(MessageType.PING, exc) from None
-        return Pong(instance, license_type)
+        return self._exchange(self.messages.ping(cred), now)
 
     def keep_only(self, cred: Credentials) -> None:
-        self.keys.keep_only(x509.load_der_x509_certificate(cred.cert))
+        self.messages.keep_only(cred)
 
     def forget(self) -> None:
-        self._signers = {}
-        self.keys.wipe()
+        self.messages.forget()
 
     def close(self) -> None:
         """Close the transport's kept-alive connections, if it keeps any."""
         close = getattr(self.transport, "close", None)
         if callable(close):
             close()
-
-
-def make_csr_for(
-    key: ec.EllipticCurvePrivateKey, cert: x509.Certificate
-) -> x509.CertificateSigningRequest:
-    """A renewal's CSR: the same key, the UDI the current certificate was issued for."""
-    serial = cert.subject.get_attributes_for_oid(x509.NameOID.SERIAL_NUMBER)
-    uuids = [
-        u.value
-        for ext in cert.extensions
-        if isinstance(ext.value, x509.SubjectAlternativeName)
-        for u in ext.value
-        if isinstance(u, x509.UniformResourceIdentifier)
-    ]
-    uuid = uuids[0].removeprefix("urn:uuid:") if uuids else protocol.certificate_piid(cert)
-    value = serial[0].value if serial else ""
-    return make_csr(key, Udi("", value if isinstance(value, str) else value.decode(), uuid))
 
 
 def build(

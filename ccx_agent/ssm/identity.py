@@ -129,6 +129,11 @@ class KeyStore:
         key = self._cache[fp] = self._load(path)
         return key
 
+    def load(self, fingerprint: str) -> ec.EllipticCurvePrivateKey:
+        """The key of ``fingerprint``: a file exchange's REGISTER is answered for the key
+        it was made with, which need not be the newest."""
+        return self._load(self.dir / f"{fingerprint}.pem")
+
     def registration_key(self, current: x509.Certificate | None) -> ec.EllipticCurvePrivateKey:
         """A pending registration's key if one is left, else a new key, written first."""
         in_use = None if current is None else protocol.key_fingerprint(protocol.public_key(current))

@@ -38,7 +38,7 @@ def rows_of(tmp: Path, records: list[IntervalRecord], start: datetime, end: date
     store = Store(path, readonly=True)
     try:
         with store.read() as tx:
-            return tx.interval_tag_rows(start, end)
+            return list(tx.iter_interval_tag_rows(start, end))
     finally:
         store.close()
 
