@@ -362,7 +362,7 @@ class StateCodec:
 
     def __init__(self) -> None:
         self._encode: Callable[[Any], bytes] | None = None
-        self._last: tuple[str, ProductState] = ("", ProductState(LicenseType.NFR))
+        self._last: tuple[str, ProductState] | None = None
 
     def dumps(self, state: ProductState, *, saved: bool = False) -> str:
         """The text of ``state``; ``saved``: it is being stored, and the next load of
@@ -376,9 +376,9 @@ class StateCodec:
 
     def loads(self, text: str) -> ProductState:
         """Read what :meth:`dumps` wrote, by this or an older version."""
-        last_text, last = self._last
-        if text == last_text:
-            return last
+        last = self._last
+        if last is not None and text == last[0]:
+            return last[1]
         doc = json.loads(text)
         state = ProductState(
             **{f.attr: f.load(doc[f.key]) for f in STATE_FIELDS if not f.added or f.key in doc}

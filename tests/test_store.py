@@ -307,6 +307,26 @@ def test_a_database_written_by_an_older_version_opens_and_reads_the_same_bytes(
     assert state_from_json(state_to_json(expected)) == expected
 
 
+@pytest.mark.parametrize("text", ["", "{}", '{"license_type": 7'])
+def test_a_product_state_no_version_wrote_is_damage(store: Store, text: str) -> None:
+    """Whatever the codec read or saved last, or before it read anything, text no
+    version wrote is never a state."""
+    with pytest.raises((ValueError, KeyError)):
+        store_mod.StateCodec().loads(text)
+    state_from_json(state_to_json(ProductState(LicenseType.NFR)))
+    with store.transaction() as tx:
+        tx.save_product(ProductState(LicenseType.NFR), T0)
+    conn = sqlite3.connect(store.path)
+    with conn:
+        conn.execute("UPDATE product SET state = ?", (text,))
+    conn.close()
+    with (
+        pytest.raises(StoreError, match="the product state cannot be read"),
+        store.transaction() as tx,
+    ):
+        tx.load_product()
+
+
 def test_text_with_a_del_character_is_escaped_as_json_dumps_does() -> None:
     """json.dumps escapes DEL (\\u007f) though it is ASCII; msgspec writes it as it is."""
     s = dataclasses.replace(full_state(), last_comm_error="cut\x7fshort", source_error="\x7f")
