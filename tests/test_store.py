@@ -307,6 +307,22 @@ def test_a_database_written_by_an_older_version_opens_and_reads_the_same_bytes(
     assert state_from_json(state_to_json(expected)) == expected
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"last_comm_error": "lone \ud800 surrogate"},  # no UTF-8 for it: json.dumps writes it
+        {"entitlements": {"x": 10**30, "y": -(10**30)}},  # beyond 64 bits
+        {"evaluation_used": timedelta(microseconds=7)},  # 7e-06: an exponent
+        {"source_error": '\x00\x08\t\n\x0c\r\x1f"\\ \u2028 \U0001f600 \x7f'},
+    ],
+)
+def test_text_json_dumps_writes_otherwise_is_still_its_text(change: dict[str, object]) -> None:
+    s = dataclasses.replace(full_state(), **change)
+    text = state_to_json(s)
+    assert text == json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))
+    assert state_from_json(text) == s
+
+
 @pytest.mark.parametrize("text", ["", "{}", '{"license_type": 7'])
 def test_a_product_state_no_version_wrote_is_damage(store: Store, text: str) -> None:
     """Whatever the codec read or saved last, or before it read anything, text no
