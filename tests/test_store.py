@@ -1315,3 +1315,16 @@ def test_be_born_writes_the_product_state_and_the_udi_once(tmp_path: Path) -> No
             assert tx.meta(store_mod.UDI_UUID_KEY) == "uuid-1"
     finally:
         s.close()
+
+
+def test_status_check_reads_the_state_without_msgspec(tmp_path: Path) -> None:
+    """The state codec imports msgspec on its first save only: ``status --check`` (run
+    every minute by monitoring) reads the state with ``json`` alone."""
+    from tests.test_check import HEALTHY, instance
+    from tests.test_imports import loaded, recorded
+
+    path = instance(tmp_path, HEALTHY)
+    recorded(path)
+    done, modules = loaded("--config", str(path), "status", "--check")
+    assert done.stdout.startswith("CCX-LICENSE "), done
+    assert "ccx_agent" in modules and "msgspec" not in modules
