@@ -9,9 +9,11 @@ timeout makes the second one wait instead of failing.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import os
+import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ccx_agent import sqlite, statedir
 from ccx_agent.errors import LocalError
@@ -37,9 +39,6 @@ from ccx_agent.licensing.lifecycle import (
 )
 from ccx_agent.licensing.timeutil import parse_iso
 from ccx_agent.ssm.credentials import Credentials
-
-if TYPE_CHECKING:
-    import msgspec
 
 DB_NAME = statedir.DB_NAME
 
@@ -224,75 +223,211 @@ def _req_dt(value: str) -> datetime:
 # --- product state <-> JSON ----------------------------------------------------------
 
 
-def state_to_json(state: ProductState) -> str:
-    ident = state.identity
-    doc: dict[str, Any] = {
-        "license_type": state.license_type.value,
-        "identity": None
-        if ident is None
-        else {
-            "piid": ident.piid,
-            "registered_at": _ts(ident.registered_at),
-            "cert_issued_at": _ts(ident.cert_issued_at),
-            "cert_expires_at": _ts(ident.cert_expires_at),
-        },
-        "registration": state.registration.value,
-        "authorization": state.authorization.value,
-        "enforcement": state.enforcement.value if state.enforcement else None,
-        "last_auth_at": _ts(state.last_auth_at),
-        "authorized_tags": sorted(state.authorized_tags),
-        "entitlements": dict(state.entitlements),
-        "tags": {
-            tag: {
-                "state": c.state.value,
-                "overage_count": c.overage_count,
-                "run_peak": c.run_peak,
-                "locked": c.locked,
-                "ooc_since": _ts(c.ooc_since),
-            }
-            for tag, c in state.tags.items()
-        },
-        "id_next_attempt": _ts(state.id_next_attempt),
-        "auth_next_attempt": _ts(state.auth_next_attempt),
-        "evaluation_used_s": state.evaluation_used.total_seconds(),
-        "evaluation_warned": sorted(state.evaluation_warned),
-        "tags_in_use": sorted(state.tags_in_use),
-        "last_sample_at": _ts(state.last_sample_at),
-        "comm_ok": state.comm_ok,
-        "last_comm_error": state.last_comm_error,
-        "report_failures": state.report_failures,
-        "report_next_attempt": _ts(state.report_next_attempt),
-        "source_failing_since": _ts(state.source_failing_since),
-        "source_error": state.source_error,
-        "marks": {k: _ts(v) for k, v in state.marks.items()},
+def _identity_doc(ident: Identity | None) -> dict[str, Any] | None:
+    if ident is None:
+        return None
+    return {
+        "piid": ident.piid,
+        "registered_at": _ts(ident.registered_at),
+        "cert_issued_at": _ts(ident.cert_issued_at),
+        "cert_expires_at": _ts(ident.cert_expires_at),
     }
-    encoder, encode_error = _sorted_json()
-    try:
-        raw = encoder.encode(doc)
-    except (OverflowError, encode_error):  # an integer beyond 64 bits
-        raw = b"\x80"
-    if raw.isascii() and "e" not in repr(doc["evaluation_used_s"]):
-        return raw.decode("ascii")
-    # The bytes ``json.dumps`` writes, where msgspec writes others: it leaves non-ASCII
-    # text unescaped and writes 1e-06 as 1e-6 (either reads back the same).
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
 
-@functools.cache
-def _sorted_json() -> tuple[msgspec.json.Encoder, type[Exception]]:
-    """Writes what ``json.dumps(doc, sort_keys=True, separators=(",", ":"))`` writes for
-    the state's document when it is ASCII and has no float in exponent form, about 7
-    times faster (a simulated year saves the state some 40,000 times). msgspec is
-    imported on first use: a command that only reads a few rows (``status --check``,
-    run every minute) never needs it."""
-    import msgspec  # noqa: PLC0415
+def _identity(doc: dict[str, Any] | None) -> Identity | None:
+    if doc is None:
+        return None
+    return Identity(
+        doc["piid"],
+        _req_dt(doc["registered_at"]),
+        _req_dt(doc["cert_issued_at"]),
+        _req_dt(doc["cert_expires_at"]),
+    )
 
-    return msgspec.json.Encoder(order="sorted"), msgspec.EncodeError
+
+def _tags_doc(tags: Mapping[str, TagCompliance]) -> dict[str, Any]:
+    return {
+        tag: {
+            "state": c.state.value,
+            "overage_count": c.overage_count,
+            "run_peak": c.run_peak,
+            "locked": c.locked,
+            "ooc_since": _ts(c.ooc_since),
+        }
+        for tag, c in tags.items()
+    }
+
+
+def _tags(doc: dict[str, Any]) -> dict[str, TagCompliance]:
+    return {
+        tag: TagCompliance(
+            TagState(c["state"]),
+            c["overage_count"],
+            c["run_peak"],
+            c["locked"],
+            _dt(c["ooc_since"]),
+        )
+        for tag, c in doc.items()
+    }
+
+
+def _seconds(value: float) -> timedelta:
+    return timedelta(seconds=value)
+
+
+def _marks_doc(marks: Mapping[str, datetime]) -> dict[str, str | None]:
+    return {k: _ts(v) for k, v in marks.items()}
+
+
+def _marks(doc: dict[str, str]) -> dict[str, datetime]:
+    return {k: _req_dt(v) for k, v in doc.items()}
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _enum_value(value: Any) -> Any:
+    return value.value
+
+
+@dataclass(frozen=True, slots=True)
+class _Field:
+    """One field of :class:`ProductState` in the stored document: its attribute, its key,
+    how its value is written and read, and whether a document may lack it (a field added
+    after the first release: a state saved before reads with the field's default)."""
+
+    attr: str
+    key: str
+    dump: Callable[[Any], Any]
+    load: Callable[[Any], Any]
+    added: bool = False
+
+
+#: The one description of the stored product state: :class:`StateCodec` writes and reads
+#: it from this table alone (tests/test_store.py checks it covers every field of
+#: ProductState). Never change a key nor a written form: databases of every release hold
+#: them. A field added to ProductState is added here with ``added=True``.
+STATE_FIELDS: tuple[_Field, ...] = (
+    _Field("license_type", "license_type", _enum_value, LicenseType),
+    _Field("identity", "identity", _identity_doc, _identity),
+    _Field("registration", "registration", _enum_value, Registration),
+    _Field("authorization", "authorization", _enum_value, Authorization),
+    _Field(
+        "enforcement",
+        "enforcement",
+        lambda e: e.value if e else None,
+        lambda v: Enforcement(v) if v else None,
+    ),
+    _Field("last_auth_at", "last_auth_at", _ts, _dt),
+    _Field("authorized_tags", "authorized_tags", sorted, frozenset),
+    _Field("entitlements", "entitlements", dict, lambda d: {str(k): int(v) for k, v in d.items()}),
+    _Field("tags", "tags", _tags_doc, _tags),
+    _Field("id_next_attempt", "id_next_attempt", _ts, _dt),
+    _Field("auth_next_attempt", "auth_next_attempt", _ts, _dt),
+    _Field("evaluation_used", "evaluation_used_s", timedelta.total_seconds, _seconds),
+    _Field("evaluation_warned", "evaluation_warned", sorted, frozenset),
+    _Field("tags_in_use", "tags_in_use", sorted, frozenset),
+    _Field("last_sample_at", "last_sample_at", _ts, _dt),
+    _Field("comm_ok", "comm_ok", _same, _same),
+    _Field("last_comm_error", "last_comm_error", _same, _same),
+    _Field("report_failures", "report_failures", _same, int, added=True),
+    _Field("report_next_attempt", "report_next_attempt", _ts, _dt, added=True),
+    _Field("source_failing_since", "source_failing_since", _ts, _dt, added=True),
+    _Field("source_error", "source_error", _same, _same, added=True),
+    _Field("marks", "marks", _marks_doc, _marks),
+)
+
+#: Text json.dumps escapes (ensure_ascii: DEL and everything above ASCII) and msgspec
+#: writes as it is.
+_UNESCAPED = re.compile("[\x7f-\U0010ffff]+")
+
+
+class StateCodec:
+    """The product state to and from its stored text.
+
+    The text is exactly what ``json.dumps(doc, sort_keys=True, separators=(",", ":"))``
+    writes for the document of :data:`STATE_FIELDS` (every release wrote that; a
+    property test holds it), made by msgspec's sorted encoder, about 7 times faster (a
+    simulated year saves the state some 40,000 times), with json.dumps' escapes put in:
+    only a float in exponent form (an evaluation span below 0.1 ms) or a lone surrogate,
+    which msgspec writes otherwise or not at all, is written by json.dumps itself.
+    msgspec is imported on the first save: a command that only reads
+    (``status --check``, run every minute) never loads it.
+
+    It remembers the last text it saved or read and its state: jobs re-read an unchanged
+    state many times an interval, most loads follow a save, and a ProductState is
+    immutable (it reads back equal to itself, tests/test_store.py), so the same object
+    is returned for the same text.
+    """
+
+    def __init__(self) -> None:
+        self._encode: Callable[[Any], bytes] | None = None
+        self._last: tuple[str, ProductState] | None = None
+        # Each field's key, reader, and value when an older document lacks it (its
+        # default in ProductState), in the order of its fields (a test holds it): read
+        # positionally, as fast as the hand-written reader was.
+        defaults = {f.name: f.default for f in dataclasses.fields(ProductState)}
+        self._readers: tuple[tuple[str, Callable[[Any], Any], bool, Any], ...] = tuple(
+            (f.key, f.load, f.added, defaults[f.attr] if f.added else None) for f in STATE_FIELDS
+        )
+        for f in STATE_FIELDS:
+            assert not f.added or defaults[f.attr] is not dataclasses.MISSING, f.attr
+
+    def dumps(self, state: ProductState, *, saved: bool = False) -> str:
+        """The text of ``state``; ``saved``: it is being stored, and the next load of
+        this text may return ``state`` itself (a state given in another time zone reads
+        back as equal, not as the same object: only a save remembers it)."""
+        doc = {f.key: f.dump(getattr(state, f.attr)) for f in STATE_FIELDS}
+        text = self._json(doc)
+        if saved:
+            self._last = (text, state)
+        return text
+
+    def loads(self, text: str) -> ProductState:
+        """Read what :meth:`dumps` wrote, by this or an older version."""
+        last = self._last
+        if last is not None and text == last[0]:
+            return last[1]
+        doc = json.loads(text)
+        state = ProductState(
+            *[
+                load(doc[key]) if not added or key in doc else default
+                for key, load, added, default in self._readers
+            ]
+        )
+        self._last = (text, state)
+        return state
+
+    def _json(self, doc: dict[str, Any]) -> str:
+        if self._encode is None:
+            import msgspec  # noqa: PLC0415 - see the class's docstring
+
+            self._encode = msgspec.json.Encoder(order="sorted").encode
+        if "e" not in repr(doc["evaluation_used_s"]):
+            try:
+                text = self._encode(doc).decode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate: no UTF-8 for it
+                pass
+            else:
+                if text.isascii() and "\x7f" not in text:
+                    return text
+                # Outside a string msgspec writes only ASCII: each run is string text.
+                return _UNESCAPED.sub(lambda m: json.dumps(m[0])[1:-1], text)
+        return json.dumps(doc, sort_keys=True, separators=(",", ":"))
+
+
+_CODEC = StateCodec()
+state_to_json = _CODEC.dumps
+state_from_json = _CODEC.loads
+
+
+# --- interval tags <- JSON (the report's and simulate's reads of many rows) ----------
 
 
 @functools.cache
 def _json_decoder() -> tuple[Callable[[str], Any], type[Exception]]:
-    import msgspec  # noqa: PLC0415 - see _sorted_json
+    import msgspec  # noqa: PLC0415 - see StateCodec
 
     return msgspec.json.Decoder().decode, msgspec.DecodeError
 
@@ -306,7 +441,7 @@ _FEW_ROWS = 16
 def _tags_decoder() -> tuple[Callable[[str], Any], type[Exception]]:
     """A typed decoder of an interval's ``tags`` document for the report, which reads a
     year of them: only the fields it reads, without a dict per tag (msgspec on first use,
-    as in :func:`_sorted_json`)."""
+    as :class:`StateCodec` does)."""
     import msgspec  # noqa: PLC0415
 
     class _StoredTag(msgspec.Struct, gc=False):
@@ -316,65 +451,6 @@ def _tags_decoder() -> tuple[Callable[[str], Any], type[Exception]]:
         state: str
 
     return msgspec.json.Decoder(dict[str, _StoredTag]).decode, msgspec.DecodeError
-
-
-@functools.lru_cache(maxsize=8)
-def state_from_json(text: str) -> ProductState:
-    # Memoised on the text: jobs re-read an unchanged state many times an interval, and
-    # a ProductState is immutable, so sharing one decoded object is safe.
-    """Read what :func:`state_to_json` wrote, by this or an older version.
-
-    A field added to :class:`ProductState` is written from then on and read with
-    ``d.get(key, default)``, so a state saved before reads as it did then.
-    """
-    d = json.loads(text)
-    ident = d["identity"]
-    return ProductState(
-        license_type=LicenseType(d["license_type"]),
-        identity=None
-        if ident is None
-        else Identity(
-            ident["piid"],
-            _req_dt(ident["registered_at"]),
-            _req_dt(ident["cert_issued_at"]),
-            _req_dt(ident["cert_expires_at"]),
-        ),
-        registration=Registration(d["registration"]),
-        authorization=Authorization(d["authorization"]),
-        enforcement=Enforcement(d["enforcement"]) if d["enforcement"] else None,
-        last_auth_at=_dt(d["last_auth_at"]),
-        authorized_tags=frozenset(d["authorized_tags"]),
-        entitlements={str(k): int(v) for k, v in d["entitlements"].items()},
-        tags={
-            tag: TagCompliance(
-                TagState(c["state"]),
-                c["overage_count"],
-                c["run_peak"],
-                c["locked"],
-                _dt(c["ooc_since"]),
-            )
-            for tag, c in d["tags"].items()
-        },
-        id_next_attempt=_dt(d["id_next_attempt"]),
-        auth_next_attempt=_dt(d["auth_next_attempt"]),
-        evaluation_used=timedelta(seconds=d["evaluation_used_s"]),
-        evaluation_warned=frozenset(d["evaluation_warned"]),
-        tags_in_use=frozenset(d["tags_in_use"]),
-        last_sample_at=_dt(d["last_sample_at"]),
-        comm_ok=d["comm_ok"],
-        last_comm_error=d["last_comm_error"],
-        report_failures=int(d.get("report_failures", 0)),
-        report_next_attempt=_dt(d.get("report_next_attempt")),
-        source_failing_since=_dt(d.get("source_failing_since")),
-        source_error=d.get("source_error"),
-        marks={k: _req_dt(v) for k, v in d["marks"].items()},
-    )
-
-
-#: The text last saved and the state it was made from: most loads follow a save, and
-#: that one needs no decoding (a state reads back equal to itself, tests/test_store.py;
-#: a save whose transaction rolls back leaves other text in the row, so it is not used).
-_LAST_SAVED: dict[str, ProductState] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -461,9 +537,6 @@ class Tx:
         row = self._c.execute("SELECT state FROM product WHERE id = 1").fetchone()
         if row is None:
             return None
-        saved = _LAST_SAVED.get(row[0])
-        if saved is not None:
-            return saved
         try:
             return state_from_json(row[0])
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -474,14 +547,14 @@ class Tx:
             ) from None
 
     def save_product(self, state: ProductState, now: datetime) -> None:
-        text = state_to_json(state)
+        # Remembered before the row is written: a rolled-back save leaves other text in
+        # the row, and that text is decoded.
+        text = _CODEC.dumps(state, saved=True)
         self._c.execute(
             "INSERT INTO product (id, state, updated_at) VALUES (1, ?, ?) "
             "ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
             (text, _ts(now)),
         )
-        _LAST_SAVED.clear()
-        _LAST_SAVED[text] = state
 
     # the intervals being sampled
     def open_intervals(self) -> list[OpenInterval]:

@@ -239,6 +239,9 @@ def test_the_codec_knows_every_field_of_the_product_state() -> None:
     default = ProductState(LicenseType.NFR)
     s = full_state()
     doc = state_to_json(s)
+    assert [f.attr for f in store_mod.STATE_FIELDS] == [
+        f.name for f in dataclasses.fields(ProductState)
+    ]
     for f in dataclasses.fields(ProductState):
         assert getattr(s, f.name) != getattr(default, f.name), f"full_state() leaves {f.name}"
         assert f.name in _PRODUCT_STATE_FIELDS, f"the hypothesis strategy leaves {f.name}"
@@ -258,6 +261,95 @@ def test_a_state_saved_before_the_source_failure_fields_still_reads() -> None:
     del doc["source_failing_since"], doc["source_error"]
     old = state_from_json(json.dumps(doc))
     assert old == dataclasses.replace(full_state(), source_failing_since=None, source_error=None)
+
+
+#: ``sqlite3``'s ``iterdump`` of a database the code at 0465adf wrote (its store, its
+#: migrations): the product state of its tests' ``full_state()`` with non-ASCII text, a
+#: DEL, a character beyond the BMP and a span of microseconds, saved by its
+#: ``save_product``; a text dump, so no binary file is kept. It predates the
+#: source-failure fields.
+OLD_DUMP = Path(__file__).parent / "data" / "store" / "written_by_0465adf.sql"
+
+
+def test_a_database_written_by_an_older_version_opens_and_reads_the_same_bytes(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / DB_NAME
+    conn = sqlite3.connect(db)
+    conn.executescript(OLD_DUMP.read_text(encoding="utf-8"))
+    conn.close()
+    expected = dataclasses.replace(
+        full_state(),
+        last_comm_error="d\u00e9lai d\u00e9pass\u00e9 \x7f \U0001f600",
+        evaluation_used=timedelta(days=12, microseconds=7),
+        source_failing_since=None,
+        source_error=None,
+    )
+    s = Store(db)
+    try:
+        with s.transaction() as tx:
+            old_text = tx.product_text()
+            assert tx.load_product() == expected
+        with s.transaction() as tx:
+            tx.save_product(expected, T0)
+        with s.transaction() as tx:
+            new_text = tx.product_text()
+    finally:
+        s.close()
+    # The same state, the same bytes, and the fields added since, at their defaults.
+    assert old_text is not None and new_text is not None
+    doc = {**json.loads(old_text), "source_failing_since": None, "source_error": None}
+    assert new_text == json.dumps(doc, sort_keys=True, separators=(",", ":"))
+    assert (
+        new_text.replace(',"source_error":null', "").replace(',"source_failing_since":null', "")
+        == old_text
+    )
+    assert state_from_json(state_to_json(expected)) == expected
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"last_comm_error": "lone \ud800 surrogate"},  # no UTF-8 for it: json.dumps writes it
+        {"entitlements": {"x": 10**30, "y": -(10**30)}},  # beyond 64 bits
+        {"evaluation_used": timedelta(microseconds=7)},  # 7e-06: an exponent
+        {"source_error": '\x00\x08\t\n\x0c\r\x1f"\\ \u2028 \U0001f600 \x7f'},
+    ],
+)
+def test_text_json_dumps_writes_otherwise_is_still_its_text(change: dict[str, object]) -> None:
+    s = dataclasses.replace(full_state(), **change)
+    text = state_to_json(s)
+    assert text == json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))
+    assert state_from_json(text) == s
+
+
+@pytest.mark.parametrize("text", ["", "{}", '{"license_type": 7'])
+def test_a_product_state_no_version_wrote_is_damage(store: Store, text: str) -> None:
+    """Whatever the codec read or saved last, or before it read anything, text no
+    version wrote is never a state."""
+    with pytest.raises((ValueError, KeyError)):
+        store_mod.StateCodec().loads(text)
+    state_from_json(state_to_json(ProductState(LicenseType.NFR)))
+    with store.transaction() as tx:
+        tx.save_product(ProductState(LicenseType.NFR), T0)
+    conn = sqlite3.connect(store.path)
+    with conn:
+        conn.execute("UPDATE product SET state = ?", (text,))
+    conn.close()
+    with (
+        pytest.raises(StoreError, match="the product state cannot be read"),
+        store.transaction() as tx,
+    ):
+        tx.load_product()
+
+
+def test_text_with_a_del_character_is_escaped_as_json_dumps_does() -> None:
+    """json.dumps escapes DEL (\\u007f) though it is ASCII; msgspec writes it as it is."""
+    s = dataclasses.replace(full_state(), last_comm_error="cut\x7fshort", source_error="\x7f")
+    text = state_to_json(s)
+    assert text == json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))
+    assert "\\u007f" in text and "\x7f" not in text
+    assert state_from_json(text) == s
 
 
 def test_the_default_product_state_round_trips() -> None:
@@ -1223,3 +1315,16 @@ def test_be_born_writes_the_product_state_and_the_udi_once(tmp_path: Path) -> No
             assert tx.meta(store_mod.UDI_UUID_KEY) == "uuid-1"
     finally:
         s.close()
+
+
+def test_status_check_reads_the_state_without_msgspec(tmp_path: Path) -> None:
+    """The state codec imports msgspec on its first save only: ``status --check`` (run
+    every minute by monitoring) reads the state with ``json`` alone."""
+    from tests.test_check import HEALTHY, instance
+    from tests.test_imports import loaded, recorded
+
+    path = instance(tmp_path, HEALTHY)
+    recorded(path)
+    done, modules = loaded("--config", str(path), "status", "--check")
+    assert done.stdout.startswith("CCX-LICENSE "), done
+    assert "ccx_agent" in modules and "msgspec" not in modules
