@@ -20,7 +20,13 @@ from ccx_agent.licensing.interval import IntervalRecord, IntervalStatus
 from ccx_agent.licensing.lifecycle import ProductState, Timers
 from ccx_agent.licensing.timeutil import iso
 from ccx_agent.offline.plan import exchange_status
-from ccx_agent.store import UDI_UUID_KEY, Store
+from ccx_agent.store import (
+    JOBS_META_KEY,
+    LAST_REPORT_KEY,
+    SOURCE_META_KEY,
+    UDI_UUID_KEY,
+    Store,
+)
 
 if TYPE_CHECKING:
     from ccx_agent.config import CommonConfig
@@ -28,14 +34,6 @@ if TYPE_CHECKING:
 
 def _iso(value: datetime | None) -> str | None:
     return None if value is None else iso(value)
-
-
-#: The ``meta`` key under which the daemon keeps its jobs' health (see ``daemon.py``).
-JOBS_META_KEY = "daemon_jobs"
-#: The ``meta`` key of the last time SSM acknowledged reports (written with the ack).
-LAST_REPORT_KEY = "last_report_delivered"
-#: The ``meta`` key of the UCCX nodes the daemon's samples are read from (``daemon.py``).
-SOURCE_META_KEY = "source_origin"
 
 
 def collect(
