@@ -27,8 +27,8 @@ from ccx_agent.licensing.alerts import Alert, AlertFormat, Mnemonic, lines
 from ccx_agent.licensing.catalogue import tags_of
 from ccx_agent.licensing.interval import IntervalRecord
 from ccx_agent.licensing.lifecycle import Due, Identity, ProductState, Timers
+from ccx_agent.licensing.offline import exchange_due
 from ccx_agent.licensing.timeutil import EPOCH, floor_to, iso
-from ccx_agent.offline.alerts import exchange_due
 from ccx_agent.ssm.port import (
     Acknowledged,
     Authorized,
