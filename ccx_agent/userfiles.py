@@ -36,6 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, BinaryIO, NoReturn, cast
 
+from ccx_agent import atomicfile
 from ccx_agent.errors import EX_FAILED, EX_USAGE, LocalError
 
 
@@ -167,7 +168,8 @@ class Output:
         return self._raw.written
 
     def commit(self) -> int:
-        """Make the bytes durable and put them in place; the bytes written."""
+        """Make the bytes durable and put them in place; the bytes written. The streamed
+        form of :func:`ccx_agent.atomicfile.write_file` with ``durable=True``."""
         self.stream.flush()
         self.size = size = self._raw.written
         if self.tmp is not None:
@@ -181,11 +183,7 @@ class Output:
             os.replace(self.tmp, self.target)
         self.tmp = None
         with contextlib.suppress(OSError):
-            fd = os.open(self.target.parent, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            atomicfile.sync_dir(self.target.parent)
         return size
 
     def abort(self) -> None:
