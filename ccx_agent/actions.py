@@ -4,16 +4,14 @@ provisioning scripts), and the safe ways to hand ``register`` a token and to con
 
 from __future__ import annotations
 
-import getpass
 import json
 import sys
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TextIO
 
 from ccx_agent import config as config_mod
-from ccx_agent import statedir, userfiles
+from ccx_agent import statedir
 from ccx_agent import status as status_mod
 from ccx_agent.commands import _now, _problems, _with_agent
 from ccx_agent.errors import EX_FAILED, EX_USAGE, AgentError
@@ -22,13 +20,15 @@ from ccx_agent.licensing import lifecycle
 from ccx_agent.licensing.catalogue import CATALOGUE, tags_of
 from ccx_agent.licensing.control import admit as admission
 from ccx_agent.licensing.lifecycle import ProductState
+
+# ``register``'s token is read as ``offline import`` reads it: in the lower userfiles.
+from ccx_agent.userfiles import MAX_TOKEN_BYTES as MAX_TOKEN_BYTES  # noqa: PLC0414
+from ccx_agent.userfiles import TokenError as TokenError  # noqa: PLC0414
+from ccx_agent.userfiles import read_token as read_token  # noqa: PLC0414
 from ccx_agent.yamldoc import DocumentError, one_of
 
 if TYPE_CHECKING:
     from ccx_agent.agent import Agent, Outcome
-
-#: The longest token file read (an ID token is a few hundred characters).
-MAX_TOKEN_BYTES = 64 * 1024
 
 
 # --- sync ---------------------------------------------------------------------------------
@@ -163,57 +163,6 @@ def admit(
 
 
 # --- register's token, deregister's confirmation ------------------------------------------
-
-
-class TokenError(Exception):
-    """The token could not be had (one line; exit 2 for how it was asked, 1 for what was
-    read: a file missing, unreadable or empty, an empty standard input)."""
-
-    def __init__(self, message: str, exit_status: int) -> None:
-        super().__init__(message)
-        self.exit_status = exit_status
-
-
-def read_token(
-    positional: str | None,
-    token_file: str | None,
-    stdin: IO[str] | None = None,
-    *,
-    prompt: Callable[[str], str] = getpass.getpass,
-) -> str:
-    """The ID token: from ``--token-file FILE``, from standard input (``-`` as the file or
-    as the argument; asked without echo on a terminal), or the argument itself. Only the
-    first line counts, without surrounding blanks."""
-    stdin = stdin or sys.stdin
-    if positional is not None and token_file is not None:
-        raise TokenError("give the token once: TOKEN, or --token-file FILE (- for stdin)", EX_USAGE)
-    source = token_file if token_file is not None else positional
-    if source is None:
-        raise TokenError(
-            "no token: give --token-file FILE, or - to read it from standard input", EX_USAGE
-        )
-    if source == "-":
-        on_terminal = stdin.isatty()
-        text = prompt("ID token (not echoed): ") if on_terminal else stdin.read(MAX_TOKEN_BYTES)
-        where = "standard input"
-    elif token_file is not None:
-        try:
-            with userfiles.open_regular(token_file) as fh:  # opened before a privilege drop
-                text = fh.read(MAX_TOKEN_BYTES).decode("utf-8", errors="replace")
-        except userfiles.UserFileError as exc:
-            raise TokenError(f"--token-file {exc}", EX_FAILED) from None
-        except OSError as exc:
-            raise TokenError(
-                f"--token-file {token_file}: cannot be read: {userfiles.reason(exc)}", EX_FAILED
-            ) from None
-        where = token_file
-    else:
-        return source
-    lines = text.strip().splitlines()
-    token = lines[0].strip() if lines else ""
-    if not token:  # bad input, as a missing or unreadable file is: not a usage error
-        raise TokenError(f"the token from {where} is empty", EX_FAILED)
-    return token
 
 
 def confirm_deregister(

@@ -12,10 +12,12 @@ again (at least once: a crash between emitting and marking repeats it).
 from __future__ import annotations
 
 import contextlib
+import json
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 
@@ -26,8 +28,8 @@ from ccx_agent.licensing.alerts import Alert, AlertFormat, Mnemonic, lines
 from ccx_agent.licensing.catalogue import tags_of
 from ccx_agent.licensing.interval import IntervalRecord
 from ccx_agent.licensing.lifecycle import Due, Identity, ProductState, Timers
+from ccx_agent.licensing.offline import exchange_due
 from ccx_agent.licensing.timeutil import EPOCH, floor_to, iso
-from ccx_agent.offline.alerts import exchange_due
 from ccx_agent.ssm.port import (
     Acknowledged,
     Authorized,
@@ -39,8 +41,14 @@ from ccx_agent.ssm.port import (
     SsmUnreachable,
     Udi,
 )
-from ccx_agent.status import LAST_REPORT_KEY
-from ccx_agent.store import AlertRow, OpenInterval, Store, Tx
+from ccx_agent.store import (
+    LAST_REPORT_KEY,
+    SOURCE_META_KEY,
+    AlertRow,
+    OpenInterval,
+    Store,
+    Tx,
+)
 
 #: How many interval reports go in one REPORT_USAGE message.
 REPORT_BATCH = 96
@@ -76,6 +84,10 @@ class Outcome:
 
 def _discard(_: Sequence[AlertRow]) -> None:
     return None
+
+
+#: No sample has been taken yet (see ``Agent.note_source_origin``).
+_UNSEEN = object()
 
 
 class Agent:
@@ -116,6 +128,10 @@ class Agent:
         #: When housekeeping last pruned alerts completely (``None``: never, or it left
         #: some for the next run).
         self._alerts_pruned_at: datetime | None = None
+        #: The source's last origin (UCCX: which nodes), and what ``status`` was told of it
+        #: (the ``meta`` row ``SOURCE_META_KEY``), for :meth:`note_source_origin`.
+        self._source_origin: object = _UNSEEN
+        self._source_origin_saved: dict[str, Any] | None = None
 
     # --- plumbing -------------------------------------------------------------------
 
@@ -261,6 +277,39 @@ class Agent:
                 peaks[tag] = max(peaks.get(tag, 0), n)
             opened[start] = OpenInterval(start, peaks, cur.samples + len(group), cur.failures)
         return state, alerts, list(groups)
+
+    def note_source_origin(self, origin: object, now: datetime) -> list[Alert]:
+        """Tell ``status`` which UCCX nodes the samples come from (``origin``: the
+        source's ``origin``, None for a source without one), when that changes; the
+        island-mode alerts of the change (docs/sources.md), for the caller to raise.
+
+        Best effort, like the daemon's jobs' health: a database that fails here fails the
+        next transaction too, where it is said; nothing is raised from here."""
+        if origin == self._source_origin:
+            return []
+        first, self._source_origin = self._source_origin is _UNSEEN, origin
+        alerts: list[Alert] = []
+        try:
+            if first:
+                with self.store.read() as tx:
+                    text = tx.meta(SOURCE_META_KEY)
+                saved = json.loads(text) if text else None
+                self._source_origin_saved = saved if isinstance(saved, dict) else None
+            doc: dict[str, Any] | None = None
+            if origin is not None:
+                # Only a UCCX source has an origin: its cluster code is loaded with it.
+                from ccx_agent.sources.cluster import Origin, origin_change  # noqa: PLC0415
+
+                assert isinstance(origin, Origin)
+                doc, alerts = origin_change(self._source_origin_saved, origin, now)
+            if doc != self._source_origin_saved:
+                with self.store.transaction() as tx:
+                    tx.set_meta(SOURCE_META_KEY, json.dumps(doc))
+                self._source_origin_saved = doc
+        except Exception as exc:
+            log.debug("source origin not saved", error=str(exc))
+            return []
+        return alerts
 
     # --- reporting --------------------------------------------------------------------
 

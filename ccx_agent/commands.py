@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, TextIO
 from ccx_agent import checkconfig, statedir
 from ccx_agent import status as status_mod
 from ccx_agent.errors import EX_CONFIG, AgentError
-from ccx_agent.instance import Open, client_for, instance_udi, open_store
+from ccx_agent.instance import Open, client_for, instance_udi, open_store, print_alerts
 from ccx_agent.licensing.catalogue import DISPLAY_NAMES
-from ccx_agent.store import AlertRow, Store
+from ccx_agent.store import Store
 
 if TYPE_CHECKING:
     # The agent (structlog, the SSM client) and the sources only for the commands that
@@ -197,23 +197,6 @@ def simulate(
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def print_alerts(store: Store, err: TextIO) -> Callable[[Sequence[AlertRow]], None]:
-    """Show the alerts this command raises; they stay pending in the database for the
-    daemon to deliver to syslog (a command's alerts must reach syslog too)."""
-    with store.read() as tx:
-        seen = tx.last_alert_id()
-
-    def emit(rows: Sequence[AlertRow]) -> None:
-        nonlocal seen
-        for row in rows:
-            if row.id > seen:
-                for line in row.lines:
-                    print(f"alert: {line}", file=err)
-        seen = max([seen, *(row.id for row in rows)])
-
-    return emit
 
 
 def _open(cfg: config_mod.Config, mode: Open, err: TextIO) -> Store | int:

@@ -59,14 +59,11 @@ from ccx_agent.monitoring import Monitor
 from ccx_agent.runtime import Running, Runtime
 from ccx_agent.sdnotify import Notifier, watchdog_interval
 from ccx_agent.sources import SourceError
-from ccx_agent.status import JOBS_META_KEY, SOURCE_META_KEY
-from ccx_agent.store import AlertRow, Store
+from ccx_agent.store import JOBS_META_KEY, AlertRow, Store
 from ccx_agent.syslog import SyslogSink
 from ccx_agent.yamldoc import EX_CONFIG, DocumentError
 
 EX_FAILED = 1
-#: No sample has been taken yet (see ``Daemon._note_origin``).
-_UNSEEN = object()
 #: The heartbeat runs this often when systemd sets no watchdog: as often as under the
 #: shipped unit (WatchdogSec=120s, a ping every 60 s). Its only other duty is the stuck
 #: check, whose bound is 10 minutes; each run wakes the scheduler and a worker thread.
@@ -129,10 +126,6 @@ class Daemon:
         self._last_good_sample: float | None = None
         #: The unknown Finesse states already logged (once per state and run).
         self._states_said: set[str] = set()
-        #: The source's last origin (UCCX: which nodes), and what ``status`` was told of it
-        #: (read from the database at the first sample).
-        self._origin: object = _UNSEEN
-        self._origin_saved: dict[str, Any] | None = None
         self.watchdog_every = watchdog_interval()
         self.lock: statedir.DaemonLock | None = None
         #: Alert rows handed to the sink and not yet written (see :meth:`_emitter`).
@@ -335,36 +328,7 @@ class Daemon:
         )
         self._last_good_sample = mono
         log.debug("sampled", usage=dict(result.tags), agents=len(result.agents))
-        self._note_origin(run, now)
-
-    def _note_origin(self, run: Running, now: datetime) -> None:
-        """Tell ``status`` which UCCX nodes the samples come from, when that changes, and
-        raise island mode's alerts (docs/sources.md); best effort, like the jobs' health."""
-        origin = getattr(run.source, "origin", None)
-        if origin == self._origin:
-            return
-        first, self._origin = self._origin is _UNSEEN, origin
-        alerts: list[Alert] = []
-        try:
-            if first:
-                with run.agent.store.read() as tx:
-                    text = tx.meta(SOURCE_META_KEY)
-                saved = json.loads(text) if text else None
-                self._origin_saved = saved if isinstance(saved, dict) else None
-            doc: dict[str, Any] | None = None
-            if origin is not None:
-                # Only a UCCX source has an origin: its cluster code is loaded with it.
-                from ccx_agent.sources.cluster import origin_change  # noqa: PLC0415
-
-                doc, alerts = origin_change(self._origin_saved, origin, now)
-            if doc != self._origin_saved:
-                with run.agent.store.transaction() as tx:
-                    tx.set_meta(SOURCE_META_KEY, json.dumps(doc))
-                self._origin_saved = doc
-        except Exception as exc:
-            log.debug("source origin not saved", error=str(exc))
-            return
-        for alert in alerts:
+        for alert in run.agent.note_source_origin(getattr(run.source, "origin", None), now):
             self._raise_local(run, alert)
 
     def report(self, run: Running) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import filecmp
 import grp
 import os
-import shutil
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import TextIO
 
 import ccx_agent
+from ccx_agent import atomicfile
 from ccx_agent.errors import EX_FAILED
 
 PACKAGE = Path(ccx_agent.__file__).resolve().parent
@@ -106,11 +106,9 @@ def _console_script() -> Path | None:
 
 
 def _copy(src: Path, dst: Path, mode: int) -> None:
-    """Into place atomically: a unit half-written is worse than none."""
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    shutil.copyfile(src, tmp)
-    os.chmod(tmp, mode)
-    os.replace(tmp, dst)
+    """Into place atomically: a unit half-written is worse than none. Not durable: a
+    copy of a shipped file, made again by running install-files again."""
+    atomicfile.write_file(dst, src.read_bytes(), mode=mode, durable=False)
 
 
 def _service_group(path: Path, root: Path) -> None:

@@ -5,13 +5,14 @@ what-if simulator that ``commands`` can run)."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TextIO
 
 from ccx_agent import statedir
 from ccx_agent.licensing.lifecycle import ProductState
-from ccx_agent.store import UDI_UUID_KEY, Store, Unborn
+from ccx_agent.store import UDI_UUID_KEY, AlertRow, Store, Unborn
 
 if TYPE_CHECKING:
     # The schema, the SSM client and its port only where used: opening the database for
@@ -131,3 +132,20 @@ def client_for(cfg: Config) -> ssm_client.SsmClient | None:
         attempts=t.attempts,
         report_interval=cfg.report.interval,
     )
+
+
+def print_alerts(store: Store, err: TextIO) -> Callable[[Sequence[AlertRow]], None]:
+    """Show the alerts this command raises; they stay pending in the database for the
+    daemon to deliver to syslog (a command's alerts must reach syslog too)."""
+    with store.read() as tx:
+        seen = tx.last_alert_id()
+
+    def emit(rows: Sequence[AlertRow]) -> None:
+        nonlocal seen
+        for row in rows:
+            if row.id > seen:
+                for line in row.lines:
+                    print(f"alert: {line}", file=err)
+        seen = max([seen, *(row.id for row in rows)])
+
+    return emit

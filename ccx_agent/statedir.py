@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from ccx_agent import atomicfile
 from ccx_agent.errors import AgentError, LocalError
 
 DB_NAME = "ccx-agent.db"
@@ -133,11 +134,8 @@ def write_marker(state_dir: Path, created_at: str) -> None:
         f"first database committed at {created_at}\n"
         f"if {DB_NAME} is ever missing, restore it from a backup; never delete this file.\n"
     )
-    fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+    # Durable: it is what says an instance lived here once the database is gone.
+    atomicfile.write_file(marker, text.encode(), mode=0o600, durable=True)
 
 
 # --- who may write it -----------------------------------------------------------------

@@ -18,9 +18,17 @@ from ccx_agent.licensing import lifecycle
 from ccx_agent.licensing.catalogue import DISPLAY_NAMES, tags_of
 from ccx_agent.licensing.interval import IntervalRecord, IntervalStatus
 from ccx_agent.licensing.lifecycle import ProductState, Timers
+from ccx_agent.licensing.offline import renew_id_due
 from ccx_agent.licensing.timeutil import iso
-from ccx_agent.offline.plan import exchange_status
-from ccx_agent.store import UDI_UUID_KEY, Store
+from ccx_agent.store import (
+    JOBS_META_KEY,
+    LAST_REPORT_KEY,
+    SOURCE_META_KEY,
+    UDI_UUID_KEY,
+    ExportRecord,
+    Store,
+    Tx,
+)
 
 if TYPE_CHECKING:
     from ccx_agent.config import CommonConfig
@@ -30,12 +38,39 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else iso(value)
 
 
-#: The ``meta`` key under which the daemon keeps its jobs' health (see ``daemon.py``).
-JOBS_META_KEY = "daemon_jobs"
-#: The ``meta`` key of the last time SSM acknowledged reports (written with the ack).
-LAST_REPORT_KEY = "last_report_delivered"
-#: The ``meta`` key of the UCCX nodes the daemon's samples are read from (``daemon.py``).
-SOURCE_META_KEY = "source_origin"
+def _export_json(record: ExportRecord | None) -> dict[str, Any] | None:
+    if record is None:
+        return None
+    return {
+        "number": record.number,
+        "created_at": iso(record.created_at),
+        "carries": record.carries,
+        "imported_at": iso(record.imported_at) if record.imported_at else None,
+    }
+
+
+def exchange_status(tx: Tx, state: ProductState, now: datetime, timers: Timers) -> dict[str, Any]:
+    """``status``'s ``file_exchange`` key: the last export, the last import, whether an
+    answer is awaited, and what an export made now would carry."""
+    latest = tx.latest_export()
+    imported = tx.last_import()
+    ident = state.identity
+    count, first, last = (0, None, None)
+    if ident is not None and state.registered:
+        count, first, last = tx.outbox_span(ident.piid)
+    return {
+        "last_export": _export_json(latest),
+        "last_import": _export_json(imported),
+        "awaiting_answer": latest is not None and latest.imported_at is None,
+        "next_export": {
+            "register": not state.registered,
+            "reports": count,
+            "first_interval": iso(first) if first else None,
+            "last_interval": iso(last) if last else None,
+            "authorize": state.registered,
+            "renew_id": renew_id_due(state, now, timers),
+        },
+    }
 
 
 def collect(

@@ -163,6 +163,12 @@ class Unborn(StoreError):
 
 #: The ``meta`` key of the UDI's UUID, created with the instance and never changed.
 UDI_UUID_KEY = "udi_uuid"
+#: The ``meta`` key under which the daemon keeps its jobs' health (see ``daemon.py``).
+JOBS_META_KEY = "daemon_jobs"
+#: The ``meta`` key of the last time SSM acknowledged reports (written with the ack).
+LAST_REPORT_KEY = "last_report_delivered"
+#: The ``meta`` key of the UCCX nodes the samples are read from (``Agent.note_origin``).
+SOURCE_META_KEY = "source_origin"
 
 
 def damaged(exc: sqlite3.Error, path: Path | None = None) -> StoreError:

@@ -32,10 +32,12 @@ import pwd
 import signal
 import stat
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO, NoReturn, cast
+from typing import IO, Any, BinaryIO, NoReturn, cast
 
-from ccx_agent.errors import EX_FAILED, LocalError
+from ccx_agent import atomicfile
+from ccx_agent.errors import EX_FAILED, EX_USAGE, LocalError
 
 
 class UserFileError(LocalError):
@@ -166,7 +168,8 @@ class Output:
         return self._raw.written
 
     def commit(self) -> int:
-        """Make the bytes durable and put them in place; the bytes written."""
+        """Make the bytes durable and put them in place; the bytes written. The streamed
+        form of :func:`ccx_agent.atomicfile.write_file` with ``durable=True``."""
         self.stream.flush()
         self.size = size = self._raw.written
         if self.tmp is not None:
@@ -180,11 +183,7 @@ class Output:
             os.replace(self.tmp, self.target)
         self.tmp = None
         with contextlib.suppress(OSError):
-            fd = os.open(self.target.parent, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            atomicfile.sync_dir(self.target.parent)
         return size
 
     def abort(self) -> None:
@@ -341,3 +340,69 @@ def _ask_parent(index: int) -> None:
     number, _, text = reply.decode().strip().partition(" ")
     if number != "0":
         raise OSError(int(number), text)
+
+
+# --- the ID token (``register``, ``offline import``) --------------------------------------
+
+#: The longest token file read (an ID token is a few hundred characters).
+MAX_TOKEN_BYTES = 64 * 1024
+
+
+class TokenError(Exception):
+    """The token could not be had (one line; exit 2 for how it was asked, 1 for what was
+    read: a file missing, unreadable or empty, an empty standard input)."""
+
+    def __init__(self, message: str, exit_status: int) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status
+
+
+def read_token(
+    positional: str | None,
+    token_file: str | None,
+    stdin: IO[str] | None = None,
+    *,
+    prompt: Callable[[str], str] | None = None,
+) -> str:
+    """The ID token: from ``--token-file FILE``, from standard input (``-`` as the file or
+    as the argument; asked without echo on a terminal), or the argument itself. Only the
+    first line counts, without surrounding blanks. ``prompt`` asks on a terminal
+    (:func:`getpass.getpass` unless given)."""
+    stdin = stdin or sys.stdin
+    if positional is not None and token_file is not None:
+        raise TokenError("give the token once: TOKEN, or --token-file FILE (- for stdin)", EX_USAGE)
+    source = token_file if token_file is not None else positional
+    if source is None:
+        raise TokenError(
+            "no token: give --token-file FILE, or - to read it from standard input", EX_USAGE
+        )
+    if source == "-":
+        on_terminal = stdin.isatty()
+        if on_terminal and prompt is None:
+            import getpass  # noqa: PLC0415 - only a terminal asks
+
+            prompt = getpass.getpass
+        text = (
+            prompt("ID token (not echoed): ")
+            if on_terminal and prompt is not None
+            else stdin.read(MAX_TOKEN_BYTES)
+        )
+        where = "standard input"
+    elif token_file is not None:
+        try:
+            with open_regular(token_file) as fh:  # opened before a privilege drop
+                text = fh.read(MAX_TOKEN_BYTES).decode("utf-8", errors="replace")
+        except UserFileError as exc:
+            raise TokenError(f"--token-file {exc}", EX_FAILED) from None
+        except OSError as exc:
+            raise TokenError(
+                f"--token-file {token_file}: cannot be read: {reason(exc)}", EX_FAILED
+            ) from None
+        where = token_file
+    else:
+        return source
+    lines = text.strip().splitlines()
+    token = lines[0].strip() if lines else ""
+    if not token:  # bad input, as a missing or unreadable file is: not a usage error
+        raise TokenError(f"the token from {where} is empty", EX_FAILED)
+    return token

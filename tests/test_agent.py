@@ -610,3 +610,30 @@ def test_pruning_goes_in_bounded_batches(store, ssm, monkeypatch) -> None:  # ty
     with store.read() as tx:
         assert tx.intervals() == []
         assert len(tx.alert_log(T0)) == 50
+
+
+def test_the_source_origin_is_kept_for_status_and_island_mode_alerts_once(store, ssm, sink):
+    """``note_source_origin`` (the job's, not the scheduler's): the origin is written to
+    the ``meta`` row ``status`` reads; island mode is announced once when it begins, not
+    again by an agent started anew (a restart) on the same origin, and its end once."""
+    import json
+
+    from ccx_agent.sources.cluster import Origin
+    from ccx_agent.store import SOURCE_META_KEY
+
+    one = Origin("https://uccx-a", ("https://uccx-a",))
+    island = Origin("https://uccx-a", ("https://uccx-a", "https://uccx-b"), island=True)
+    agent = Agent(config(), store, ssm, udi=UDI, emit=sink, origin=T0)
+    assert agent.note_source_origin(None, T0) == []  # a source without an origin
+    assert agent.note_source_origin(one, T0) == []
+    with store.read() as tx:
+        kept = json.loads(tx.meta(SOURCE_META_KEY) or "null")
+    assert kept["live_state_from"] == ["https://uccx-a"] and kept["since"] == iso(T0)
+    later = T0 + timedelta(minutes=1)
+    raised = agent.note_source_origin(island, later)
+    assert [a.mnemonic.value for a in raised] == ["UCCX_ISLAND_MODE"]
+    assert agent.note_source_origin(island, later) == []  # unchanged: nothing
+    again = Agent(config(), store, ssm, udi=UDI, emit=sink, origin=T0)
+    assert again.note_source_origin(island, later + timedelta(minutes=1)) == []
+    ended = again.note_source_origin(one, later + timedelta(minutes=2))
+    assert [a.mnemonic.value for a in ended] == ["UCCX_ISLAND_MODE_ENDED"]

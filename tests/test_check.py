@@ -19,8 +19,7 @@ from ccx_agent.licensing.catalogue import LicenseType
 from ccx_agent.licensing.compliance import TagCompliance, TagState
 from ccx_agent.licensing.lifecycle import Identity, ProductState, Registration
 from ccx_agent.licensing.timeutil import iso
-from ccx_agent.status import LAST_REPORT_KEY
-from ccx_agent.store import DB_NAME, UDI_UUID_KEY, OpenInterval, Store
+from ccx_agent.store import DB_NAME, LAST_REPORT_KEY, UDI_UUID_KEY, OpenInterval, Store
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 STD, PREM = "flex-standard-seat", "flex-premium-seat"

@@ -10,7 +10,7 @@ import pytest
 from ccx_agent import status
 from ccx_agent.agent import Agent
 from ccx_agent.scenario.simssm import SCENARIO_TOKEN, ScenarioSsm
-from ccx_agent.store import DB_NAME, Store
+from ccx_agent.store import DB_NAME, SOURCE_META_KEY, Store
 from tests.test_agent import MIN, PREMIUM, STANDARD, STEP, T0, UDI, config, one_interval
 
 UDI_DOC = {"pid": UDI.pid, "serial": UDI.serial}
@@ -123,7 +123,7 @@ def test_the_uccx_nodes_read_are_shown(rig) -> None:  # type: ignore[no-untyped-
     origin = Origin("https://uccx-a", ("https://uccx-a", "https://uccx-b"), island=True)
     kept, _ = origin_change(None, origin, T0)
     with store.transaction() as tx:
-        tx.set_meta(status.SOURCE_META_KEY, json.dumps(kept))
+        tx.set_meta(SOURCE_META_KEY, json.dumps(kept))
     doc = status.collect(cfg, store, T0, UDI_DOC)
     assert doc["source"] == {
         "configuration_from": "https://uccx-a",

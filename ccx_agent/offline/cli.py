@@ -14,13 +14,12 @@ from typing import Any, TextIO
 
 from ccx_agent import cli_help
 from ccx_agent import config as config_mod
-from ccx_agent.actions import TokenError, read_token
 from ccx_agent.agent import Agent
-from ccx_agent.commands import print_alerts
 from ccx_agent.errors import AgentError
-from ccx_agent.instance import Open, instance_udi, open_store
+from ccx_agent.instance import Open, instance_udi, open_store, print_alerts
 from ccx_agent.offline import exchange
 from ccx_agent.ssm.identity import KeyStore, load_anchors
+from ccx_agent.userfiles import TokenError, read_token
 from ccx_agent.yamldoc import EX_CONFIG, DocumentError
 
 EX_FAILED = 1

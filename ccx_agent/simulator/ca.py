@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from ccx_agent import atomicfile
 from ccx_agent.ssm.port import Udi
 from ccx_agent.ssm.protocol import MAX_SKEW
 
@@ -288,21 +289,9 @@ def _pem(cert: x509.Certificate) -> bytes:
 
 
 def write_file(path: Path, data: bytes, mode: int) -> None:
-    """Write ``path`` atomically with ``mode`` from the start (a secret is never, even
-    briefly, readable by others): a temporary file, fsync, rename."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    """The simulator's files (CA keys and certificates, the admin token), durably: agents
+    pin this CA, so one lost to a power cut and made anew would be refused by them all."""
+    atomicfile.write_file(path, data, mode=mode, durable=True)
 
 
 @contextlib.contextmanager

@@ -31,14 +31,11 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ccx_agent.licensing.alerts import Alert, Mnemonic
 from ccx_agent.licensing.timeutil import iso
 from ccx_agent.sources.safexml import XmlError, parse_xml
-
-if TYPE_CHECKING:
-    from ccx_agent.sources.uccx import User
 
 SYSTEM_INFO_PATH = "/finesse/api/SystemInfo"
 IN_SERVICE = "IN_SERVICE"
@@ -117,6 +114,16 @@ def config_order(probes: Sequence[Probe]) -> list[int]:
         return 1 if probe.info is not None else 2
 
     return [p.node for p in sorted(probes, key=rank)]
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """One Finesse user: who is logged in, in which state (here, not in ``uccx.py``,
+    which imports this module: the cluster's union of users needs the type)."""
+
+    login_id: str
+    state: str
+    roles: tuple[str, ...]
 
 
 def union(lists: Iterable[Sequence[User]]) -> tuple[list[User], int]:

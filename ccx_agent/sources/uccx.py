@@ -52,6 +52,7 @@ from ccx_agent.sources.cluster import (
     SYSTEM_INFO_PATH,
     Origin,
     Probe,
+    User,
     Watch,
     config_order,
     parse_system_info,
@@ -133,15 +134,6 @@ class Campaign:
     def outbound(self) -> bool:
         """Its agents take the ``outbound`` feature (:data:`OUTBOUND_DIALERS`)."""
         return self.type == "AGENT" and self.dialer in OUTBOUND_DIALERS
-
-
-@dataclass(frozen=True, slots=True)
-class User:
-    """One Finesse user: who is logged in, in which state."""
-
-    login_id: str
-    state: str
-    roles: tuple[str, ...]
 
 
 @dataclass(frozen=True)

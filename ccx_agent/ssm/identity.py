@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Sequence
 from datetime import datetime
@@ -29,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import NameOID
 
+from ccx_agent import atomicfile
 from ccx_agent.errors import AgentError, LocalError
 from ccx_agent.ssm import protocol
 from ccx_agent.ssm.port import Udi
@@ -60,14 +60,6 @@ def _access(path: Path, what: str, exc: OSError) -> KeyAccessError:
         "everything in it must belong to the user the daemon runs as (see 'ccx-agent doctor' "
         "or docs/install.md)"
     )
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class KeyStore:
@@ -154,18 +146,8 @@ class KeyStore:
             serialization.NoEncryption(),
         )
         try:
-            fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".new-", suffix=".tmp")
-            try:
-                os.fchmod(fd, 0o600)
-                os.write(fd, pem)
-                os.fsync(fd)
-            except BaseException:
-                os.close(fd)
-                os.unlink(tmp)
-                raise
-            os.close(fd)
-            os.replace(tmp, self.dir / f"{fp}.pem")
-            _fsync_dir(self.dir)
+            # Durable: a key lost to a power cut is the registration lost.
+            atomicfile.write_file(self.dir / f"{fp}.pem", pem, mode=0o600, durable=True)
         except OSError as exc:
             raise _access(self.dir, "write a new private key", exc) from None
         self._cache[fp] = key
@@ -184,7 +166,11 @@ class KeyStore:
         for path in self._files():
             with contextlib.suppress(OSError):
                 path.unlink()
-        for tmp in self.dir.glob(".new-*.tmp") if self.dir.is_dir() else []:
+        for tmp in (
+            self.dir.glob(f"{atomicfile.TMP_PREFIX}*{atomicfile.TMP_SUFFIX}")
+            if self.dir.is_dir()
+            else []
+        ):
             tmp.unlink(missing_ok=True)
         self._cache.clear()
 

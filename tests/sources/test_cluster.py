@@ -28,6 +28,7 @@ from ccx_agent.sources.cluster import (
     Origin,
     Probe,
     SystemInfo,
+    User,
     Watch,
     config_order,
     origin_change,
@@ -36,7 +37,6 @@ from ccx_agent.sources.cluster import (
 )
 from ccx_agent.sources.safexml import XmlError
 from ccx_agent.sources.uccx import UccxSource as Source
-from ccx_agent.sources.uccx import User
 from tests.sources.fake_uccx import (
     SYSTEM_INFO,
     USERS,
