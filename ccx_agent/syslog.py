@@ -174,6 +174,10 @@ class SyslogSink:
         #: Each message with what to call once it is settled (see :meth:`send`).
         self._queue: collections.deque[_Item] = collections.deque()
         self._sent = 0
+        #: Messages written and taken off the queue whose ``on_done`` has not returned
+        #: yet: a flush waits for them too, so a stop never closes the database under an
+        #: alert being marked emitted (it would be sent again at the next start).
+        self._settling = 0
         self._dropped = 0
         self._refusals = 0
         self._refused_said: float | None = None
@@ -226,7 +230,7 @@ class SyslogSink:
         with self._cond:
             self._kick += 1
             self._cond.notify_all()
-            while self._queue:
+            while self._queue or self._settling:
                 left = deadline - time.monotonic()
                 if left <= 0 or self._thread is None:
                     return False
@@ -321,6 +325,7 @@ class SyslogSink:
                 ours = bool(self._queue) and self._queue[0] is item
                 if ours:  # else dropped (queue full) while it was sent, and settled then
                     self._queue.popleft()
+                    self._settling += 1
                 self._sent += 1
                 first = self._sent == 1
                 self._connected = True
@@ -328,7 +333,12 @@ class SyslogSink:
                 queued, dropped = len(self._queue), self._dropped
             if ours:
                 # Written to the socket: now, not when queued, the caller may call it sent.
-                _settle(item, True)
+                try:
+                    _settle(item, True)
+                finally:
+                    with self._cond:
+                        self._settling -= 1
+                        self._cond.notify_all()
             if failing:
                 log.info(
                     "syslog target reachable again",

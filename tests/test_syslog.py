@@ -719,6 +719,29 @@ def test_flush_on_an_empty_queue_is_true_at_once() -> None:
         assert sink.flush(0.0)
 
 
+def test_flush_waits_for_the_last_lines_settling_too() -> None:
+    """A written line is taken off the queue before its ``on_done`` runs (the daemon's
+    marks the alert emitted in the database). A flush that returned once the queue was
+    empty let a stop close the database under that mark on a loaded machine: the alert
+    stayed pending and went out again at the next start."""
+    server = StreamCollector()
+    settled: list[float] = []
+
+    def slow_mark(ok: bool) -> None:
+        time.sleep(0.5)  # the callback's own work (a committed transaction), made long
+        settled.append(time.monotonic())
+
+    try:
+        sink = make_sink(f"tcp://127.0.0.1:{server.port}", format="rfc5424")
+        with running(sink):
+            sink.send(3, "the last alert of a life", WHEN, on_done=slow_mark)
+            assert sink.flush(5.0)
+            flushed = time.monotonic()
+            assert settled and settled[0] <= flushed
+    finally:
+        server.close()
+
+
 def test_a_tls_handshake_dripped_byte_by_byte_gives_up_within_the_connect_timeout(
     pki: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
