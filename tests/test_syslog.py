@@ -699,7 +699,11 @@ def test_close_with_a_refusing_target_returns_within_its_timeout() -> None:
     t0 = time.monotonic()
     sink.close(timeout=0.3)
     assert time.monotonic() - t0 < 1.0
-    assert thread is not None and not thread.is_alive()
+    # close() promises its timeout, not the thread's end within it (it may be waiting
+    # for a core on a loaded machine): the thread, woken from its back-off, ends.
+    assert thread is not None
+    thread.join(5.0)
+    assert not thread.is_alive()
     assert "Connection refused" in str(sink.stats()["last_error"])
 
 
