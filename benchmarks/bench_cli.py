@@ -37,14 +37,15 @@ from pathlib import Path
 import yaml
 
 import ccx_agent
-from ccx_agent import checkconfig, statedir
-from ccx_agent import config as config_mod
+from ccx_agent import checkconfig
+from ccx_agent.config import schema as config_mod
 from ccx_agent.licensing.catalogue import LicenseType
 from ccx_agent.licensing.compliance import TagCompliance
 from ccx_agent.licensing.lifecycle import Identity, ProductState, Registration
 from ccx_agent.licensing.timeutil import iso
 from ccx_agent.status import LAST_REPORT_KEY
-from ccx_agent.store import DB_NAME, UDI_UUID_KEY, OpenInterval, Store
+from ccx_agent.store import statedir
+from ccx_agent.store.db import DB_NAME, UDI_UUID_KEY, OpenInterval, Store
 
 STD = "flex-standard-seat"
 

@@ -40,7 +40,7 @@ from pathlib import Path
 import yaml
 
 import ccx_agent
-from ccx_agent.demo import _admin
+from ccx_agent.cli.demo import _admin
 from ccx_agent.simulator.server import start
 
 TICKS = os.sysconf("SC_CLK_TCK")

@@ -33,8 +33,8 @@ import yaml
 from prometheus_client import generate_latest
 
 from benchmarks.bench_daemon import _rss_kib
-from ccx_agent.metrics import SOURCE_BUCKETS, SSM_BUCKETS, Metrics
-from ccx_agent.metrics_http import Endpoint, Settings
+from ccx_agent.daemon.metrics import SOURCE_BUCKETS, SSM_BUCKETS, Metrics
+from ccx_agent.daemon.metrics_http import Endpoint, Settings
 
 TAGS = ("flex-standard-seat", "flex-premium-seat", "flex-outbound-port")
 

@@ -19,14 +19,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from ccx_agent.agent import Agent
-from ccx_agent.config import CommonConfig
+from ccx_agent.config.schema import CommonConfig
 from ccx_agent.licensing.timeutil import iso
 from ccx_agent.offline.answer import answer
 from ccx_agent.offline.exchange import export, import_answers
 from ccx_agent.simulator.core import Simulator
 from ccx_agent.ssm.identity import KeyStore
 from ccx_agent.ssm.port import Udi
-from ccx_agent.store import DB_NAME, Store
+from ccx_agent.store.db import DB_NAME, Store
 
 STEP = timedelta(minutes=15)
 START = datetime(2027, 1, 4, 8, 0, tzinfo=UTC)

@@ -41,7 +41,7 @@ from pathlib import Path
 from ccx_agent.history import render_csv, render_html, render_json, render_text
 from ccx_agent.history.report import stream
 from ccx_agent.licensing.catalogue import LicenseType, tags_of
-from ccx_agent.store import Store
+from ccx_agent.store.db import Store
 from tests.history.instance import YEAR_START, config, write, year_alerts, year_records
 
 END = datetime(2028, 1, 4, tzinfo=UTC)
@@ -196,8 +196,8 @@ def _record(path: Path) -> None:
     """What the daemon does at start: record the config it validated (for ``status
     --check``, ``status``, ``report`` and ``alerts``)."""
     from ccx_agent import checkconfig  # noqa: PLC0415 - the bench's set-up only
-    from ccx_agent import config as config_mod  # noqa: PLC0415
-    from ccx_agent.store import DB_NAME  # noqa: PLC0415
+    from ccx_agent.config import schema as config_mod  # noqa: PLC0415
+    from ccx_agent.store.db import DB_NAME  # noqa: PLC0415
 
     before = checkconfig.digest(path)
     cfg = config_mod.load(path)

@@ -26,13 +26,13 @@ from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
-from ccx_agent.config import CommonConfig
+from ccx_agent.config.schema import CommonConfig
+from ccx_agent.config.yamldoc import parse_yaml
 from ccx_agent.licensing import interval, lifecycle
 from ccx_agent.licensing.catalogue import LicenseType
 from ccx_agent.licensing.lifecycle import Identity, ProductState
 from ccx_agent.scenario import runner
 from ccx_agent.scenario.model import DEFAULT_START, load_scenario
-from ccx_agent.yamldoc import parse_yaml
 
 QUIET = """
 license_type: flex
@@ -68,7 +68,7 @@ def _run(text: str, days: int, max_quiet: int) -> tuple[float, str, float]:
             elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     finally:
         runner.MAX_QUIET = saved
-    # As `ccx-agent simulate --json` writes it (ccx_agent/commands.py).
+    # As `ccx-agent simulate --json` writes it (ccx_agent/cli/commands.py).
     out = json.dumps(result.as_json(), separators=(",", ":")) + "\n"
     return elapsed, hashlib.sha256(out.encode("utf-8")).hexdigest(), cpu
 

@@ -46,7 +46,7 @@ from urllib.parse import urlsplit
 import requests
 
 from ccx_agent.agent import Agent
-from ccx_agent.config import CommonConfig
+from ccx_agent.config.schema import CommonConfig
 from ccx_agent.licensing.timeutil import floor_to, iso
 from ccx_agent.simulator.admin import Admin
 from ccx_agent.simulator.ca import ca_path
@@ -55,7 +55,7 @@ from ccx_agent.ssm.client import HttpTransport, SsmClient
 from ccx_agent.ssm.identity import KeyStore, load_anchors
 from ccx_agent.ssm.port import Udi
 from ccx_agent.ssm.protocol import MessageType
-from ccx_agent.store import DB_NAME, Store
+from ccx_agent.store.db import DB_NAME, Store
 
 STEP = timedelta(minutes=15)
 UDI = Udi("UCCX", "BENCH1", "00000000-0000-4000-8000-0000000000be")
@@ -213,7 +213,7 @@ def report_cycle(
                     t1 = time.perf_counter()
                     acked = rig.agent.flush(rig.now)
                     t2 = time.perf_counter()
-                    # As the daemon's report job does after every report (daemon.py).
+                    # As the daemon's report job does after every report (daemon/scheduler.py).
                     rig.store.checkpoint()
                     elapsed = time.perf_counter() - t0
                     if profile is not None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import structlog
 
-from ccx_agent.config import CommonConfig
+from ccx_agent.config.schema import CommonConfig
 from ccx_agent.errors import AgentError
 from ccx_agent.licensing import interval, lifecycle
 from ccx_agent.licensing.alerts import Alert, AlertFormat, Mnemonic, lines
@@ -41,7 +41,7 @@ from ccx_agent.ssm.port import (
     SsmUnreachable,
     Udi,
 )
-from ccx_agent.store import (
+from ccx_agent.store.db import (
     LAST_REPORT_KEY,
     SOURCE_META_KEY,
     AlertRow,

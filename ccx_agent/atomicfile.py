@@ -12,7 +12,7 @@ once the call returns the new file survives a power cut. For what cannot be made
 
 * the instance's private key (:class:`ccx_agent.ssm.identity.KeyStore`): lost, the
   registration is lost with it;
-* the state directory's marker (:func:`ccx_agent.statedir.write_marker`): it is what
+* the state directory's marker (:func:`ccx_agent.store.statedir.write_marker`): it is what
   says an instance lived there when the database has gone;
 * the simulator's CA keys, certificates and admin token (:mod:`ccx_agent.simulator`):
   agents pin that CA, so a CA made anew after a crash would be refused by all of them;
@@ -22,7 +22,7 @@ once the call returns the new file survives a power cut. For what cannot be made
 ``durable=False``: renamed into place without waiting for the disk; atomic against
 crashes of the process, not of the machine. For what is simply made again:
 
-* the files ``install-files`` lays out (:mod:`ccx_agent.install_files`): the admin runs
+* the files ``install-files`` lays out (:mod:`ccx_agent.cli.install_files`): the admin runs
   it again, and it is a copy of files shipped in the package.
 
 :class:`ccx_agent.userfiles.Output` streams (a support bundle is a tar written as it

@@ -12,9 +12,9 @@ otherwise, or if anything is unusual (a relative path, no database, an unreadabl
 record), they validate the file as every other command does, with the same messages and
 exit statuses.
 
-The record is written from a validated :class:`~ccx_agent.config.Config` by reading its
+The record is written from a validated :class:`~ccx_agent.config.schema.Config` by reading its
 attributes, never from a second description of the keys or their defaults: the schema in
-:mod:`ccx_agent.config` stays the one source of truth.
+:mod:`ccx_agent.config.schema` stays the one source of truth.
 """
 
 from __future__ import annotations
@@ -31,21 +31,21 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from ccx_agent import __version__
-from ccx_agent.configpath import DEFAULT_STATE_DIR, serial_number
+from ccx_agent.config.configpath import DEFAULT_STATE_DIR, serial_number
 from ccx_agent.errors import EX_CONFIG
 from ccx_agent.licensing.catalogue import LicenseType
 from ccx_agent.licensing.lifecycle import Timers
 
 if TYPE_CHECKING:
-    from ccx_agent.config import Config
-    from ccx_agent.store import Store
+    from ccx_agent.config.schema import Config
+    from ccx_agent.store.db import Store
 
 #: The ``meta`` key of the record.
 META_KEY = "config_for_check"
 
 #: The keys ``status --check``, ``status``, ``report`` and ``alerts`` read
-#: (:func:`ccx_agent.check.verdict`, :func:`ccx_agent.status.collect`,
-#: :func:`ccx_agent.commands.status`, :mod:`ccx_agent.history.cli`), and the type each
+#: (:func:`ccx_agent.cli.check.verdict`, :func:`ccx_agent.status.collect`,
+#: :func:`ccx_agent.cli.commands.status`, :mod:`ccx_agent.history.cli`), and the type each
 #: is read back as. None is a secret. A key read there and missing here makes the
 #: recorded view raise :class:`NotRecorded`, and ``tests/test_imports.py`` fail.
 KEYS: dict[str, type] = {
@@ -63,10 +63,10 @@ KEYS: dict[str, type] = {
 #: The modules whose code decides what a config file means: a record made by other code
 #: (an upgrade not yet followed by a restart) is not used.
 _DECIDING = (
-    "config.py",
-    "configpath.py",
-    "durations.py",
-    "yamldoc.py",
+    "config/schema.py",
+    "config/configpath.py",
+    "config/durations.py",
+    "config/yamldoc.py",
     "checkconfig.py",
     "licensing/catalogue.py",
     "licensing/lifecycle.py",
@@ -157,7 +157,7 @@ def _timer_fields() -> tuple[dataclasses.Field[Any], ...]:
 
 class NotRecorded(AttributeError):
     """The check read a key the record does not carry (one added to the check but not
-    to :data:`KEYS`): it answers from the file instead (:func:`ccx_agent.check.main`)."""
+    to :data:`KEYS`): it answers from the file instead (:func:`ccx_agent.cli.check.main`)."""
 
 
 class _Section(SimpleNamespace):
@@ -166,7 +166,7 @@ class _Section(SimpleNamespace):
 
 
 class _Identity(_Section):
-    """``identity``, with :meth:`~ccx_agent.config.IdentityConfig.serial_number`."""
+    """``identity``, with :meth:`~ccx_agent.config.schema.IdentityConfig.serial_number`."""
 
     def serial_number(self) -> str:
         return serial_number(self.serial)
@@ -178,7 +178,7 @@ _SECTIONS: dict[str, type[_Section]] = {"identity": _Identity}
 
 class StateDir:
     """Where to open the database before the config is known (:func:`light_state_dir`).
-    A plain class, not a dataclass: see :class:`ccx_agent.check.Verdict`."""
+    A plain class, not a dataclass: see :class:`ccx_agent.cli.check.Verdict`."""
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
@@ -186,7 +186,7 @@ class StateDir:
 
 class Recorded(_Section):
     """The recorded config: the attributes of :data:`KEYS`, ``state_dir`` and
-    ``timers()``, as a :class:`~ccx_agent.config.Config` has them."""
+    ``timers()``, as a :class:`~ccx_agent.config.schema.Config` has them."""
 
     state_dir: Path
 
@@ -294,8 +294,8 @@ def recorded(path: Path) -> Recorded | None:
     damaged one): the database is opened here only to read the record, without the
     ``quick_check`` of every page, which that open makes (once is enough, and on a year's
     history it is most of what opening costs)."""
-    from ccx_agent import statedir  # noqa: PLC0415 - no import cycle
-    from ccx_agent.store import Store  # noqa: PLC0415
+    from ccx_agent.store import statedir  # noqa: PLC0415 - no import cycle
+    from ccx_agent.store.db import Store  # noqa: PLC0415
 
     state_dir = light_state_dir(path) if path.is_absolute() else None
     if state_dir is None:
@@ -321,17 +321,17 @@ def recorded_state_dir(path: Path) -> Path | None:
 def load(path: Path, err: TextIO, *, record: bool = True) -> Config | int:
     """The config at ``path`` for ``status``, ``report`` and ``alerts``: the daemon's
     record of it when it applies (:func:`recorded`), else (or without ``record``) the file
-    validated in full by :func:`ccx_agent.config.load`; a file that is not valid is its
+    validated in full by :func:`ccx_agent.config.schema.load`; a file that is not valid is its
     problems on ``err``, one a line, and :data:`~ccx_agent.errors.EX_CONFIG`, as every
-    command says them. The record is not a :class:`~ccx_agent.config.Config`: it has the
+    command says them. The record is not a :class:`~ccx_agent.config.schema.Config`: it has the
     attributes of :data:`KEYS`, ``state_dir`` and ``timers()``, and raises
     :class:`NotRecorded` for any other."""
     found = recorded(path) if record else None
     if found is not None:
         return cast("Config", found)
     # The schema and the YAML parser only here.
-    from ccx_agent import config as config_mod  # noqa: PLC0415
-    from ccx_agent.yamldoc import DocumentError  # noqa: PLC0415
+    from ccx_agent.config import schema as config_mod  # noqa: PLC0415
+    from ccx_agent.config.yamldoc import DocumentError  # noqa: PLC0415
 
     try:
         return config_mod.load(path)

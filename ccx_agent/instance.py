@@ -10,16 +10,16 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Protocol, TextIO
 
-from ccx_agent import statedir
 from ccx_agent.licensing.lifecycle import ProductState
-from ccx_agent.store import UDI_UUID_KEY, AlertRow, Store, Unborn
+from ccx_agent.store import statedir
+from ccx_agent.store.db import UDI_UUID_KEY, AlertRow, Store, Unborn
 
 if TYPE_CHECKING:
     # The schema, the SSM client and its port only where used: opening the database for
     # a look (``status --check``) needs neither pydantic nor cryptography.
     from pathlib import Path
 
-    from ccx_agent.config import Config
+    from ccx_agent.config.schema import Config
     from ccx_agent.ssm import client as ssm_client
     from ccx_agent.ssm.port import Udi
 
@@ -50,7 +50,7 @@ def instance_udi(store: Store, cfg: Config) -> Udi:
 
 
 class HasStateDir(Protocol):
-    """What :func:`open_store` reads of a config: a :class:`~ccx_agent.config.Config`, or
+    """What :func:`open_store` reads of a config: a :class:`~ccx_agent.config.schema.Config`, or
     the record of one that ``status --check`` reads (:mod:`ccx_agent.checkconfig`)."""
 
     @property
@@ -61,10 +61,10 @@ def open_store(cfg: HasStateDir, mode: Open = Open.CREATE) -> Store:
     """The state database, opened as ``mode`` allows; a lost or damaged instance is always
     refused, by every command alike.
 
-    Raises :class:`~ccx_agent.statedir.NoDatabase` where there is no instance and
-    ``mode`` may not create one, :class:`~ccx_agent.statedir.LostInstance` where an
+    Raises :class:`~ccx_agent.store.statedir.NoDatabase` where there is no instance and
+    ``mode`` may not create one, :class:`~ccx_agent.store.statedir.LostInstance` where an
     instance lived but its database is gone, empty, or holds nothing of it (no schema, no
-    product state, no UDI), :class:`~ccx_agent.store.StoreError` where it is damaged
+    product state, no UDI), :class:`~ccx_agent.store.db.StoreError` where it is damaged
     (``PRAGMA quick_check`` fails: a command must neither answer "none" from half a
     database nor write into one).
     """

@@ -20,7 +20,7 @@ from ccx_agent.licensing.interval import IntervalRecord, IntervalStatus
 from ccx_agent.licensing.lifecycle import ProductState, Timers
 from ccx_agent.licensing.offline import renew_id_due
 from ccx_agent.licensing.timeutil import iso
-from ccx_agent.store import (
+from ccx_agent.store.db import (
     JOBS_META_KEY,
     LAST_REPORT_KEY,
     SOURCE_META_KEY,
@@ -31,7 +31,7 @@ from ccx_agent.store import (
 )
 
 if TYPE_CHECKING:
-    from ccx_agent.config import CommonConfig
+    from ccx_agent.config.schema import CommonConfig
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -14,7 +14,7 @@ stays a device); nothing is ever renamed over anything but a regular file. A blo
 a socket or a directory is refused.
 
 Root in another user's state directory works as that user
-(:func:`ccx_agent.statedir.become_owner`), who may not reach ``/root/token`` or write a
+(:func:`ccx_agent.store.statedir.become_owner`), who may not reach ``/root/token`` or write a
 root-only ``/media/usb``. :func:`prepare` opens the named files first, as root; the
 commands then find them here. The rename of an output into a directory only root may
 write is done by root: :func:`fork_for_outputs` keeps a root parent that renames when the

@@ -29,7 +29,7 @@ from pathlib import Path
 from ccx_agent.licensing.catalogue import LicenseType
 from ccx_agent.licensing.interval import IntervalRecord, TagRecord
 from ccx_agent.licensing.lifecycle import ProductState
-from ccx_agent.store import Store
+from ccx_agent.store.db import Store
 
 BASE = datetime(2027, 1, 4, tzinfo=UTC)
 STEP = timedelta(minutes=15)

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from ccx_agent import actions, commands
 from ccx_agent.agent import Agent
-from ccx_agent.config import load
+from ccx_agent.cli import actions, commands
+from ccx_agent.config.schema import load
 from ccx_agent.instance import open_store
 from ccx_agent.simulator import server as ssm_server
 from tests.doctor.conftest import Ssm, config
@@ -118,7 +118,7 @@ def test_admit_with_overage_allowed_says_by_how_much(ssm: Ssm, tmp_path: Path) -
 def test_admit_in_evaluation_and_with_bad_arguments(tmp_path: Path) -> None:
     path = config(tmp_path, None, tweak=lambda c: c["license"].update(allow_overage=False))
     assert _admit(path)[0] == 1  # no database yet: one line, exit 1
-    from ccx_agent.store import DB_NAME, Store
+    from ccx_agent.store.db import DB_NAME, Store
 
     (tmp_path / "state").mkdir()
     Store(tmp_path / "state" / DB_NAME).close()

@@ -15,14 +15,14 @@ from typing import Any
 import pytest
 
 from ccx_agent.agent import Agent, LicenseTypeChanged
-from ccx_agent.config import CommonConfig
+from ccx_agent.config.schema import CommonConfig
 from ccx_agent.licensing.catalogue import LicenseType
 from ccx_agent.licensing.interval import IntervalStatus
 from ccx_agent.licensing.lifecycle import Registration
 from ccx_agent.licensing.timeutil import iso
 from ccx_agent.scenario.simssm import SCENARIO_TOKEN, ScenarioSsm
 from ccx_agent.ssm.port import Udi
-from ccx_agent.store import DB_NAME, AlertRow, Store
+from ccx_agent.store.db import DB_NAME, AlertRow, Store
 
 T0 = datetime(2027, 1, 4, 8, 0, tzinfo=UTC)
 MIN = timedelta(minutes=1)
@@ -619,7 +619,7 @@ def test_the_source_origin_is_kept_for_status_and_island_mode_alerts_once(store,
     import json
 
     from ccx_agent.sources.cluster import Origin
-    from ccx_agent.store import SOURCE_META_KEY
+    from ccx_agent.store.db import SOURCE_META_KEY
 
     one = Origin("https://uccx-a", ("https://uccx-a",))
     island = Origin("https://uccx-a", ("https://uccx-a", "https://uccx-b"), island=True)

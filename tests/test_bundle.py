@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ccx_agent import bundle, commands
+from ccx_agent.cli import bundle, commands
 from ccx_agent.simulator import server as ssm_server
 from tests.doctor.conftest import Ssm, config
 

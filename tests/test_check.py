@@ -1,4 +1,4 @@
-"""``ccx-agent status --check`` (ccx_agent/check.py): the monitoring-plugins line and exit
+"""``ccx-agent status --check`` (ccx_agent/cli/check.py): the monitoring-plugins line and exit
 status for each state, read from a real database written as the jobs write it."""
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ccx_agent import check, statedir
+from ccx_agent.cli import check
 from ccx_agent.licensing.catalogue import LicenseType
 from ccx_agent.licensing.compliance import TagCompliance, TagState
 from ccx_agent.licensing.lifecycle import Identity, ProductState, Registration
 from ccx_agent.licensing.timeutil import iso
-from ccx_agent.store import DB_NAME, LAST_REPORT_KEY, UDI_UUID_KEY, OpenInterval, Store
+from ccx_agent.store import statedir
+from ccx_agent.store.db import DB_NAME, LAST_REPORT_KEY, UDI_UUID_KEY, OpenInterval, Store
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 STD, PREM = "flex-standard-seat", "flex-premium-seat"

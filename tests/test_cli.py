@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from ccx_agent import cli, cli_help
+from ccx_agent.cli import helptext as cli_help
+from ccx_agent.cli import main as cli
 from tests.doctor.conftest import config, free_port
 from tests.sources.fake_uccx import make_pki
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from ccx_agent import commands
+from ccx_agent.cli import commands
 from ccx_agent.licensing.interval import IntervalRecord, IntervalStatus, TagRecord
 from ccx_agent.licensing.timeutil import iso
 from ccx_agent.simulator.server import RunningServer, start
-from ccx_agent.store import DB_NAME, Store
+from ccx_agent.store.db import DB_NAME, Store
 
 AGENTS = Path(__file__).parent / "data" / "snapshots" / "mixed.json"
 
@@ -54,7 +54,7 @@ def test_register_without_a_transport_url_says_so(tmp_path: Path) -> None:
 
 def _fresh_db(tmp: Path) -> None:
     """An instance that exists but was never registered (as the daemon leaves it)."""
-    from ccx_agent.store import DB_NAME, Store
+    from ccx_agent.store.db import DB_NAME, Store
 
     Store(tmp / "state" / DB_NAME).close()
 
@@ -102,7 +102,7 @@ def test_deregister_when_not_registered(tmp_path: Path) -> None:
 
 def test_renew_when_not_registered_is_one_line_and_no_alert(tmp_path: Path, server) -> None:  # type: ignore[no-untyped-def]
     """No error-severity alert promising a retry that never comes."""
-    from ccx_agent.store import DB_NAME, Store
+    from ccx_agent.store.db import DB_NAME, Store
 
     cfg = _config(tmp_path, _transport(server))
     code, _, err = _run(commands.renew, cfg, "auth")
@@ -202,7 +202,7 @@ def test_an_unreadable_trust_anchor_is_one_line(tmp_path: Path, server) -> None:
 def test_a_commands_alerts_are_shown_once_and_left_for_the_daemon(tmp_path: Path, server) -> None:  # type: ignore[no-untyped-def]
     """``register`` shows REGISTER_SUCCESS; ``renew auth`` then shows only its own alert;
     both stay pending in the database, for the daemon to deliver to syslog."""
-    from ccx_agent.store import DB_NAME, Store
+    from ccx_agent.store.db import DB_NAME, Store
 
     token = server.simulator.create_token(now=datetime.now(UTC))
     cfg = _config(tmp_path, _transport(server))

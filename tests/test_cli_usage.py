@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ccx_agent.cli import main
+from ccx_agent.cli.main import main
 
 DATA = Path(__file__).parent / "data" / "snapshots"
 CONSOLE_SCRIPT = Path(sys.executable).parent / "ccx-agent"

@@ -23,12 +23,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from ccx_agent import commands, config, configpath
-from ccx_agent.cli import main
-from ccx_agent.config import CommonConfig, Config, FileSource, check, load
+from ccx_agent.cli import commands
+from ccx_agent.cli.main import main
+from ccx_agent.config import configpath
+from ccx_agent.config import schema as config
+from ccx_agent.config.schema import CommonConfig, Config, FileSource, check, load
+from ccx_agent.config.yamldoc import EX_CONFIG, DocumentError, field_paths, parse_yaml
 from ccx_agent.licensing.alerts import Style
 from ccx_agent.licensing.catalogue import Feature, LicenseType
-from ccx_agent.yamldoc import EX_CONFIG, DocumentError, field_paths, parse_yaml
 from tests import users
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -705,7 +707,7 @@ def test_any_text_gives_ok_or_problem_lines(text: str) -> None:
 
 
 def test_relative_paths_are_resolved_beside_the_config_file(tmp_path, monkeypatch):
-    from ccx_agent import config as config_mod
+    from ccx_agent.config import schema as config_mod
 
     conf_dir = tmp_path / "etc"
     conf_dir.mkdir()

@@ -1,4 +1,4 @@
-"""The ``metrics`` and ``monitoring`` sections of the config (ccx_agent/config.py):
+"""The ``metrics`` and ``monitoring`` sections of the config (ccx_agent/config/schema.py):
 values, defaults, paths beside the config file, and one line per bad value."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from ccx_agent import commands
-from ccx_agent.config import listen_address, load
-from ccx_agent.yamldoc import EX_CONFIG
+from ccx_agent.cli import commands
+from ccx_agent.config.schema import listen_address, load
+from ccx_agent.config.yamldoc import EX_CONFIG
 
 MINIMAL = "source:\n  kind: file\n  path: /etc/ccx-agent/agents.json\n"
 

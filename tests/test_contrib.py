@@ -13,7 +13,7 @@ import yaml
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ccx_agent.metrics import Metrics
+from ccx_agent.daemon.metrics import Metrics
 from tests.promtools import DASHBOARD, RULES, RULES_TEST, dashboard_exprs, tool
 
 ALERTS = {

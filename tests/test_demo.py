@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ccx_agent.demo import Delivery
+from ccx_agent.cli.demo import Delivery
 
 MILESTONES = [
     "-REGISTER_SUCCESS: [",

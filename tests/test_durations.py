@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from ccx_agent.durations import (
+from ccx_agent.config.durations import (
     MAX_DURATION,
     Duration,
     PositiveDuration,

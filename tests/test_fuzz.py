@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from ccx_agent import commands
+from ccx_agent.cli import commands
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "config" / "ccx-agent.yaml"

@@ -16,8 +16,8 @@ import pytest
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from ccx_agent.config import Config, ReportConfig
-from ccx_agent.yamldoc import field_paths
+from ccx_agent.config.schema import Config, ReportConfig
+from ccx_agent.config.yamldoc import field_paths
 from tests.test_cli import COMMANDS
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from ccx_agent import check, checkconfig, commands
-from ccx_agent import config as config_mod
-from ccx_agent.store import DB_NAME, Store
+from ccx_agent import checkconfig
+from ccx_agent.cli import check, commands
+from ccx_agent.config import schema as config_mod
+from ccx_agent.store.db import DB_NAME, Store
 from tests.test_check import HEALTHY, LINE, NOW, instance
 
 #: Third-party modules the light commands must never load.

@@ -9,8 +9,8 @@ import stat
 import sys
 from pathlib import Path
 
-from ccx_agent import install_files
-from ccx_agent.install_files import ITEMS, source
+from ccx_agent.cli import install_files
+from ccx_agent.cli.install_files import ITEMS, source
 
 
 def _install(root: Path) -> tuple[int, list[str], str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from ccx_agent.jobhealth import JobHealth, failed, succeeded
+from ccx_agent.daemon.jobhealth import JobHealth, failed, succeeded
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 DAY = timedelta(days=1)

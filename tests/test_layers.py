@@ -24,25 +24,23 @@ PACKAGE = Path(__file__).resolve().parent.parent / "ccx_agent"
 LAYERS: tuple[tuple[str, ...], ...] = (
     # The core: pure, no clock, no I/O.
     ("licensing",),
-    # Leaves the whole shell shares: errors, the YAML reader and the config schema, the
-    # files a command line names, the atomic write, the help text of every parser; and
-    # the SSM port and the credentials: types the store keeps and the jobs call, no I/O.
+    # Leaves the whole shell shares: errors, the configuration (the YAML reader, the
+    # schema, durations, the files a command line names), the atomic write, the help text
+    # of every parser; and the SSM port and the credentials: types the store keeps and the
+    # jobs call, no I/O.
     (
         "errors",
-        "durations",
-        "yamldoc",
-        "configpath",
         "config",
         "secretvalues",
         "userfiles",
         "atomicfile",
         "logs",
-        "cli_help",
+        "cli.helptext",
         "ssm.port",
         "ssm.credentials",
     ),
     # The state directory and its database.
-    ("store", "sqlite", "statedir"),
+    ("store",),
     ("net",),
     ("sources", "ssm"),
     # The jobs, the instance's pieces, the status document; checkconfig loads a command's
@@ -50,19 +48,18 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("agent", "instance", "status", "checkconfig"),
     ("offline", "history", "simulator", "scenario"),
     # The daemon and what only it runs.
-    (
-        "daemon",
-        "runtime",
-        "metrics",
-        "metrics_http",
-        "monitoring",
-        "syslog",
-        "jobhealth",
-        "sdnotify",
-        "earlysignals",
-    ),
+    ("daemon",),
     # The commands; the doctor and the bundle are commands that look at everything.
-    ("commands", "actions", "check", "doctor", "bundle", "demo", "install_files"),
+    (
+        "cli.commands",
+        "cli.actions",
+        "cli.check",
+        "cli.doctor",
+        "cli.bundle",
+        "cli.demo",
+        "cli.install_files",
+    ),
+    # The parser that dispatches to them.
     ("cli", "__main__"),
 )
 
@@ -210,13 +207,13 @@ def test_no_import_cycle() -> None:
 @pytest.mark.parametrize(
     ("source", "expected"),
     [
-        ("from ccx_agent.commands import x\n", "ccx_agent.commands"),
-        ("def f():\n    from ccx_agent import commands\n", "ccx_agent.commands"),
+        ("from ccx_agent.cli.commands import x\n", "ccx_agent.cli.commands"),
+        ("def f():\n    from ccx_agent.cli import commands\n", "ccx_agent.cli.commands"),
         (
-            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import ccx_agent.cli\n",
-            "ccx_agent.cli",
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import ccx_agent.cli.main\n",
+            "ccx_agent.cli.main",
         ),
-        ("from ..commands import x\n", "ccx_agent.commands"),
+        ("from ..cli.commands import x\n", "ccx_agent.cli.commands"),
     ],
 )
 def test_an_upward_import_is_seen_in_every_form(tmp_path: Path, source: str, expected: str) -> None:

@@ -414,7 +414,7 @@ def test_the_daemon_on_the_journal_with_a_strangers_root_in_its_ca_bundle(
             for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
                 env.pop(name, None)
             daemon = subprocess.Popen(
-                [sys.executable, "-m", "ccx_agent.cli", "--config", str(config), "run"],
+                [sys.executable, "-m", "ccx_agent.cli.main", "--config", str(config), "run"],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,

@@ -1,4 +1,4 @@
-"""ccx_agent/metrics.py: the licensing-state metrics are the ``status`` document, and the
+"""ccx_agent/daemon/metrics.py: the licensing-state metrics are the ``status`` document, and the
 SSM exchanges are counted by outcome. The agent runs its real jobs against the simulator
 in process (ccx_agent.scenario.simssm: the real protocol, no network)."""
 
@@ -13,11 +13,12 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ccx_agent import metrics, status
+from ccx_agent import status
 from ccx_agent.agent import Agent
+from ccx_agent.daemon import metrics
 from ccx_agent.licensing.timeutil import parse_iso
 from ccx_agent.scenario.simssm import SCENARIO_TOKEN, ScenarioSsm
-from ccx_agent.store import DB_NAME, Store
+from ccx_agent.store.db import DB_NAME, Store
 from tests.test_agent import MIN, PREMIUM, STANDARD, STEP, T0, UDI, config, one_interval
 
 OUTBOUND = "flex-outbound-port"

@@ -1,4 +1,4 @@
-"""ccx_agent/metrics_http.py and the reload rules of ccx_agent/monitoring.py: a real
+"""ccx_agent/daemon/metrics_http.py and the reload rules of ccx_agent/daemon/monitoring.py: a real
 listening socket on loopback, real HTTP and TLS clients (requests), real bcrypt hashes."""
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import bcrypt
 import pytest
 import requests
 
-from ccx_agent.config import MetricsConfig
-from ccx_agent.metrics import Metrics
-from ccx_agent.metrics_http import Endpoint, MetricsError, Settings, Users, settings
-from ccx_agent.monitoring import Monitor
+from ccx_agent.config.schema import MetricsConfig
+from ccx_agent.daemon.metrics import Metrics
+from ccx_agent.daemon.metrics_http import Endpoint, MetricsError, Settings, Users, settings
+from ccx_agent.daemon.monitoring import Monitor
 from ccx_agent.simulator import ca
 
 HEALTH: list[tuple[bool, dict[str, Any]]] = [(True, {"status": "ok"})]
@@ -273,7 +273,7 @@ def test_an_unreadable_users_file(tmp_path: Path) -> None:
         Users.load(tmp_path / "absent")
 
 
-# --- reloads (ccx_agent/monitoring.py) -----------------------------------------------------
+# --- reloads (ccx_agent/daemon/monitoring.py) -----------------------------------------------------
 
 
 def test_reload_rules(tmp_path: Path) -> None:
@@ -332,8 +332,8 @@ def test_metrics_off_imports_nothing_of_prometheus_client() -> None:
     import sys
 
     code = (
-        "import sys; from ccx_agent import daemon; from ccx_agent.monitoring import Monitor\n"
-        "from ccx_agent.config import MetricsConfig\n"
+        "import sys; from ccx_agent.daemon import scheduler as daemon; from ccx_agent.daemon.monitoring import Monitor\n"
+        "from ccx_agent.config.schema import MetricsConfig\n"
         "m = Monitor(lambda: (True, {})); m.start(MetricsConfig(listen=None))\n"
         "print(json.dumps(sorted(k for k in sys.modules if k.startswith('prometheus'))))"
     )

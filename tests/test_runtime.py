@@ -1,4 +1,4 @@
-"""The daemon's parts, owned by :class:`ccx_agent.runtime.Runtime`, in this process with
+"""The daemon's parts, owned by :class:`ccx_agent.daemon.runtime.Runtime`, in this process with
 real ones: a SQLite database, syslog sinks on UDP sockets (threads), scripted sources.
 What a reload leaves unchanged is kept, what it replaces is retired and closed, what a
 refused reload made is closed at once, and closing twice is harmless."""
@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import yaml
 
-from ccx_agent import config as config_mod
-from ccx_agent.config import Config
-from ccx_agent.monitoring import Monitor
-from ccx_agent.runtime import Runtime
+from ccx_agent.config import schema as config_mod
+from ccx_agent.config.schema import Config
+from ccx_agent.daemon.monitoring import Monitor
+from ccx_agent.daemon.runtime import Runtime
 from ccx_agent.ssm.port import SsmError
 
 

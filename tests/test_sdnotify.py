@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ccx_agent.sdnotify import Notifier, watchdog_interval
+from ccx_agent.daemon.sdnotify import Notifier, watchdog_interval
 
 
 class Receiver:

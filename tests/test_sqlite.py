@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ccx_agent import sqlite
+from ccx_agent.store import sqlite
 
 
 class Boom(Exception):

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from ccx_agent import statedir
-from ccx_agent.statedir import DaemonLock, Kind, inspect, lock_holder
-from ccx_agent.store import DB_NAME, Store
+from ccx_agent.store import statedir
+from ccx_agent.store.db import DB_NAME, Store
+from ccx_agent.store.statedir import DaemonLock, Kind, inspect, lock_holder
 from tests import users
 from tests.users import needs_nobody
 
@@ -57,7 +57,7 @@ _HOLDER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from ccx_agent.statedir import DaemonLock
+    from ccx_agent.store.statedir import DaemonLock
     lock = DaemonLock(Path(sys.argv[1]))
     lock.acquire()
     print("locked", flush=True)
@@ -162,7 +162,7 @@ def _check_access_problems(tmp_path: Path) -> None:
         os.chown(p, *users.ids())
     tmp_path.chmod(0o755)
     code = (
-        "import sys; from pathlib import Path; from ccx_agent.statedir import access_problems;"
+        "import sys; from pathlib import Path; from ccx_agent.store.statedir import access_problems;"
         "print('\\n'.join(access_problems(Path(sys.argv[1]))))"
     )
     done = subprocess.run(

@@ -10,7 +10,7 @@ import pytest
 from ccx_agent import status
 from ccx_agent.agent import Agent
 from ccx_agent.scenario.simssm import SCENARIO_TOKEN, ScenarioSsm
-from ccx_agent.store import DB_NAME, SOURCE_META_KEY, Store
+from ccx_agent.store.db import DB_NAME, SOURCE_META_KEY, Store
 from tests.test_agent import MIN, PREMIUM, STANDARD, STEP, T0, UDI, config, one_interval
 
 UDI_DOC = {"pid": UDI.pid, "serial": UDI.serial}

@@ -24,7 +24,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ccx_agent import store as store_mod
 from ccx_agent.licensing.alerts import Alert, Mnemonic
 from ccx_agent.licensing.catalogue import LicenseType
 from ccx_agent.licensing.compliance import TagCompliance, TagState
@@ -36,7 +35,8 @@ from ccx_agent.licensing.lifecycle import (
     ProductState,
     Registration,
 )
-from ccx_agent.store import (
+from ccx_agent.store import db as store_mod
+from ccx_agent.store.db import (
     DB_NAME,
     MIGRATIONS,
     SCHEMA_VERSION,

@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from ccx_agent.config import Facility, SyslogConfig, SyslogFormat
-from ccx_agent.syslog import (
+from ccx_agent.config.schema import Facility, SyslogConfig, SyslogFormat
+from ccx_agent.daemon.syslog import (
     MAX_MESSAGE,
     SyslogSink,
     format_rfc3164,
@@ -648,7 +648,7 @@ def blackhole() -> Iterator[int]:
 def test_send_does_not_wait_for_a_hanging_connect_and_close_keeps_its_timeout(
     blackhole: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("ccx_agent.syslog.CONNECT_TIMEOUT", 1.5)
+    monkeypatch.setattr("ccx_agent.daemon.syslog.CONNECT_TIMEOUT", 1.5)
     sink = make_sink(f"tcp://127.0.0.1:{blackhole}")
     sink.start()
     sink.send(1, "first", WHEN)
@@ -753,7 +753,7 @@ def test_a_tls_handshake_dripped_byte_by_byte_gives_up_within_the_connect_timeou
     read gets a byte long before the socket timeout, but connect + handshake get
     CONNECT_TIMEOUT in all; then the sink counts the target unreachable and keeps the
     message queued."""
-    monkeypatch.setattr("ccx_agent.syslog.CONNECT_TIMEOUT", 0.5)
+    monkeypatch.setattr("ccx_agent.daemon.syslog.CONNECT_TIMEOUT", 0.5)
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(4)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ccx_agent import config
-from ccx_agent.yamldoc import EX_CONFIG
+from ccx_agent.config import schema as config
+from ccx_agent.config.yamldoc import EX_CONFIG
 
 SYSTEMD = Path(__file__).resolve().parent.parent / "systemd"
 UNIT = SYSTEMD / "ccx-agent.service"

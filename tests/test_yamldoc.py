@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
-from ccx_agent.yamldoc import (
+from ccx_agent.config.yamldoc import (
     MAX_ALIAS_VALUES,
     Document,
     DocumentError,

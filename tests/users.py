@@ -51,7 +51,11 @@ def why_not_as(user: str = NOBODY) -> str | None:
         return f"running a program as {user} needs root"
     try:
         probe = subprocess.run(
-            [sys.executable, "-c", "import asyncio, ccx_agent.cli, ccx_agent.daemon"],
+            [
+                sys.executable,
+                "-c",
+                "import asyncio, ccx_agent.cli.main, ccx_agent.daemon.scheduler",
+            ],
             cwd="/",
             capture_output=True,
             text=True,

@@ -1,6 +1,6 @@
 """Write ``config/ccx-agent.yaml`` (the commented example) and the key tables of
 ``docs/config.md`` from the config schema, the way borgmatic does: each key's meaning is
-written once, as the ``description`` of its pydantic field in ``ccx_agent/config.py``
+written once, as the ``description`` of its pydantic field in ``ccx_agent/config/schema.py``
 (with its type, default and notes in ``json_schema_extra``), and both files follow.
 
     python tools/gen_config.py          # write both files
@@ -33,8 +33,8 @@ from pydantic_core import PydanticUndefined
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ccx_agent import config  # noqa: E402
-from ccx_agent.durations import format_duration  # noqa: E402
+from ccx_agent.config import schema as config  # noqa: E402
+from ccx_agent.config.durations import format_duration  # noqa: E402
 from ccx_agent.licensing.catalogue import LicenseType, tags_of  # noqa: E402
 
 SAMPLE = ROOT / "config" / "ccx-agent.yaml"
@@ -55,7 +55,7 @@ HEADER = """\
 # that holds only the `source:` section. Change what you need; delete the rest if you
 # prefer a short file. The full reference is docs/config.md.
 #
-# Generated from the schema (ccx_agent/config.py) by tools/gen_config.py: edit the
+# Generated from the schema (ccx_agent/config/schema.py) by tools/gen_config.py: edit the
 # descriptions there, then run `make docs`.
 #
 # Where the agent looks for this file: `--config PATH`, else $CCX_AGENT_CONFIG, else

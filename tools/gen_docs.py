@@ -21,7 +21,9 @@ from pathlib import Path
 import shtab
 from argparse_manpage.manpage import Manpage
 
-from ccx_agent import __version__, cli, cli_help
+from ccx_agent import __version__
+from ccx_agent.cli import helptext as cli_help
+from ccx_agent.cli import main as cli
 from ccx_agent.errors import EX_FAILED
 
 # tools/ is not a package: the sibling script is imported from its directory.

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from ccx_agent.licensing.timeutil import iso
-from ccx_agent.store import AlertRow
+from ccx_agent.store.db import AlertRow
 
 LogEntry = tuple[AlertRow, bool]
 

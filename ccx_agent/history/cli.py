@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from ccx_agent import checkconfig, cli_help
+from ccx_agent import checkconfig
+from ccx_agent.cli import helptext as cli_help
 from ccx_agent.errors import EX_USAGE, AgentError
 from ccx_agent.history import alertlog, features, render_csv, render_json, render_text
 from ccx_agent.history.report import (
@@ -30,11 +31,11 @@ from ccx_agent.history.report import (
 )
 from ccx_agent.instance import Open, open_store
 from ccx_agent.licensing.catalogue import LicenseType, tags_of
-from ccx_agent.store import Store
+from ccx_agent.store.db import Store
 from ccx_agent.userfiles import Output, UserFileError, reason
 
 if TYPE_CHECKING:
-    from ccx_agent.config import Config
+    from ccx_agent.config.schema import Config
 
 COMMANDS = frozenset({"report", "alerts", "features"})
 FORMATS = ("text", "csv", "json", "html")
@@ -175,7 +176,7 @@ def report(
     valid = tags_of(lt)
     for tag in tags:
         if tag not in valid:
-            from ccx_agent.yamldoc import one_of  # noqa: PLC0415 - only to say what is wrong
+            from ccx_agent.config.yamldoc import one_of  # noqa: PLC0415 - only to say what is wrong
 
             print(f"error: --tag: {one_of(list(valid), tag, f'{lt.value} tag')}", file=err)
             return EX_USAGE
@@ -268,7 +269,7 @@ def features_command(
     out, err = out or sys.stdout, err or sys.stderr
     names = [t.value for t in LicenseType]
     if license_type is not None and license_type not in names:
-        from ccx_agent.yamldoc import one_of  # noqa: PLC0415 - only to say what is wrong
+        from ccx_agent.config.yamldoc import one_of  # noqa: PLC0415 - only to say what is wrong
 
         print(f"error: --license-type: {one_of(names, license_type, 'license type')}", file=err)
         return EX_USAGE

@@ -1,7 +1,7 @@
 """The License Consumption Report: closed intervals in, rows per (period, tag) out.
 
 Pure: the rows come from a source the caller gives (the command's is the store's cursor,
-:meth:`ccx_agent.store.Tx.iter_interval_tag_rows`), the instant "now" is passed in, and
+:meth:`ccx_agent.store.db.Tx.iter_interval_tag_rows`), the instant "now" is passed in, and
 nothing here reads a clock or a file. The renderers (text, CSV, JSON, HTML) all draw
 from one :class:`Report`, so every format shows the same numbers. The rows are
 aggregated as they stream (:func:`stream`): a year's report never holds its rows, so its
@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 from ccx_agent.licensing.alerts import Mnemonic, spec_of
 from ccx_agent.licensing.compliance import TagState
 from ccx_agent.licensing.timeutil import iso
-from ccx_agent.store import AlertRow, IntervalTagRow
+from ccx_agent.store.db import AlertRow, IntervalTagRow
 
 BY_CHOICES = ("interval", "hour", "day", "week", "month")
 #: Without ``--by``: hours for ranges up to this long, days beyond.

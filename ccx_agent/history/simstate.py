@@ -11,8 +11,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ccx_agent import statedir
-from ccx_agent.statedir import Kind
+from ccx_agent.store import statedir
+from ccx_agent.store.statedir import Kind
 
 
 def prepare(path: Path) -> str | None:

@@ -12,15 +12,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from ccx_agent import cli_help
-from ccx_agent import config as config_mod
 from ccx_agent.agent import Agent
+from ccx_agent.cli import helptext as cli_help
+from ccx_agent.config import schema as config_mod
+from ccx_agent.config.yamldoc import EX_CONFIG, DocumentError
 from ccx_agent.errors import AgentError
 from ccx_agent.instance import Open, instance_udi, open_store, print_alerts
 from ccx_agent.offline import exchange
 from ccx_agent.ssm.identity import KeyStore, load_anchors
 from ccx_agent.userfiles import TokenError, read_token
-from ccx_agent.yamldoc import EX_CONFIG, DocumentError
 
 EX_FAILED = 1
 

@@ -51,7 +51,7 @@ from ccx_agent.ssm.port import (
     Udi,
 )
 from ccx_agent.ssm.protocol import MAX_REPORTS, MessageType, ProtocolError
-from ccx_agent.store import ExportRecord, RequestRecord, Tx
+from ccx_agent.store.db import ExportRecord, RequestRecord, Tx
 from ccx_agent.userfiles import reason
 
 #: What stands for the token in an imported REGISTER (the token itself went on the file).

@@ -7,10 +7,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StrictBool, StrictInt, field_validator, model_validator
 
-from ccx_agent.config import CommonConfig, Section, check
-from ccx_agent.durations import Duration, PositiveDuration
+from ccx_agent.config.durations import Duration, PositiveDuration
+from ccx_agent.config.schema import CommonConfig, Section, check
+from ccx_agent.config.yamldoc import Document, DocumentError, Problem, dotted, read_yaml, validate
 from ccx_agent.licensing.catalogue import LicenseType, unknown_tags
-from ccx_agent.yamldoc import Document, DocumentError, Problem, dotted, read_yaml, validate
 
 DEFAULT_START = datetime(2027, 1, 4, 8, 0, tzinfo=UTC)
 Count = Annotated[StrictInt, Field(ge=0)]

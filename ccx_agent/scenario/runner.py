@@ -30,7 +30,7 @@ from ccx_agent.offline.answer import answer
 from ccx_agent.scenario.model import LoadedScenario, ScenarioEvent
 from ccx_agent.scenario.simssm import SCENARIO_TOKEN, TOKEN_LIFETIME, ScenarioSsm
 from ccx_agent.ssm.port import Udi
-from ccx_agent.store import DB_NAME, UDI_UUID_KEY, AlertRow, Store
+from ccx_agent.store.db import DB_NAME, UDI_UUID_KEY, AlertRow, Store
 
 
 @dataclass

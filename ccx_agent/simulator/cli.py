@@ -17,8 +17,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from ccx_agent import cli_help
-from ccx_agent.durations import parse_positive_duration
+from ccx_agent.cli import helptext as cli_help
+from ccx_agent.config.durations import parse_positive_duration
 from ccx_agent.offline.answer import AnswerError as _AnswerError
 from ccx_agent.offline.answer import answer
 from ccx_agent.simulator.admin import DEFAULT_TOKEN_EXPIRY, Admin, AdminError

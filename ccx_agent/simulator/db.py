@@ -1,7 +1,7 @@
 """The simulator's SQLite state: accounts, purchases, tokens, instances, certificates,
 reports and recently seen nonces.
 
-Same rules as the agent's own store (``ccx_agent/store.py``): WAL with
+Same rules as the agent's own store (``ccx_agent/store/db.py``): WAL with
 ``synchronous=FULL``, a 0600 file, numbered migrations applied in one transaction, and
 ``BEGIN IMMEDIATE`` for every writer with a busy timeout, so the admin CLI can buy
 licenses or create tokens while the server runs. One request is one transaction: a
@@ -26,8 +26,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ccx_agent import sqlite
 from ccx_agent.licensing.timeutil import iso, parse_iso
+from ccx_agent.store import sqlite
 
 DB_NAME = "ssm.db"
 DEFAULT_ACCOUNT = "default"

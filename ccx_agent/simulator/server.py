@@ -34,7 +34,7 @@ from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
-from ccx_agent.durations import parse_positive_duration
+from ccx_agent.config.durations import parse_positive_duration
 from ccx_agent.simulator.admin import DEFAULT_TOKEN_EXPIRY, AdminError
 from ccx_agent.simulator.ca import DEFAULT_ID_LIFETIME, ca_path, tls_files, write_file
 from ccx_agent.simulator.core import Simulator

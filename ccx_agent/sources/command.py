@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ccx_agent.config import CommandSource as CommandSourceConfig
+from ccx_agent.config.schema import CommandSource as CommandSourceConfig
 from ccx_agent.licensing.snapshot import Snapshot
 from ccx_agent.sources import SourceError
 from ccx_agent.sources.file import read_snapshot

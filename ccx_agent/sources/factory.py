@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ccx_agent.config import CommandSource as CommandSourceConfig
-from ccx_agent.config import FileSource as FileSourceConfig
-from ccx_agent.config import ScriptedSource as ScriptedSourceConfig
-from ccx_agent.config import SourceConfig
+from ccx_agent.config.schema import CommandSource as CommandSourceConfig
+from ccx_agent.config.schema import FileSource as FileSourceConfig
+from ccx_agent.config.schema import ScriptedSource as ScriptedSourceConfig
+from ccx_agent.config.schema import SourceConfig
 from ccx_agent.sources import Source
 from ccx_agent.sources.command import CommandSource
 from ccx_agent.sources.file import FileSource

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from ccx_agent.config.yamldoc import BOOL_TAG, alias_problem, yaml_bool
 from ccx_agent.licensing.snapshot import (
     Snapshot,
     SnapshotError,
@@ -26,7 +27,6 @@ from ccx_agent.licensing.snapshot import (
 )
 from ccx_agent.sources import SourceError
 from ccx_agent.userfiles import kind_of
-from ccx_agent.yamldoc import BOOL_TAG, alias_problem, yaml_bool
 
 #: A snapshot larger than this is refused rather than read into memory.
 MAX_BYTES = 256 * 1024 * 1024

@@ -12,8 +12,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from ccx_agent.config import ScriptedSource as ScriptedSourceConfig
-from ccx_agent.config import ScriptStep
+from ccx_agent.config.schema import ScriptedSource as ScriptedSourceConfig
+from ccx_agent.config.schema import ScriptStep
 from ccx_agent.licensing.snapshot import Agent, Csq, Snapshot
 from ccx_agent.sources import SourceError
 

@@ -41,8 +41,8 @@ from xml.etree.ElementTree import Element
 
 import requests
 
-from ccx_agent.config import FINESSE_CREDENTIAL, UCCX_CREDENTIAL
-from ccx_agent.config import UccxSource as UccxSourceConfig
+from ccx_agent.config.schema import FINESSE_CREDENTIAL, UCCX_CREDENTIAL
+from ccx_agent.config.schema import UccxSource as UccxSourceConfig
 from ccx_agent.licensing.snapshot import Snapshot, SnapshotError, parse_snapshot
 from ccx_agent.net.deadline import ABORTED, Exchange
 from ccx_agent.net.http import DeadlineSession, describe

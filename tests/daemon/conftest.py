@@ -29,11 +29,11 @@ import pytest
 import requests
 import yaml
 
-from ccx_agent import commands
+from ccx_agent.cli import commands
 from ccx_agent.licensing.timeutil import iso
 from ccx_agent.simulator import server as ssm_server
 from ccx_agent.simulator.admin import Admin
-from ccx_agent.store import Store
+from ccx_agent.store.db import Store
 
 TAG = "flex-standard-seat"
 
@@ -122,7 +122,7 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sim]:
 
 
 def base_config(state_dir: Path, sim: Sim, syslog_target: str) -> dict[str, Any]:
-    """Production keys with second-scale timers (the shape of ccx_agent.demo)."""
+    """Production keys with second-scale timers (the shape of ccx_agent.cli.demo)."""
     return {
         "state_dir": str(state_dir),
         "license": {"type": "flex"},

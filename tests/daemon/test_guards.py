@@ -11,10 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ccx_agent import config as config_mod
-from ccx_agent.daemon import Daemon as InProcessDaemon
-from ccx_agent.daemon import JobStats, boottime
-from ccx_agent.sdnotify import Notifier
+from ccx_agent.config import schema as config_mod
+from ccx_agent.daemon.scheduler import Daemon as InProcessDaemon
+from ccx_agent.daemon.scheduler import JobStats, boottime
+from ccx_agent.daemon.sdnotify import Notifier
 
 from .conftest import (
     CAPTURED,

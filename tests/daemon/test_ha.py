@@ -18,7 +18,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from ccx_agent.config import load
+from ccx_agent.config.schema import load
 from ccx_agent.licensing.consumption import compute
 from ccx_agent.licensing.snapshot import parse_snapshot
 from tests.daemon.conftest import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ccx_agent.daemon import syslog_app
+from ccx_agent.daemon.scheduler import syslog_app
 from tests.daemon.conftest import Daemon, DatagramListener, Sim, make_instance
 
 

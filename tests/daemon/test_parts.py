@@ -1,4 +1,4 @@
-"""The daemon owns its parts (ccx_agent/runtime.py): what a reload replaces is closed,
+"""The daemon owns its parts (ccx_agent/daemon/runtime.py): what a reload replaces is closed,
 what a failed start opened is closed, a bug is not a config error, and ``run`` imports
 only what its config uses. Real processes, the fake UCCX cluster over HTTPS on loopback,
 the SSM simulator, real sockets; every wait polls with a deadline.
@@ -144,7 +144,8 @@ _PROBE = """
 import json, os, sys, threading, time
 from pathlib import Path
 
-from ccx_agent import daemon, runtime
+from ccx_agent.daemon import scheduler as daemon
+from ccx_agent.daemon import runtime
 
 if sys.argv[2] == "bug":
     # The one stand-in of this module: nothing real raises a ValueError from inside the
@@ -268,21 +269,21 @@ def test_run_imports_only_what_its_config_uses(
         return found
 
     before = imported()
-    assert "ccx_agent.daemon" in before and "apscheduler.schedulers.blocking" in before
+    assert "ccx_agent.daemon.scheduler" in before and "apscheduler.schedulers.blocking" in before
     never = {
-        "ccx_agent.commands",
-        "ccx_agent.actions",
+        "ccx_agent.cli.commands",
+        "ccx_agent.cli.actions",
         "ccx_agent.simulator",
         "ccx_agent.scenario",
         "ccx_agent.history",
-        "ccx_agent.demo",
-        "ccx_agent.doctor",
+        "ccx_agent.cli.demo",
+        "ccx_agent.cli.doctor",
         "ccx_agent.sources.uccx",
         "ccx_agent.sources.cluster",
         "ccx_agent.sources.safexml",
         "xml.etree.ElementTree",
         "prometheus_client",
-        "ccx_agent.metrics",
+        "ccx_agent.daemon.metrics",
     }
     assert sorted(m for m in before if m.startswith(tuple(never))) == []
 
@@ -292,7 +293,7 @@ def test_run_imports_only_what_its_config_uses(
     daemon.signal(signal.SIGHUP)
     daemon.wait_event("metrics listening")
     after = imported()
-    assert "prometheus_client" in after and "ccx_agent.metrics" in after
-    assert not any(m.startswith(("ccx_agent.simulator", "ccx_agent.commands")) for m in after)
+    assert "prometheus_client" in after and "ccx_agent.daemon.metrics" in after
+    assert not any(m.startswith(("ccx_agent.simulator", "ccx_agent.cli.commands")) for m in after)
     code, _ = daemon.stop()
     assert code == 0

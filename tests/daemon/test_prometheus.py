@@ -24,7 +24,7 @@ from typing import Any
 import requests
 import yaml
 
-from ccx_agent.metrics import JOBS
+from ccx_agent.daemon.metrics import JOBS
 from tests.daemon.conftest import CAPTURED, TAG, Daemon, Sim, make_instance, wait_until
 from tests.promtools import RULES, dashboard_exprs, tool
 

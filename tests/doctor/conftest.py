@@ -17,8 +17,8 @@ import pytest
 import requests
 import yaml
 
-from ccx_agent import commands, doctor
-from ccx_agent.doctor import Finding
+from ccx_agent.cli import commands, doctor
+from ccx_agent.cli.doctor import Finding
 from ccx_agent.simulator import server as ssm_server
 
 TAG = "flex-standard-seat"

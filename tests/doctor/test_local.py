@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from ccx_agent import doctor
-from ccx_agent.doctor import Finding, Result, local
+from ccx_agent.cli import doctor
+from ccx_agent.cli.doctor import Finding, Result, local
 from tests import users
 from tests.daemon.conftest import RUNNING, Daemon, Instance
 from tests.doctor.conftest import Ssm, config, register, run

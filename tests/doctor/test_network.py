@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from ccx_agent import commands
-from ccx_agent.doctor import Result
+from ccx_agent.cli import commands
+from ccx_agent.cli.doctor import Result
 from ccx_agent.simulator import server as ssm_server
 from ccx_agent.simulator.ca import tls_files
 from tests.doctor.conftest import Blackhole, Silent, Ssm, config, free_port, register, run
@@ -460,7 +460,7 @@ def test_a_check_left_without_time_is_a_warning_not_a_skip(
     """The network budget spent before a check (here a 3 s budget, eaten by a dripping
     server in the clock check): the ssm check is not run, and says so as a WARN (what it
     would have checked is unknown), never a SKIP that reads like 'not applicable'."""
-    from ccx_agent import doctor
+    from ccx_agent.cli import doctor
 
     monkeypatch.setattr(doctor, "NETWORK_BUDGET_S", 3.0)  # a shorter budget, not a mock
     server = Dripping(tls_files(ssm.server.state_dir))

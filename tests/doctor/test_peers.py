@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from ccx_agent.doctor import Result
-from ccx_agent.doctor.peers import TEST_LINE
+from ccx_agent.cli.doctor import Result
+from ccx_agent.cli.doctor.peers import TEST_LINE
 from tests.daemon.conftest import TcpListener
 from tests.doctor.conftest import config, free_port, run
 from tests.sources.fake_uccx import Cluster, FakeUccx, Pki, make_cluster, make_pki

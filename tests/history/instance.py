@@ -1,5 +1,5 @@
 """Build a state directory with a chosen history, fast: rows written through the real
-:class:`~ccx_agent.store.Store` (the same code the agent writes them with), not by
+:class:`~ccx_agent.store.db.Store` (the same code the agent writes them with), not by
 running a daemon for a year. Not a test module."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from ccx_agent import statedir
 from ccx_agent.licensing.alerts import Alert, AlertFormat, lines, ooc_countdown
 from ccx_agent.licensing.interval import IntervalRecord, IntervalStatus, TagRecord
-from ccx_agent.store import Store
+from ccx_agent.store import statedir
+from ccx_agent.store.db import Store
 
 AGENTS = Path(__file__).parent.parent / "data" / "snapshots" / "mixed.json"
 STEP = timedelta(minutes=15)

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from ccx_agent.cli import main
+from ccx_agent.cli.main import main
 from ccx_agent.history import cli as history_cli
 from ccx_agent.licensing.alerts import Alert
-from ccx_agent.store import Store
+from ccx_agent.store.db import Store
 from tests.history.instance import STEP, config, record, write
 
 T0 = datetime(2027, 1, 4, 8, tzinfo=UTC)

@@ -24,7 +24,7 @@ from ccx_agent.history.report import (
 )
 from ccx_agent.licensing.alerts import Alert
 from ccx_agent.licensing.interval import IntervalRecord
-from ccx_agent.store import AlertRow, Store
+from ccx_agent.store.db import AlertRow, Store
 from tests.history.instance import STEP, record, write
 
 T0 = datetime(2027, 1, 4, 8, tzinfo=UTC)  # a Monday

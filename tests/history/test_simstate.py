@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ccx_agent.cli import main
+from ccx_agent.cli.main import main
 from tests.history.instance import config
 
 SCENARIO = """

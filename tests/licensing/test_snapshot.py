@@ -513,7 +513,7 @@ def test_json_path_declines_when_in_doubt(raw: bytes) -> None:
 
 def test_the_notes_about_unknown_states_are_named_by_state() -> None:
     """A daemon says each unknown state once per run: it needs to know which note is
-    about which state (ccx_agent/daemon.py)."""
+    about which state (ccx_agent/daemon/scheduler.py)."""
     snap = parse_snapshot(
         {
             "agents": [

@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from ccx_agent.agent import Agent
-from ccx_agent.config import CommonConfig
+from ccx_agent.config.schema import CommonConfig
 from ccx_agent.offline import exchange
 from ccx_agent.offline.answer import Answered, answer
 from ccx_agent.simulator.core import Simulator
 from ccx_agent.ssm.identity import KeyStore
 from ccx_agent.ssm.port import Udi
-from ccx_agent.store import DB_NAME, AlertRow, Store
+from ccx_agent.store.db import DB_NAME, AlertRow, Store
 
 START = datetime(2027, 1, 4, 8, 0, tzinfo=UTC)
 STEP = timedelta(minutes=15)

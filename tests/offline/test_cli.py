@@ -15,7 +15,7 @@ import pytest
 
 from ccx_agent.simulator.ca import ca_path
 from ccx_agent.simulator.core import Simulator
-from ccx_agent.store import DB_NAME, Store
+from ccx_agent.store.db import DB_NAME, Store
 
 REPO = Path(__file__).resolve().parents[2]
 AGENTS = REPO / "tests" / "data" / "snapshots" / "mixed.json"

@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 import yaml
 
+from ccx_agent.config.yamldoc import parse_yaml
 from ccx_agent.licensing.lifecycle import Enforcement
 from ccx_agent.licensing.timeutil import iso
 from ccx_agent.offline import exchange
 from ccx_agent.offline.answer import answer
 from ccx_agent.scenario import runner
 from ccx_agent.scenario.model import load_scenario
-from ccx_agent.store import AlertRow
-from ccx_agent.yamldoc import parse_yaml
+from ccx_agent.store.db import AlertRow
 
 START = datetime(2027, 1, 4, 8, 0, tzinfo=UTC)
 DAY = timedelta(days=1)

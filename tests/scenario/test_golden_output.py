@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from ccx_agent.cli import main
+from ccx_agent.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
 

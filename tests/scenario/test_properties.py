@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ccx_agent.agent import Agent, Outcome
+from ccx_agent.config.yamldoc import parse_yaml
 from ccx_agent.licensing.catalogue import CATALOGUE, LicenseType, tags_of
 from ccx_agent.licensing.compliance import TagState
 from ccx_agent.licensing.interval import IntervalRecord, IntervalStatus
@@ -30,8 +31,7 @@ from ccx_agent.licensing.timeutil import iso
 from ccx_agent.scenario import runner
 from ccx_agent.scenario.model import DEFAULT_START, LoadedScenario, load_scenario
 from ccx_agent.scenario.simssm import ScenarioSsm
-from ccx_agent.store import AlertRow, OutboxItem
-from ccx_agent.yamldoc import parse_yaml
+from ccx_agent.store.db import AlertRow, OutboxItem
 
 MINUTE = timedelta(minutes=1)
 NODE = "uccxpubsu1"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ccx_agent.cli import main
+from ccx_agent.cli.main import main
 from ccx_agent.licensing.timeutil import parse_iso
 
 START = datetime(2027, 1, 4, 8, 0, tzinfo=UTC)

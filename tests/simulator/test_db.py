@@ -16,9 +16,9 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ccx_agent import sqlite
 from ccx_agent.licensing.timeutil import iso
 from ccx_agent.simulator.db import MIGRATIONS, Database, Instance, Tx
+from ccx_agent.store import sqlite
 from tests.simulator.helpers import NOW
 
 TAGS = ["flex-premium-seat", "flex-standard-seat", "flex-outbound-port"]

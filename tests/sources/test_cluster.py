@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from ccx_agent.cli import main
-from ccx_agent.config import UccxSource
+from ccx_agent.cli.main import main
+from ccx_agent.config.schema import UccxSource
 from ccx_agent.licensing.catalogue import ALL_FEATURES, LicenseType
 from ccx_agent.licensing.consumption import Consumption, compute
 from ccx_agent.licensing.snapshot import Snapshot, parse_snapshot

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from ccx_agent.config import CommandSource as CommandSourceConfig
-from ccx_agent.config import load
+from ccx_agent.config.schema import CommandSource as CommandSourceConfig
+from ccx_agent.config.schema import load
 from ccx_agent.licensing.catalogue import ALL_FEATURES, LicenseType
 from ccx_agent.licensing.consumption import compute
 from ccx_agent.sources import SourceError

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ccx_agent.config import FileSource as FileSourceConfig
+from ccx_agent.config.schema import FileSource as FileSourceConfig
 from ccx_agent.licensing.catalogue import ALL_FEATURES, LicenseType
 from ccx_agent.licensing.consumption import compute
 from ccx_agent.licensing.snapshot import (

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from ccx_agent import config
+from ccx_agent.config import schema as config
+from ccx_agent.config.yamldoc import DocumentError
 from ccx_agent.licensing.catalogue import LicenseType
 from ccx_agent.licensing.consumption import compute
 from ccx_agent.sources import SourceError
 from ccx_agent.sources.factory import build
 from ccx_agent.sources.scripted import ScriptedSource
-from ccx_agent.yamldoc import DocumentError
 
 
 class Clock:

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from ccx_agent.agent import Agent
-from ccx_agent.cli import main
-from ccx_agent.config import CommonConfig, UccxSource, load
+from ccx_agent.cli.main import main
+from ccx_agent.config.schema import CommonConfig, UccxSource, load
 from ccx_agent.licensing.catalogue import ALL_FEATURES, LicenseType
 from ccx_agent.licensing.consumption import compute
 from ccx_agent.licensing.snapshot import parse_snapshot
@@ -31,7 +31,7 @@ from ccx_agent.sources.factory import build
 from ccx_agent.sources.safexml import XmlError, parse_xml
 from ccx_agent.sources.uccx import UccxSource as Source
 from ccx_agent.ssm.port import Udi
-from ccx_agent.store import DB_NAME, Store
+from ccx_agent.store.db import DB_NAME, Store
 from tests.sources.fake_uccx import (
     BOMB,
     Cluster,

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pytest
 
-from ccx_agent.cli import main
+from ccx_agent.cli.main import main
 from ccx_agent.licensing.catalogue import ALL_FEATURES, LicenseType
 from ccx_agent.licensing.consumption import compute
 from ccx_agent.sources import SourceError

@@ -37,7 +37,7 @@ import requests
 from cryptography import x509
 
 from ccx_agent.agent import Agent
-from ccx_agent.config import CommonConfig
+from ccx_agent.config.schema import CommonConfig
 from ccx_agent.licensing.catalogue import LicenseType
 from ccx_agent.licensing.lifecycle import Authorization, Registration
 from ccx_agent.licensing.timeutil import iso
@@ -51,7 +51,7 @@ from ccx_agent.ssm.client import HttpTransport, SsmClient, build
 from ccx_agent.ssm.identity import KeyStore, load_anchors
 from ccx_agent.ssm.port import Credentials, SsmRefused, SsmUnreachable, Udi
 from ccx_agent.ssm.protocol import ErrorCode, ProtocolError
-from ccx_agent.store import DB_NAME, AlertRow, Store
+from ccx_agent.store.db import DB_NAME, AlertRow, Store
 from tests.ssm.servers import (
     MisbehavingServer,
     Relay,

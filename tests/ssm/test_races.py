@@ -18,7 +18,7 @@ import pytest
 
 from ccx_agent.agent import Agent, Outcome
 from ccx_agent.simulator.admin import Admin
-from ccx_agent.store import DB_NAME, Store
+from ccx_agent.store.db import DB_NAME, Store
 from tests.ssm.servers import Reply
 from tests.ssm.test_https import STANDARD, Lab, config
 

@@ -32,7 +32,7 @@ import structlog
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 
-from ccx_agent.config import MetricsConfig, listen_address
+from ccx_agent.config.schema import MetricsConfig, listen_address
 from ccx_agent.errors import LocalError
 
 log = structlog.get_logger("ccx_agent.metrics")

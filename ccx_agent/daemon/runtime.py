@@ -9,7 +9,7 @@ symmetric start and stop): a reload keeps what it leaves unchanged and retires t
 a failed start closes everything it opened, and nothing is ever opened twice (the
 ``AGENT_INIT_FAILED`` of a failed start goes through the same store and sink).
 
-The scheduler and its executors are the daemon's (:mod:`ccx_agent.daemon`): this module
+The scheduler and its executors are the daemon's (:mod:`ccx_agent.daemon.scheduler`): this module
 knows nothing of when jobs run, only of what they run on.
 """
 
@@ -25,14 +25,14 @@ import structlog
 
 from ccx_agent import instance
 from ccx_agent.agent import Agent, Emit
-from ccx_agent.config import Config
+from ccx_agent.config.schema import Config
+from ccx_agent.daemon.monitoring import Monitor
+from ccx_agent.daemon.syslog import SyslogSink
 from ccx_agent.instance import Open
-from ccx_agent.monitoring import Monitor
 from ccx_agent.sources import Source
 from ccx_agent.sources.factory import build as build_source
 from ccx_agent.ssm.port import SsmPort, Udi
-from ccx_agent.store import Store
-from ccx_agent.syslog import SyslogSink
+from ccx_agent.store.db import Store
 
 log = structlog.get_logger("ccx_agent.daemon")
 

@@ -1,4 +1,4 @@
-"""Where the config file is: kept apart from :mod:`ccx_agent.config` (pydantic and its
+"""Where the config file is: kept apart from :mod:`ccx_agent.config.schema` (pydantic and its
 schema) so that a command finds its config without importing the schema it may never
 need (``--help``, or ``status --check`` answered from the daemon's record of it)."""
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 DEFAULT_PATH = Path("/etc/ccx-agent/ccx-agent.yaml")
 ENV_PATH = "CCX_AGENT_CONFIG"
-#: ``state_dir``'s default (the schema's, :class:`ccx_agent.config.CommonConfig`).
+#: ``state_dir``'s default (the schema's, :class:`ccx_agent.config.schema.CommonConfig`).
 DEFAULT_STATE_DIR = Path("/var/lib/ccx-agent")
 
 

@@ -24,9 +24,9 @@ MAX_DURATION = timedelta(days=36500)
 
 
 def _show(value: object) -> str:
-    """:func:`ccx_agent.yamldoc.show`, imported only to word a refusal: formatting a
+    """:func:`ccx_agent.config.yamldoc.show`, imported only to word a refusal: formatting a
     duration (``status --check``) needs no YAML."""
-    from ccx_agent.yamldoc import show  # noqa: PLC0415
+    from ccx_agent.config.yamldoc import show  # noqa: PLC0415
 
     return show(value)
 

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ccx_agent import config as config_mod
-from ccx_agent.doctor import Context, Finding, failed, passed, skipped, warned
-from ccx_agent.doctor.network import resolve, watch
+from ccx_agent.cli.doctor import Context, Finding, failed, passed, skipped, warned
+from ccx_agent.cli.doctor.network import resolve, watch
+from ccx_agent.config import schema as config_mod
 from ccx_agent.licensing.consumption import compute
 from ccx_agent.sources import SourceError
 from ccx_agent.sources.factory import build
@@ -172,7 +172,7 @@ def _network(ctx: Context, scheme: str, host: str, port: int) -> str:
 
 def _send_test(ctx: Context) -> str | None:
     """Send one test line through the alert sink itself; None when it went out."""
-    from ccx_agent.syslog import SyslogSink  # noqa: PLC0415
+    from ccx_agent.daemon.syslog import SyslogSink  # noqa: PLC0415
 
     assert ctx.cfg is not None
     sink = SyslogSink(ctx.cfg.alerts.syslog)

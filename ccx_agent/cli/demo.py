@@ -32,8 +32,8 @@ from typing import Any, TextIO
 import requests
 import yaml
 
-from ccx_agent import commands
-from ccx_agent.config import load
+from ccx_agent.cli import commands
+from ccx_agent.config.schema import load
 from ccx_agent.instance import Open, open_store
 from ccx_agent.licensing.alerts import Mnemonic
 from ccx_agent.licensing.timeutil import iso

@@ -1,5 +1,5 @@
 """Opening and migrating a SQLite database the way every database of this project needs:
-the agent's state (:mod:`ccx_agent.store`) and the simulator's (:mod:`ccx_agent.simulator.db`).
+the agent's state (:mod:`ccx_agent.store.db`) and the simulator's (:mod:`ccx_agent.simulator.db`).
 
 One place for the rules both depend on: the file is created 0600 before SQLite touches it,
 write-ahead logging must really be on (a network file system silently refuses it), and a

@@ -45,18 +45,13 @@ from pydantic_core.core_schema import ErrorType
 
 from ccx_agent import secretvalues
 
-# Re-exported: where the config is, without this module's schema (:mod:`ccx_agent.configpath`).
-from ccx_agent.configpath import DEFAULT_PATH as DEFAULT_PATH  # noqa: PLC0414 - re-exported
-from ccx_agent.configpath import DEFAULT_STATE_DIR, serial_number
-from ccx_agent.configpath import ENV_PATH as ENV_PATH  # noqa: PLC0414
-from ccx_agent.configpath import default_path as default_path  # noqa: PLC0414
-from ccx_agent.durations import Duration, PositiveDuration
-from ccx_agent.licensing.alerts import AlertFormat, Style
-from ccx_agent.licensing.catalogue import ALL_FEATURES, Feature, LicenseType
-from ccx_agent.licensing.compliance import ComplianceRules
-from ccx_agent.licensing.lifecycle import Timers
-from ccx_agent.userfiles import kind_of
-from ccx_agent.yamldoc import (
+# Re-exported: where the config is, without this module's schema (:mod:`ccx_agent.config.configpath`).
+from ccx_agent.config.configpath import DEFAULT_PATH as DEFAULT_PATH  # noqa: PLC0414 - re-exported
+from ccx_agent.config.configpath import DEFAULT_STATE_DIR, serial_number
+from ccx_agent.config.configpath import ENV_PATH as ENV_PATH  # noqa: PLC0414
+from ccx_agent.config.configpath import default_path as default_path  # noqa: PLC0414
+from ccx_agent.config.durations import Duration, PositiveDuration
+from ccx_agent.config.yamldoc import (
     Document,
     DocumentError,
     Loc,
@@ -67,6 +62,11 @@ from ccx_agent.yamldoc import (
     validate_value,
     value_at,
 )
+from ccx_agent.licensing.alerts import AlertFormat, Style
+from ccx_agent.licensing.catalogue import ALL_FEATURES, Feature, LicenseType
+from ccx_agent.licensing.compliance import ComplianceRules
+from ccx_agent.licensing.lifecycle import Timers
+from ccx_agent.userfiles import kind_of
 
 E = TypeVar("E", bound=StrEnum)
 S = TypeVar("S", bound=BaseModel)

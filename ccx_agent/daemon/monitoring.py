@@ -1,7 +1,7 @@
 """The daemon's side of monitoring: the metrics registry and the endpoint, as the config
 says, started, reloaded and stopped with the daemon.
 
-Cheap to import: :mod:`prometheus_client` (in :mod:`ccx_agent.metrics`) is loaded only
+Cheap to import: :mod:`prometheus_client` (in :mod:`ccx_agent.daemon.metrics`) is loaded only
 when ``metrics.listen`` is set, so a daemon with metrics off never pays for it. Every
 method is a no-op while metrics are off, so the daemon calls them unconditionally.
 """
@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING
 import structlog
 
 from ccx_agent import status
-from ccx_agent.config import Config, MetricsConfig
+from ccx_agent.config.schema import Config, MetricsConfig
 from ccx_agent.ssm.port import SsmPort
-from ccx_agent.store import AlertRow, Store
+from ccx_agent.store.db import AlertRow, Store
 
 if TYPE_CHECKING:
-    from ccx_agent.metrics import Metrics
-    from ccx_agent.metrics_http import Endpoint, Health
-    from ccx_agent.syslog import SyslogSink
+    from ccx_agent.daemon.metrics import Metrics
+    from ccx_agent.daemon.metrics_http import Endpoint, Health
+    from ccx_agent.daemon.syslog import SyslogSink
 
 log = structlog.get_logger("ccx_agent.metrics")
 
@@ -39,17 +39,17 @@ class Monitor:
         """Make the registry if ``cfg`` turns metrics on (before the agent is built, so
         that its SSM client is counted). Once made, it lives as long as the process."""
         if cfg.listen is not None and self.metrics is None:
-            from ccx_agent.metrics import Metrics  # noqa: PLC0415 - only with metrics on
+            from ccx_agent.daemon.metrics import Metrics  # noqa: PLC0415 - only with metrics on
 
             self.metrics = Metrics()
             self.metrics.syslog_dropped(self._dropped)
 
     def start(self, cfg: MetricsConfig) -> None:
-        """Listen as ``cfg`` says (raises :class:`~ccx_agent.metrics_http.MetricsError`)."""
+        """Listen as ``cfg`` says (raises :class:`~ccx_agent.daemon.metrics_http.MetricsError`)."""
         self.prepare(cfg)
         if cfg.listen is None or self.metrics is None:
             return
-        from ccx_agent import metrics_http  # noqa: PLC0415 - only with metrics on
+        from ccx_agent.daemon import metrics_http  # noqa: PLC0415 - only with metrics on
 
         endpoint = metrics_http.Endpoint(
             cfg.listen, metrics_http.settings(cfg), self.metrics.registry, self.health
@@ -63,7 +63,7 @@ class Monitor:
         as it was, and the problem is logged (a reload never kills the daemon)."""
         if new == old:
             return
-        from ccx_agent import metrics_http  # noqa: PLC0415
+        from ccx_agent.daemon import metrics_http  # noqa: PLC0415
 
         if new.listen is None:
             self.stop()

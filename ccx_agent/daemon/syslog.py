@@ -6,7 +6,7 @@ once it has been handed to the socket, so an unreachable target keeps it at the 
 while the thread reconnects with exponential backoff. When the queue is full the oldest
 message is dropped (and counted): the newest alerts say the most about the present.
 
-Targets (``alerts.syslog.target``, validated by :mod:`ccx_agent.config`):
+Targets (``alerts.syslog.target``, validated by :mod:`ccx_agent.config.schema`):
 
 * an absolute path: a local unix socket, ``SOCK_DGRAM`` first, then ``SOCK_STREAM``
   (as :class:`logging.handlers.SysLogHandler` does);
@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 
 import structlog
 
-from ccx_agent.config import SyslogConfig, SyslogFormat
+from ccx_agent.config.schema import SyslogConfig, SyslogFormat
 
 #: The longest message sent, in bytes (header included): rsyslog's default
 #: ``maxMessageSize``, and well inside a UDP datagram (65507 bytes over IPv4).

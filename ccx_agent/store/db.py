@@ -24,7 +24,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from ccx_agent import sqlite, statedir
 from ccx_agent.errors import LocalError
 from ccx_agent.licensing.alerts import Alert
 from ccx_agent.licensing.catalogue import LicenseType
@@ -39,6 +38,7 @@ from ccx_agent.licensing.lifecycle import (
 )
 from ccx_agent.licensing.timeutil import parse_iso
 from ccx_agent.ssm.credentials import Credentials
+from ccx_agent.store import sqlite, statedir
 
 DB_NAME = statedir.DB_NAME
 

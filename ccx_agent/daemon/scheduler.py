@@ -14,7 +14,7 @@ scheduler or a job is stuck, so that systemd restarts the service). A fourth,
 daemon owns (and shuts down) every executor it runs with.
 
 The parts the jobs run on (database, sink, source, SSM client, metrics endpoint) are
-made, swapped and closed by :class:`~ccx_agent.runtime.Runtime`. The signal handlers only
+made, swapped and closed by :class:`~ccx_agent.daemon.runtime.Runtime`. The signal handlers only
 set flags; a thread of the daemon's own acts on them (supervisor's way: nothing runs
 inside a handler that could deadlock the interrupted code).
 """
@@ -45,23 +45,25 @@ from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from ccx_agent import checkconfig, earlysignals, instance, jobhealth, logs, statedir
-from ccx_agent import config as config_mod
+from ccx_agent import checkconfig, instance, logs
 from ccx_agent.agent import Agent
-from ccx_agent.config import Config
+from ccx_agent.config import schema as config_mod
+from ccx_agent.config.schema import Config
+from ccx_agent.config.yamldoc import EX_CONFIG, DocumentError
+from ccx_agent.daemon import earlysignals, jobhealth
+from ccx_agent.daemon.jobhealth import JobHealth
+from ccx_agent.daemon.monitoring import Monitor
+from ccx_agent.daemon.runtime import Running, Runtime
+from ccx_agent.daemon.sdnotify import Notifier, watchdog_interval
+from ccx_agent.daemon.syslog import SyslogSink
 from ccx_agent.errors import AgentError, LocalError
 from ccx_agent.instance import Open
-from ccx_agent.jobhealth import JobHealth
 from ccx_agent.licensing.alerts import Alert, AlertFormat, Mnemonic, lines
 from ccx_agent.licensing.consumption import compute
 from ccx_agent.licensing.timeutil import EPOCH, iso
-from ccx_agent.monitoring import Monitor
-from ccx_agent.runtime import Running, Runtime
-from ccx_agent.sdnotify import Notifier, watchdog_interval
 from ccx_agent.sources import SourceError
-from ccx_agent.store import JOBS_META_KEY, AlertRow, Store
-from ccx_agent.syslog import SyslogSink
-from ccx_agent.yamldoc import EX_CONFIG, DocumentError
+from ccx_agent.store import statedir
+from ccx_agent.store.db import JOBS_META_KEY, AlertRow, Store
 
 EX_FAILED = 1
 #: The heartbeat runs this often when systemd sets no watchdog: as often as under the
@@ -164,7 +166,7 @@ class Daemon:
 
     def open(self, cfg: Config) -> None:
         """Every part, in the order that lets a failure close what was opened before
-        it (:meth:`Runtime.open <ccx_agent.runtime.Runtime.open>`)."""
+        it (:meth:`Runtime.open <ccx_agent.daemon.runtime.Runtime.open>`)."""
         self.run_on = self.runtime.open(cfg)
 
     def record_config(self, cfg: Config, before: str | None) -> None:
@@ -217,7 +219,7 @@ class Daemon:
     def _guard(self, name: str, job: Callable[[Running], None]) -> Callable[[], None]:
         """A job that raises is logged with its context and counted; the scheduler goes on.
 
-        A job that keeps failing is an alert (:mod:`ccx_agent.jobhealth`), shown by
+        A job that keeps failing is an alert (:mod:`ccx_agent.daemon.jobhealth`), shown by
         ``status`` and in systemd's STATUS= line, and after long enough it stops the
         watchdog pings.
         """

@@ -1,7 +1,7 @@
 """What ``--help`` says of each command (what it does, and its exit statuses), and the
 options every command takes (``-c/--config``, ``-v/--verbose``, ``--log-level``).
 
-Kept apart from :mod:`ccx_agent.cli`, which only builds the parser and dispatches, so
+Kept apart from :mod:`ccx_agent.cli.main`, which only builds the parser and dispatches, so
 that the man page and the shell completions (generated from the parser:
 ``tools/gen_docs.py``) and ``--help`` say the same thing.
 """
@@ -178,7 +178,7 @@ COMMANDS: dict[str, tuple[str, list[tuple[int, str]]]] = {
 
 
 #: The one line ``--help`` lists for each command whose parser its own module builds
-#: (:data:`ccx_agent.cli.HEAVY_COMMANDS`), in the order they are registered: those
+#: (:data:`ccx_agent.cli.main.HEAVY_COMMANDS`), in the order they are registered: those
 #: modules use these, and ``ccx-agent --help`` lists them without importing those modules.
 LISTED = {
     "ssm": "run or administer the SSM simulator (a lab SSM on loopback)",

@@ -12,10 +12,8 @@ import subprocess
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from ccx_agent import config as config_mod
-from ccx_agent import statedir
 from ccx_agent import status as status_mod
-from ccx_agent.doctor import (
+from ccx_agent.cli.doctor import (
     NET_TIMEOUT_S,
     Context,
     Finding,
@@ -25,11 +23,13 @@ from ccx_agent.doctor import (
     skipped,
     warned,
 )
+from ccx_agent.config import schema as config_mod
+from ccx_agent.config.yamldoc import DocumentError
 from ccx_agent.errors import AgentError
 from ccx_agent.instance import Open, open_store
 from ccx_agent.licensing.timeutil import parse_iso
-from ccx_agent.store import SCHEMA_VERSION
-from ccx_agent.yamldoc import DocumentError
+from ccx_agent.store import statedir
+from ccx_agent.store.db import SCHEMA_VERSION
 
 NO_CONFIG = "the config does not load (see the config check)"
 
@@ -241,7 +241,7 @@ def database(ctx: Context) -> Finding:
     except AgentError as exc:
         return failed("database", str(exc), _database_fix(str(exc)))
     # A license type other than the registered one: check-config and run refuse it.
-    from ccx_agent.commands import _instance_problems  # noqa: PLC0415
+    from ccx_agent.cli.commands import _instance_problems  # noqa: PLC0415
 
     for problem in _instance_problems(cfg, ctx.path):
         return failed(

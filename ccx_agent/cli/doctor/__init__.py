@@ -25,10 +25,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TextIO
 
-from ccx_agent.config import Config
+from ccx_agent.config.schema import Config
 from ccx_agent.errors import EX_FAILED
 from ccx_agent.ssm.port import Credentials
-from ccx_agent.store import Store
+from ccx_agent.store.db import Store
 
 #: Each network operation (a resolution, a connect, a handshake, an answer) waits at most
 #: this long.
@@ -137,7 +137,7 @@ Check = Callable[[Context], Finding]
 
 def _checks() -> list[tuple[str, Check]]:
     # Imported here: the network and source checks pull in requests and the sources.
-    from ccx_agent.doctor import local, network, peers  # noqa: PLC0415
+    from ccx_agent.cli.doctor import local, network, peers  # noqa: PLC0415
 
     return [
         ("config", local.config),

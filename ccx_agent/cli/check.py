@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from ccx_agent import checkconfig
 from ccx_agent import status as status_mod
-from ccx_agent.durations import format_duration
+from ccx_agent.config.durations import format_duration
 from ccx_agent.errors import AgentError
 from ccx_agent.instance import Open, open_store
 from ccx_agent.licensing.compliance import TagState
@@ -27,8 +27,8 @@ from ccx_agent.licensing.timeutil import parse_iso
 
 if TYPE_CHECKING:
     # The schema only where the config is validated here (see :func:`_recorded`).
-    from ccx_agent.config import Config
-    from ccx_agent.store import Store
+    from ccx_agent.config.schema import Config
+    from ccx_agent.store.db import Store
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 NAMES = ("OK", "WARNING", "CRITICAL", "UNKNOWN")
@@ -198,8 +198,8 @@ def main(
     if found is not None:
         cfg, store = found
     else:
-        from ccx_agent import config as config_mod  # noqa: PLC0415 - see _recorded
-        from ccx_agent.yamldoc import DocumentError  # noqa: PLC0415
+        from ccx_agent.config import schema as config_mod  # noqa: PLC0415 - see _recorded
+        from ccx_agent.config.yamldoc import DocumentError  # noqa: PLC0415
 
         try:
             cfg = config_mod.load(path)

@@ -1,6 +1,6 @@
 """The commands admins reach for: ``sync`` (report now), ``admit`` (License Control for
 provisioning scripts), and the safe ways to hand ``register`` a token and to confirm a
-``deregister``. :mod:`ccx_agent.commands` has the instance commands these build on."""
+``deregister``. :mod:`ccx_agent.cli.commands` has the instance commands these build on."""
 
 from __future__ import annotations
 
@@ -10,22 +10,22 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TextIO
 
-from ccx_agent import config as config_mod
-from ccx_agent import statedir
 from ccx_agent import status as status_mod
-from ccx_agent.commands import _now, _problems, _with_agent
+from ccx_agent.cli.commands import _now, _problems, _with_agent
+from ccx_agent.config import schema as config_mod
+from ccx_agent.config.yamldoc import DocumentError, one_of
 from ccx_agent.errors import EX_FAILED, EX_USAGE, AgentError
 from ccx_agent.instance import Open, open_store
 from ccx_agent.licensing import lifecycle
 from ccx_agent.licensing.catalogue import CATALOGUE, tags_of
 from ccx_agent.licensing.control import admit as admission
 from ccx_agent.licensing.lifecycle import ProductState
+from ccx_agent.store import statedir
 
 # ``register``'s token is read as ``offline import`` reads it: in the lower userfiles.
 from ccx_agent.userfiles import MAX_TOKEN_BYTES as MAX_TOKEN_BYTES  # noqa: PLC0414
 from ccx_agent.userfiles import TokenError as TokenError  # noqa: PLC0414
 from ccx_agent.userfiles import read_token as read_token  # noqa: PLC0414
-from ccx_agent.yamldoc import DocumentError, one_of
 
 if TYPE_CHECKING:
     from ccx_agent.agent import Agent, Outcome

@@ -13,21 +13,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from ccx_agent import checkconfig, statedir
+from ccx_agent import checkconfig
 from ccx_agent import status as status_mod
 from ccx_agent.errors import EX_CONFIG, AgentError
 from ccx_agent.instance import Open, client_for, instance_udi, open_store, print_alerts
 from ccx_agent.licensing.catalogue import DISPLAY_NAMES
-from ccx_agent.store import Store
+from ccx_agent.store import statedir
+from ccx_agent.store.db import Store
 
 if TYPE_CHECKING:
     # The agent (structlog, the SSM client) and the sources only for the commands that
     # use them; the schema (pydantic) and the YAML parser only for those that validate
     # the config: ``status`` imports none of them when the daemon's record of the config
     # applies (:mod:`ccx_agent.checkconfig`).
-    from ccx_agent import config as config_mod
     from ccx_agent.agent import Agent, Outcome
-    from ccx_agent.yamldoc import DocumentError, Problem
+    from ccx_agent.config import schema as config_mod
+    from ccx_agent.config.yamldoc import DocumentError, Problem
 
 EX_FAILED = 1
 
@@ -39,8 +40,8 @@ def _problems(exc: DocumentError, err: TextIO) -> int:
 
 
 def check_config(path: Path, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    from ccx_agent import config as config_mod  # noqa: PLC0415 - see the imports
-    from ccx_agent.yamldoc import DocumentError  # noqa: PLC0415
+    from ccx_agent.config import schema as config_mod  # noqa: PLC0415 - see the imports
+    from ccx_agent.config.yamldoc import DocumentError  # noqa: PLC0415
 
     out, err = out or sys.stdout, err or sys.stderr
     try:
@@ -62,7 +63,7 @@ def check_config(path: Path, out: TextIO | None = None, err: TextIO | None = Non
 def _instance_problems(cfg: config_mod.Config, path: Path) -> list[Problem]:
     """What the state directory says against this config, read-only: a lost or damaged
     instance, or a license type other than the registered one (``run`` refuses both)."""
-    from ccx_agent import config as config_mod  # noqa: PLC0415 - see the imports
+    from ccx_agent.config import schema as config_mod  # noqa: PLC0415 - see the imports
 
     found = statedir.inspect(cfg.state_dir)
     if found.kind is statedir.Kind.LOST:
@@ -102,12 +103,12 @@ def usage(
     *,
     explain: bool = False,
 ) -> int:
-    from ccx_agent import config as config_mod  # noqa: PLC0415
+    from ccx_agent.config import schema as config_mod  # noqa: PLC0415
+    from ccx_agent.config.yamldoc import DocumentError  # noqa: PLC0415
     from ccx_agent.licensing import explain as why  # noqa: PLC0415 - see the imports
     from ccx_agent.licensing.consumption import compute  # noqa: PLC0415
     from ccx_agent.sources import SourceError  # noqa: PLC0415
     from ccx_agent.sources.factory import build  # noqa: PLC0415
-    from ccx_agent.yamldoc import DocumentError  # noqa: PLC0415
 
     out, err = out or sys.stdout, err or sys.stderr
     try:
@@ -165,9 +166,9 @@ def simulate(
     state_dir: Path | None = None,
 ) -> int:
     # The what-if machinery (and the simulator it runs in process) only for this command.
+    from ccx_agent.config.yamldoc import DocumentError  # noqa: PLC0415
     from ccx_agent.scenario.model import read_scenario  # noqa: PLC0415
     from ccx_agent.scenario.runner import format_text, run  # noqa: PLC0415
-    from ccx_agent.yamldoc import DocumentError  # noqa: PLC0415
 
     out, err = out or sys.stdout, err or sys.stderr
     try:
@@ -219,9 +220,9 @@ def _with_agent(
     mode: Open = Open.WRITE,
     check: Callable[[Agent], str | None] | None = None,
 ) -> int:
-    from ccx_agent import config as config_mod  # noqa: PLC0415 - see the imports
     from ccx_agent.agent import Agent  # noqa: PLC0415
-    from ccx_agent.yamldoc import DocumentError  # noqa: PLC0415
+    from ccx_agent.config import schema as config_mod  # noqa: PLC0415 - see the imports
+    from ccx_agent.config.yamldoc import DocumentError  # noqa: PLC0415
 
     out, err = out or sys.stdout, err or sys.stderr
     try:

@@ -1,4 +1,4 @@
-"""Argument parsing only: each command is a function in :mod:`ccx_agent.commands`.
+"""Argument parsing only: each command is a function in :mod:`ccx_agent.cli.commands`.
 
 Each command's module is imported when that command runs, never here: ``ccx-agent run``
 (the daemon, resident for months) must not hold the simulators, ``commands`` or the
@@ -21,8 +21,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from ccx_agent import __version__, cli_help, earlysignals
-from ccx_agent.configpath import default_path
+from ccx_agent import __version__
+from ccx_agent.cli import helptext as cli_help
+from ccx_agent.config.configpath import default_path
+from ccx_agent.daemon import earlysignals
 from ccx_agent.errors import EX_FAILED, EX_INTERRUPTED, AgentError
 
 if TYPE_CHECKING:
@@ -292,13 +294,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     path: Path = args.config or default_path()
     level = _log_level(args)
     if args.command == "run":
-        from ccx_agent import daemon  # noqa: PLC0415 - the scheduler only for the daemon
+        from ccx_agent.daemon import scheduler as daemon  # noqa: PLC0415 - the scheduler only for the daemon
 
         return daemon.main(path, log_level=level or "info")
     earlysignals.release_hangups()  # only the daemon makes a hang-up a reload
     if args.command == "status" and args.check:
         # Run every minute: the least it can. It logs nothing, so no logging set-up either.
-        from ccx_agent import check  # noqa: PLC0415
+        from ccx_agent.cli import check  # noqa: PLC0415
 
         return check.main(path, datetime.now(UTC))
     # A command's log lines go to stderr, redacted, so that its output (a --json document)
@@ -310,14 +312,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in HEAVY_COMMANDS:
         return _heavy(args, path)
     # Every other command: its module now (the daemon above never imports these).
-    from ccx_agent import commands  # noqa: PLC0415
+    from ccx_agent.cli import commands  # noqa: PLC0415
 
     if args.command == "status":
         return commands.status(path, args.json)
-    from ccx_agent import actions  # noqa: PLC0415 - the schema: not for status
+    from ccx_agent.cli import actions  # noqa: PLC0415 - the schema: not for status
 
     if args.command == "demo":
-        from ccx_agent import demo  # noqa: PLC0415
+        from ccx_agent.cli import demo  # noqa: PLC0415
 
         return demo.main(keep=args.keep)
     if args.command == "check-config":
@@ -343,15 +345,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "renew":
         return commands.renew(path, args.what)
     if args.command == "doctor":
-        from ccx_agent import doctor  # noqa: PLC0415
+        from ccx_agent.cli import doctor  # noqa: PLC0415
 
         return doctor.main(path, as_json=args.json, send_test_alert=args.send_test_alert)
     if args.command == "support-bundle":
-        from ccx_agent import bundle  # noqa: PLC0415
+        from ccx_agent.cli import bundle  # noqa: PLC0415
 
         return bundle.main(path, args.output)
     if args.command == "install-files":
-        from ccx_agent import install_files  # noqa: PLC0415
+        from ccx_agent.cli import install_files  # noqa: PLC0415
 
         return install_files.main(args.root)
     if args.command == "simulate":
@@ -375,7 +377,7 @@ def _heavy(args: argparse.Namespace, path: Path) -> int:
 
 
 #: Commands that open the state directory; run as root in another user's directory they
-#: become that user first (:func:`ccx_agent.statedir.become_owner`).
+#: become that user first (:func:`ccx_agent.store.statedir.become_owner`).
 STATE_COMMANDS = frozenset(
     {
         "run",
@@ -415,7 +417,7 @@ def _as_state_dir_owner(argv: Sequence[str] | None) -> None:
         return
     if args.command not in STATE_COMMANDS:
         return
-    from ccx_agent.statedir import (  # noqa: PLC0415 - root only
+    from ccx_agent.store.statedir import (  # noqa: PLC0415 - root only
         REACH_FIX,
         become_owner,
         owner_cannot_run,
@@ -433,8 +435,8 @@ def _as_state_dir_owner(argv: Sequence[str] | None) -> None:
             become_owner(state_dir)
             return
     if state_dir is None:
-        from ccx_agent.config import load as load_config  # noqa: PLC0415
-        from ccx_agent.yamldoc import DocumentError  # noqa: PLC0415
+        from ccx_agent.config.schema import load as load_config  # noqa: PLC0415
+        from ccx_agent.config.yamldoc import DocumentError  # noqa: PLC0415
 
         try:
             state_dir = load_config(path).state_dir
@@ -518,7 +520,7 @@ def entry() -> None:
         print(f"error: {where}{reason(exc)}", file=sys.stderr)
         code = EX_FAILED
     except _database_error() as exc:
-        from ccx_agent.store import damaged, is_damage  # noqa: PLC0415 - only on an error
+        from ccx_agent.store.db import damaged, is_damage  # noqa: PLC0415 - only on an error
 
         if is_damage(exc):  # garbled pages found by a read: the one line for damage
             print(f"error: {damaged(exc)}", file=sys.stderr)

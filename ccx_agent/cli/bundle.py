@@ -48,14 +48,14 @@ from typing import Any, TextIO
 import yaml
 
 from ccx_agent import __version__, secretvalues
-from ccx_agent import config as config_mod
-from ccx_agent.doctor.local import unit_name
+from ccx_agent.cli.doctor.local import unit_name
+from ccx_agent.config import schema as config_mod
+from ccx_agent.config.yamldoc import DocumentError
 from ccx_agent.errors import EX_FAILED
 from ccx_agent.licensing.timeutil import iso
 from ccx_agent.logs import REDACTED as LOG_REDACTED
 from ccx_agent.logs import redact_text, secret_key
 from ccx_agent.userfiles import Output, UserFileError, reason
-from ccx_agent.yamldoc import DocumentError
 
 REDACTED = "<redacted>"
 #: How far back ``report`` and ``alerts`` go.

@@ -6,7 +6,7 @@ verifies against the configured CA (on failure the certificate the server actual
 presented is named, and a TLS-intercepting proxy is recognised), the clocks agree (the
 server's ``Date`` header), and the server speaks the protocol and trusts this instance
 (one PING, which changes nothing). Each layer that fails makes the ones above it SKIP.
-Every operation waits at most :data:`~ccx_agent.doctor.NET_TIMEOUT_S`.
+Every operation waits at most :data:`~ccx_agent.cli.doctor.NET_TIMEOUT_S`.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from urllib.parse import urlsplit
 from cryptography import x509
 
 from ccx_agent import __version__
-from ccx_agent import doctor as _doctor
-from ccx_agent.doctor import (
+from ccx_agent.cli import doctor as _doctor
+from ccx_agent.cli.doctor import (
     CHECK_BUDGET_S,
     Context,
     Finding,

@@ -1,0 +1,1 @@
+"""The configuration: its schema, the YAML reader that words its errors, durations, and where a command finds its file. Nothing is imported here: a module of the package is loaded only by those who name it."""

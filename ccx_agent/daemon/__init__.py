@@ -1,0 +1,1 @@
+"""The daemon: the scheduler, its runtime parts, syslog, metrics and their HTTP endpoint, sd_notify, job health, the early signals. Nothing is imported here: a module of the package is loaded only by those who name it."""
