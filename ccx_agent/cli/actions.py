@@ -12,7 +12,7 @@ from typing import IO, TYPE_CHECKING, Any, TextIO
 
 from ccx_agent import status as status_mod
 from ccx_agent.cli import commands
-from ccx_agent.cli.commands import _now, _problems, _with_agent
+from ccx_agent.cli.commands import _now, _with_agent
 from ccx_agent.config import schema as config_mod
 from ccx_agent.config.yamldoc import DocumentError, one_of
 from ccx_agent.errors import EX_FAILED, EX_USAGE, AgentError
@@ -95,10 +95,9 @@ def admit(
     interval's usage); the entitlement: the last one SSM sent. Read-only.
     """
     out, err = out or sys.stdout, err or sys.stderr
-    try:
-        cfg = config_mod.load(path)
-    except DocumentError as exc:
-        return _problems(exc, err)
+    cfg = config_mod.load_or_status(path, err)
+    if isinstance(cfg, int):
+        return cfg
     lt = cfg.license.type
     chosen = tag or CATALOGUE[lt].standard_seat
     if chosen not in tags_of(lt):
