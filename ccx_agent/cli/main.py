@@ -1,4 +1,4 @@
-"""Argument parsing only: each command is a function in :mod:`ccx_agent.cli.commands`.
+"""Argument parsing only: each command is one function, found by :data:`DISPATCH`.
 
 Each command's module is imported when that command runs, never here: ``ccx-agent run``
 (the daemon, resident for months) must not hold the simulators, ``commands`` or the
@@ -335,9 +335,23 @@ DISPATCH: dict[str, tuple[str, str, Call]] = {
     # The HEAVY_COMMANDS, run by the modules that registered their parsers.
     "ssm": ("ccx_agent.simulator.cli", "run", lambda f, a, p: f(a)),
     "offline": ("ccx_agent.offline.cli", "run", lambda f, a, p: f(a, p)),
-    "report": ("ccx_agent.history.cli", "run", lambda f, a, p: f(a, p)),
-    "alerts": ("ccx_agent.history.cli", "run", lambda f, a, p: f(a, p)),
-    "features": ("ccx_agent.history.cli", "run", lambda f, a, p: f(a, p)),
+    "report": (
+        "ccx_agent.history.cli",
+        "report",
+        lambda f, a, p: f(
+            p, start=a.start, end=a.end, by=a.by, tags=a.tag, fmt=a.format, output=a.output
+        ),
+    ),
+    "alerts": (
+        "ccx_agent.history.cli",
+        "alerts",
+        lambda f, a, p: f(p, since=a.since, as_json=a.json),
+    ),
+    "features": (
+        "ccx_agent.history.cli",
+        "features_command",
+        lambda f, a, p: f(a.license_type, a.json),
+    ),
 }
 
 
