@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from ccx_agent import __version__
 from ccx_agent.config.configpath import DEFAULT_STATE_DIR, serial_number
-from ccx_agent.errors import EX_CONFIG
 from ccx_agent.licensing.catalogue import LicenseType
 from ccx_agent.licensing.lifecycle import Timers
 
@@ -331,11 +330,5 @@ def load(path: Path, err: TextIO, *, record: bool = True) -> Config | int:
         return cast("Config", found)
     # The schema and the YAML parser only here.
     from ccx_agent.config import schema as config_mod  # noqa: PLC0415
-    from ccx_agent.config.yamldoc import DocumentError  # noqa: PLC0415
 
-    try:
-        return config_mod.load(path)
-    except DocumentError as exc:
-        for problem in exc.problems:
-            print(problem, file=err)
-        return EX_CONFIG
+    return config_mod.load_or_status(path, err)

@@ -223,3 +223,11 @@ def test_a_mistyped_command_lists_them_all_and_suggests_the_nearest() -> None:
     assert last.endswith("; did you mean report?")
     far = _ccx("xyzzy").stderr.splitlines()[-1]
     assert "did you mean" not in far and "'offline'" in far
+
+
+def test_every_command_but_run_is_dispatched_to_a_function_that_exists() -> None:
+    import importlib
+
+    assert set(cli.DISPATCH) == set(cli.COMMANDS) - {"run"}
+    for module, name, _ in cli.DISPATCH.values():
+        assert callable(getattr(importlib.import_module(module), name)), (module, name)

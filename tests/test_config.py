@@ -6,6 +6,7 @@ every problem at once) and exits 78. Bad input never gives a traceback.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -1048,3 +1049,33 @@ def test_an_alias_bomb_is_one_line_and_quick(
         f"{path}:4: x3[7]: aliases expand the document by more than 10000 values "
         "(an alias bomb?): refused\n"
     )
+
+
+#: Every command that reads the config in full, as an operator types it.
+LOADING_COMMANDS = (
+    ("check-config",),
+    ("usage",),
+    ("register", "token"),
+    ("deregister", "--yes"),
+    ("renew", "id"),
+    ("sync",),
+    ("admit",),
+    ("status",),
+    ("report",),
+    ("alerts",),
+    ("offline", "export", "--output", "{tmp}/request"),
+)
+
+
+@pytest.mark.parametrize("argv", LOADING_COMMANDS, ids=" ".join)
+def test_every_command_says_a_bad_config_the_one_way(
+    tmp_path: Path, argv: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, "source:\n  kind: file\n  path: 7\nlicense:\n  type: bogus\n")
+    err = io.StringIO()
+    assert config.load_or_status(path, err) == EX_CONFIG == 78
+    said = err.getvalue()
+    assert len(said.splitlines()) == 2 and f"{path}:" in said, said  # one line a problem
+    line = [word.format(tmp=tmp_path) for word in argv]
+    assert main(["--config", str(path), *line]) == EX_CONFIG
+    assert capsys.readouterr() == ("", said)

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TextIO
 
 from ccx_agent import status as status_mod
-from ccx_agent.cli.commands import _now, _problems, _with_agent
+from ccx_agent.cli import commands
+from ccx_agent.cli.commands import _now, _with_agent
 from ccx_agent.config import schema as config_mod
 from ccx_agent.config.yamldoc import DocumentError, one_of
 from ccx_agent.errors import EX_FAILED, EX_USAGE, AgentError
@@ -94,10 +95,9 @@ def admit(
     interval's usage); the entitlement: the last one SSM sent. Read-only.
     """
     out, err = out or sys.stdout, err or sys.stderr
-    try:
-        cfg = config_mod.load(path)
-    except DocumentError as exc:
-        return _problems(exc, err)
+    cfg = config_mod.load_or_status(path, err)
+    if isinstance(cfg, int):
+        return cfg
     lt = cfg.license.type
     chosen = tag or CATALOGUE[lt].standard_seat
     if chosen not in tags_of(lt):
@@ -163,6 +163,24 @@ def admit(
 
 
 # --- register's token, deregister's confirmation ------------------------------------------
+
+
+def register(path: Path, token: str | None, token_file: str | None, force: bool) -> int:
+    """``register``: the token from where the command line says, then the exchange."""
+    try:
+        secret = read_token(token, token_file)
+    except TokenError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_status
+    return commands.register(path, secret, force)
+
+
+def deregister(path: Path, yes: bool) -> int:
+    """``deregister``: asked first on a terminal (:func:`confirm_deregister`)."""
+    if not confirm_deregister(path, yes):
+        print("not deregistered", file=sys.stderr)
+        return EX_FAILED
+    return commands.deregister(path)
 
 
 def confirm_deregister(

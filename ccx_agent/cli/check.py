@@ -199,16 +199,13 @@ def main(
         cfg, store = found
     else:
         from ccx_agent.config import schema as config_mod  # noqa: PLC0415 - see _recorded
-        from ccx_agent.config.yamldoc import DocumentError  # noqa: PLC0415
 
-        try:
-            cfg = config_mod.load(path)
-        except DocumentError as exc:
+        loaded = config_mod.load_or_status(path, err)
+        if isinstance(loaded, int):
             # A plugin's status is 0-3 whatever goes wrong; the details on stderr.
-            for problem in exc.problems:
-                print(problem, file=err)
             print(line(UNKNOWN, f"the config {path} is not valid"), file=out)
             return UNKNOWN
+        cfg = loaded
         try:
             store = open_store(cfg, Open.READ)
         except AgentError as exc:  # no database, a lost or damaged one: the line says which

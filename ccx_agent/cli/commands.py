@@ -44,10 +44,9 @@ def check_config(path: Path, out: TextIO | None = None, err: TextIO | None = Non
     from ccx_agent.config.yamldoc import DocumentError  # noqa: PLC0415
 
     out, err = out or sys.stdout, err or sys.stderr
-    try:
-        cfg = config_mod.load(path)
-    except DocumentError as exc:
-        return _problems(exc, err)
+    cfg = config_mod.load_or_status(path, err)
+    if isinstance(cfg, int):
+        return cfg
     # What `run` will need: the files the config names, a usable state directory, and
     # an instance there that this config can run.
     problems = config_mod.runtime_problems(cfg, path) + _instance_problems(cfg, path)
@@ -104,17 +103,15 @@ def usage(
     explain: bool = False,
 ) -> int:
     from ccx_agent.config import schema as config_mod  # noqa: PLC0415
-    from ccx_agent.config.yamldoc import DocumentError  # noqa: PLC0415
     from ccx_agent.licensing import explain as why  # noqa: PLC0415 - see the imports
     from ccx_agent.licensing.consumption import compute  # noqa: PLC0415
     from ccx_agent.sources import SourceError  # noqa: PLC0415
     from ccx_agent.sources.factory import build  # noqa: PLC0415
 
     out, err = out or sys.stdout, err or sys.stderr
-    try:
-        cfg = config_mod.load(path)
-    except DocumentError as exc:
-        return _problems(exc, err)
+    cfg = config_mod.load_or_status(path, err)
+    if isinstance(cfg, int):
+        return cfg
     for warning in cfg.source.warnings():
         print(f"warning: {warning}", file=err)
     try:
@@ -222,13 +219,11 @@ def _with_agent(
 ) -> int:
     from ccx_agent.agent import Agent  # noqa: PLC0415
     from ccx_agent.config import schema as config_mod  # noqa: PLC0415 - see the imports
-    from ccx_agent.config.yamldoc import DocumentError  # noqa: PLC0415
 
     out, err = out or sys.stdout, err or sys.stderr
-    try:
-        cfg = config_mod.load(path)
-    except DocumentError as exc:
-        return _problems(exc, err)
+    cfg = config_mod.load_or_status(path, err)
+    if isinstance(cfg, int):
+        return cfg
     if needs_transport and cfg.transport.url is None:
         print(
             f"error: transport.url is not set in {path}: the agent does not know where SSM is",

@@ -1,4 +1,4 @@
-"""Argument parsing only: each command is a function in :mod:`ccx_agent.cli.commands`.
+"""Argument parsing only: each command is one function, found by :data:`DISPATCH`.
 
 Each command's module is imported when that command runs, never here: ``ccx-agent run``
 (the daemon, resident for months) must not hold the simulators, ``commands`` or the
@@ -12,11 +12,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import importlib
 import io
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -289,6 +290,71 @@ def _log_level(args: argparse.Namespace) -> str | None:
     return level
 
 
+#: How a command's function is called: with that function, the parsed line and the
+#: config path.
+Call = Callable[[Callable[..., int], argparse.Namespace, Path], int]
+
+#: Every command but ``run`` and ``status --check`` (:func:`main` runs those first): the
+#: module that runs it, its function there, and how it is called. The module is imported
+#: when the command runs, never here: ``status`` must not load the schema that
+#: ``register`` needs, nor any command the simulator.
+DISPATCH: dict[str, tuple[str, str, Call]] = {
+    "status": ("ccx_agent.cli.commands", "status", lambda f, a, p: f(p, a.json)),
+    "demo": ("ccx_agent.cli.demo", "main", lambda f, a, p: f(keep=a.keep)),
+    "check-config": ("ccx_agent.cli.commands", "check_config", lambda f, a, p: f(p)),
+    "usage": (
+        "ccx_agent.cli.commands",
+        "usage",
+        lambda f, a, p: f(p, a.json, explain=a.explain),
+    ),
+    "register": (
+        "ccx_agent.cli.actions",
+        "register",
+        lambda f, a, p: f(p, a.token, a.token_file, a.force),
+    ),
+    "deregister": ("ccx_agent.cli.actions", "deregister", lambda f, a, p: f(p, a.yes)),
+    "sync": ("ccx_agent.cli.actions", "sync", lambda f, a, p: f(p)),
+    "admit": (
+        "ccx_agent.cli.actions",
+        "admit",
+        lambda f, a, p: f(p, a.tag, a.count, a.json),
+    ),
+    "renew": ("ccx_agent.cli.commands", "renew", lambda f, a, p: f(p, a.what)),
+    "doctor": (
+        "ccx_agent.cli.doctor",
+        "main",
+        lambda f, a, p: f(p, as_json=a.json, send_test_alert=a.send_test_alert),
+    ),
+    "support-bundle": ("ccx_agent.cli.bundle", "main", lambda f, a, p: f(p, a.output)),
+    "install-files": ("ccx_agent.cli.install_files", "main", lambda f, a, p: f(a.root)),
+    "simulate": (
+        "ccx_agent.cli.commands",
+        "simulate",
+        lambda f, a, p: f(a.scenario, a.json, state_dir=a.state_dir),
+    ),
+    # The HEAVY_COMMANDS, run by the modules that registered their parsers.
+    "ssm": ("ccx_agent.simulator.cli", "run", lambda f, a, p: f(a)),
+    "offline": ("ccx_agent.offline.cli", "run", lambda f, a, p: f(a, p)),
+    "report": (
+        "ccx_agent.history.cli",
+        "report",
+        lambda f, a, p: f(
+            p, start=a.start, end=a.end, by=a.by, tags=a.tag, fmt=a.format, output=a.output
+        ),
+    ),
+    "alerts": (
+        "ccx_agent.history.cli",
+        "alerts",
+        lambda f, a, p: f(p, since=a.since, as_json=a.json),
+    ),
+    "features": (
+        "ccx_agent.history.cli",
+        "features_command",
+        lambda f, a, p: f(a.license_type, a.json),
+    ),
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser_for(argv).parse_args(argv)
     path: Path = args.config or default_path()
@@ -309,71 +375,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ccx_agent import logs  # noqa: PLC0415
 
     logs.configure(stream=logs.STDERR, level=level or "warning")
-    if args.command in HEAVY_COMMANDS:
-        return _heavy(args, path)
-    # Every other command: its module now (the daemon above never imports these).
-    from ccx_agent.cli import commands  # noqa: PLC0415
-
-    if args.command == "status":
-        return commands.status(path, args.json)
-    from ccx_agent.cli import actions  # noqa: PLC0415 - the schema: not for status
-
-    if args.command == "demo":
-        from ccx_agent.cli import demo  # noqa: PLC0415
-
-        return demo.main(keep=args.keep)
-    if args.command == "check-config":
-        return commands.check_config(path)
-    if args.command == "usage":
-        return commands.usage(path, args.json, explain=args.explain)
-    if args.command == "register":
-        try:
-            token = actions.read_token(args.token, args.token_file)
-        except actions.TokenError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return exc.exit_status
-        return commands.register(path, token, args.force)
-    if args.command == "deregister":
-        if not actions.confirm_deregister(path, args.yes):
-            print("not deregistered", file=sys.stderr)
-            return EX_FAILED
-        return commands.deregister(path)
-    if args.command == "sync":
-        return actions.sync(path)
-    if args.command == "admit":
-        return actions.admit(path, args.tag, args.count, args.json)
-    if args.command == "renew":
-        return commands.renew(path, args.what)
-    if args.command == "doctor":
-        from ccx_agent.cli import doctor  # noqa: PLC0415
-
-        return doctor.main(path, as_json=args.json, send_test_alert=args.send_test_alert)
-    if args.command == "support-bundle":
-        from ccx_agent.cli import bundle  # noqa: PLC0415
-
-        return bundle.main(path, args.output)
-    if args.command == "install-files":
-        from ccx_agent.cli import install_files  # noqa: PLC0415
-
-        return install_files.main(args.root)
-    if args.command == "simulate":
-        return commands.simulate(args.scenario, args.json, state_dir=args.state_dir)
-    raise AssertionError(args.command)  # pragma: no cover - argparse enforces the choices
-
-
-def _heavy(args: argparse.Namespace, path: Path) -> int:
-    """The commands of :data:`HEAVY_COMMANDS`, run by the modules that registered them."""
-    if args.command == "offline":
-        from ccx_agent.offline import cli as offline_cli  # noqa: PLC0415
-
-        return offline_cli.run(args, path)
-    if args.command == "ssm":
-        from ccx_agent.simulator import cli as simulator_cli  # noqa: PLC0415
-
-        return simulator_cli.run(args)
-    from ccx_agent.history import cli as history_cli  # noqa: PLC0415
-
-    return history_cli.run(args, path)
+    module, name, call = DISPATCH[args.command]  # argparse enforces the choices
+    # The command's module now (the daemon above never imports these).
+    function: Callable[..., int] = getattr(importlib.import_module(module), name)
+    return call(function, args, path)
 
 
 #: Commands that open the state directory; run as root in another user's directory they

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self, TypeVar, get_args
+from typing import Annotated, Any, Literal, Self, TextIO, TypeVar, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -52,6 +52,7 @@ from ccx_agent.config.configpath import ENV_PATH as ENV_PATH  # noqa: PLC0414
 from ccx_agent.config.configpath import default_path as default_path  # noqa: PLC0414
 from ccx_agent.config.durations import Duration, PositiveDuration
 from ccx_agent.config.yamldoc import (
+    EX_CONFIG,
     Document,
     DocumentError,
     Loc,
@@ -1472,6 +1473,18 @@ def load(path: Path) -> Config:
         [*secretvalues.in_document(cfg.model_dump()), *secretvalues.in_credentials()]
     )
     return cfg
+
+
+def load_or_status(path: Path, err: TextIO) -> Config | int:
+    """:func:`load` for a command: the config, or its problems said on ``err``, one a line
+    (the file, the line, the key: what to fix), and :data:`EX_CONFIG` to exit with. Every
+    command says a bad config the same way, so that a script or an operator reads it once."""
+    try:
+        return load(path)
+    except DocumentError as exc:
+        for problem in exc.problems:
+            print(problem, file=err)
+        return EX_CONFIG
 
 
 def _anchor(cfg: Config, base: Path) -> Config:

@@ -750,12 +750,9 @@ def _start(daemon: Daemon, path: Path, err: TextIO, log_level: str) -> int:
         # One came while the interpreter was still importing: a reload, once running.
         daemon.request_reload()
     before = checkconfig.digest(path)
-    try:
-        cfg = config_mod.load(path)
-    except DocumentError as exc:
-        for problem in exc.problems:
-            print(problem, file=err)
-        return EX_CONFIG
+    cfg = config_mod.load_or_status(path, err)
+    if isinstance(cfg, int):
+        return cfg
     # The files the config names, checked as check-config checks them: a missing one is
     # named by its key and line, not by a later error that names only the file.
     problems = config_mod.runtime_problems(cfg, path)

@@ -70,24 +70,6 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     f.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-def run(args: argparse.Namespace, path: Path) -> int:
-    if args.command == "report":
-        return report(
-            path,
-            start=args.start,
-            end=args.end,
-            by=args.by,
-            tags=args.tag,
-            fmt=args.format,
-            output=args.output,
-        )
-    if args.command == "alerts":
-        return alerts(path, since=args.since, as_json=args.json)
-    if args.command == "features":
-        return features_command(args.license_type, args.json)
-    raise AssertionError(args.command)  # pragma: no cover
-
-
 def _load(path: Path, err: TextIO) -> Config | int:
     """The config, from the daemon's record of it when it applies: ``report`` and
     ``alerts`` read only ``state_dir`` and ``license.type`` (:mod:`ccx_agent.checkconfig`)."""

@@ -15,7 +15,6 @@ from typing import Any, TextIO
 from ccx_agent.agent import Agent
 from ccx_agent.cli import helptext as cli_help
 from ccx_agent.config import schema as config_mod
-from ccx_agent.config.yamldoc import EX_CONFIG, DocumentError
 from ccx_agent.errors import AgentError
 from ccx_agent.instance import Open, instance_udi, open_store, print_alerts
 from ccx_agent.offline import exchange
@@ -62,12 +61,9 @@ def run(
     args: argparse.Namespace, path: Path, out: TextIO | None = None, err: TextIO | None = None
 ) -> int:
     out, err = out or sys.stdout, err or sys.stderr
-    try:
-        cfg = config_mod.load(path)
-    except DocumentError as exc:
-        for problem in exc.problems:
-            print(problem, file=err)
-        return EX_CONFIG
+    cfg = config_mod.load_or_status(path, err)
+    if isinstance(cfg, int):
+        return cfg
     token: str | None = None
     if args.offline_command == "export" and args.token_file is not None:
         try:  # as 'register' reads it: '-' is standard input
