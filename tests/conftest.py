@@ -17,6 +17,7 @@ knows these groups by node id and still honours an ``@group`` suffix.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -115,3 +116,26 @@ def as_nobody() -> tuple[int, int]:
 
     users.require_as(users.NOBODY)
     return users.ids(users.NOBODY)
+
+
+@pytest.fixture
+def blackhole() -> Iterator[int]:
+    """A port whose connects hang (the listener's backlog is full and never accepted)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(0)
+    port = int(srv.getsockname()[1])
+    filler = socket.create_connection(("127.0.0.1", port), timeout=1)
+    probe = socket.socket()
+    probe.settimeout(0.2)
+    try:
+        probe.connect(("127.0.0.1", port))
+    except TimeoutError:
+        pass
+    else:
+        pytest.skip("this kernel accepts connections beyond the backlog")
+    finally:
+        probe.close()
+    yield port
+    filler.close()
+    srv.close()

@@ -622,29 +622,6 @@ def test_tcp_reconnects_after_the_server_restarts_and_logs_each_change_once() ->
         assert "early" not in str(e) and "restart" not in str(e)  # no message content
 
 
-@pytest.fixture
-def blackhole() -> Iterator[int]:
-    """A port whose connects hang (the listener's backlog is full and never accepted)."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(0)
-    port = int(srv.getsockname()[1])
-    filler = socket.create_connection(("127.0.0.1", port), timeout=1)
-    probe = socket.socket()
-    probe.settimeout(0.2)
-    try:
-        probe.connect(("127.0.0.1", port))
-    except TimeoutError:
-        pass
-    else:
-        pytest.skip("this kernel accepts connections beyond the backlog")
-    finally:
-        probe.close()
-    yield port
-    filler.close()
-    srv.close()
-
-
 def test_send_does_not_wait_for_a_hanging_connect_and_close_keeps_its_timeout(
     blackhole: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -203,29 +203,6 @@ def test_an_exchange_within_its_deadline_is_not_touched(serve: Callable[..., Raw
     assert exchange.cancelled is None
 
 
-@pytest.fixture
-def blackhole() -> Iterator[int]:
-    """A port whose connects hang (the listener's backlog is full and never accepted)."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(0)
-    port = int(srv.getsockname()[1])
-    filler = socket.create_connection(("127.0.0.1", port), timeout=1)
-    probe = socket.socket()
-    probe.settimeout(0.2)
-    try:
-        probe.connect(("127.0.0.1", port))
-    except TimeoutError:
-        pass
-    else:
-        pytest.skip("this kernel accepts connections beyond the backlog")
-    finally:
-        probe.close()
-    yield port
-    filler.close()
-    srv.close()
-
-
 def test_abort_ends_a_connect_that_hangs(blackhole: int) -> None:
     """A connect to a peer that never completes the TCP handshake is cut by the stop
     too (the socket is watched before it connects), not after ``connect_timeout``."""
