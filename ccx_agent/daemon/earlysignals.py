@@ -30,9 +30,18 @@ def _hold(signum: int, frame: FrameType | None) -> None:
 
 
 def hold_hangups() -> None:
-    """Hold SIGHUP, SIGTERM and SIGINT (the name is kept for the callers)."""
-    for signum in HELD:
-        signal.signal(signum, _hold)
+    """Hold SIGHUP, SIGTERM and SIGINT (the name is kept for the callers).
+
+    The three are blocked while their handlers go in, so that they are held together:
+    a signal that lands between two ``signal.signal`` calls stays pending and reaches
+    ``_hold`` when they are unblocked, instead of the default action of one whose handler
+    is not in yet."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, HELD)
+    try:
+        for signum in HELD:
+            signal.signal(signum, _hold)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def take_held_hangup() -> bool:

@@ -59,6 +59,8 @@ T = TypeVar("T")
 
 #: Longest honoured Retry-After, and the longest back-off between two tries.
 MAX_RETRY_WAIT = 30.0
+#: The shortest back-off: full jitter alone could retry a refused connection at once.
+MIN_RETRY_WAIT = 1.0
 
 
 class TransportError(Exception):
@@ -324,7 +326,9 @@ class SsmClient:
 
         def wait(state: tenacity.RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
-            backoff = tenacity.wait_random_exponential(multiplier=1, max=MAX_RETRY_WAIT)(state)
+            backoff = tenacity.wait_random_exponential(
+                multiplier=1, min=MIN_RETRY_WAIT, max=MAX_RETRY_WAIT
+            )(state)
             if isinstance(exc, RetryableStatus) and exc.retry_after is not None:
                 return min(exc.retry_after, MAX_RETRY_WAIT)
             return backoff

@@ -15,7 +15,7 @@ import pytest
 from ccx_agent.ssm.client import HttpTransport, SsmClient, build
 from ccx_agent.ssm.identity import KeyStore, load_anchors
 from ccx_agent.ssm.port import SsmUnreachable
-from tests.ssm.servers import Reply, Socks5Proxy, fixed, hang
+from tests.ssm.servers import Reply, Socks5Proxy, fixed, free_port, hang
 from tests.ssm.test_https import Lab
 
 #: How long past a deadline an exchange may take to end on a loaded test machine.
@@ -241,3 +241,17 @@ def test_the_retry_budget_is_a_third_of_the_report_interval(
         assert client.budget == budget
     finally:
         client.close()
+
+
+def test_the_back_off_between_tries_is_1_to_30_s_never_an_immediate_retry(lab: Lab) -> None:
+    """docs/config.md promises 1-30 s between two tries: full jitter alone would draw the
+    first wait from 0-1 s and could knock on a refused port again within a millisecond."""
+
+    sleeps: list[float] = []
+    client = lab.client(
+        f"https://127.0.0.1:{free_port()}/licservice/license", attempts=10, sleeps=sleeps
+    )
+    with pytest.raises(SsmUnreachable):
+        client.ping(None, lab.now)
+    assert len(sleeps) == 9
+    assert all(1.0 <= s <= 30.0 for s in sleeps), sleeps
