@@ -154,13 +154,20 @@ def _stranger_root(first_serial_byte: int) -> bytes:
     return f"-----BEGIN CERTIFICATE-----\n{lines}\n-----END CERTIFICATE-----\n".encode()
 
 
+def _ours(caught: list[warnings.WarningMessage]) -> list[warnings.WarningMessage]:
+    """The warnings caught, but for ResourceWarning: the collector may
+    finalise a socket an earlier test on the same worker left open while the block runs,
+    and parsing certificates opens nothing."""
+    return [w for w in caught if not issubclass(w.category, ResourceWarning)]
+
+
 def test_the_crafted_roots_draw_cryptographys_deprecation_warning() -> None:
     """The premise of the next test: without care, loading them warns."""
     for first in (0x80, 0xDA):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             x509.load_pem_x509_certificates(_stranger_root(first))
-        assert [w.category for w in caught] == [CryptographyDeprecationWarning]
+        assert [w.category for w in _ours(caught)] == [CryptographyDeprecationWarning]
 
 
 def test_a_bundle_with_strangers_roots_loads_ours_without_a_warning(tmp_path: Path) -> None:
@@ -177,7 +184,7 @@ def test_a_bundle_with_strangers_roots_loads_ours_without_a_warning(tmp_path: Pa
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert load_anchors(bundle) == [ca.root]
-    assert [str(w.message) for w in caught] == []
+    assert [str(w.message) for w in _ours(caught)] == []
 
 
 def test_the_skipped_roots_are_named_at_debug(tmp_path: Path) -> None:
