@@ -172,9 +172,7 @@ def measure(agents: int, repeat: int, no_gc: bool) -> dict[str, float]:
             return compute(source.read(), LicenseType.FLEX, ALL_FEATURES)
 
         def reference() -> Consumption:
-            return compute(
-                parse_snapshot(decode(raw, str(path))), LicenseType.FLEX, ALL_FEATURES
-            )
+            return compute(parse_snapshot(decode(raw, str(path))), LicenseType.FLEX, ALL_FEATURES)
 
         result = product()  # also warms up every path before timing
         if reference() != result:
@@ -260,9 +258,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         repeat = args.repeat or max(REPEAT, min(100, REPEAT * AGENTS // max(agents, 1)))
         runs.append(measure(agents, repeat, args.no_gc))
     if len(runs) > 1:
-        shown = ", ".join(
-            f"{int(r['agents']):,}: {r['subject_us_per_agent']:.2f}" for r in runs
-        )
+        shown = ", ".join(f"{int(r['agents']):,}: {r['subject_us_per_agent']:.2f}" for r in runs)
         growth = runs[-1]["subject_us_per_agent"] / runs[0]["subject_us_per_agent"]
         print(f"  (b) per agent, us (median): {shown}; largest/smallest {growth:.2f}")
         ratios = ", ".join(

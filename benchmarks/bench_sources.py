@@ -77,9 +77,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     def subject() -> Consumption:
         csq_list = parse_csqs(csqs)
         parse_campaign_list(campaigns)
-        config = configuration(
-            parse_resources(resources), csq_list, _outbound(details, csq_list)
-        )
+        config = configuration(parse_resources(resources), csq_list, _outbound(details, csq_list))
         return compute(snapshot(config, parse_users(users)), LicenseType.FLEX, ALL_FEATURES)
 
     csq_list = parse_csqs(csqs)

@@ -220,7 +220,9 @@ def test_a_lone_surrogate_in_an_agent_id_is_one_error_line(
     """``"\\ud800"`` decodes to a string no UTF-8 holds: ``usage --explain`` crashed
     printing it. The source refuses it, naming the agent, in one line."""
     snapshot = tmp_path / "s.json"
-    snapshot.write_bytes(b'{"agents": [{"id": "a1", "state": "READY"}, {"id": "\\ud800", "state": "READY"}]}')
+    snapshot.write_bytes(
+        b'{"agents": [{"id": "a1", "state": "READY"}, {"id": "\\ud800", "state": "READY"}]}'
+    )
     code, out, err = usage(capsys, config(snapshot), *args)
     assert (code, out) == (1, "")
     assert err == (

@@ -108,7 +108,10 @@ _ENVIRONMENT = (
 )
 
 _EXAMPLES = (
-    ("Check the config, then everything the agent needs:", "ccx-agent check-config\nccx-agent doctor"),
+    (
+        "Check the config, then everything the agent needs:",
+        "ccx-agent check-config\nccx-agent doctor",
+    ),
     (
         "Register with an ID token kept in a file (never on the command line):",
         "ccx-agent register --token-file /root/id-token",

@@ -416,9 +416,7 @@ def test_a_sigterm_in_the_first_instant_is_a_clean_stop_never_death(
     for delay in (0.0, 0.0, 0.05, 0.15, 0.3):
         daemon = Daemon(inst)
         # The first instant any code of the agent runs (SIGHUP is held from there).
-        wait_until(
-            "signals held", lambda d=daemon: _catches(d.pid, signal.SIGHUP), 10, step=0.001
-        )
+        wait_until("signals held", lambda d=daemon: _catches(d.pid, signal.SIGHUP), 10, step=0.001)
         time.sleep(delay)  # a moment in the start-up, not a wait for a timer
         daemon.signal(signal.SIGTERM)
         code = daemon.proc.wait(timeout=30)

@@ -264,17 +264,34 @@ def test_malformed_csq(csq: Any, expected: str) -> None:
 @pytest.mark.parametrize(
     ("ports", "expected"),
     [
-        ({"outbound": -1}, "snapshot: ports: outbound: must be a whole number from 0 to 100000, got -1"),
-        ({"outbound": True}, "snapshot: ports: outbound: must be a whole number from 0 to 100000, got True"),
-        ({"outbound": 1.5}, "snapshot: ports: outbound: must be a whole number from 0 to 100000, got 1.5"),
-        ({"outbound": "12"}, "snapshot: ports: outbound: must be a whole number from 0 to 100000, got '12'"),
+        (
+            {"outbound": -1},
+            "snapshot: ports: outbound: must be a whole number from 0 to 100000, got -1",
+        ),
+        (
+            {"outbound": True},
+            "snapshot: ports: outbound: must be a whole number from 0 to 100000, got True",
+        ),
+        (
+            {"outbound": 1.5},
+            "snapshot: ports: outbound: must be a whole number from 0 to 100000, got 1.5",
+        ),
+        (
+            {"outbound": "12"},
+            "snapshot: ports: outbound: must be a whole number from 0 to 100000, got '12'",
+        ),
         # A broken source must not have SSM told a 400-digit usage.
         (
             {"outbound": 10**400},
             "snapshot: ports: outbound: must be a whole number from 0 to 100000, got "
-            + "1" + "0" * 56 + "...",
+            + "1"
+            + "0" * 56
+            + "...",
         ),
-        ({"outbound": 100_001}, "snapshot: ports: outbound: must be a whole number from 0 to 100000, got 100001"),
+        (
+            {"outbound": 100_001},
+            "snapshot: ports: outbound: must be a whole number from 0 to 100000, got 100001",
+        ),
         ({"inbound": 3}, "snapshot: ports: unknown field(s) 'inbound' (expected: outbound)"),
         (12, "snapshot: ports: must be a mapping, got int 12"),
         # Found by fuzzing: a YAML base-60 number (59:59:...) is an int too long for

@@ -350,10 +350,34 @@ def test_decode_directly() -> None:
 # one-line message.
 
 _SCALARS = [
-    "null", "true", "false", "0", "-1", "12", "1.5", "1.0", "100001", "1e400", "NaN",
-    '"a1"', '"a:1"', '"a\\u003a1"', '""', '"  "', '"READY"', '"ready"', '" Logout "',
-    '"LOGGED_OUT"', '"agent"', '"supervisor"', '"VOICE"', '"CHAT"', '"x\\"y"', '"\\ud800"',
-    '"S"', '"S:1"',
+    "null",
+    "true",
+    "false",
+    "0",
+    "-1",
+    "12",
+    "1.5",
+    "1.0",
+    "100001",
+    "1e400",
+    "NaN",
+    '"a1"',
+    '"a:1"',
+    '"a\\u003a1"',
+    '""',
+    '"  "',
+    '"READY"',
+    '"ready"',
+    '" Logout "',
+    '"LOGGED_OUT"',
+    '"agent"',
+    '"supervisor"',
+    '"VOICE"',
+    '"CHAT"',
+    '"x\\"y"',
+    '"\\ud800"',
+    '"S"',
+    '"S:1"',
 ]
 _LISTS = ['["S", "T"]', '["S:1"]', "[]", '[""]', "[3]", '["S", "S"]', "{}", '{"k": 1}']
 _json_values = st.sampled_from(_SCALARS + _LISTS)
@@ -427,12 +451,15 @@ def test_the_random_json_reaches_both_ends() -> None:
     from hypothesis import find
 
     accepted = find(
-        _json_snapshots(), lambda raw: (s := parse_snapshot_json(raw)) is not None and len(s.agents) > 2
+        _json_snapshots(),
+        lambda raw: (s := parse_snapshot_json(raw)) is not None and len(s.agents) > 2,
     )
     assert len(read_snapshot(accepted, "s.json").agents) > 2
     twice = find(
         _json_snapshots(),
-        lambda raw: parse_snapshot_json(raw) is None and "given twice" in str(_ending(_reference, raw)),
+        lambda raw: (
+            parse_snapshot_json(raw) is None and "given twice" in str(_ending(_reference, raw))
+        ),
     )
     assert "given twice" in str(_ending(read_snapshot, twice))
 
