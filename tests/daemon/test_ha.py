@@ -204,11 +204,12 @@ def test_both_nodes_dark_fail_the_samples(
         m for m in mnemonics(udp_syslog, "LICENSE_COMPUTATION_FAILED") if m.startswith("%MCVD")
     ]
     # Node A went dark first: the first failed sample may still have found B standby, and
-    # may have caught A's connections being cut rather than refused: both nodes named, in
-    # order, each with its reason.
+    # may have caught A's connections being cut rather than refused, after A's SystemInfo
+    # said in service and before its Users answered: both nodes named, in order, each with
+    # its reason.
     assert re.search(
         f": no UCCX node could be read for agents: Finesse {re.escape(pair.urls[0])}"
-        f"/finesse/api/SystemInfo: [^;]+; Finesse {re.escape(pair.urls[1])}",
+        f"/finesse/api/(SystemInfo|Users): [^;]+; Finesse {re.escape(pair.urls[1])}",
         line,
     ), line
     store = inst.store()
