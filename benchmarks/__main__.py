@@ -210,7 +210,9 @@ ROWS = (
         "bench_suite",
         lambda f: (
             f"{f['suite_wall_s']:.0f} s wall (exit {f['suite_exit_status']:.0f})",
-            f"its CPU / cores {f['suite_floor_s']:.0f} s",
+            f"its CPU / cores {f['suite_floor_s']:.0f} s (of its CPU, "
+            f"{f['suite_children_cpu_s']:.0f} s in the {f['suite_children']:.0f} processes "
+            f"the tests start, {f['suite_workers_own_cpu_s']:.0f} s in the test processes)",
             f"{f['suite_wall_s'] / f['suite_floor_s']:.2f} x",
         ),
         "<= 120 s, green",

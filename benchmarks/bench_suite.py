@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import json
 import os
 import shutil
 import statistics
@@ -58,19 +59,49 @@ def suite(workers: int) -> dict[str, float]:
     compileall.compile_dir(root / "ccx_agent", quiet=1)
     compileall.compile_dir(root / "tests", quiet=1)
     argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", str(workers)]
-    argv += ["--dist", "loadgroup"]
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": ""}
-    t0 = time.monotonic()
-    proc = subprocess.Popen(argv, cwd=root, env=env, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    tail = proc.stdout.read().strip().splitlines()[-1:]
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.monotonic() - t0
-    code = os.waitstatus_to_exitcode(status)
-    proc.returncode = code
-    cpu = usage.ru_utime + usage.ru_stime
-    print(f"  the suite, pytest -n {workers} --dist loadgroup: {' '.join(tail)} (exit {code})")
-    return {"wall_s": wall, "cpu_s": cpu, "exit_status": float(code)}
+    argv += ["--dist", "loadgroup", "-p", "benchmarks.suite_children"]
+    with tempfile.TemporaryDirectory(prefix="ccx-bench-children-") as children:
+        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "", "CCX_BENCH_CHILDREN": children}
+        t0 = time.monotonic()
+        proc = subprocess.Popen(argv, cwd=root, env=env, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        tail = proc.stdout.read().strip().splitlines()[-1:]
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.monotonic() - t0
+        code = os.waitstatus_to_exitcode(status)
+        proc.returncode = code
+        cpu = usage.ru_utime + usage.ru_stime
+        print(f"  the suite, pytest -n {workers} --dist loadgroup: {' '.join(tail)} (exit {code})")
+        split = _split(Path(children))
+    return {"wall_s": wall, "cpu_s": cpu, "exit_status": float(code), **split}
+
+
+def _split(children: Path) -> dict[str, float]:
+    """Where the suite's CPU went (:mod:`benchmarks.suite_children`): the xdist workers'
+    own (collection and the in-process tests) and the processes the tests started, by
+    command, the costliest first."""
+    workers_cpu = 0.0
+    by_command: dict[str, list[float]] = {}
+    for path in sorted(children.glob("*.json")):
+        for command, cpu in json.loads(path.read_text()):
+            if path.stem == "controller":
+                workers_cpu += cpu  # a worker, with every child it reaped
+            else:
+                by_command.setdefault(command, []).append(cpu)
+    started = sum(len(v) for v in by_command.values())
+    started_cpu = sum(sum(v) for v in by_command.values())
+    print(f"  processes the tests started: {started}, {started_cpu:.0f} s of CPU;")
+    print(
+        f"  the workers' own CPU (collection, in-process tests): {workers_cpu - started_cpu:.0f} s"
+    )
+    costly = sorted(by_command.items(), key=lambda kv: -sum(kv[1]))
+    for command, cpus in costly[:12]:
+        print(f"    {sum(cpus):6.1f} s  {len(cpus):4d} x {statistics.mean(cpus):5.2f} s  {command}")
+    return {
+        "children": float(started),
+        "children_cpu_s": started_cpu,
+        "workers_own_cpu_s": workers_cpu - started_cpu,
+    }
 
 
 def main(argv: Sequence[str]) -> dict[str, float]:

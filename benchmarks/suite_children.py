@@ -1,0 +1,78 @@
+"""A pytest plugin for :mod:`benchmarks.bench_suite`: the CPU of every child process the
+tests start, by command, so the suite's CPU can be split between the test processes
+themselves and the ``ccx-agent`` (and other) processes they run.
+
+On two cores the suite is CPU-bound, so its wall time is its CPU over two; where that CPU
+goes says what would make it quicker (fewer interpreter starts, cheaper ones, or cheaper
+in-process tests). Loaded with ``-p benchmarks.suite_children`` and
+``CCX_BENCH_CHILDREN=<dir>``; each xdist worker writes ``<dir>/<worker>.json``.
+
+How: ``subprocess`` reaps its children with ``os.waitpid``; this plugin puts ``os.wait4``
+behind it, which also returns the child's rusage (its own CPU and that of the children it
+reaped), and remembers each child's command line from ``Popen``. A child reaped some
+other way is not counted. Not for the test suite itself: only this benchmark loads it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+_real_waitpid = os.waitpid
+_commands: dict[int, str] = {}
+_records: list[tuple[str, float]] = []
+
+
+def command_name(args: Any) -> str:
+    """``ccx-agent <command> [<subcommand>]`` for the product's CLI (its ``--config X``
+    and other options left out), else the program's base name."""
+    argv = [str(a) for a in (args if isinstance(args, list | tuple) else [args])]
+    if "ccx_agent" in argv or any(a.endswith("/ccx-agent") for a in argv):
+        i = argv.index("ccx_agent") + 1 if "ccx_agent" in argv else 1
+        words: list[str] = []
+        skip = False
+        for a in argv[i:]:
+            if skip:
+                skip = False
+            elif a in ("--config", "-c", "--log-level"):
+                skip = True
+            elif not a.startswith("-") and "/" not in a:
+                words.append(a)
+            if len(words) == 2:
+                break
+        return " ".join(["ccx-agent", *words])
+    if argv[:3] and argv[0].endswith(("python", "python3")) and "-c" in argv[:3]:
+        return "python -c"
+    return Path(argv[0]).name if argv else "?"
+
+
+def _waitpid(pid: int, options: int) -> tuple[int, int]:
+    reaped, status, usage = os.wait4(pid, options)
+    if reaped:
+        _records.append((_commands.pop(reaped, "?"), usage.ru_utime + usage.ru_stime))
+    return reaped, status
+
+
+_real_init = subprocess.Popen.__init__
+
+
+def _init(self: subprocess.Popen[Any], args: Any, *rest: Any, **kw: Any) -> None:
+    _real_init(self, args, *rest, **kw)
+    _commands[self.pid] = command_name(args)
+
+
+def pytest_configure(config: Any) -> None:
+    if os.environ.get("CCX_BENCH_CHILDREN"):
+        os.waitpid = _waitpid
+        subprocess.Popen.__init__ = _init  # type: ignore[method-assign]
+
+
+def pytest_sessionfinish(session: Any) -> None:
+    where = os.environ.get("CCX_BENCH_CHILDREN")
+    if not where:
+        return
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "controller")
+    Path(where, f"{worker}.json").write_text(json.dumps(_records))
