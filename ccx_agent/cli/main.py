@@ -363,24 +363,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ccx_agent.daemon import scheduler as daemon  # noqa: PLC0415 - the scheduler only for the daemon
 
         return daemon.main(path, log_level=level or "info")
-    earlysignals.release_hangups()  # only the daemon makes a hang-up a reload
     if args.command == "status" and args.check:
         # Run every minute: the least it can. It logs nothing, so no logging set-up either.
         from ccx_agent.cli import check  # noqa: PLC0415
 
+        earlysignals.release_hangups()  # after the imports, as below
         return check.main(path, datetime.now(UTC))
     # A command's log lines go to stderr, redacted, so that its output (a --json document)
     # stays clean: without this, structlog's default printer would put its warnings on
     # stdout, secrets and all. Warnings and worse unless -v/--log-level.
     from ccx_agent import logs  # noqa: PLC0415
 
-    logs.configure(stream=logs.STDERR, level=level or "warning")
     module, name, call = DISPATCH[args.command]  # argparse enforces the choices
     # The command's module now (the daemon above never imports these).
     function: Callable[..., int] = getattr(importlib.import_module(module), name)
+    if args.command not in NO_SCHEMA_COMMANDS:
+        # Its function would import the schema (pydantic builds every model) after the
+        # release below: import it while the signals are still held.
+        importlib.import_module("ccx_agent.config.schema")
+    # Only the daemon makes a hang-up a reload: the signals get their default meaning back,
+    # and one that came meanwhile is delivered now. Not before the imports: a Ctrl-C
+    # raised in the middle of them can be swallowed where a C extension calls back into
+    # Python (pydantic-core building a model prints "Exception ignored" and goes on), and
+    # the command then did all its work after the operator's Ctrl-C.
+    earlysignals.release_hangups()
+    logs.configure(stream=logs.STDERR, level=level or "warning")
     return call(function, args, path)
 
 
+#: Commands that do not validate the config with the schema: those that read the daemon's
+#: record of it (and validate only without one, read-only), and those that need no config.
+NO_SCHEMA_COMMANDS = frozenset(
+    {"status", "report", "alerts", "features", "install-files", "ssm", "simulate"}
+)
 #: Commands that open the state directory; run as root in another user's directory they
 #: become that user first (:func:`ccx_agent.store.statedir.become_owner`).
 STATE_COMMANDS = frozenset(

@@ -7,7 +7,9 @@ right after a start, can land while the interpreter is still importing, long bef
 in the middle of whatever it was doing). So the console entry point holds hang-ups and
 stop signals first of all; the daemon then takes a held hang-up as a reload and a held
 stop as a clean stop, and every other command gives the signals their default meaning
-back (and is ended by one that came meanwhile, as it would have been).
+back once its imports are done (and is ended by one that came meanwhile, as it would have
+been; a Ctrl-C raised in the middle of an import can be swallowed by a C extension that
+calls back into Python, and the command would then go on).
 
 Only the interpreter's own start (before any code of the agent runs, some 10-20 ms) is
 out of reach; under systemd a reload waits for ``READY=1`` anyway.
