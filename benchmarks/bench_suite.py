@@ -97,6 +97,12 @@ def _split(children: Path) -> dict[str, float]:
     costly = sorted(by_command.items(), key=lambda kv: -sum(kv[1]))
     for command, cpus in costly[:12]:
         print(f"    {sum(cpus):6.1f} s  {len(cpus):4d} x {statistics.mean(cpus):5.2f} s  {command}")
+    tests: dict[str, list[float]] = {}
+    for path in sorted(children.glob("*.tests")):
+        tests.update(json.loads(path.read_text()))
+    print("  the costliest tests (their worker's CPU + their children's):")
+    for nodeid, (own, kids) in sorted(tests.items(), key=lambda kv: -sum(kv[1]))[:15]:
+        print(f"    {own + kids:6.1f} s = {own:5.1f} + {kids:5.1f}  {nodeid}")
     return {
         "children": float(started),
         "children_cpu_s": started_cpu,

@@ -1,6 +1,8 @@
 """A pytest plugin for :mod:`benchmarks.bench_suite`: the CPU of every child process the
-tests start, by command, so the suite's CPU can be split between the test processes
-themselves and the ``ccx-agent`` (and other) processes they run.
+tests start, by command, and each test's whole CPU (its worker's, threads and in-process
+servers included, plus its children's), so the suite's CPU can be split between the test
+processes themselves and the ``ccx-agent`` (and other) processes they run, and the
+costliest tests named.
 
 On two cores the suite is CPU-bound, so its wall time is its CPU over two; where that CPU
 goes says what would make it quicker (fewer interpreter starts, cheaper ones, or cheaper
@@ -17,13 +19,20 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 _real_waitpid = os.waitpid
 _commands: dict[int, str] = {}
 _records: list[tuple[str, float]] = []
+#: Each test's CPU: its worker's own during the test (setup, call and teardown), and its
+#: children's.
+_tests: dict[str, list[float]] = {}
 
 
 def command_name(args: Any) -> str:
@@ -64,6 +73,21 @@ def _init(self: subprocess.Popen[Any], args: Any, *rest: Any, **kw: Any) -> None
     _commands[self.pid] = command_name(args)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: Any, nextitem: Any) -> Iterator[None]:
+    if not os.environ.get("CCX_BENCH_CHILDREN"):
+        yield
+        return
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    started = len(_records)
+    yield
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    _tests[item.nodeid] = [
+        after.ru_utime + after.ru_stime - own.ru_utime - own.ru_stime,
+        sum(cpu for _, cpu in _records[started:]),
+    ]
+
+
 def pytest_configure(config: Any) -> None:
     if os.environ.get("CCX_BENCH_CHILDREN"):
         os.waitpid = _waitpid
@@ -76,3 +100,5 @@ def pytest_sessionfinish(session: Any) -> None:
         return
     worker = os.environ.get("PYTEST_XDIST_WORKER", "controller")
     Path(where, f"{worker}.json").write_text(json.dumps(_records))
+    if _tests:
+        Path(where, f"{worker}.tests").write_text(json.dumps(_tests))
