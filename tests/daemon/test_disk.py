@@ -101,6 +101,17 @@ def test_a_full_disk_is_an_alert_loses_nothing_and_heals_by_itself(
     )
     assert any("disk is full" in m for m in alerts), alerts
     daemon.assert_alive()
+    # The alert comes after two failures of any job (a report's, a heartbeat's): the disk
+    # stays full until three samples in a row failed, so that at least one whole 1 s
+    # interval had none (a loop of make test once freed it within one interval).
+    failed = len([e for e in daemon.events("job failed") if e.get("job") == "sample"])
+    wait_until(
+        "three failed samples",
+        lambda: (
+            len([e for e in daemon.events("job failed") if e.get("job") == "sample"]) >= failed + 3
+        ),
+        30,
+    )
     filler.unlink()
     udp_syslog.wait(
         "AGENT_JOB_RECOVERED",
