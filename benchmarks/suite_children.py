@@ -35,24 +35,25 @@ _records: list[tuple[str, float]] = []
 _tests: dict[str, list[float]] = {}
 
 
+#: Commands whose first word is a sub-command worth telling apart.
+_TWO_WORDS = frozenset({"offline", "renew"})
+
+
 def command_name(args: Any) -> str:
-    """``ccx-agent <command> [<subcommand>]`` for the product's CLI (its ``--config X``
-    and other options left out), else the program's base name."""
+    """``ccx-agent <command>`` for the product's CLI (``offline`` and ``renew`` with their
+    sub-command; options, their values and arguments left out), else the program's base
+    name."""
     argv = [str(a) for a in (args if isinstance(args, list | tuple) else [args])]
     if "ccx_agent" in argv or any(a.endswith("/ccx-agent") for a in argv):
         i = argv.index("ccx_agent") + 1 if "ccx_agent" in argv else 1
-        words: list[str] = []
-        skip = False
-        for a in argv[i:]:
-            if skip:
-                skip = False
-            elif a in ("--config", "-c", "--log-level"):
-                skip = True
-            elif not a.startswith("-") and "/" not in a:
-                words.append(a)
-            if len(words) == 2:
-                break
-        return " ".join(["ccx-agent", *words])
+        rest = argv[i:]
+        while rest and rest[0].startswith("-"):  # --config X, -v, --log-level X
+            rest = rest[2:] if rest[0] in ("--config", "-c", "--log-level") else rest[1:]
+        if not rest:
+            return "ccx-agent"
+        if rest[0] in _TWO_WORDS and len(rest) > 1 and not rest[1].startswith("-"):
+            return f"ccx-agent {rest[0]} {rest[1]}"
+        return f"ccx-agent {rest[0]}"
     if argv[:3] and argv[0].endswith(("python", "python3")) and "-c" in argv[:3]:
         return "python -c"
     return Path(argv[0]).name if argv else "?"
